@@ -1,0 +1,78 @@
+"""Jobs a person launches from the Launchpad (approve, reject, roll back) and the ones sensors launch."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
+
+from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
+from pipelines.cycle import governance
+from pipelines.forget import process_request
+from pipelines.forget.urgent import urgent_cycle
+
+cycle_job = define_asset_job(
+    "governed_cycle",
+    selection=AssetSelection.groups("cycle"),
+    description="One cycle: admit a batch, select, update, edit/forget, refresh the index, evaluate, gate, release.",
+)
+
+
+class DecisionConfig(Config):
+    release_id: str
+    decision: str = "approve"  # approve | reject
+    approver: str
+    role: str
+    reason: str
+
+
+@op
+def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: MemgovResource) -> dict:
+    """Apply an approver's decision under the policy's rules; approval promotes by compare-and-swap."""
+    result = governance.decide_release(memgov.workspace(), memgov.load_policy(), config.release_id, config.decision,
+                                       config.approver, config.role, config.reason, run_id=context.run_id)
+    context.log.info(f"decision recorded: {result}")
+    return result
+
+
+@job(description="Approve or reject a candidate release: approver, role and reason go in the run config.")
+def release_decision():
+    decide_release()
+
+
+class RollbackConfig(Config):
+    to_release: str
+    actor: str
+    reason: str
+
+
+@op
+def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov: MemgovResource) -> dict:
+    """Serve an earlier release again; refused for releases tainted by a forget request."""
+    result = governance.rollback(memgov.workspace(), config.to_release, config.actor, config.reason)
+    context.log.info(f"rolled back: {result}")
+    return result
+
+
+@job(description="Roll the champion back to an earlier release (model, adapters, edits and index together).")
+def rollback():
+    rollback_release()
+
+
+class ForgetConfig(Config):
+    request_id: str
+
+
+@op(tags=GPU_TAGS)
+def process_forget_request(context: OpExecutionContext, config: ForgetConfig, memgov: MemgovResource) -> dict:
+    """Scrub the request's data from every store at once; urgent requests also get an unlearning-only candidate."""
+    ws = memgov.workspace()
+    result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id)
+    if ws.requests.get(config.request_id).urgent and ws.requests.get(config.request_id).state == "planned":
+        result["urgent_cycle"] = urgent_cycle(ws, memgov.load_policy(), config.request_id, shared_embedder(),
+                                              run_id=context.run_id)
+    context.log.info(f"forget request processed: {result.get('state')}")
+    return result
+
+
+@job(description="Process one forget request (launched by the forget-request sensor, run_key = request id).")
+def forget_request():
+    process_forget_request()

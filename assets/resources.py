@@ -1,0 +1,53 @@
+"""Resources: the memgov workspace (local folder or S3) and the policy, configurable per deployment."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from dagster import ConfigurableResource
+
+from pipelines.workspace import Workspace
+from policies import Policy, load_policy
+
+GPU_TAGS = {
+    "memgov/gpu": "1",
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {"node_selector": {"memgov.io/pool": "gpu"},
+                            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+    },
+}
+
+
+@lru_cache(maxsize=1)
+def shared_embedder():
+    """MiniLM loads once per process: every index refresh and RAG check reuses it."""
+    from pipelines.rag import Embedder
+
+    return Embedder()
+
+
+class MemgovResource(ConfigurableResource):
+    """Where state lives. Empty fields fall back to MEMGOV_HOME / MEMGOV_STORE / MEMGOV_POLICY / MEMGOV_REQUESTS_URL."""
+
+    home: str = ""
+    store_url: str = ""
+    requests_url: str = ""
+    policy: str = ""
+    progress: bool = False
+
+    def workspace(self) -> Workspace:
+        return Workspace.open(self.home or None, self.store_url or None, self.requests_url or None)
+
+    def load_policy(self) -> Policy:
+        return load_policy(self.policy or os.environ.get("MEMGOV_POLICY", "default"))
+
+
+def local_resource() -> MemgovResource:
+    return MemgovResource()
+
+
+def s3_resource() -> MemgovResource:
+    """Production variant: artifacts and the change-log mirror in S3, requests in Postgres (from the environment)."""
+    return MemgovResource(store_url=os.environ.get("MEMGOV_STORE", ""), requests_url=os.environ.get("MEMGOV_REQUESTS_URL", ""))

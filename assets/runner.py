@@ -1,0 +1,81 @@
+"""Run jobs and tick sensors against the deployment's own Dagster instance (SQLite under MEMGOV_HOME by default)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dagster import DagsterInstance, build_sensor_context
+
+from pipelines.workspace import Workspace
+
+DAGSTER_YAML = """\
+# Local Dagster instance for memgov: SQLite storage under MEMGOV_HOME, no telemetry.
+telemetry:
+  enabled: false
+storage:
+  sqlite:
+    base_dir: {base}
+"""
+
+
+def ensure_instance_home(ws: Workspace) -> Path:
+    home = ws.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(DAGSTER_YAML.format(base=home / "storage"))
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def instance(ws: Workspace) -> DagsterInstance:
+    ensure_instance_home(ws)
+    return DagsterInstance.get()
+
+
+def _defs():
+    from assets.definitions import defs
+
+    return defs
+
+
+def run_job(ws: Workspace, job_name: str, run_config: dict[str, Any] | None = None, tags: dict[str, str] | None = None):
+    """Execute a job in this process, recorded in the deployment's instance (visible in the UI afterwards)."""
+    job = _defs().get_job_def(job_name)
+    return job.execute_in_process(run_config=run_config or {}, instance=instance(ws), tags=tags or {}, raise_on_error=False)
+
+
+def output_of(result, node: str) -> Any:
+    try:
+        return result.output_for_node(node)
+    except Exception:  # noqa: BLE001 - a skipped or failed step has no output
+        return None
+
+
+def run_cycle(ws: Workspace, batch: str | None = None):
+    config = {"ops": {"admitted_batch": {"config": {"batch": batch or ""}}}}
+    return run_job(ws, "governed_cycle", config, tags={"memgov/trigger": "cli"})
+
+
+def tick_sensor(ws: Workspace, sensor_name: str) -> list:
+    """Evaluate a sensor once and launch what it asks for, skipping run keys the instance has already seen."""
+    inst = instance(ws)
+    defs = _defs()
+    sensor = defs.get_sensor_def(sensor_name)
+    ctx = build_sensor_context(instance=inst, definitions=defs)
+    data = sensor.evaluate_tick(ctx)
+    results = []
+    for req in data.run_requests or []:
+        if req.run_key and _run_key_seen(inst, req.run_key):
+            continue
+        tags = {**(req.tags or {}), "dagster/run_key": req.run_key or "", "dagster/sensor_name": sensor_name}
+        results.append(run_job(ws, sensor.job_name, req.run_config, tags))
+    return results
+
+
+def _run_key_seen(inst: DagsterInstance, run_key: str) -> bool:
+    from dagster import RunsFilter
+
+    return bool(inst.get_runs(filters=RunsFilter(tags={"dagster/run_key": run_key}), limit=1))

@@ -1,0 +1,48 @@
+"""Sensors and the schedule: new batches start cycles, forget requests start exactly one run each."""
+
+from __future__ import annotations
+
+from dagster import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SkipReason,
+    schedule,
+    sensor,
+)
+
+from assets.jobs import cycle_job, forget_request
+from assets.resources import MemgovResource
+from pipelines.cycle.stages import pending_batches
+
+
+@sensor(job=cycle_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
+def new_batch_sensor(context: SensorEvaluationContext, memgov: MemgovResource):
+    """One cycle per new file in the inbox, keyed by the batch name so a batch is never run twice."""
+    pending = pending_batches(memgov.workspace())
+    if not pending:
+        return SkipReason("no new batch in the inbox")
+    first = pending[0]
+    return RunRequest(run_key=f"batch:{first.stem}",
+                      run_config={"ops": {"admitted_batch": {"config": {"batch": first.name}}}},
+                      tags={"memgov/batch": first.stem})
+
+
+@sensor(job=forget_request, minimum_interval_seconds=30, default_status=DefaultSensorStatus.STOPPED)
+def forget_request_sensor(context: SensorEvaluationContext, memgov: MemgovResource):
+    """Every received forget request becomes exactly one run: run_key = request id (Dagster de-duplicates)."""
+    received = memgov.workspace().requests.list(states=["received"])
+    if not received:
+        return SkipReason("no new forget request")
+    for req in received:
+        yield RunRequest(run_key=req.request_id,
+                         run_config={"ops": {"process_forget_request": {"config": {"request_id": req.request_id}}}},
+                         tags={"memgov/request": req.request_id, "memgov/urgent": str(bool(req.urgent)).lower()})
+
+
+@schedule(job=cycle_job, cron_schedule="0 3 * * *", default_status=DefaultScheduleStatus.STOPPED)
+def nightly_cycle(context: ScheduleEvaluationContext):
+    """The regular cycle: takes the oldest unprocessed batch, if any."""
+    return RunRequest(run_key=None, tags={"memgov/trigger": "schedule"})

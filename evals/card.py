@@ -1,0 +1,228 @@
+"""Evaluation card: the human- and machine-readable record of why a candidate passed or failed.
+
+Written next to the release: card.json (the dict as given, made JSON-safe), card.md (tables a reviewer
+reads before approving) and PNG plots. Rendering never fails on missing parts: a card for a first
+release has no champion, a card for an edit-only cycle has no training curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from evals.names import LOWER_IS_BETTER
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types only: pydantic models and numpy scalars converted, NaN/inf become null."""
+    if hasattr(obj, "model_dump"):
+        return _jsonable(obj.model_dump())
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return str(obj)
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, (int, float)):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _delta(value: Any, champion: Any) -> float | None:
+    if isinstance(value, (int, float)) and isinstance(champion, (int, float)):
+        return float(value) - float(champion)
+    return None
+
+
+def _curve_points(curve: Any) -> tuple[list[float], list[float]]:
+    """Accept [acc, …] or [{"step": s, "acc": a}, …]; returns (steps, accuracies)."""
+    steps: list[float] = []
+    accs: list[float] = []
+    for i, point in enumerate(curve or []):
+        if isinstance(point, Mapping):
+            acc = point.get("acc", point.get("accuracy"))
+            step = point.get("step", i)
+        else:
+            acc, step = point, i
+        if acc is None:
+            continue
+        steps.append(float(step))
+        accs.append(float(acc))
+    return steps, accs
+
+
+def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
+    lines: list[str] = []
+    decision = card.get("decision") or {}
+    verdict = decision.get("passed")
+    status = "PASSED" if verdict else ("FAILED" if verdict is False else "not decided")
+    lines += [f"# Evaluation card — {card.get('release_id', '?')}", ""]
+    lines += [f"- Cycle: {card.get('cycle', '—')}", f"- Created: {card.get('created_at', '—')}", f"- Gates: **{status}**", ""]
+
+    versions = card.get("versions") or {}
+    lines += ["## Versions", "", "| Part | Version |", "|---|---|"]
+    for part in ("data", "model", "policy", "code"):
+        lines.append(f"| {part} | `{versions.get(part, '—')}` |")
+    for part, version in versions.items():
+        if part not in ("data", "model", "policy", "code"):
+            lines.append(f"| {part} | `{version}` |")
+    lines.append("")
+
+    metrics = card.get("metrics") or {}
+    champion = card.get("champion_metrics") or {}
+    lines += ["## Metrics", "", "| Metric | Candidate | Champion | Delta |", "|---|---:|---:|---:|"]
+    for name, value in metrics.items():
+        d = _delta(value, champion.get(name))
+        arrow = ""
+        if d is not None and d != 0:
+            better = (d < 0) if name in LOWER_IS_BETTER else (d > 0)
+            arrow = " ▲" if better else " ▼"
+        delta_text = "—" if d is None else f"{d:+.4g}{arrow}"
+        lines.append(f"| {name} | {_num(value)} | {_num(champion.get(name))} | {delta_text} |")
+    lines.append("")
+
+    verdicts = decision.get("verdicts") or []
+    lines += ["## Gates", ""]
+    if verdicts:
+        lines += ["| Metric | Threshold | Value | Champion | Verdict | Reason |", "|---|---|---:|---:|---|---|"]
+        for v in verdicts:
+            mark = "pass" if v.get("passed") else ("FAIL" if v.get("required", True) else "fail (advisory)")
+            lines.append(
+                f"| {v.get('metric')} | {v.get('threshold', '')} | {_num(v.get('value'))} | "
+                f"{_num(v.get('champion_value'))} | {mark} | {v.get('reason', '')} |"
+            )
+    else:
+        lines.append("No gates were evaluated.")
+    lines.append("")
+
+    stability = card.get("stability") or {}
+    lines += ["## Stability during training", ""]
+    numbers = {k: v for k, v in stability.items() if k != "curve"}
+    if numbers:
+        lines += ["| Number | Value |", "|---|---:|"]
+        lines += [f"| {k} | {_num(v)} |" for k, v in numbers.items()]
+    _, accs = _curve_points(stability.get("curve"))
+    lines.append("")
+    lines.append(f"Probe evaluations during training: {len(accs)}.")
+    lines.append("")
+
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{name}]({path.name})" for name, path in plots.items()]
+        lines.append("")
+
+    notes = card.get("notes")
+    if notes:
+        lines += ["## Notes", ""]
+        lines += list(notes) if isinstance(notes, (list, tuple)) else [str(notes)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot_stability(stability: Mapping[str, Any], path: Path) -> Path | None:
+    steps, accs = _curve_points(stability.get("curve"))
+    if not accs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, accs, marker="o", markersize=3, label="old-knowledge probe accuracy")
+    min_acc = stability.get("min_acc")
+    if isinstance(min_acc, (int, float)):
+        ax.axhline(min_acc, color="tab:red", linestyle="--", linewidth=1, label=f"min-ACC {min_acc:.3g}")
+        lowest = accs.index(min(accs))
+        ax.scatter([steps[lowest]], [accs[lowest]], color="tab:red", zorder=3)
+    before = stability.get("acc_before")
+    if isinstance(before, (int, float)):
+        ax.axhline(before, color="tab:gray", linestyle=":", linewidth=1, label=f"before update {before:.3g}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Stability during training")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_deltas(metrics: Mapping[str, Any], champion: Mapping[str, Any], path: Path) -> Path | None:
+    pairs = [(name, _delta(v, champion.get(name))) for name, v in metrics.items()]
+    pairs = [(n, d) for n, d in pairs if d is not None and math.isfinite(d)]
+    if not pairs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, _ in pairs]
+    deltas = [d for _, d in pairs]
+    colours = [
+        "tab:green" if ((d < 0) if n in LOWER_IS_BETTER else (d > 0)) else ("tab:gray" if d == 0 else "tab:red")
+        for n, d in pairs
+    ]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
+    ax.barh(names, deltas, color=colours)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("candidate − champion (green: better)")
+    ax.set_title("Metric deltas vs champion")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def render_card(card: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write card.json, card.md and the plots that have data; return their paths by kind.
+
+    Keys of the result: "json", "markdown", and when drawn "stability_plot", "deltas_plot".
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = _jsonable(card)
+    if not isinstance(data, dict):
+        raise ValueError("card must be a dict with release_id, versions, metrics, decision, stability …")
+
+    plots: dict[str, Path] = {}
+    stab = _plot_stability(data.get("stability") or {}, out_dir / "stability.png")
+    if stab is not None:
+        plots["stability_plot"] = stab
+    deltas = _plot_deltas(data.get("metrics") or {}, data.get("champion_metrics") or {}, out_dir / "deltas.png")
+    if deltas is not None:
+        plots["deltas_plot"] = deltas
+    for stale in ("stability.png", "deltas.png"):  # a re-render must not keep a plot of older data
+        if (out_dir / stale) not in plots.values():
+            (out_dir / stale).unlink(missing_ok=True)
+
+    json_path = out_dir / "card.json"
+    json_path.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
+    md_path = out_dir / "card.md"
+    md_path.write_text(_markdown(data, plots), encoding="utf-8")
+    return {"json": json_path, "markdown": md_path, **plots}
+
+
+__all__ = ["render_card"]

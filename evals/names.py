@@ -1,0 +1,25 @@
+"""Metric names shared by suites, gates, policies and cards.
+
+Kept in a module without heavy imports so that a policy can be validated without loading torch.
+"""
+
+from __future__ import annotations
+
+SUITE_METRICS: tuple[str, ...] = (
+    "new_fact_recall",
+    "paraphrase_recall",
+    "retention",
+    "locality",
+    "perplexity",
+    "forget_recall",
+    "forget_log_likelihood",
+    "rag_support",
+)
+STABILITY_METRICS: tuple[str, ...] = ("min_acc", "wc_acc", "final_acc", "stability_gap")
+HISTORY_METRICS: tuple[str, ...] = ("backward_transfer",)
+KNOWN_METRICS: tuple[str, ...] = SUITE_METRICS + STABILITY_METRICS + HISTORY_METRICS
+
+# Lower values are better for these; used to colour deltas, never to flip a gate's direction.
+LOWER_IS_BETTER: frozenset[str] = frozenset(
+    {"perplexity", "forget_recall", "forget_log_likelihood", "stability_gap"}
+)

@@ -1,0 +1,193 @@
+"""Evaluation suites: run a candidate model over the evaluation sets and report one number per metric.
+
+The model work (exact match, log-probabilities, retrieval) happens here; every reported number is then
+computed by a metric module in `evals/metrics/`, the single place where each number is defined.
+A set that is empty yields None for its metric: "not measured" must never read as 0.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from evals.metrics import load_metric
+from evals.names import SUITE_METRICS
+
+QA = dict[str, Any]
+
+
+@dataclass
+class EvalSets:
+    """The evaluation data of one cycle. QA dicts carry "prompt", "target" and "id"."""
+
+    new_facts: list[QA] = field(default_factory=list)
+    paraphrases: list[QA] = field(default_factory=list)
+    retention: list[QA] = field(default_factory=list)
+    forget: list[QA] = field(default_factory=list)
+    locality: list[QA] = field(default_factory=list)
+    general_text: list[str] = field(default_factory=list)
+    rag_queries: list[QA] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("new_facts", "paraphrases", "retention", "forget", "locality", "rag_queries"):
+            for i, row in enumerate(getattr(self, name)):
+                if not isinstance(row, Mapping) or not isinstance(row.get("prompt"), str) or not isinstance(
+                    row.get("target"), str
+                ):
+                    raise ValueError(f"EvalSets.{name}[{i}] must be a dict with string 'prompt' and 'target'")
+        for i, text in enumerate(self.general_text):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"EvalSets.general_text[{i}] must be a non-empty string")
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class SuiteResults:
+    metrics: dict[str, float | None]
+    details: dict[str, Any]
+
+
+def _ids(rows: Sequence[QA]) -> list[str]:
+    return [str(r.get("id", i)) for i, r in enumerate(rows)]
+
+
+def _recall_suite(model, tokenizer, rows: Sequence[QA]) -> tuple[float | None, dict[str, Any], Any]:
+    from pipelines.lm import score_qa
+
+    if not rows:
+        return None, {"n": 0}, None
+    scores = score_qa(model, tokenizer, [r["prompt"] for r in rows], [r["target"] for r in rows])
+    hits = [bool(h) for h in scores.exact_match]
+    out = load_metric("fact_recall").compute(predictions=hits, references=[True] * len(hits))
+    ids = _ids(rows)
+    detail = {
+        "n": len(rows),
+        "recalled": [i for i, h in zip(ids, hits, strict=True) if h],
+        "missed": [i for i, h in zip(ids, hits, strict=True) if not h],
+    }
+    return out["recall"], detail, scores
+
+
+def _text_log_likelihood(model, tokenizer, texts: Sequence[str], batch_size: int = 64) -> tuple[list[float], list[int]]:
+    """Per-text mean token log-probability and token count, as `pipelines.lm.perplexity` scores them."""
+    import torch
+
+    from pipelines.lm import encode_texts, per_example_loss
+
+    means: list[float] = []
+    counts: list[int] = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = encode_texts(tokenizer, texts[start : start + batch_size])
+            nll = per_example_loss(model, batch)
+            means.extend((-nll).cpu().tolist())
+            counts.extend(int(n) for n in (batch.labels[:, 1:] != -100).sum(1))
+    if was_training:
+        model.train()
+    return means, counts
+
+
+def run_suites(
+    model,
+    tokenizer,
+    sets: EvalSets,
+    index=None,
+    embedder=None,
+    rag_k: int = 3,
+) -> SuiteResults:
+    """Measure every suite metric (names in `evals.names.SUITE_METRICS`) for one model.
+
+    `index` is duck-typed: `index.search(queries, embedder, k) -> list[list[hit]]` with hits carrying
+    `doc_id`, `score` and `text`. Without an index, rag_support is None.
+    """
+    metrics: dict[str, float | None] = dict.fromkeys(SUITE_METRICS)
+    details: dict[str, Any] = {"sizes": sets.sizes()}
+
+    for metric, name in (
+        ("new_fact_recall", "new_facts"),
+        ("paraphrase_recall", "paraphrases"),
+        ("retention", "retention"),
+        ("locality", "locality"),
+    ):
+        metrics[metric], details[name], _ = _recall_suite(model, tokenizer, getattr(sets, name))
+
+    metrics["forget_recall"], details["forget"], forget_scores = _recall_suite(model, tokenizer, sets.forget)
+    if forget_scores is not None:
+        ll = load_metric("log_likelihood").compute(predictions=[float(x) for x in forget_scores.mean_logprob])
+        metrics["forget_log_likelihood"] = ll["mean_log_likelihood"]
+
+    if sets.general_text:
+        means, counts = _text_log_likelihood(model, tokenizer, sets.general_text)
+        ll = load_metric("log_likelihood").compute(predictions=means, n_tokens=counts)
+        metrics["perplexity"] = ll["perplexity"]
+        details["general_text"] = {"n": len(means), "n_tokens": int(sum(counts)), **ll}
+    else:
+        details["general_text"] = {"n": 0}
+
+    if index is not None and sets.rag_queries:
+        rows = sets.rag_queries
+        hits = index.search([r["prompt"] for r in rows], embedder, rag_k)
+        if len(hits) != len(rows):
+            raise ValueError(f"index.search returned {len(hits)} result lists for {len(rows)} queries")
+        snippets = [" \n".join(str(h.text) for h in row_hits) for row_hits in hits]
+        out = load_metric("retrieval_support").compute(predictions=snippets, references=[r["target"] for r in rows])
+        metrics["rag_support"] = out["support_rate"]
+        # Per-query verdicts from the same module function that defines the rate.
+        contains = sys.modules[type(load_metric("retrieval_support")).__module__]._contains
+        supported = [contains(s, r["target"]) for s, r in zip(snippets, rows, strict=True)]
+        ids = _ids(rows)
+        details["rag"] = {
+            "n": len(rows),
+            "k": rag_k,
+            "unsupported": [i for i, ok in zip(ids, supported, strict=True) if not ok],
+            "top_doc_ids": {i: [str(h.doc_id) for h in row_hits] for i, row_hits in zip(ids, hits, strict=True)},
+        }
+    else:
+        details["rag"] = {"n": len(sets.rag_queries), "skipped": "no index" if index is None else "no queries"}
+
+    return SuiteResults(metrics=metrics, details=details)
+
+
+def stability_metrics(
+    curve: Sequence[float],
+    acc_before: float,
+    current_acc: float | None = None,
+) -> dict[str, float | None]:
+    """min_acc, wc_acc, final_acc and stability_gap of one old-knowledge probe curve (see the stability module)."""
+    return load_metric("stability").compute(curve=[list(curve)], acc_before=[acc_before], current_acc=current_acc)
+
+
+def backward_transfer(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """Backward transfer (BWT, Lopez-Paz & Ranzato 2017) over a release history.
+
+    Each entry is one earlier release i (the candidate itself excluded) with
+    - "acc_at_release": R_i,i, the recall of release i's new facts measured when i was released;
+    - "acc_now": R_T,i, the recall of the same facts by the model being evaluated now.
+
+        BWT = 1/(T-1) * sum_i (R_T,i - R_i,i)
+
+    Negative values mean forgetting of earlier updates, positive values that later updates helped them.
+    Entries where either value is None (empty fact set, facts since forgotten on purpose) are left out;
+    with no usable entry the result is None.
+    """
+    deltas: list[float] = []
+    for i, entry in enumerate(history):
+        for key in ("acc_at_release", "acc_now"):
+            if key not in entry:
+                raise ValueError(f"history[{i}] lacks '{key}'; each entry needs 'acc_at_release' and 'acc_now'")
+        before, now = entry["acc_at_release"], entry["acc_now"]
+        if before is None or now is None:
+            continue
+        deltas.append(float(now) - float(before))
+    if not deltas:
+        return None
+    return sum(deltas) / len(deltas)
+
+
+__all__ = ["EvalSets", "SuiteResults", "backward_transfer", "run_suites", "stability_metrics"]

@@ -1,0 +1,1 @@
+"""The `memgov` command: the user-facing entry point that composes the engines (pipelines/) and the Dagster wiring (assets/)."""

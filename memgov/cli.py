@@ -1,0 +1,246 @@
+"""memgov CLI: run cycles, file forget requests, decide and roll back releases, read and verify the change log.
+
+Heavy libraries (torch, dagster, transformers) are imported inside the commands that need them, so that
+`memgov forget`, `memgov status` and `memgov log verify` answer quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Governed model updates: admit, select, update, forget, gate, approve, promote, roll back.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+forget_app = typer.Typer(help="File a forget request (see `memgov forget --help`) or show one (`memgov forget status ID`).")
+log_app = typer.Typer(help="The tamper-evident change log.", no_args_is_help=True)
+app.add_typer(forget_app, name="forget")
+app.add_typer(log_app, name="log")
+console = Console()
+
+HomeOpt = Annotated[str | None, typer.Option("--home", envvar="MEMGOV_HOME", help="State folder (default ./.memgov).")]
+PolicyOpt = Annotated[str, typer.Option("--policy", envvar="MEMGOV_POLICY", help="Policy name in policies/ or a YAML path.")]
+
+
+def _ws(home: str | None):
+    from pipelines.workspace import Workspace
+
+    return Workspace.open(home)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def bootstrap(home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Build (or load) the base model, seed the stores and the index, crown release r0001."""
+    from pipelines.cycle.bootstrap import bootstrap as do_bootstrap
+    from policies import load_policy
+
+    result = do_bootstrap(_ws(home), load_policy(policy))
+    console.print(result)
+
+
+@app.command()
+def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; default: the oldest unprocessed.")] = "",
+        home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Run one governed cycle through Dagster (recorded in the local instance, visible in the UI)."""
+    import os
+
+    from memgov.report import print_cycle
+    from pipelines.cycle.stages import pending_batches
+
+    os.environ["MEMGOV_POLICY"] = policy
+    ws = _ws(home)
+    _ensure_bootstrap(ws, policy)
+    if not batch and not pending_batches(ws):
+        _fail(f"no new batch in {ws.inbox}: drop a .jsonl or .parquet file there (or run `memgov demo`)")
+    from assets.runner import run_cycle
+
+    result = run_cycle(ws, batch or None)
+    print_cycle(console, ws, result)
+    if not result.success:
+        raise typer.Exit(1)
+
+
+def _ensure_bootstrap(ws, policy: str) -> None:
+    if not ws.registry.list():
+        from pipelines.cycle.bootstrap import bootstrap as do_bootstrap
+        from policies import load_policy
+
+        do_bootstrap(ws, load_policy(policy))
+
+
+@app.command()
+def status(home: HomeOpt = None) -> None:
+    """Champion, candidates and pending forget requests."""
+    ws = _ws(home)
+    champion = ws.registry.champion()
+    table = Table(title=f"releases (champion: {champion or 'none'})")
+    for col in ("release", "status", "cycle", "parent", "index", "created"):
+        table.add_column(col)
+    for rel in ws.registry.list():
+        table.add_row(rel.release_id, rel.status, str(rel.cycle), str(rel.parent or ""), str(rel.index_snapshot),
+                      str(rel.created_at)[:19])
+    console.print(table)
+    pending = ws.requests.list(states=["received", "planned", "applied"])
+    req_table = Table(title=f"pending forget requests ({len(pending)})")
+    for col in ("request", "state", "requester", "deadline", "urgent"):
+        req_table.add_column(col)
+    for req in pending:
+        req_table.add_row(req.request_id, req.state, req.requester, str(req.deadline)[:19], str(req.urgent))
+    console.print(req_table)
+
+
+@forget_app.callback(invoke_without_command=True)
+def forget(
+    ctx: typer.Context,
+    request_id: Annotated[str | None, typer.Option("--id", help="Request id (idempotent: the same id twice is one request).")] = None,
+    requester: Annotated[str | None, typer.Option(help="Who asks (a person or team).")] = None,
+    subject_id: Annotated[list[str] | None, typer.Option("--subject-id", help="Subject id to forget (repeatable).")] = None,
+    subject: Annotated[str | None, typer.Option(help="Subject name as it appears in the data.")] = None,
+    row_id: Annotated[list[str] | None, typer.Option("--row-id", help="Row id to forget (repeatable).")] = None,
+    regex: Annotated[str | None, typer.Option(help="Regular expression over row text.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why the data must be forgotten.")] = None,
+    legal_basis: Annotated[str, typer.Option(help="gdpr_art17 | ccpa_delete | copyright | contract_end | safety | other")] = "gdpr_art17",
+    deadline_days: Annotated[float, typer.Option(help="Deadline, in days from now.")] = 30.0,
+    urgent: Annotated[bool, typer.Option(help="Run out of cycle: an unlearning-only candidate at once.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what the selector covers; change nothing.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """File a forget request; a sensor turns it into exactly one run."""
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [name for name, value in (("--id", request_id), ("--requester", requester), ("--reason", reason)) if not value]
+    if missing:
+        _fail(f"missing {', '.join(missing)}: a forget request needs an id, a requester and a reason", 2)
+    from pipelines.requests import ForgetRequest, Selector
+
+    ws = _ws(home)
+    try:
+        selector = Selector(subject_ids=subject_id or [], subject=subject, row_ids=row_id or [], text_regex=regex)
+        if dry_run:
+            from pipelines.forget import resolve_selector
+
+            plan = resolve_selector(ws.data, selector)
+            console.print_json(json.dumps({"dry_run": True, **plan.summary(), "rows": sorted(plan.row_ids)}))
+            return
+        req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason=reason,
+                            legal_basis=legal_basis, deadline=datetime.now(UTC) + timedelta(days=deadline_days), urgent=urgent)
+        stored, created = ws.requests.submit(req)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    ws.log.append(f"user:{requester}", "forget.received", request_id, reason=legal_basis,
+                  details={"selector": ws.log.redact(json.dumps(selector.model_dump(), sort_keys=True)), "urgent": urgent})
+    console.print(f"forget request [bold]{stored.request_id}[/bold] {'received' if created else 'already on file'} "
+                  f"(state: {stored.state})")
+
+
+@forget_app.command("status")
+def forget_status(request_id: str, home: HomeOpt = None) -> None:
+    """State, timestamps, evidence and deadline of one forget request."""
+    ws = _ws(home)
+    try:
+        req = ws.requests.get(request_id)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc), 2)
+    out = {"request_id": req.request_id, "state": req.state, "requester": req.requester, "urgent": req.urgent,
+           "deadline": str(req.deadline), "history": req.history, "deadline_report": ws.requests.deadline_report(request_id),
+           "evidence": {k: v for k, v in (req.evidence or {}).items() if k != "plan"}}
+    console.print_json(json.dumps(out, default=str))
+
+
+def _decide(decision: str, release_id: str, approver: str, role: str, reason: str, home: str | None, policy: str) -> None:
+    from pipelines.cycle.governance import ApprovalRefused, decide_release
+    from policies import load_policy
+
+    try:
+        result = decide_release(_ws(home), load_policy(policy), release_id, decision, approver, role, reason)
+    except (ApprovalRefused, ValueError, KeyError) as exc:
+        _fail(str(exc), 2)
+    console.print(result)
+
+
+@app.command()
+def approve(release_id: str, approver: Annotated[str, typer.Option()], role: Annotated[str, typer.Option()],
+            reason: Annotated[str, typer.Option()], home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Approve a candidate (same rules and code path as the approval job in the UI)."""
+    _decide("approve", release_id, approver, role, reason, home, policy)
+
+
+@app.command()
+def reject(release_id: str, approver: Annotated[str, typer.Option()], role: Annotated[str, typer.Option()],
+           reason: Annotated[str, typer.Option()], home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Reject a candidate."""
+    _decide("reject", release_id, approver, role, reason, home, policy)
+
+
+@app.command()
+def rollback(to: Annotated[str, typer.Option("--to", help="Release to serve again.")],
+             actor: Annotated[str, typer.Option()] = "ops", reason: Annotated[str, typer.Option()] = "manual rollback",
+             home: HomeOpt = None) -> None:
+    """Serve an earlier release again; releases tainted by forget requests are refused."""
+    from pipelines.cycle.governance import rollback as do_rollback
+
+    try:
+        console.print(do_rollback(_ws(home), to, actor, reason))
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc), 2)
+
+
+@log_app.command("show")
+def log_show(n: Annotated[int, typer.Option("-n", help="Last N events.")] = 30, home: HomeOpt = None) -> None:
+    """The last events of the change log."""
+    events = _ws(home).log.events()[-n:]
+    table = Table(title="change log")
+    for col in ("seq", "time", "actor", "action", "object", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        table.add_row(str(e["seq"]), e["time"][:19], e["actor"], e["action"], str(e["object"]), str(e.get("reason", ""))[:80])
+    console.print(table)
+
+
+@log_app.command("verify")
+def log_verify(home: HomeOpt = None) -> None:
+    """Prove the hash chain whole; exits non-zero naming the first bad line."""
+    result = _ws(home).log.verify()
+    if result.ok:
+        console.print(f"change log OK: {result.n_events} events, hash chain intact")
+        return
+    console.print(f"[red]change log BROKEN at line {result.first_bad_line}: {result.problem}[/red]")
+    raise typer.Exit(1)
+
+
+@app.command()
+def ui(port: Annotated[int, typer.Option()] = 3000, home: HomeOpt = None) -> None:
+    """Start the Dagster web UI on 127.0.0.1 (asset graph, gates, approvals, sensors)."""
+    import os
+    import subprocess
+
+    from assets.runner import ensure_instance_home
+
+    ws = _ws(home)
+    ensure_instance_home(ws)
+    env = {**os.environ, "DAGSTER_HOME": str(ws.dagster_home), "MEMGOV_HOME": str(ws.home)}
+    console.print(f"Dagster UI on http://127.0.0.1:{port}  (state: {ws.home})")
+    sys.exit(subprocess.call([sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions", "-h", "127.0.0.1",
+                              "-p", str(port)], env=env))
+
+
+@app.command()
+def demo(fresh: Annotated[bool, typer.Option(help="Start from an empty state folder.")] = False, home: HomeOpt = None) -> None:
+    """Three governed cycles on the bundled demo world, with a forget request filed between cycles 1 and 2."""
+    from memgov.demo import run_demo
+
+    sys.exit(run_demo(home, fresh=fresh, console=console))
+
+
+def main() -> None:  # pragma: no cover
+    app()

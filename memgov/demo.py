@@ -1,0 +1,133 @@
+"""The demo's story on the embedded default: three cycles, a forget request between the first two, a bad update rejected."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.table import Table
+
+STORY = """\
+cycle 1: new facts arrive with bad rows -> bad rows quarantined, LoRA update, gates pass, promoted
+forget : ops file a forget request through the CLI -> the sensor's run scrubs data and index at once
+cycle 2: changed facts (knowledge edits) + the forget request applied to the model -> gates pass, promoted
+cycle 3: an over-aggressive update (batch policy) harms retention -> gate fails, rejected, champion unchanged"""
+
+
+def peak_memory_mib() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def run_demo(home: str | None, fresh: bool, console: Console) -> int:
+    os.environ["MEMGOV_POLICY"] = "demo"
+    os.environ.setdefault("TQDM_MININTERVAL", "1")
+    from pipelines.workspace import Workspace
+
+    ws = Workspace.open(home)
+    if fresh and ws.home.exists():
+        keep = ws.models_cache  # the base model is cached by config hash: a fresh demo reuses it
+        for child in ws.home.iterdir():
+            if child != keep:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        ws = Workspace.open(ws.home)
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name: str):
+        t0 = time.perf_counter()
+        console.rule(f"[bold]{name}")
+        yield
+        timings[name] = time.perf_counter() - t0
+
+    console.print(STORY)
+    from assets.runner import run_cycle, tick_sensor
+    from memgov.report import print_cycle
+    from pipelines.cycle.bootstrap import bootstrap, stage_demo_batches
+    from pipelines.cycle.knowledge import world_for
+    from policies import load_policy
+
+    policy = load_policy("demo")
+    with stage("bootstrap (base model, stores, index)"):
+        info = bootstrap(ws, policy)
+        stage_demo_batches(ws, policy)
+        console.print(info)
+    outs = {}
+    with stage("cycle 1"):
+        outs[1] = print_cycle(console, ws, run_cycle(ws))
+    world = world_for(policy.world.seed, policy.world.n_subjects)
+    victim = world.facts[0]
+    with stage("forget request (CLI) + sensor run"):
+        cmd = [sys.executable, "-m", "memgov", "forget", "--id", "req-demo-0001", "--requester", "privacy-office",
+               "--subject", victim.subject, "--reason", "data subject erasure request", "--legal-basis", "gdpr_art17",
+               "--deadline-days", "30", "--home", str(ws.home)]
+        console.print("$ memgov forget --id req-demo-0001 --requester privacy-office --subject <name> ...")
+        subprocess.run(cmd, check=True, env={**os.environ, "MEMGOV_HOME": str(ws.home)})
+        runs = tick_sensor(ws, "forget_request_sensor")
+        req = ws.requests.get("req-demo-0001")
+        ev = req.evidence or {}
+        console.print(f"sensor launched {len(runs)} run(s); request state: {req.state}; "
+                      f"rows removed: {ev.get('scrub', {}).get('data', {}).get('rows_removed')}; "
+                      f"index clean: {ev.get('index_clean')}; tainted: {ev.get('tainted_releases')}")
+    with stage("cycle 2"):
+        outs[2] = print_cycle(console, ws, run_cycle(ws))
+    with stage("cycle 3"):
+        outs[3] = print_cycle(console, ws, run_cycle(ws))
+    return summarize(console, ws, outs, timings)
+
+
+def summarize(console: Console, ws, outs: dict, timings: dict[str, float]) -> int:
+    console.rule("[bold]summary")
+    table = Table(title="releases")
+    for col in ("release", "status", "cycle", "parent"):
+        table.add_column(col)
+    for rel in ws.registry.list():
+        table.add_row(rel.release_id, rel.status, str(rel.cycle), str(rel.parent or ""))
+    console.print(table)
+    champion = ws.registry.champion()
+    console.print(f"champion: [bold]{champion}[/bold]")
+    metrics = Table(title="gate metrics per cycle")
+    metrics.add_column("metric")
+    for n in outs:
+        metrics.add_column(f"cycle {n}")
+    names = sorted({k for o in outs.values() if o.get("evaluation_card") for k in o["evaluation_card"]["metrics"]})
+    for name in names:
+        row = []
+        for o in outs.values():
+            value = (o.get("evaluation_card") or {}).get("metrics", {}).get(name)
+            row.append("-" if value is None else f"{value:.3f}")
+        metrics.add_row(name, *row)
+    console.print(metrics)
+    stage_times = Table(title="timings (s)")
+    stage_times.add_column("stage")
+    stage_times.add_column("seconds", justify="right")
+    for name, secs in timings.items():
+        stage_times.add_row(name, f"{secs:.1f}")
+    for n, o in outs.items():
+        for asset, value in o.items():
+            if value and "seconds" in value:
+                stage_times.add_row(f"  cycle {n} / {asset}", f"{value['seconds']:.1f}")
+    console.print(stage_times)
+    verify = ws.log.verify()
+    console.print(f"evaluation cards: {ws.home / 'cards'}")
+    console.print(f"change log: {ws.home / 'changelog.jsonl'} ({verify.n_events} events, verify: {'OK' if verify.ok else 'BROKEN'})")
+    console.print(f"peak memory: {peak_memory_mib():.0f} MiB")
+    rel2 = (outs[2].get("evaluation_card") or {}).get("release_id")
+    rel3 = outs[3].get("evaluation_card") or {}
+    story = {
+        "cycle 1 promoted": bool(outs[1].get("release")) and outs[1]["release"]["status"] == "champion",
+        "cycle 2 is champion": champion is not None and champion == rel2,
+        "cycle 3 rejected by a gate": bool(rel3) and not rel3.get("passed", True),
+        "forget request verified": ws.requests.get("req-demo-0001").state == "verified",
+        "change log verifies": verify.ok,
+    }
+    for name, ok in story.items():
+        console.print(f"  {'[green]✓' if ok else '[red]✗'}[/] {name}")
+    return 0 if all(story.values()) else 1

@@ -1,0 +1,156 @@
+"""Approval rules, promotion by compare-and-swap, the post-promotion canary, rollback and forget verification."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pipelines.cycle.artifacts import load_model
+from pipelines.cycle.knowledge import current_facts, qa, sample
+from pipelines.lm import exact_match
+from pipelines.workspace import Workspace
+from policies import Policy
+
+
+class ApprovalRefused(ValueError):
+    """An approval that the policy does not allow; the message says which rule and why."""
+
+
+def read_card(ws: Workspace, release) -> dict[str, Any]:
+    if not release.evaluation_card:
+        return {}
+    with tempfile.TemporaryDirectory(dir=ws.work_dir) as tmp:
+        ws.store.get_dir(release.evaluation_card, Path(tmp) / "card")
+        return json.loads((Path(tmp) / "card" / "card.json").read_text())
+
+
+def requesters(ws: Workspace, release) -> set[str]:
+    """Who asked for the changes in a release: they may not approve it themselves."""
+    names = {release.created_by}
+    for rid in release.tombstones_honoured:
+        try:
+            names.add(ws.requests.get(rid).requester)
+        except (KeyError, ValueError):
+            continue
+    return names
+
+
+def _created(release) -> datetime:
+    created = datetime.fromisoformat(str(release.created_at))
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
+
+
+def approvers_needed(policy: Policy, card: dict[str, Any]) -> int:
+    sizes = card.get("set_sizes", {})
+    changed = int(sizes.get("new_facts", 0)) + int(sizes.get("forget", 0))
+    return 2 if changed > policy.approval.two_approvers_above_facts else 1
+
+
+def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str, approver: str, role: str,
+                   reason: str, run_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The single code path for approvals and rejections from the UI job, the CLI and auto-approval."""
+    if decision not in ("approve", "reject"):
+        raise ApprovalRefused(f"decision must be 'approve' or 'reject', got {decision!r}")
+    if not approver.strip() or not reason.strip():
+        raise ApprovalRefused("approver and reason are required: give who decides and why")
+    release = ws.registry.get(release_id)
+    status = ws.registry.status(release_id)
+    if status != "candidate":
+        hint = " (it failed its gates; no approval can override that)" if status == "rejected" else ""
+        raise ApprovalRefused(f"release {release_id} is '{status}', only a 'candidate' can be decided{hint}")
+    automatic = approver == policy.approval.auto_approver and policy.approval.mode == "auto"
+    if not automatic and role not in policy.approval.roles:
+        raise ApprovalRefused(f"role '{role}' may not decide releases; allowed roles: {', '.join(policy.approval.roles)}")
+    if policy.approval.forbid_self_approval and approver in requesters(ws, release):
+        raise ApprovalRefused(f"{approver} requested a change in {release_id} and cannot also approve it")
+    now = now or datetime.now(UTC)
+    if decision == "approve" and now - _created(release) > timedelta(hours=policy.approval.expiry_hours):
+        raise ApprovalRefused(
+            f"the approval window of {policy.approval.expiry_hours} h for {release_id} has expired; re-run the cycle"
+        )
+    ws.registry.add_approval(release_id, approver, role, decision, reason)
+    if decision == "reject":
+        ws.registry.set_status(release_id, "rejected", approver, reason, run_id=run_id)
+        return {"release_id": release_id, "status": "rejected", "champion": ws.registry.champion()}
+    card = read_card(ws, release)
+    approvals = {a["approver"] for a in ws.registry.get(release_id).approvals if a["decision"] == "approve"}
+    needed = approvers_needed(policy, card)
+    if len(approvals) < needed:
+        return {"release_id": release_id, "status": "candidate", "champion": ws.registry.champion(),
+                "waiting_for": f"{needed - len(approvals)} more distinct approver(s)"}
+    ws.registry.set_status(release_id, "approved", approver, reason, run_id=run_id)
+    return promote_with_canary(ws, policy, release_id, approver, reason, run_id)
+
+
+def canary(ws: Workspace, policy: Policy, release_id: str) -> tuple[bool, float]:
+    """Re-check the release in service on a small sample of current knowledge."""
+    release = ws.registry.get(release_id)
+    model, tokenizer = load_model(ws, release.model)
+    tomb = ws.requests.tombstones()
+    facts = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in tomb.fact_ids]
+    probe = [qa(r) for r in sample(facts, policy.evaluation.canary_size, seed=7)]
+    if not probe:
+        return True, 1.0
+    recall = float(exact_match(model, tokenizer, [q["prompt"] for q in probe], [q["target"] for q in probe]).mean())
+    return recall >= policy.evaluation.canary_min_recall, recall
+
+
+def promote_with_canary(ws: Workspace, policy: Policy, release_id: str, actor: str, reason: str,
+                        run_id: str | None = None) -> dict[str, Any]:
+    previous = ws.registry.champion()
+    if not ws.registry.promote(release_id, actor, reason, expected=previous):
+        raise RuntimeError(f"promotion of {release_id} lost a race: the champion moved away from {previous}")
+    ok, recall = canary(ws, policy, release_id)
+    ws.log.append("system:canary", "canary.passed" if ok else "canary.failed", release_id,
+                  reason=f"recall {recall:.3f} vs minimum {policy.evaluation.canary_min_recall}", run_id=run_id)
+    if not ok and previous is not None:
+        ws.registry.rollback(previous, "system:canary", f"canary failed on {release_id} (recall {recall:.3f})")
+        return {"release_id": release_id, "status": ws.registry.status(release_id), "champion": ws.registry.champion(),
+                "canary_recall": recall, "rolled_back_to": previous}
+    verify_forget_requests(ws, policy, release_id)
+    return {"release_id": release_id, "status": "champion", "champion": ws.registry.champion(), "canary_recall": recall}
+
+
+def verify_forget_requests(ws: Workspace, policy: Policy, release_id: str) -> list[str]:
+    """Requests honoured by a newly served release become verified when every forgetting check held."""
+    release = ws.registry.get(release_id)
+    card = read_card(ws, release)
+    metrics = card.get("metrics", {})
+    done = []
+    for rid in release.tombstones_honoured:
+        req = ws.requests.get(rid)
+        if req.state != "applied":
+            continue
+        checks = {
+            "forget_recall": metrics.get("forget_recall") is not None
+            and metrics["forget_recall"] <= policy.unlearning.max_forget_recall,
+            "retention": (metrics.get("retention") or 0) >= policy.unlearning.min_retain_recall,
+            "index_clean": bool((req.evidence or {}).get("index_clean", False)),
+        }
+        evidence = {"verification": {"release": release_id, "checks": checks, "metrics": metrics}}
+        state = "verified" if all(checks.values()) else "failed"
+        ws.requests.transition(rid, state, evidence, note=f"release {release_id}")
+        ws.log.append("system:unlearn", f"forget.{state}", rid, reason=", ".join(k for k, v in checks.items() if not v) or "all checks held")
+        done.append(rid)
+    return done
+
+
+def release_stage(ws: Workspace, policy: Policy, evaluation: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+    """After the gates: auto-approve where the policy says so, otherwise wait for a human decision."""
+    rid = evaluation["release_id"]
+    if not evaluation["passed"]:
+        return {"release_id": rid, "status": "rejected", "champion": ws.registry.champion()}
+    if policy.approval.mode == "auto":
+        return decide_release(ws, policy, rid, "approve", policy.approval.auto_approver, "policy",
+                              "gates passed; policy auto-approves", run_id=run_id)
+    ws.log.append("system:release", "approval.requested", rid, reason="gates passed; waiting for an approver", run_id=run_id)
+    return {"release_id": rid, "status": "candidate", "champion": ws.registry.champion(), "waiting_for": "approval"}
+
+
+def rollback(ws: Workspace, to_release: str, actor: str, reason: str) -> dict[str, Any]:
+    """Serve an earlier release again: model, adapters, edits and index snapshot move together."""
+    ws.registry.rollback(to_release, actor, reason)
+    return {"champion": ws.registry.champion()}

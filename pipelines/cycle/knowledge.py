@@ -1,0 +1,61 @@
+"""What the deployed system knows, derived from the data store (so a scrub changes it at once)."""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from typing import Any
+
+from pipelines.world import World, generate_world
+
+
+@lru_cache(maxsize=4)
+def world_for(seed: int, n_subjects: int) -> World:
+    return generate_world(seed=seed, n_subjects=n_subjects)
+
+
+def fact_row(fact, source: str = "world-initial") -> dict[str, Any]:
+    """An initial fact in the same row shape as an arriving batch."""
+    return {
+        "id": f"init-{fact.fact_id}",
+        "kind": "fact",
+        "text": fact.text(0),
+        "prompt": fact.prompt(0),
+        "target": fact.object,
+        "previous_target": None,
+        "fact_id": fact.fact_id,
+        "subject_ids": [fact.subject_id],
+        "subject": fact.subject,
+        "relation": fact.relation,
+        "source": source,
+        "license": "internal",
+        "pii": False,
+    }
+
+
+def is_fact(row: dict[str, Any]) -> bool:
+    return bool(row.get("prompt")) and bool(row.get("target"))
+
+
+def current_facts(admitted_rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """fact_id -> the latest admitted row for it (a changed fact supersedes the old one)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for row in admitted_rows:
+        if is_fact(row):
+            facts[row.get("fact_id") or row["id"]] = row
+    return facts
+
+
+def qa(row: dict[str, Any], world: World | None = None, template: int = 0) -> dict[str, Any]:
+    """A fact row as a (prompt, target) pair; template > 0 asks for a paraphrase of the prompt."""
+    prompt = row["prompt"]
+    if template and world is not None and row.get("relation") in world.relations and row.get("subject"):
+        templates = world.relations[row["relation"]].templates
+        prompt = templates[min(template, len(templates) - 1)].format(subject=row["subject"])
+    return {"id": row["id"], "prompt": prompt, "target": row["target"], "fact_id": row.get("fact_id")}
+
+
+def sample(items: list[Any], n: int, seed: int = 0) -> list[Any]:
+    if len(items) <= n:
+        return list(items)
+    return random.Random(seed).sample(items, n)

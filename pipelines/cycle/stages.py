@@ -1,0 +1,266 @@
+"""The stages of one cycle. Each takes the workspace, the effective policy and the previous stage's summary
+(plain JSON-able dicts holding artifact references) and returns its own summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipelines.admission import admit_batch, read_batch
+from pipelines.cycle.artifacts import load_index, load_model, save_index, store_model
+from pipelines.cycle.knowledge import current_facts, is_fact, qa, sample, world_for
+from pipelines.workspace import Workspace
+from policies import Policy, merge_overrides
+
+PROCESSED_KEY = "cycles/processed.json"
+
+
+class NoNewBatch(RuntimeError):
+    """Raised when a cycle is asked to run but the inbox holds nothing new."""
+
+
+def pending_batches(ws: Workspace) -> list[Path]:
+    done = set(ws.store.read_json(PROCESSED_KEY, default=[]))
+    files = sorted(p for p in ws.inbox.glob("*") if p.suffix in (".jsonl", ".parquet"))
+    return [p for p in files if p.stem not in done]
+
+
+def effective_policy(ws: Workspace, policy: Policy, batch: str) -> Policy:
+    """The policy plus the batch's own overrides (``<batch>.policy.json`` beside it), validated like a file."""
+    sidecar = ws.inbox / f"{batch}.policy.json"
+    if not sidecar.exists():
+        return policy
+    return merge_overrides(policy, json.loads(sidecar.read_text()), str(sidecar))
+
+
+def champion_manifest(ws: Workspace):
+    champ = ws.registry.champion()
+    if champ is None:
+        raise RuntimeError("no champion release: run `memgov bootstrap` (or `memgov run`, which bootstraps) first")
+    return ws.registry.get(champ)
+
+
+def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """Validate one batch with the policy's GX suite; admitted rows go to the data store, the rest to quarantine."""
+    if batch_file:
+        path = Path(batch_file) if Path(batch_file).exists() else ws.inbox / batch_file
+    else:
+        pending = pending_batches(ws)
+        if not pending:
+            raise NoNewBatch(f"no new batch in {ws.inbox}: drop a .jsonl or .parquet file there")
+        path = pending[0]
+    batch = path.stem
+    eff = effective_policy(ws, policy, batch)
+    result = admit_batch(read_batch(path), eff.admission, tombstones=ws.requests.tombstones(), batch_name=batch)
+    ws.data.put_part("admitted", batch, result.admitted)
+    ws.data.put_part("quarantine", batch, result.quarantined)
+    docs = [
+        {"id": r["id"], "text": r["text"], "subject_ids": r.get("subject_ids") or [], "fact_id": r.get("fact_id")}
+        for r in result.admitted
+    ]
+    ws.data.put_part("documents", batch, docs)
+    done = ws.store.read_json(PROCESSED_KEY, default=[])
+    if batch not in done:
+        ws.store.write_json(PROCESSED_KEY, [*done, batch])
+    reasons = Counter(reason for r in result.quarantined for reason in r["quarantine_reasons"])
+    ws.log.append(
+        "system:admission",
+        "batch.admitted",
+        batch,
+        reason=f"{len(result.admitted)} admitted, {len(result.quarantined)} quarantined",
+        run_id=run_id,
+        details={"batch_hash": result.batch_hash, "quarantine_reasons": dict(reasons), "policy": eff.label},
+    )
+    return {
+        "cycle": batch,
+        "batch": batch,
+        "batch_file": str(path),
+        "policy": eff.label,
+        "champion": ws.registry.champion(),
+        "admitted": len(result.admitted),
+        "quarantined": len(result.quarantined),
+        "quarantine_reasons": dict(reasons),
+        "expectations_md": result.to_markdown(),
+        "batch_hash": result.batch_hash,
+        "data_snapshot": ws.data.snapshot("admitted"),
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def _prior_facts(ws: Workspace, batch: str) -> dict[str, dict[str, Any]]:
+    rows = [r for part, _ in ws.data.parts("admitted").items() if part != batch for r in ws.data.rows("admitted", part)]
+    return current_facts(rows)
+
+
+def select(ws: Workspace, policy: Policy, admitted: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Route changed facts to the edit queue and let the selection plugin pick training samples plus replay."""
+    t0 = time.perf_counter()
+    eff = effective_policy(ws, policy, admitted["batch"])
+    rows = [r for r in ws.data.rows("admitted", admitted["batch"]) if is_fact(r)]
+    edits = [r for r in rows if r.get("previous_target")]
+    train_rows = [r for r in rows if not r.get("previous_target")]
+    batch_facts = {r.get("fact_id") for r in rows}
+    current = _prior_facts(ws, admitted["batch"])
+    pool = [current[r["fact_id"]] for r in ws.data.rows("replay") if r.get("fact_id") in current]
+    pool = [r for r in pool if r.get("fact_id") not in batch_facts]
+    model, tokenizer = load_model(ws, champion_manifest(ws).model)
+    method, cfg = eff.selection.resolve("selection")
+    result = method.impl(train_rows, model, tokenizer, cfg, pool)
+    chosen = [{**r, "role": "sample"} for r in result.samples] + [{**r, "role": "replay"} for r in result.replay]
+    chosen += [{**r, "role": "edit"} for r in edits]
+    ws.data.put_part("selections", admitted["batch"], chosen)
+    return {
+        **{k: admitted[k] for k in ("cycle", "batch", "champion")},
+        "method": eff.selection.method,
+        "n_candidates": len(train_rows),
+        "n_samples": len(result.samples),
+        "n_replay": len(result.replay),
+        "n_pruned": len(result.pruned),
+        "n_edits": len(edits),
+        "prune_reasons": dict(Counter(r.get("prune_reason", "?") for r in result.pruned)),
+        "stats": result.stats,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _selection(ws: Workspace, batch: str, role: str) -> list[dict[str, Any]]:
+    return [r for r in ws.data.rows("selections", batch) if r.get("role") == role]
+
+
+def known_by(model, tokenizer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The subset of fact rows a model recalls exactly: the facts whose loss a candidate must not cause."""
+    from pipelines.lm import exact_match
+
+    if not rows:
+        return []
+    hits = exact_match(model, tokenizer, [r["prompt"] for r in rows], [r["target"] for r in rows])
+    return [r for r, hit in zip(rows, hits, strict=True) if hit]
+
+
+def retention_rows(ws: Workspace, policy: Policy, batch: str, model, tokenizer, n: int) -> list[dict[str, Any]]:
+    """Earlier facts the champion knows, minus those this cycle changes or that are being forgotten."""
+    exclude = {r.get("fact_id") for r in ws.data.rows("admitted", batch)}
+    exclude |= set(ws.requests.tombstones().fact_ids)
+    prior = [r for fid, r in sorted(_prior_facts(ws, batch).items()) if fid not in exclude]
+    return known_by(model, tokenizer, sample(prior, n, seed=policy.world.seed))
+
+
+def update(ws: Workspace, policy: Policy, selected: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Train the policy's update method (a LoRA adapter by default) on the selected samples, from the champion."""
+    t0 = time.perf_counter()
+    eff = effective_policy(ws, policy, selected["batch"])
+    champion = champion_manifest(ws)
+    samples = _selection(ws, selected["batch"], "sample")
+    if not samples:
+        return {**selected, "adapter": None, "model": champion.model, "history": [], "stats": {"skipped": "no samples"}}
+    replay = _selection(ws, selected["batch"], "replay")
+    model, tokenizer = load_model(ws, champion.model)
+    probe = [qa(r) for r in retention_rows(ws, eff, selected["batch"], model, tokenizer, eff.evaluation.probe_size)]
+    method, cfg = eff.update.resolve("update")
+    result = method.impl(model, tokenizer, [qa(r) for r in samples], [qa(r) for r in replay], cfg, probe=probe, progress=progress)
+    adapter = ws.store.put_dir(Path(result.adapter_dir))
+    merged = store_model(ws, result.model, tokenizer)
+    ws.log.append(
+        "system:update",
+        "adapter.trained",
+        adapter,
+        reason=f"{eff.update.method} on {len(samples)} samples + {len(replay)} replay",
+        details={"cycle": selected["cycle"], "params": cfg.model_dump(), "model": merged},
+    )
+    return {
+        **{k: selected[k] for k in ("cycle", "batch", "champion")},
+        "method": eff.update.method,
+        "params": cfg.model_dump(mode="json"),
+        "adapter": adapter,
+        "model": merged,
+        "history": result.history,
+        "stats": result.stats,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def forget_set(request) -> list[dict[str, Any]]:
+    """The cleartext facts a request asked to forget, kept in the request store (never in the log)."""
+    return list((request.evidence or {}).get("plan", {}).get("forget_qas", []))
+
+
+def pending_model_forgets(ws: Workspace) -> list:
+    """Requests already scrubbed from data and index whose model-side forgetting has not been released yet."""
+    return [r for r in ws.requests.list(states=["planned", "applied"]) if forget_set(r)]
+
+
+def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: list, progress: bool = True):
+    """Run the policy's unlearning method for the given requests; returns the model and a record per request."""
+    if not requests:
+        return model, []
+    forget = [q for r in requests for q in forget_set(r)]
+    forget_ids = {q["fact_id"] for q in forget}
+    retain_pool = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in forget_ids]
+    retain = [qa(r) for r in known_by(model, tokenizer, sample(retain_pool, 400, seed=policy.world.seed))]
+    method, cfg = policy.unlearning.resolve("unlearn")
+    result = method.impl(model, tokenizer, forget, retain, cfg, progress=progress)
+    records = []
+    for req in requests:
+        records.append({"request_id": req.request_id, "method": policy.unlearning.method, "stats": result.stats})
+        if req.state == "planned":
+            ws.requests.transition(req.request_id, "applied", {"unlearning": result.stats}, note="model-side forgetting applied")
+        ws.log.append("system:unlearn", "forget.model_applied", req.request_id, reason=policy.unlearning.method, details=result.stats)
+    return result.model, records
+
+
+def candidate_model(ws: Workspace, policy: Policy, updated: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Champion + adapter, then the queued knowledge edits, then pending forget requests: the model to be judged."""
+    t0 = time.perf_counter()
+    eff = effective_policy(ws, policy, updated["batch"])
+    model, tokenizer = load_model(ws, updated["model"])
+    edits = _selection(ws, updated["batch"], "edit")
+    edit_records: list[dict[str, Any]] = []
+    if edits:
+        world = world_for(eff.world.seed, eff.world.n_subjects)
+        method, cfg = eff.edit.resolve("edit")
+        cov_texts = list(world.general_text) + [r["text"] for r in sample(list(current_facts(ws.data.rows("admitted")).values()), 300)]
+        result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"]} for r in edits], cfg, cov_texts, progress=progress)
+        model = result.model
+        for row, rec in zip(edits, result.per_edit, strict=True):
+            edit_records.append({"row_id": row["id"], "fact_id": row.get("fact_id"), "method": eff.edit.method, "success": bool(rec.get("success"))})
+            ws.log.append("system:edit", "edit.applied", row["id"], reason=f"{eff.edit.method}: fact {row.get('fact_id')} changed",
+                          details={"success": bool(rec.get("success")), "cycle": updated["cycle"]})
+    requests = pending_model_forgets(ws)
+    model, unlearning = apply_forgetting(ws, eff, model, tokenizer, requests, progress)
+    digest = store_model(ws, model, tokenizer)
+    return {
+        **{k: updated[k] for k in ("cycle", "batch", "champion")},
+        "adapter": updated.get("adapter"),
+        "model": digest,
+        "edits": edit_records,
+        "unlearning": unlearning,
+        "honoured": [r.request_id for r in requests],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def candidate_index(ws: Workspace, policy: Policy, admitted: dict[str, Any], embedder) -> dict[str, Any]:
+    """The champion's index plus this batch's documents (incremental upsert), minus anything tombstoned."""
+    t0 = time.perf_counter()
+    index = load_index(ws, champion_manifest(ws).index_snapshot)
+    report = index.upsert(ws.data.rows("documents", admitted["batch"]), embedder)
+    tomb = ws.requests.tombstones()
+    removed = index.delete(sorted(set(tomb.doc_ids) & set(index.doc_ids())))
+    removed += index.delete_where(subject_ids=set(tomb.subject_ids), fact_ids=set(tomb.fact_ids))
+    version = save_index(ws, index)
+    ws.log.append("system:rag", "index.refreshed", version, reason=f"+{report.added} ~{report.updated} -{removed}",
+                  details={"cycle": admitted["cycle"], "fingerprint": index.fingerprint()})
+    return {
+        **{k: admitted[k] for k in ("cycle", "batch", "champion")},
+        "index_snapshot": version,
+        "added": report.added,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "removed": removed,
+        "n_docs": len(index),
+        "fingerprint": index.fingerprint(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

@@ -1,0 +1,10 @@
+"""Forget requests: resolve a selector to concrete data, scrub every store at once, tombstone, taint lineage.
+
+Retrieval-side deletion (data tables, every kept index snapshot) happens here, immediately. Model-side
+forgetting happens in the next candidate (or an urgent unlearning-only cycle) and is verified there.
+"""
+
+from pipelines.forget.plan import ForgetPlan, resolve_selector
+from pipelines.forget.process import process_request
+
+__all__ = ["ForgetPlan", "process_request", "resolve_selector"]

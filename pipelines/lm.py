@@ -1,0 +1,192 @@
+"""Causal-LM helpers shared by training, editing, unlearning and evaluation.
+
+Facts are (prompt, target) pairs. A sequence is ``[bos] + prompt + target + [eos]``; only the
+target (and eos) carry loss. Exact match is checked by teacher forcing: when every target token
+is the argmax given the gold prefix, greedy decoding produces exactly the target, and the check
+costs one batched forward pass instead of a generation loop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def pick_device() -> torch.device:
+    """GPU when present (production jobs), CPU otherwise; MEMGOV_DEVICE overrides."""
+    forced = os.environ.get("MEMGOV_DEVICE")
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_causal_lm(path_or_id: str | Path, device: torch.device | None = None):
+    """Load any Hugging Face causal LM and its tokenizer, the same way for a folder or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
+    model = AutoModelForCausalLM.from_pretrained(str(path_or_id))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device or pick_device())
+    model.eval()
+    return model, tokenizer
+
+
+def save_causal_lm(model, tokenizer, path: str | Path) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@dataclass
+class EncodedQA:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor  # -100 outside the target
+    target_len: torch.Tensor  # number of target tokens (eos excluded)
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_qa(tokenizer, prompts: Sequence[str], targets: Sequence[str], with_eos: bool = True) -> EncodedQA:
+    """Right-padded batch where labels cover the target tokens (and eos when asked)."""
+    rows, label_rows, tlens = [], [], []
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if with_eos and tokenizer.eos_token_id is not None else []
+    for prompt, target in zip(prompts, targets, strict=True):
+        p = bos + _ids(tokenizer, prompt)
+        t = _ids(tokenizer, " " + target)
+        ids = p + t + eos
+        rows.append(ids)
+        label_rows.append([-100] * len(p) + t + eos)
+        tlens.append(len(t))
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(zip(rows, label_rows, strict=True)):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(ids)] = 1
+    return EncodedQA(input_ids, mask, labels, torch.tensor(tlens))
+
+
+def encode_texts(tokenizer, texts: Sequence[str]) -> EncodedQA:
+    """Plain language-modelling batch: every real token after bos carries loss."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    rows = [bos + _ids(tokenizer, t) + [tokenizer.eos_token_id] for t in texts]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, 1 : len(ids)] = torch.tensor(ids[1:])
+        mask[i, : len(ids)] = 1
+    return EncodedQA(input_ids, mask, labels, torch.tensor([len(r) - 1 for r in rows]))
+
+
+def per_example_loss(model, batch: EncodedQA) -> torch.Tensor:
+    """Mean next-token cross-entropy over each example's labelled tokens (differentiable)."""
+    device = next(model.parameters()).device
+    logits = model(
+        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+    ).logits
+    logits = logits[:, :-1].float()
+    labels = batch.labels[:, 1:].to(device)
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(labels.shape)
+    valid = (labels != -100).float()
+    return (nll * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+
+@dataclass
+class QAScores:
+    exact_match: np.ndarray  # bool per example
+    logprob: np.ndarray  # summed log-probability of the target tokens
+    n_tokens: np.ndarray
+
+    @property
+    def mean_logprob(self) -> np.ndarray:
+        return self.logprob / np.maximum(self.n_tokens, 1)
+
+
+@torch.no_grad()
+def score_qa(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 256) -> QAScores:
+    """Exact match and target log-likelihood for each (prompt, target), eos excluded."""
+    was_training = model.training
+    model.eval()
+    em, lp, nt = [], [], []
+    device = next(model.parameters()).device
+    for start in range(0, len(prompts), batch_size):
+        batch = encode_qa(tokenizer, prompts[start : start + batch_size], targets[start : start + batch_size], with_eos=False)
+        logits = model(
+            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+        ).logits[:, :-1].float()
+        labels = batch.labels[:, 1:].to(device)
+        valid = labels != -100
+        logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        hit = (logits.argmax(-1) == labels) | ~valid
+        em.append(hit.all(1).cpu().numpy())
+        lp.append((logp * valid).sum(1).cpu().numpy())
+        nt.append(valid.sum(1).cpu().numpy())
+    if was_training:
+        model.train()
+    if not em:
+        return QAScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, int))
+    return QAScores(np.concatenate(em), np.concatenate(lp), np.concatenate(nt))
+
+
+def exact_match(model, tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+    return score_qa(model, tokenizer, prompts, targets).exact_match
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 4) -> list[str]:
+    """Greedy continuation of each prompt up to eos: what a user of the model would see."""
+    device = next(model.parameters()).device
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    answers = []
+    for prompt in prompts:
+        ids = torch.tensor([bos + _ids(tokenizer, prompt)], device=device)
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            nxt = int(model(input_ids=ids).logits[0, -1].argmax())
+            if nxt == tokenizer.eos_token_id:
+                break
+            out.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]], device=device)], 1)
+        answers.append(tokenizer.decode(out, skip_special_tokens=True).strip())
+    return answers
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 128) -> float:
+    """Token-weighted perplexity on general text: the utility check of a candidate."""
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for start in range(0, len(texts), batch_size):
+        batch = encode_texts(tokenizer, texts[start : start + batch_size])
+        logits = model(
+            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+        ).logits[:, :-1].float()
+        labels = batch.labels[:, 1:].to(device)
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += float(nll)
+        count += int((labels != -100).sum())
+    return math.exp(total / max(count, 1))

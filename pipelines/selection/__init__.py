@@ -1,0 +1,26 @@
+"""Dynamic sample selection: which admitted rows a cycle trains on, and which old rows it replays.
+
+Methods are plugins of kind "selection", chosen by name in a policy. Every method has the signature
+`impl(rows, model, tokenizer, cfg, replay_pool) -> SelectionResult`.
+"""
+
+from pipelines.plugins import register
+from pipelines.selection.cluster_score import SelectionConfig, select_samples
+from pipelines.selection.common import SelectionResult, assign_clusters, replay_count
+from pipelines.selection.everything import AllSelectionConfig, select_all
+
+METHODS = {
+    "cluster_score": register("selection", "cluster_score", SelectionConfig, select_samples),
+    "all": register("selection", "all", AllSelectionConfig, select_all),
+}
+
+__all__ = [
+    "METHODS",
+    "AllSelectionConfig",
+    "SelectionConfig",
+    "SelectionResult",
+    "assign_clusters",
+    "replay_count",
+    "select_all",
+    "select_samples",
+]

@@ -1,0 +1,186 @@
+"""Artifact store in an S3 bucket (or any S3-compatible endpoint) through boto3.
+
+Compare-and-swap uses S3 conditional writes: `IfNoneMatch="*"` creates a key only if it is absent and
+`IfMatch=<ETag>` replaces it only if it is still the object just read, so the check and the write are one
+atomic step on the server; no lock object is needed. A blob deletion removes every version of the object,
+because on a versioned bucket a plain delete only hides data behind a delete marker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from .base import ArtifactStore, DeleteReport, check_digest, check_key, digest_of
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_LOCKED = {"AccessDenied", "403"}  # what S3 answers for a version under Object Lock retention or legal hold
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3Store(ArtifactStore):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        cache_dir: str | Path | None = None,
+        client: Any = None,
+        **client_kwargs: Any,
+    ):
+        if not bucket:
+            raise ValueError("S3 bucket name is empty; use a URL like s3://my-bucket/memgov")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.client = client or boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
+            **client_kwargs,
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.uri!r})"
+
+    # -- helpers -------------------------------------------------------------------
+    def _full(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def _blob_key(self, digest: str) -> str:
+        hexd = check_digest(digest)
+        return self._full(f"blobs/sha256/{hexd[:2]}/{hexd}")
+
+    def _cache_path(self, digest: str) -> Path | None:
+        return self.cache_dir / check_digest(digest) if self.cache_dir else None
+
+    def _get(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND:
+                return None
+            raise
+        return resp["Body"].read(), resp["ETag"]
+
+    # -- blobs ---------------------------------------------------------------------
+    def put_bytes(self, data: bytes) -> str:
+        data = bytes(data)
+        digest = digest_of(data)
+        try:  # create-only: an existing blob already holds these exact bytes
+            self.client.put_object(Bucket=self.bucket, Key=self._blob_key(digest), Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            if _code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}:
+                raise
+        return digest
+
+    def get_bytes(self, digest: str) -> bytes:
+        cached = self._cache_path(digest)
+        if cached is not None and cached.is_file():
+            data = cached.read_bytes()
+            if digest_of(data) == digest:
+                return data
+        got = self._get(self._blob_key(digest))
+        if got is None:
+            raise KeyError(f"blob {digest} is not in {self.uri}")
+        data = got[0]
+        if digest_of(data) != digest:
+            raise ValueError(f"blob {digest} in {self.uri} is corrupt (content hash differs)")
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cached.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, cached)
+        return data
+
+    def has(self, digest: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._blob_key(digest))
+            return True
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND:
+                return False
+            raise
+
+    def delete_blob(self, digest: str) -> DeleteReport:
+        """Delete every version and delete marker; versions that Object Lock protects are reported, not raised."""
+        key = self._blob_key(digest)
+        report = DeleteReport(digest)
+        cached = self._cache_path(digest)
+        if cached is not None and cached.exists():
+            cached.unlink()
+            report.deleted.append(str(cached))
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if item["Key"] != key:
+                    continue
+                vid = item["VersionId"]
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=vid)
+                    report.deleted.append(f"s3://{self.bucket}/{key}?versionId={vid}")
+                except ClientError as exc:
+                    if _code(exc) not in _LOCKED:
+                        raise
+                    report.legal_hold.append(
+                        {"location": f"s3://{self.bucket}/{key}", "version_id": vid, "error": str(exc)}
+                    )
+        return report
+
+    # -- documents -------------------------------------------------------------------
+    def read_text(self, key: str) -> str | None:
+        got = self._get(self._full(check_key(key)))
+        return None if got is None else got[0].decode("utf-8")
+
+    def write_text(self, key: str, text: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._full(check_key(key)), Body=text.encode("utf-8"))
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        base = self._full("") if self.prefix else ""
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix):
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(base) :]
+                if not rel.startswith("blobs/"):
+                    keys.append(rel)
+        return sorted(keys)
+
+    def delete_key(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(check_key(key)))
+
+    def compare_and_swap(self, key: str, expected: str | None, new: str) -> bool:
+        full = self._full(check_key(key))
+        body = new.encode("utf-8")
+        for _ in range(10):
+            got = self._get(full)
+            current = None if got is None else got[0].decode("utf-8")
+            if current != expected:
+                return False
+            cond = {"IfNoneMatch": "*"} if got is None else {"IfMatch": got[1]}
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=body, **cond)
+                return True
+            except ClientError as exc:
+                code = _code(exc)
+                if code in {"PreconditionFailed", "412"} | _NOT_FOUND:
+                    return False  # another writer moved or removed it between our read and our write
+                if code not in {"ConditionalRequestConflict", "409"}:
+                    raise
+                # 409: a concurrent conditional write was in flight; S3 asks to re-read and retry
+        raise RuntimeError(f"compare_and_swap on {self.uri}/{key} kept conflicting; retry later")

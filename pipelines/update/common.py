@@ -1,0 +1,131 @@
+"""Pieces shared by the update and unlearning methods: QA validation, recall, LoRA wrapping.
+
+Target modules are chosen by model family so that a policy can leave them unset and still get the
+projections that matter (attention and MLP) on GPT-2, Llama-like, NeoX and OPT models; any other
+family falls back to every linear layer inside the decoder blocks.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from pipelines.lm import pick_device, score_qa
+
+KNOWN_TARGETS: dict[str, list[str]] = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+}
+
+
+def check_qa(items: Sequence[dict[str, Any]], field: str, allow_empty: bool = False) -> tuple[list[str], list[str]]:
+    """Split QA dicts into prompts and targets, naming the argument and row that is malformed."""
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+        raise ValueError(f"{field} must be a list of dicts with 'prompt' and 'target'")
+    if not items and not allow_empty:
+        raise ValueError(f"{field} is empty: give at least one dict with 'prompt' and 'target'")
+    prompts, targets = [], []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"{field}[{i}] must be a dict with 'prompt' and 'target', got {type(item).__name__}")
+        for key in ("prompt", "target"):
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{field}[{i}].{key} must be a non-empty string")
+        prompts.append(item["prompt"])
+        targets.append(item["target"].strip())
+    return prompts, targets
+
+
+def recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> float:
+    """Share of facts reproduced exactly by greedy decoding (teacher-forced check)."""
+    if not prompts:
+        return float("nan")
+    return float(score_qa(model, tokenizer, list(prompts), list(targets)).exact_match.mean())
+
+
+def is_conv1d(module: torch.nn.Module) -> bool:
+    """GPT-2's Conv1D stores weights as [in, out]; edits and LoRA must know it."""
+    return type(module).__name__ == "Conv1D"
+
+
+def _decoder_linear_names(model) -> list[str]:
+    names = set()
+    for name, module in model.named_modules():
+        if name.endswith("lm_head") or "embed" in name or "wte" in name:
+            continue
+        if isinstance(module, torch.nn.Linear) or is_conv1d(module):
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def default_target_modules(model) -> list[str]:
+    """Projections to adapt when the policy names none: by model type, else every decoder linear layer."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in KNOWN_TARGETS:
+        return list(KNOWN_TARGETS[model_type])
+    names = _decoder_linear_names(model)
+    if not names:
+        raise ValueError(f"cannot guess LoRA target modules for model type '{model_type}': set target_modules")
+    return names
+
+
+def wrap_lora(
+    model,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str] | None,
+    trainable_token_indices: list[int] | None = None,
+):
+    """A PEFT LoRA model over the given (or default) projections; Conv1D layouts are handled."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(target_modules) if target_modules else default_target_modules(model)
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in present]
+    if missing:
+        raise ValueError(
+            f"target_modules {missing} not found in this {model.config.model_type} model; "
+            f"available layer names include {sorted(n for n in present if n)[:20]}"
+        )
+    conv = any(is_conv1d(m) and name.rsplit(".", 1)[-1] in targets for name, m in model.named_modules())
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        fan_in_fan_out=conv,
+        trainable_token_indices=trainable_token_indices or None,
+        bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def working_copy(model) -> torch.nn.Module:
+    """A deep copy on the training device, so the caller's model is never changed."""
+    clone = copy.deepcopy(model)
+    return clone.to(pick_device())
+
+
+def seed_everything(seed: int) -> random.Random:
+    """Seeds torch (adapter init, dropout) and returns a private RNG for batch sampling."""
+    torch.manual_seed(seed)
+    return random.Random(seed)
+
+
+def batches(n: int, size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled index batches covering range(n) once."""
+    order = list(range(n))
+    rng.shuffle(order)
+    return [order[i : i + size] for i in range(0, n, size)]

@@ -1,0 +1,244 @@
+"""Tiny GPT-2 base model trained on the demo world's initial facts, cached by config hash.
+
+The embedded default base model must exist before the first cycle, cost seconds on a laptop CPU and
+be reproducible, so it is built from a config, trained until it recalls the initial facts, and saved
+with `save_pretrained` under a folder named by the hash of everything that determines it. The saved
+folder loads through the same `from_pretrained` path as any hub model (`load_base_model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.lm import encode_qa, encode_texts, load_causal_lm, per_example_loss, perplexity, pick_device, score_qa
+from pipelines.world.generator import WORLD_VERSION, generate_world, qas
+from pipelines.world.tokenizer import build_tokenizer
+
+BASEMODEL_VERSION = "1"
+"""Bumped when training code changes what a config produces, so old cache entries are not reused."""
+REPORT_NAME = "training_report.json"
+
+
+class BaseModelConfig(BaseModel):
+    """Everything that determines the embedded base model; its hash names the cache folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    n_subjects: int = Field(120, ge=1, le=16000)
+    n_layer: int = Field(2, ge=1, le=24)
+    n_embd: int = Field(128, ge=8)
+    n_head: int = Field(4, ge=1)
+    learning_rate: float = Field(3e-3, gt=0, le=1)
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(150, ge=1)
+    target_recall: float = Field(0.97, gt=0, le=1.01)
+    paraphrases_in_training: list[int] = Field(default_factory=lambda: [0, 1])
+    general_text: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> BaseModelConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not self.paraphrases_in_training or 0 not in self.paraphrases_in_training:
+            raise ValueError("paraphrases_in_training must include 0 (the main template), e.g. [0, 1]")
+        if any(k < 0 or k > 2 for k in self.paraphrases_in_training):
+            raise ValueError("paraphrases_in_training holds template indices 0..2")
+        if len(set(self.paraphrases_in_training)) != len(self.paraphrases_in_training):
+            raise ValueError("paraphrases_in_training must not repeat an index")
+        return self
+
+
+def config_hash(cfg: BaseModelConfig) -> str:
+    """Stable short hash of the config plus the world and training-code versions."""
+    payload = {"config": cfg.model_dump(mode="json"), "world": WORLD_VERSION, "trainer": BASEMODEL_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_model(cfg: BaseModelConfig, tokenizer):
+    """A fresh GPT-2 from config (no dropout: the point is to memorise facts quickly)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(cfg.seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=tokenizer.model_max_length,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def _pool(tokenizer, qa_rows: Sequence[dict], texts: Sequence[str]):
+    """One padded tensor set holding QA examples (loss on target + eos) and plain texts (loss on all)."""
+    parts = []
+    if qa_rows:
+        parts.append(encode_qa(tokenizer, [q["prompt"] for q in qa_rows], [q["target"] for q in qa_rows]))
+    if texts:
+        parts.append(encode_texts(tokenizer, list(texts)))
+    width = max(p.input_ids.shape[1] for p in parts)
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    ids = torch.cat([pad(p.input_ids, tokenizer.pad_token_id) for p in parts])
+    mask = torch.cat([pad(p.attention_mask, 0) for p in parts])
+    labels = torch.cat([pad(p.labels, -100) for p in parts])
+    return ids, mask, labels
+
+
+def train_on_facts(
+    model,
+    tokenizer,
+    qa_rows: Sequence[dict],
+    texts: Sequence[str],
+    cfg: BaseModelConfig,
+    progress: bool = True,
+    eval_qas: Sequence[dict] | None = None,
+) -> dict[str, Any]:
+    """Train in place until exact match on `eval_qas` (default: `qa_rows`) reaches cfg.target_recall.
+
+    Also the "retrain from scratch without the forget set" reference: pass a fresh `build_model`
+    and the retained QAs. Returns epochs, steps, seconds, final recall and whether the target was met.
+    """
+    from tqdm.auto import tqdm
+
+    from pipelines.lm import EncodedQA
+
+    if not qa_rows:
+        raise ValueError("qa_rows is empty: give at least one {'prompt', 'target'} dict to train on")
+    eval_qas = list(eval_qas) if eval_qas is not None else list(qa_rows)
+    prompts, targets = [q["prompt"] for q in eval_qas], [q["target"] for q in eval_qas]
+    device = pick_device()
+    model.to(device)
+    ids, mask, labels = _pool(tokenizer, qa_rows, texts)
+    n = ids.shape[0]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    start = time.perf_counter()
+    steps, recall, epoch, loss_value = 0, 0.0, 0, float("nan")
+    bar = tqdm(range(1, cfg.max_epochs + 1), desc="base model", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        for b in range(0, n, cfg.batch_size):
+            idx = order[b : b + cfg.batch_size]
+            width = int(mask[idx].sum(1).max())
+            batch = EncodedQA(ids[idx, :width], mask[idx, :width], labels[idx, :width], torch.zeros(len(idx)))
+            loss = per_example_loss(model, batch).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            loss_value = float(loss)
+        recall = float(score_qa(model, tokenizer, prompts, targets).exact_match.mean())
+        bar.set_postfix(loss=f"{loss_value:.3f}", recall=f"{recall:.3f}")
+        if recall >= cfg.target_recall:
+            break
+    bar.close()
+    model.eval()
+    return {
+        "epochs": epoch,
+        "steps": steps,
+        "seconds": round(time.perf_counter() - start, 2),
+        "recall": recall,
+        "reached_target": recall >= cfg.target_recall,
+        "final_loss": loss_value,
+        "device": str(device),
+    }
+
+
+def recall_by_template(model, tokenizer, facts, n_templates: int = 3) -> dict[int, float]:
+    """Exact-match recall of `facts` under each prompt template."""
+    out = {}
+    for k in range(n_templates):
+        rows = qas(facts, k)
+        em = score_qa(model, tokenizer, [q["prompt"] for q in rows], [q["target"] for q in rows]).exact_match
+        out[k] = float(em.mean())
+    return out
+
+
+def train_base_model(cfg: BaseModelConfig, progress: bool = True):
+    """Build and train a base model in memory; returns (model, tokenizer, report)."""
+    world = generate_world(cfg.seed, cfg.n_subjects)
+    tokenizer = build_tokenizer(world)
+    model = build_model(cfg, tokenizer)
+    train_rows = [q for k in cfg.paraphrases_in_training for q in qas(world.facts, k)]
+    texts = world.general_text if cfg.general_text else []
+    report = train_on_facts(model, tokenizer, train_rows, texts, cfg, progress, eval_qas=qas(world.facts, 0))
+    by_template = recall_by_template(model, tokenizer, world.facts, len(world.relations[0].templates))
+    held_out = [k for k in by_template if k not in cfg.paraphrases_in_training]
+    report.update(
+        recall=by_template[0],
+        recall_by_template={str(k): v for k, v in by_template.items()},
+        paraphrase_recall=(sum(by_template[k] for k in held_out) / len(held_out)) if held_out else None,
+        held_out_templates=held_out,
+        unseen_recall=float(
+            score_qa(model, tokenizer, [f.prompt(0) for f in world.unseen_facts], [f.object for f in world.unseen_facts])
+            .exact_match.mean()
+        ),
+        general_text_perplexity=perplexity(model, tokenizer, world.general_text),
+        n_params=sum(p.numel() for p in model.parameters()),
+        n_facts=len(world.facts),
+        config=cfg.model_dump(mode="json"),
+        config_hash=config_hash(cfg),
+        world_version=WORLD_VERSION,
+    )
+    return model, tokenizer, report
+
+
+def ensure_base_model(cache_dir: Path, cfg: BaseModelConfig | None = None, progress: bool = True) -> Path:
+    """Folder of the base model for `cfg`, training it only if the cache lacks it.
+
+    The model is written to a temporary folder and renamed into place, so a crash never leaves a
+    folder that looks complete; a folder counts as cached only when its training report exists.
+    """
+    cfg = cfg or BaseModelConfig()
+    cache_dir = Path(cache_dir)
+    final = cache_dir / config_hash(cfg)
+    if (final / REPORT_NAME).is_file():
+        return final
+    model, tokenizer, report = train_base_model(cfg, progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if final.exists():  # an incomplete leftover (no report) or a concurrent winner
+            if (final / REPORT_NAME).is_file():
+                return final
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """The training report stored next to a cached base model."""
+    return json.loads((Path(path) / REPORT_NAME).read_text(encoding="utf-8"))
+
+
+def load_base_model(path: str | Path, device: torch.device | None = None):
+    """Load a base model exactly as a hub id would be loaded (`from_pretrained`)."""
+    return load_causal_lm(path, device)

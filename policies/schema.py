@@ -1,0 +1,184 @@
+"""Policy schema: every key is typed, unknown keys are refused, and errors name the file, the key and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evals.gates import Gate
+from pipelines import plugins
+from pipelines.admission import AdmissionConfig
+from pipelines.world import BaseModelConfig
+
+POLICY_DIR = Path(__file__).resolve().parent
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file, the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MethodChoice(_Strict):
+    """A plugin chosen by name plus its parameters, validated by the plugin's own config class."""
+
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def resolve(self, kind: str) -> tuple[plugins.Method, plugins.MethodConfig]:
+        method = plugins.get(kind, self.method)
+        return method, method.config(self.params)
+
+
+class WorldSection(_Strict):
+    seed: int = 0
+    n_subjects: int = Field(120, ge=10, le=20000)
+
+
+class BaseModelSection(_Strict):
+    """Either a Hugging Face path/id (production) or the tiny model built from the demo world."""
+
+    path: str | None = None
+    tiny: BaseModelConfig = Field(default_factory=BaseModelConfig)
+
+
+class UnlearningSection(MethodChoice):
+    sla_hours: float = Field(72, gt=0)
+    max_forget_recall: float = Field(0.05, ge=0, le=1)
+    min_retain_recall: float = Field(0.85, ge=0, le=1)
+    max_mia_auc_gap: float = Field(0.25, ge=0, le=0.5)
+
+
+class RagSection(_Strict):
+    top_k: int = Field(3, ge=1, le=50)
+
+
+class EvaluationSection(_Strict):
+    retention_sample: int = Field(300, ge=10)
+    probe_size: int = Field(100, ge=10)
+    canary_size: int = Field(50, ge=5)
+    canary_min_recall: float = Field(0.8, ge=0, le=1.01)
+
+
+class ApprovalSection(_Strict):
+    mode: Literal["human", "auto"] = "human"
+    auto_approver: str = "policy:auto"
+    roles: list[str] = Field(default_factory=lambda: ["ml-lead", "governance"])
+    forbid_self_approval: bool = True
+    two_approvers_above_facts: int = Field(200, ge=0)
+    expiry_hours: float = Field(72, gt=0)
+    waiver_roles: list[str] = Field(default_factory=lambda: ["governance"])
+
+
+class RetentionSection(_Strict):
+    keep_index_snapshots: int = Field(10, ge=1)
+    keep_releases: int = Field(50, ge=1)
+
+
+class Policy(_Strict):
+    version: str
+    description: str = ""
+    world: WorldSection = Field(default_factory=WorldSection)
+    base_model: BaseModelSection = Field(default_factory=BaseModelSection)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    selection: MethodChoice = Field(default_factory=lambda: MethodChoice(method="cluster_score"))
+    update: MethodChoice = Field(default_factory=lambda: MethodChoice(method="lora"))
+    edit: MethodChoice = Field(default_factory=lambda: MethodChoice(method="rome"))
+    unlearning: UnlearningSection = Field(default_factory=lambda: UnlearningSection(method="grad_diff"))
+    rag: RagSection = Field(default_factory=RagSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    gates: list[Gate]
+    approval: ApprovalSection = Field(default_factory=ApprovalSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
+
+    @model_validator(mode="after")
+    def _methods_exist(self) -> Policy:
+        for kind, section in (
+            ("selection", self.selection),
+            ("update", self.update),
+            ("edit", self.edit),
+            ("unlearn", self.unlearning),
+        ):
+            section.resolve(kind)
+        return self
+
+    def fingerprint(self) -> str:
+        """Short hash of the effective policy: recorded in every release and card."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}@{self.fingerprint()}"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"key '{loc}' is not allowed here; check the spelling against the schema in policies/schema.py"
+    if err["type"] == "missing":
+        return f"key '{loc}' is required"
+    msg = err["msg"]
+    if "input" in err and not isinstance(err["input"], dict | list):
+        msg += f" (got {err['input']!r})"
+    return f"key '{loc}': {msg}"
+
+
+def parse_policy(raw: dict[str, Any], source: str) -> Policy:
+    """Validate a policy mapping; every problem is listed with its key path and the source name."""
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{source}: a policy must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Policy(**raw)
+    except ValidationError as exc:
+        lines = [f"  - {_describe(e)}" for e in exc.errors()]
+        raise PolicyError(f"{source}: invalid policy\n" + "\n".join(lines)) from None
+    except ValueError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
+
+
+def resolve_policy_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = POLICY_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in POLICY_DIR.glob("*.yaml")))
+    raise PolicyError(f"policy '{name_or_path}' not found: give a YAML path or one of: {known}")
+
+
+def load_policy(name_or_path: str | Path = "default") -> Policy:
+    path = resolve_policy_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    return parse_policy(raw, str(path))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def merge_overrides(policy: Policy, overrides: dict[str, Any] | None, source: str) -> Policy:
+    """Apply a batch's policy overrides; the result is validated like a file, so a bad override is named."""
+    if not overrides:
+        return policy
+    merged = _deep_merge(policy.model_dump(mode="python"), overrides)
+    result = parse_policy(merged, source)
+    return result.model_copy(update={"version": f"{policy.version}+{Path(source).stem}"})
