@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from evals.names import LOWER_IS_BETTER
+
+_UNBOUNDED = frozenset({"perplexity", "forget_log_likelihood"})
 
 
 def _jsonable(obj: Any) -> Any:
@@ -127,28 +131,44 @@ def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
 
     if plots:
         lines += ["## Plots", ""]
-        lines += [f"![{name}]({path.name})" for name, path in plots.items()]
+        titles = {"stability_plot": "Stability during training", "deltas_plot": "Metric deltas vs champion"}
+        lines += [f"![{titles.get(name, name)}]({path.name})" for name, path in plots.items()]
         lines.append("")
 
     notes = card.get("notes")
     if notes:
         lines += ["## Notes", ""]
-        lines += list(notes) if isinstance(notes, (list, tuple)) else [str(notes)]
+        lines += [f"- {n}" for n in notes] if isinstance(notes, (list, tuple)) else [str(notes)]
         lines.append("")
     return "\n".join(lines)
+
+
+def _pyplot():
+    """matplotlib on the Agg backend, its font cache kept in MEMGOV_HOME unless MPLCONFIGDIR is set."""
+    if "matplotlib" not in sys.modules:
+        from evals.metrics import memgov_home
+
+        os.environ.setdefault("MPLCONFIGDIR", str(memgov_home() / "matplotlib"))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _plot_stability(stability: Mapping[str, Any], path: Path) -> Path | None:
     steps, accs = _curve_points(stability.get("curve"))
     if not accs:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, accs, marker="o", markersize=3, label="old-knowledge probe accuracy")
+    learning = [(float(p.get("step", i)), float(p["new_acc"])) for i, p in enumerate(stability.get("curve") or [])
+                if isinstance(p, Mapping) and isinstance(p.get("new_acc"), (int, float))]
+    if learning:
+        ax.plot(*zip(*learning, strict=True), color="tab:green", alpha=0.7, linewidth=1, label="new-fact accuracy")
     min_acc = stability.get("min_acc")
     if isinstance(min_acc, (int, float)):
         ax.axhline(min_acc, color="tab:red", linestyle="--", linewidth=1, label=f"min-ACC {min_acc:.3g}")
@@ -169,23 +189,36 @@ def _plot_stability(stability: Mapping[str, Any], path: Path) -> Path | None:
 
 
 def _plot_deltas(metrics: Mapping[str, Any], champion: Mapping[str, Any], path: Path) -> Path | None:
-    pairs = [(name, _delta(v, champion.get(name))) for name, v in metrics.items()]
-    pairs = [(n, d) for n, d in pairs if d is not None and math.isfinite(d)]
+    # Accuracy-like metrics live in [0, 1]: plot their difference. Unbounded ones (perplexity,
+    # log-likelihood) are plotted as a relative change so that every bar shares one scale.
+    pairs: list[tuple[str, float]] = []
+    for name, value in metrics.items():
+        d = _delta(value, champion.get(name))
+        if d is None or not math.isfinite(d):
+            continue
+        if name in _UNBOUNDED:
+            base = abs(float(champion[name]))
+            if base == 0:
+                continue
+            pairs.append((f"{name} (relative)", d / base))
+        else:
+            pairs.append((name, d))
     if not pairs:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     names = [n for n, _ in pairs]
     deltas = [d for _, d in pairs]
     colours = [
-        "tab:green" if ((d < 0) if n in LOWER_IS_BETTER else (d > 0)) else ("tab:gray" if d == 0 else "tab:red")
+        "tab:green"
+        if ((d < 0) if n.split(" ")[0] in LOWER_IS_BETTER else (d > 0))
+        else ("tab:gray" if d == 0 else "tab:red")
         for n, d in pairs
     ]
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
-    ax.barh(names, deltas, color=colours)
+    bars = ax.barh(names, deltas, color=colours)
+    ax.bar_label(bars, labels=[f"{d:+.3g}" for d in deltas], fontsize=8, padding=2)
+    ax.margins(x=0.2)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("candidate − champion (green: better)")
     ax.set_title("Metric deltas vs champion")

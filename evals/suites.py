@@ -159,8 +159,10 @@ def stability_metrics(
     acc_before: float,
     current_acc: float | None = None,
 ) -> dict[str, float | None]:
-    """min_acc, wc_acc, final_acc and stability_gap of one old-knowledge probe curve (see the stability module)."""
-    return load_metric("stability").compute(curve=[list(curve)], acc_before=[acc_before], current_acc=current_acc)
+    """min_acc, wc_acc, final_acc and stability_gap of one probe curve (see `evals.continual`)."""
+    from evals.continual import stability_metrics as _stability
+
+    return _stability(curve, acc_before, current_acc)
 
 
 def backward_transfer(history: Sequence[Mapping[str, Any]]) -> float | None:

@@ -49,6 +49,7 @@ def load_metric(name: str):
 
     # The library reads these at import time: if something imported it earlier, redirect it here too.
     ev_config.HF_MODULES_CACHE = modules
+    ev_config.HF_METRICS_CACHE = Path(os.environ["HF_METRICS_CACHE"])
     ev_config.HF_EVALUATE_OFFLINE = True
     metric = evaluate.load(str(script), keep_in_memory=True)
     _CACHE[name] = metric

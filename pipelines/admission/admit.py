@@ -18,7 +18,10 @@ DUPLICATE_ID = "duplicate id"
 
 
 class TombstoneSet(Protocol):
-    """What admission needs from the tombstone store: three frozensets of ids that must never return."""
+    """What admission needs from the tombstone store: frozensets of ids that must never return.
+
+    An optional `doc_ids` frozenset is honoured too (against a row's `doc_id` column) when the object has one.
+    """
 
     row_ids: frozenset[str]
     subject_ids: frozenset[str]
@@ -96,8 +99,13 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
     checks: list[Check] = []
     for col in cfg.required_columns:
         checks.append(
-            Check("expect_column_values_to_not_be_null", col, {}, f"{col} present",
-                  lambda _v, c=col: f"missing required field '{c}'")
+            Check(
+                "expect_column_values_to_not_be_null",
+                col,
+                {},
+                f"{col} present",
+                lambda _v, c=col: f"missing required field '{c}'",
+            )
         )
     if cfg.unique_ids:
         checks.append(Check("expect_column_values_to_be_unique", "id", {}, "id unique", lambda _v: DUPLICATE_ID))
@@ -106,38 +114,75 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
             continue
         limit = cfg.max_text_chars
         checks.append(
-            Check("expect_column_value_lengths_to_be_between", col, {"max_value": limit},
-                  f"{col} at most {limit} chars",
-                  lambda v, c=col, n=limit: f"{c} longer than {n} characters ({len(str(v))})")
+            Check(
+                "expect_column_value_lengths_to_be_between",
+                col,
+                {"max_value": limit},
+                f"{col} at most {limit} chars",
+                lambda v, c=col, n=limit: f"{c} longer than {n} characters ({len(str(v))})",
+            )
         )
         for name, pattern in cfg.pii_patterns.items():
             checks.append(
-                Check("expect_column_values_to_not_match_regex", col, {"regex": pattern},
-                      f"{col} free of pii '{name}'",
-                      lambda _v, c=col, p=name: f"{c} matches pii pattern '{p}'")
+                Check(
+                    "expect_column_values_to_not_match_regex",
+                    col,
+                    {"regex": pattern},
+                    f"{col} free of pii '{name}'",
+                    lambda _v, c=col, p=name: f"{c} matches pii pattern '{p}'",
+                )
             )
     if "license" in columns or "license" in cfg.required_columns:
         allowed = list(cfg.allowed_licenses)
         shown = ", ".join(allowed)
         checks.append(
-            Check("expect_column_values_to_be_in_set", "license", {"value_set": allowed}, "licence allowed",
-                  lambda v, s=shown: f"licence '{v}' not allowed (allowed: {s})")
+            Check(
+                "expect_column_values_to_be_in_set",
+                "license",
+                {"value_set": allowed},
+                "licence allowed",
+                lambda v, s=shown: f"licence '{v}' not allowed (allowed: {s})",
+            )
         )
     if tombstones is not None:
         checks.append(
-            Check("expect_column_values_to_not_be_in_set", "id", {"value_set": sorted(map(str, tombstones.row_ids))},
-                  "id not tombstoned", lambda _v: TOMBSTONED)
+            Check(
+                "expect_column_values_to_not_be_in_set",
+                "id",
+                {"value_set": sorted(map(str, tombstones.row_ids))},
+                "id not tombstoned",
+                lambda _v: TOMBSTONED,
+            )
         )
         if "fact_id" in columns:
             checks.append(
-                Check("expect_column_values_to_not_be_in_set", "fact_id",
-                      {"value_set": sorted(map(str, tombstones.fact_ids))}, "fact not tombstoned",
-                      lambda _v: TOMBSTONED)
+                Check(
+                    "expect_column_values_to_not_be_in_set",
+                    "fact_id",
+                    {"value_set": sorted(map(str, tombstones.fact_ids))},
+                    "fact not tombstoned",
+                    lambda _v: TOMBSTONED,
+                )
+            )
+        if "doc_id" in columns:
+            checks.append(
+                Check(
+                    "expect_column_values_to_not_be_in_set",
+                    "doc_id",
+                    {"value_set": sorted(map(str, getattr(tombstones, "doc_ids", None) or ()))},
+                    "document not tombstoned",
+                    lambda _v: TOMBSTONED,
+                )
             )
         checks.append(
-            Check("expect_column_values_to_not_be_in_set", "subject_id",
-                  {"value_set": sorted(map(str, tombstones.subject_ids))}, "subjects not tombstoned",
-                  lambda _v: TOMBSTONED, frame=SUBJECT_LINKS)
+            Check(
+                "expect_column_values_to_not_be_in_set",
+                "subject_id",
+                {"value_set": sorted(map(str, tombstones.subject_ids))},
+                "subjects not tombstoned",
+                lambda _v: TOMBSTONED,
+                frame=SUBJECT_LINKS,
+            )
         )
     return checks
 
@@ -149,7 +194,7 @@ def _frames(
     import pandas as pd
 
     pre: dict[int, list[str]] = {}
-    wanted = list(dict.fromkeys([*cfg.required_columns, "id", "license", "fact_id", *cfg.text_columns]))
+    wanted = list(dict.fromkeys([*cfg.required_columns, "id", "license", "fact_id", "doc_id", *cfg.text_columns]))
     data: dict[str, list[Any]] = {ROW_KEY: positions}
     for col in wanted:
         if col not in columns and col not in cfg.required_columns and col != "id":
@@ -160,7 +205,7 @@ def _frames(
             if col in cfg.text_columns and value is not None and not isinstance(value, str):
                 pre.setdefault(pos, []).append(f"{col} is not a string (got {type(value).__name__})")
                 value = ""
-            elif col in ("id", "fact_id", "license") and value is not None:
+            elif col in ("id", "fact_id", "doc_id", "license") and value is not None:
                 value = str(value)
             elif isinstance(value, list | dict):
                 value = json.dumps(value, sort_keys=True, default=str)  # only nullness matters for other columns
@@ -168,7 +213,9 @@ def _frames(
         data[col] = values
     links: dict[str, list[Any]] = {ROW_KEY: [], "subject_id": []}
     for pos in positions:
-        for sid in _subject_list(rows[pos].get("subject_ids")):
+        # Both the list column and a single `subject_id` column link a row to a subject.
+        subjects = _subject_list(rows[pos].get("subject_ids")) + _subject_list(rows[pos].get("subject_id"))
+        for sid in dict.fromkeys(subjects):
             links[ROW_KEY].append(pos)
             links["subject_id"].append(sid)
     frames = {

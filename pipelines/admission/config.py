@@ -63,7 +63,9 @@ class AdmissionConfig(BaseModel):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"pii_patterns['{name}'] is not a valid regular expression ({exc}): {pattern!r}") from exc
+                raise ValueError(
+                    f"pii_patterns['{name}'] is not a valid regular expression ({exc}): {pattern!r}"
+                ) from exc
         return value
 
     @classmethod
@@ -72,9 +74,7 @@ class AdmissionConfig(BaseModel):
         try:
             return cls(**(raw or {}))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"invalid admission config: {problems}") from exc
 
     def fingerprint(self) -> str:

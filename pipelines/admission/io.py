@@ -43,7 +43,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as exc:
-                rows.append({"id": None, "_raw": raw, "_parse_error": f"line {lineno}: {exc.msg} at column {exc.colno}"})
+                rows.append(
+                    {"id": None, "_raw": raw, "_parse_error": f"line {lineno}: {exc.msg} at column {exc.colno}"}
+                )
                 continue
             if not isinstance(obj, dict):
                 msg = f"line {lineno}: expected a JSON object, got {type(obj).__name__}"

@@ -81,9 +81,7 @@ def run_checks(frames: dict[str, Any], checks: list[Check], suite_name: str) -> 
                     f"{info.get('exception_message')}"
                 )
             rows = sorted({int(item[ROW_KEY]) for item in res.result.get("unexpected_index_list") or []})
-            outcomes.append(
-                CheckOutcome(check, bool(res.success), int(res.result.get("unexpected_count") or 0), rows)
-            )
+            outcomes.append(CheckOutcome(check, bool(res.success), int(res.result.get("unexpected_count") or 0), rows))
     order = {id(c): i for i, c in enumerate(checks)}
     outcomes.sort(key=lambda o: order[id(o.check)])
     return outcomes

@@ -182,25 +182,29 @@ class DocumentIndex:
         keys = [doc_key(d) for d in present]
         removed = self._remove_keys(keys)
         if removed != len(present):
-            raise RuntimeError(f"FAISS removed {removed} vectors for {len(present)} documents; the index is inconsistent")
+            raise RuntimeError(
+                f"FAISS removed {removed} vectors for {len(present)} documents; the index is inconsistent"
+            )
         for doc_id, key in zip(present, keys, strict=True):
             del self._meta[doc_id]
             self._by_key.pop(key, None)
         return removed
 
-    def delete_where(
+    def select_where(
         self, subject_ids: Iterable[str] | None = None, fact_ids: Iterable[str] | None = None
     ) -> list[str]:
-        """Remove every document linked to any of these subjects or facts; returns the removed ids (sorted)."""
+        """Ids (sorted) of the documents linked to any of these subjects or facts, e.g. to plan a forget request."""
         subjects = {str(s) for s in subject_ids or ()}
         facts = {str(f) for f in fact_ids or ()}
-        doomed = sorted(
+        return sorted(
             doc_id
             for doc_id, meta in self._meta.items()
             if subjects.intersection(meta["subject_ids"]) or (meta["fact_id"] is not None and meta["fact_id"] in facts)
         )
-        self.delete(doomed)
-        return doomed
+
+    def delete_where(self, subject_ids: Iterable[str] | None = None, fact_ids: Iterable[str] | None = None) -> int:
+        """Remove every document linked to any of these subjects or facts; returns how many were removed."""
+        return self.delete(self.select_where(subject_ids=subject_ids, fact_ids=fact_ids))
 
     # -- search -----------------------------------------------------------------------------------------------
     def search(self, queries: list[str], embedder: SupportsEncode, k: int = 3) -> list[list[Hit]]:

@@ -91,7 +91,8 @@ def train_lora(
     history: list[dict[str, float | None]] = []
     step, epoch, loss_value, new_acc = 0, 0, float("nan"), new_before
     bar = tqdm(total=cfg.max_epochs, desc="lora update", unit="epoch", disable=not progress)
-    for epoch in range(1, cfg.max_epochs + 1):
+    for _ in range(cfg.max_epochs):
+        epoch += 1
         peft_model.train()
         for idx in batches(len(prompts), cfg.batch_size, rng):
             batch = encode_qa(tokenizer, [prompts[i] for i in idx], [targets[i] for i in idx])

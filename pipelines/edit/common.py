@@ -1,0 +1,59 @@
+"""Edit inputs, results and scoring shared by every knowledge editor."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.lm import score_qa
+
+
+@dataclass
+class EditResult:
+    model: Any
+    per_edit: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, float | int | bool | str] = field(default_factory=dict)
+
+
+def check_edits(edits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validate edit dicts (prompt, target, optional previous_target), naming the faulty row."""
+    if not isinstance(edits, Sequence) or isinstance(edits, str | bytes) or not edits:
+        raise ValueError("edits must be a non-empty list of dicts with 'prompt', 'target' and 'previous_target'")
+    out = []
+    for i, e in enumerate(edits):
+        if not isinstance(e, dict):
+            raise ValueError(f"edits[{i}] must be a dict, got {type(e).__name__}")
+        for key in ("prompt", "target"):
+            if not isinstance(e.get(key), str) or not e[key].strip():
+                raise ValueError(f"edits[{i}].{key} must be a non-empty string")
+        prev = e.get("previous_target")
+        if prev is not None and not isinstance(prev, str):
+            raise ValueError(f"edits[{i}].previous_target must be a string or null")
+        if prev is not None and prev.strip() == e["target"].strip():
+            raise ValueError(f"edits[{i}]: target equals previous_target ({prev!r}); nothing to edit")
+        out.append({"prompt": e["prompt"], "target": e["target"].strip(), "previous_target": prev})
+    return out
+
+
+def target_scores(model, tokenizer, edits: Sequence[dict[str, Any]]) -> tuple[list[bool], list[float]]:
+    """Exact match and probability of each edit's new target under the model."""
+    scores = score_qa(model, tokenizer, [e["prompt"] for e in edits], [e["target"] for e in edits])
+    return [bool(x) for x in scores.exact_match], [math.exp(float(x)) for x in scores.logprob]
+
+
+def edit_report(
+    edits: Sequence[dict[str, Any]], before: list[float], after_hit: list[bool], after_prob: list[float]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "prompt": e["prompt"],
+            "target": e["target"],
+            "previous_target": e["previous_target"],
+            "success": hit,
+            "target_prob_before": round(pb, 6),
+            "target_prob_after": round(pa, 6),
+        }
+        for e, pb, hit, pa in zip(edits, before, after_hit, after_prob, strict=True)
+    ]

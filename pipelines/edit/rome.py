@@ -1,0 +1,161 @@
+"""Rank-one knowledge editing of one MLP output projection (a locate-and-edit method).
+
+An MLP output projection W acts as a key-value memory: the key k is the projection's input at a
+token, the value W k is what it writes into the residual stream. To change one fact we
+
+1. read the key k* at the last prompt token (in small models trained on one phrasing per fact,
+   the answer is assembled there, not at the subject);
+2. find a value v* = W k* + d by gradient descent on the new target's likelihood, adding d to the
+   MLP output at that token only (its norm is penalised and clamped so the value stays plausible);
+3. write it with the smallest change that maps k* to v*, measured in the metric of the key
+   covariance C:  W <- W + d (C^-1 k*)^T / (k*^T C^-1 k*).
+
+Using C instead of the identity keeps keys of other facts (which share C's dominant directions)
+almost untouched: measured locality rises from ~0.83 to ~0.99 on the tiny model. C is estimated
+once from general text, edits are applied one after another.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from pipelines.edit.anatomy import MlpOut, collect_keys, mlp_out, prompt_ids
+from pipelines.edit.common import EditResult, check_edits, edit_report, target_scores
+from pipelines.lm import encode_qa, pick_device
+from pipelines.plugins import MethodConfig
+
+
+class RomeConfig(MethodConfig):
+    """Rank-one edit settings; defaults measured on the tiny embedded model."""
+
+    layer: int = Field(-1, description="decoder layer whose MLP is edited; negative counts from the end")
+    v_lr: float = Field(0.5, gt=0.0, le=10.0, description="Adam step size for the value delta")
+    v_steps: int = Field(40, ge=1, le=1000, description="maximum optimisation steps per edit")
+    v_stop_nll: float = Field(0.05, ge=0.0, description="stop early once the target's mean NLL is below this")
+    clamp_factor: float = Field(4.0, gt=0.0, description="max ||delta|| as a multiple of ||W k*||")
+    v_weight_decay: float = Field(1e-3, ge=0.0, description="penalty on ||delta||^2 / ||W k*||^2")
+    n_cov_tokens: int = Field(1000, ge=16, description="token activations used to estimate the key covariance")
+    cov_ridge: float = Field(1e-2, ge=0.0, description="ridge added to C, relative to its mean diagonal")
+    identity_cov: bool = Field(False, description="ablation: use C = I (no covariance); worse locality")
+
+
+def key_covariance(
+    model, tokenizer, target: MlpOut, cov_texts: list[str], cfg: RomeConfig
+) -> tuple[torch.Tensor, int]:
+    """Uncentred second moment E[k k^T] of the projection's inputs (with a relative ridge), and its token count."""
+    if cfg.identity_cov:
+        return torch.eye(target.in_features, device=target.module.weight.device), 0
+    if not cov_texts or not all(isinstance(t, str) and t.strip() for t in cov_texts):
+        raise ValueError("cov_texts must be a non-empty list of non-empty strings (general text of the domain)")
+    keys = collect_keys(model, tokenizer, target, cov_texts, cfg.n_cov_tokens)
+    cov = keys.T @ keys / keys.shape[0]
+    ridge = cfg.cov_ridge * cov.diagonal().mean().clamp(min=1e-8)
+    return cov + ridge * torch.eye(cov.shape[0], device=cov.device), int(keys.shape[0])
+
+
+def _key_and_value(model, tokenizer, target: MlpOut, prompt: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """k* (projection input) and W k* + b (its output) at the last prompt token."""
+    ids = prompt_ids(tokenizer, prompt)
+    device = next(model.parameters()).device
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_module, args, output):
+        seen["k"] = args[0][0, -1].detach().float()
+        seen["v"] = output[0, -1].detach().float()
+
+    handle = target.module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([ids], device=device))
+    finally:
+        handle.remove()
+    return seen["k"], seen["v"], len(ids) - 1
+
+
+def _optimise_delta(model, tokenizer, target: MlpOut, edit: dict, pos: int, v0: torch.Tensor, cfg: RomeConfig):
+    """Gradient descent on the target NLL over an additive delta at the MLP output of position pos."""
+    device = next(model.parameters()).device
+    batch = encode_qa(tokenizer, [edit["prompt"]], [edit["target"]], with_eos=False)
+    ids, labels = batch.input_ids.to(device), batch.labels[:, 1:].to(device)
+    delta = torch.zeros_like(v0, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.v_lr)
+    max_norm = cfg.clamp_factor * v0.norm()
+    scale = v0.norm().pow(2).clamp(min=1e-8)
+
+    def add_delta(_module, _args, output):
+        bump = torch.zeros_like(output)
+        bump[0, pos] = delta.to(output.dtype)
+        return output + bump
+
+    handle = target.module.register_forward_hook(add_delta)
+    steps, nll = 0, float("nan")
+    try:
+        for _ in range(cfg.v_steps):
+            steps += 1
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            loss_nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1))
+            nll = float(loss_nll)
+            if nll < cfg.v_stop_nll:
+                break
+            loss = loss_nll + cfg.v_weight_decay * delta.pow(2).sum() / scale
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                norm = delta.norm()
+                if norm > max_norm:
+                    delta.mul_(max_norm / norm)
+    finally:
+        handle.remove()
+    return delta.detach(), steps, nll
+
+
+def apply_edits(
+    model, tokenizer, edits: list[dict], cfg: RomeConfig, cov_texts: list[str], progress: bool = True
+) -> EditResult:
+    """Apply edits one after another to a copy of the model; returns it with a per-edit report."""
+    if not isinstance(cfg, RomeConfig):
+        raise ValueError(f"cfg must be a RomeConfig, got {type(cfg).__name__}")
+    edits = check_edits(edits)
+    started = time.perf_counter()
+    edited = copy.deepcopy(model).to(pick_device()).eval()
+    target = mlp_out(edited, cfg.layer)
+    _, prob_before = target_scores(edited, tokenizer, edits)
+    flags = [p.requires_grad for p in edited.parameters()]
+    for p in edited.parameters():
+        p.requires_grad_(False)
+    cov, n_tokens = key_covariance(edited, tokenizer, target, cov_texts, cfg)
+    cov_inv = torch.linalg.inv(cov.double())
+
+    total_steps, final_nll = 0, []
+    try:
+        for edit in tqdm(edits, desc=f"rome edits (layer {target.layer})", unit="edit", disable=not progress):
+            k, v0, pos = _key_and_value(edited, tokenizer, target, edit["prompt"])
+            delta, steps, nll = _optimise_delta(edited, tokenizer, target, edit, pos, v0, cfg)
+            total_steps += steps
+            final_nll.append(nll)
+            u = (cov_inv @ k.double()).float()
+            target.add_rank_one(u / (k @ u), delta)
+    finally:
+        for p, flag in zip(edited.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+    hits, prob_after = target_scores(edited, tokenizer, edits)
+    per_edit = edit_report(edits, prob_before, hits, prob_after)
+    stats: dict[str, Any] = {
+        "seconds": round(time.perf_counter() - started, 3),
+        "n_edits": len(edits),
+        "success_rate": sum(hits) / len(hits),
+        "layer": target.layer,
+        "module": target.name,
+        "cov_tokens": n_tokens,
+        "v_steps_total": total_steps,
+        "mean_final_nll": sum(final_nll) / len(final_nll),
+    }
+    return EditResult(model=edited, per_edit=per_edit, stats=stats)

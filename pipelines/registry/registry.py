@@ -1,0 +1,247 @@
+"""Release registry: creation, status changes, approvals, the champion pointer, rollback and tainting.
+
+The champion pointer (document "registry/champion") is the single source of truth for what serves; it only moves by
+compare-and-swap, so two concurrent promotions cannot both win. Release records are bookkeeping updated after the
+pointer moves; a record that still says "champion" while the pointer names another release reads as "retired",
+so a crash between the two steps never shows two champions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from ..ledger import ChangeLog
+from ..store import ArtifactStore, canonical_json
+from .release import MANIFEST_KEYS, TRANSITIONS, Release, check_transition, validate_fields
+
+CHAMPION_KEY = "registry/champion"
+COUNTER_KEY = "registry/counter"
+RECORDS = "registry/releases/"
+DECISIONS = ("approve", "reject")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _effective(release_id: str, recorded: str, champion: str | None) -> str:
+    if recorded == "tainted":
+        return recorded
+    if champion == release_id:
+        return "champion"
+    return "retired" if recorded == "champion" else recorded
+
+
+class Registry:
+    def __init__(self, store: ArtifactStore, log: ChangeLog):
+        self.store = store
+        self.log = log
+
+    # -- reading ---------------------------------------------------------------------
+    def _record(self, release_id: str) -> dict:
+        record = self.store.read_json(RECORDS + release_id, default=None) if _valid_id(release_id) else None
+        if record is None:
+            raise KeyError(f"no release {release_id!r} in the registry at {self.store.uri}")
+        return record
+
+    def champion(self) -> str | None:
+        return self.store.read_text(CHAMPION_KEY)
+
+    def get(self, release_id: str) -> Release:
+        return self._load(release_id, self.champion())
+
+    def _load(self, release_id: str, champion: str | None) -> Release:
+        record = self._record(release_id)
+        manifest = json.loads(self.store.get_bytes(record["manifest"]))
+        return Release(
+            **{k: manifest[k] for k in MANIFEST_KEYS},
+            manifest_digest=record["manifest"],
+            status=_effective(release_id, record["status"], champion),
+            approvals=record["approvals"],
+            history=record["history"],
+            taint=record.get("taint", []),
+        )
+
+    def status(self, release_id: str) -> str:
+        return _effective(release_id, self._record(release_id)["status"], self.champion())
+
+    def list(self) -> list[Release]:
+        ids = [k[len(RECORDS) :] for k in self.store.list_keys(RECORDS)]
+        champion = self.champion()
+        return [self._load(i, champion) for i in sorted(ids, key=lambda r: int(r[1:]))]
+
+    # -- changing ----------------------------------------------------------------------
+    def create(self, manifest_fields: dict[str, Any], actor: str, reason: str) -> Release:
+        """Store the manifest blob and a 'candidate' record; lineage and honoured tombstones accumulate from parent."""
+        fields = validate_fields(manifest_fields).model_dump()
+        if fields["parent"] is not None:
+            parent = self.get(fields["parent"])
+            for k in ("subject_ids", "row_ids"):
+                fields["lineage"][k] = sorted(set(fields["lineage"][k]) | set(parent.lineage[k]))
+            fields["tombstones_honoured"] = sorted(set(fields["tombstones_honoured"]) | set(parent.tombstones_honoured))
+        if not self.store.has(fields["model"]):
+            raise ValueError(
+                f"model {fields['model']} is not in {self.store.uri}; store the weights with put_dir first"
+            )
+        _require(actor, "actor")
+        n = self.store.update_json(COUNTER_KEY, lambda v: (v or 0) + 1)
+        release_id = f"r{n:04d}"
+        manifest = {**fields, "release_id": release_id, "created_at": _now(), "created_by": actor}
+        digest = self.store.put_bytes(canonical_json(manifest))
+        record = {"release_id": release_id, "manifest": digest, "status": "candidate", "approvals": [], "history": []}
+        if not self.store.compare_and_swap(RECORDS + release_id, None, json.dumps(record, sort_keys=True, indent=1)):
+            raise RuntimeError(f"release record {release_id} already exists; the counter at {COUNTER_KEY} is behind")
+        self.log.append(
+            actor,
+            "release.created",
+            release_id,
+            reason,
+            details={"manifest": digest, "parent": fields["parent"], "cycle": fields["cycle"]},
+        )
+        return self.get(release_id)
+
+    def _move(
+        self,
+        release_id: str,
+        new: str,
+        actor: str,
+        reason: str,
+        run_id: str | None,
+        strict: bool = True,
+        extra: dict | None = None,
+    ) -> bool:
+        """Update the record's status (and history); with strict=False an illegal move is skipped, not raised."""
+        moved = False
+
+        def change(record: dict) -> dict:
+            nonlocal moved
+            current = record["status"]  # the recorded state: callers already checked the effective one
+            moved = new in TRANSITIONS[current]
+            if not moved:
+                if strict:
+                    check_transition(release_id, current, new)
+                return record
+            entry = {"time": _now(), "from": current, "to": new, "actor": actor, "reason": reason, "run_id": run_id}
+            record = {**record, "status": new, "history": [*record["history"], entry]}
+            if extra:
+                record["taint"] = [*record.get("taint", []), extra]
+            return record
+
+        self._record(release_id)
+        self.store.update_json(RECORDS + release_id, change)
+        return moved
+
+    def set_status(self, release_id: str, new: str, actor: str, reason: str, run_id: str | None = None) -> Release:
+        """approve / reject / taint; the champion changes only through promote() and rollback()."""
+        _require(actor, "actor")
+        current = self.status(release_id)
+        if new == "champion":
+            raise ValueError(f"release {release_id}: use promote() or rollback() to make a release champion")
+        if current == "champion" and new == "retired":
+            raise ValueError(
+                f"release {release_id}: cannot go from 'champion' to 'retired' by hand; "
+                "it is retired when another release is promoted or rolled back to"
+            )
+        check_transition(release_id, current, new)
+        self._move(release_id, new, actor, reason, run_id)
+        self.log.append(actor, f"release.{new}", release_id, reason, run_id, details={"from": current})
+        return self.get(release_id)
+
+    def add_approval(self, release_id: str, approver: str, role: str, decision: str, reason: str) -> Release:
+        """Record one reviewer's decision; whether it suffices is the policy's business, not the registry's."""
+        _require(approver, "approver")
+        _require(role, "role")
+        _require(reason, "reason")
+        if decision not in DECISIONS:
+            raise ValueError(f"decision {decision!r} is not valid; use one of {', '.join(DECISIONS)}")
+        current = self.status(release_id)
+        if current not in ("candidate", "approved"):
+            raise ValueError(f"release {release_id} is '{current}'; approvals are recorded only for candidates")
+        entry = {"approver": approver, "role": role, "decision": decision, "reason": reason, "time": _now()}
+        self.store.update_json(RECORDS + release_id, lambda r: {**r, "approvals": [*r["approvals"], entry]})
+        self.log.append(
+            approver, "release.approval_recorded", release_id, reason, details={"role": role, "decision": decision}
+        )
+        return self.get(release_id)
+
+    def _swap_champion(
+        self, release_id: str, expected: str | None, actor: str, reason: str, run_id: str | None, action: str
+    ) -> bool:
+        if expected == release_id:
+            raise ValueError(f"release {release_id} is already the champion")
+        if not self.store.compare_and_swap(CHAMPION_KEY, expected, release_id):
+            return False
+        self._move(release_id, "champion", actor, reason, run_id, strict=False)
+        if expected is not None:
+            self._move(expected, "retired", actor, f"replaced by {release_id}: {reason}", run_id, strict=False)
+        self.log.append(actor, action, release_id, reason, run_id, details={"previous": expected})
+        return True
+
+    def promote(self, release_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None) -> bool:
+        """Make an approved release champion; False when the pointer no longer held `expected` (lost a race)."""
+        _require(actor, "actor")
+        current = self.status(release_id)
+        if current == "retired":
+            raise ValueError(f"release {release_id} is retired; use rollback() to bring it back")
+        if current != "approved":
+            raise ValueError(f"release {release_id} is '{current}'; only an approved release can be promoted")
+        expected = self.champion() if expected is ... else expected
+        return self._swap_champion(release_id, expected, actor, reason, run_id, "release.promoted")
+
+    def rollback(self, to_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None) -> bool:
+        """Put a retired (or approved) release back in service; tainted, rejected and unapproved ones are refused."""
+        _require(actor, "actor")
+        release = self.get(to_id)
+        why = {
+            "tainted": f"it is tainted by forget request(s) {', '.join(t['request_id'] for t in release.taint)}: "
+            "its weights hold forgotten data; re-scrub it into a new release instead",
+            "rejected": "it was rejected at review",
+            "candidate": "it is a candidate that was never approved",
+            "champion": "it is already the champion",
+        }.get(release.status)
+        if why:
+            raise ValueError(f"cannot roll back to release {to_id}: {why}")
+        expected = self.champion() if expected is ... else expected
+        return self._swap_champion(to_id, expected, actor, reason, run_id, "release.rolled_back")
+
+    def mark_tainted(self, row_ids: set[str], subject_ids: set[str], request_id: str, actor: str) -> list[str]:
+        """Taint every release trained on the given ids that has not honoured `request_id`; returns their ids."""
+        _require(request_id, "request_id")
+        _require(actor, "actor")
+        rows, subjects = set(row_ids), set(subject_ids)
+        tainted = []
+        for release in self.list():
+            if release.status == "tainted" or request_id in release.tombstones_honoured:
+                continue
+            hit_rows = rows & set(release.lineage["row_ids"])
+            hit_subjects = subjects & set(release.lineage["subject_ids"])
+            if not (hit_rows or hit_subjects):
+                continue
+            reason = f"lineage intersects forget request {request_id}"
+            taint = {"request_id": request_id, "time": _now()}
+            if self._move(release.release_id, "tainted", actor, reason, None, strict=False, extra=taint):
+                self.log.append(
+                    actor,
+                    "release.tainted",
+                    release.release_id,
+                    reason,
+                    details={
+                        "request_id": request_id,
+                        "matched_rows": len(hit_rows),
+                        "matched_subjects": len(hit_subjects),
+                        "was": release.status,
+                    },
+                )
+                tainted.append(release.release_id)
+        return tainted
+
+
+def _require(value: Any, name: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} is empty; give a non-empty string")
+
+
+def _valid_id(release_id: Any) -> bool:
+    return isinstance(release_id, str) and len(release_id) > 1 and release_id[0] == "r" and release_id[1:].isdigit()

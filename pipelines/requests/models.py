@@ -1,0 +1,143 @@
+"""Forget requests as submitted by ops: validated up front so a bad request fails at the door, not mid-pipeline.
+
+Every problem is reported at once, each with the field's name and how to fix it, because these requests are
+often typed by hand under a legal deadline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LEGAL_BASES = ("gdpr_art17", "ccpa_delete", "copyright", "contract_end", "safety", "other")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SELECTOR_FIELDS = ("row_ids", "subject_ids", "subject", "text_regex")
+
+FIXES = {
+    "request_id": "use 1-64 characters from letters, digits, '.', '_' and '-', e.g. 'req-2025-0001'",
+    "requester": "name who asked for the deletion (person or team id)",
+    "reason": "say in words why the data must be forgotten",
+    "legal_basis": f"use one of {', '.join(LEGAL_BASES)}",
+    "deadline": "give a timezone-aware ISO time in the future, e.g. '2031-01-31T00:00:00+00:00'",
+    "urgent": "use true or false",
+    "selector": f"give a mapping with at least one of {', '.join(SELECTOR_FIELDS)}",
+    "row_ids": "give a list of row id strings",
+    "subject_ids": "give a list of subject id strings",
+    "subject": "give the subject's name as a non-empty string",
+    "text_regex": "give a valid Python regular expression",
+}
+
+
+def format_errors(what: str, exc: ValidationError, fields: dict[str, tuple[str, ...]]) -> str:
+    """One line per bad field: 'field: problem; fix: ...'. `fields` maps a model path to its allowed field names."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        name = ".".join(loc) or "(request)"
+        parent = ".".join(loc[:-1])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{name}: unknown field; fields are {', '.join(fields.get(parent, ()))}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        fix = FIXES.get(loc[-1] if loc and not loc[-1].isdigit() else (loc[-2] if len(loc) > 1 else ""), "")
+        lines.append(f"{name}: {msg}" + (f"; fix: {fix}" if fix and "fix:" not in msg else ""))
+    return f"invalid {what}:\n  - " + "\n  - ".join(lines)
+
+
+class Selector(BaseModel):
+    """What to forget: explicit ids, a subject's name, or a regular expression over row text.
+
+    Constructed alone it raises pydantic's ValidationError (a ValueError naming the field); inside a
+    ForgetRequest its problems are listed with the request's."""
+
+    model_config = ConfigDict(extra="forbid")
+    row_ids: list[str] = Field(default_factory=list)
+    subject_ids: list[str] = Field(default_factory=list)
+    subject: str | None = None
+    text_regex: str | None = None
+
+    @field_validator("row_ids", "subject_ids")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        if any(not s.strip() for s in v):
+            raise ValueError("contains an empty id; fix: remove empty strings from the list")
+        return v
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty; fix: give the subject's name or leave the field out")
+        return v
+
+    @field_validator("text_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"does not compile ({exc}); fix: give a valid Python regular expression") from None
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Selector:
+        if not (self.row_ids or self.subject_ids or self.subject or self.text_regex):
+            raise ValueError(f"selects nothing; fix: set at least one of {', '.join(SELECTOR_FIELDS)}")
+        return self
+
+
+class ForgetRequest(BaseModel):
+    """A request to forget data; `deadline` must lie in the future when it is submitted."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: str
+    requester: str
+    selector: Selector
+    reason: str
+    legal_basis: str
+    deadline: dt.datetime
+    urgent: bool = False
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ValueError(format_errors("forget request", exc, _FIELD_SETS)) from None
+
+    @field_validator("request_id")
+    @classmethod
+    def _request_id(cls, v: str) -> str:
+        if not _REQUEST_ID.match(v):
+            raise ValueError(f"{v!r} is not a valid request id")
+        return v
+
+    @field_validator("requester", "reason")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is empty")
+        return v
+
+    @field_validator("legal_basis")
+    @classmethod
+    def _basis(cls, v: str) -> str:
+        if v not in LEGAL_BASES:
+            raise ValueError(f"{v!r} is not a known legal basis")
+        return v
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None or v.utcoffset() is None:
+            raise ValueError("has no timezone")
+        v = v.astimezone(dt.UTC)
+        if v <= dt.datetime.now(dt.UTC):
+            raise ValueError(f"{v.isoformat()} is not in the future")
+        return v
+
+
+_FIELD_SETS = {"": tuple(ForgetRequest.model_fields), "selector": SELECTOR_FIELDS}

@@ -1,0 +1,26 @@
+"""Unlearning methods: remove chosen facts from a model while keeping the rest."""
+
+from pipelines.plugins import register
+from pipelines.unlearn.common import AdapterUnlearnConfig, UnlearnResult
+from pipelines.unlearn.grad_ascent import GradAscentConfig, grad_ascent
+from pipelines.unlearn.grad_diff import GradDiffConfig, grad_diff
+from pipelines.unlearn.npo import NpoConfig, npo
+from pipelines.unlearn.ssd import SsdConfig, ssd
+
+register("unlearn", "grad_diff", GradDiffConfig, grad_diff)
+register("unlearn", "grad_ascent", GradAscentConfig, grad_ascent)
+register("unlearn", "npo", NpoConfig, npo)
+register("unlearn", "ssd", SsdConfig, ssd)
+
+__all__ = [
+    "AdapterUnlearnConfig",
+    "GradAscentConfig",
+    "GradDiffConfig",
+    "NpoConfig",
+    "SsdConfig",
+    "UnlearnResult",
+    "grad_ascent",
+    "grad_diff",
+    "npo",
+    "ssd",
+]

@@ -1,0 +1,52 @@
+"""Shared test setup: offline Hugging Face libraries, one cached tiny base model, one demo deployment per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_CACHE = ROOT / ".memgov" / "models"  # cached by config hash, shared with `make demo`
+
+for var in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[var] = "1"
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_MODULES_CACHE", str(ROOT / ".memgov" / "hf_modules"))
+
+
+def fresh_home(tmp: Path) -> Path:
+    """A new state folder that reuses the cached base model (training it is not what these tests test)."""
+    home = tmp / "memgov"
+    home.mkdir(parents=True)
+    MODEL_CACHE.mkdir(parents=True, exist_ok=True)
+    os.symlink(MODEL_CACHE, home / "models")
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory) -> Path:
+    """A deployment on which the whole demo story has run once (3 cycles and a forget request)."""
+    from rich.console import Console
+
+    from memgov.demo import run_demo
+
+    home = fresh_home(tmp_path_factory.mktemp("demo"))
+    os.environ["MEMGOV_HOME"] = str(home)
+    code = run_demo(str(home), fresh=False, console=Console(width=160))
+    assert code == 0, "the demo story did not hold (see the captured output)"
+    return home
+
+
+@pytest.fixture
+def demo_copy(demo_home, tmp_path) -> Path:
+    """A private copy of the demo deployment for tests that change state."""
+    dest = tmp_path / "memgov"
+    shutil.copytree(demo_home, dest, symlinks=True)
+    dagster_yaml = dest / "dagster" / "dagster.yaml"
+    if dagster_yaml.exists():
+        dagster_yaml.write_text(dagster_yaml.read_text().replace(str(demo_home), str(dest)))
+    os.environ["MEMGOV_HOME"] = str(dest)
+    return dest
