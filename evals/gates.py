@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -217,3 +218,14 @@ def _as_float(value: float | None) -> float | None:
 
 
 __all__ = ["Decision", "Gate", "GateVerdict", "decide"]
+
+
+def verdicts_markdown(verdicts: list[dict[str, Any]]) -> str:
+    """The gates as a Markdown table, for the UI's check metadata and the terminal."""
+    lines = ["| gate | value | champion | threshold | verdict |", "| --- | --- | --- | --- | --- |"]
+    for v in verdicts:
+        value = "n/a" if v.get("value") is None else _fmt(v["value"])
+        champ = "n/a" if v.get("champion_value") is None else _fmt(v["champion_value"])
+        verdict = "pass" if v["passed"] else "**FAIL**"
+        lines.append(f"| {v['metric']} | {value} | {champ} | {v['threshold']} | {verdict} ({v.get('reason', '')}) |")
+    return "\n".join(lines)

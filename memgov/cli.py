@@ -152,7 +152,7 @@ def forget_status(request_id: str, home: HomeOpt = None) -> None:
     except (KeyError, ValueError) as exc:
         _fail(str(exc), 2)
     out = {"request_id": req.request_id, "state": req.state, "requester": req.requester, "urgent": req.urgent,
-           "deadline": str(req.deadline), "history": req.history, "deadline_report": ws.requests.deadline_report(request_id),
+           "deadline": str(req.deadline), "timestamps": req.timestamps, "deadline_report": ws.requests.deadline_report(request_id),
            "evidence": {k: v for k, v in (req.evidence or {}).items() if k != "plan"}}
     console.print_json(json.dumps(out, default=str))
 

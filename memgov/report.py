@@ -29,7 +29,7 @@ def print_cycle(console: Console, ws, result) -> dict[str, dict]:
                           "[green]pass[/green]" if v["passed"] else "[red]FAIL[/red]")
         console.print(table)
         console.print(f"evaluation card: {ev['card_dir']}/card.md")
-    status = rel["status"] if rel else (f"rejected (gates failed)" if ev and not ev["passed"] else "not released")
+    status = rel["status"] if rel else ("rejected (gates failed)" if ev and not ev["passed"] else "not released")
     console.print(f"release: {ev['release_id'] if ev else '-'} -> {status}; champion: {ws.registry.champion()}")
     return outs
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from evals.gates import Gate
 from pipelines import plugins
 from pipelines.admission import AdmissionConfig
-from pipelines.world import BaseModelConfig
+from pipelines.world.basemodel import BaseModelConfig
 
 POLICY_DIR = Path(__file__).resolve().parent
 

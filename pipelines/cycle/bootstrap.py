@@ -9,7 +9,8 @@ from pipelines.cycle.knowledge import fact_row, sample, world_for
 from pipelines.lm import load_causal_lm
 from pipelines.rag import DocumentIndex, Embedder
 from pipelines.workspace import Workspace
-from pipelines.world import ensure_base_model, write_inbox
+from pipelines.world import write_inbox
+from pipelines.world.basemodel import ensure_base_model
 from policies import Policy
 
 ACTOR = "system:bootstrap"

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from evals.card import render_card
-from evals.gates import decide
 from evals.continual import stability_summary
+from evals.gates import decide
 from evals.suites import EvalSets, run_suites
 from pipelines.cycle.artifacts import load_index, load_model
 from pipelines.cycle.knowledge import current_facts, qa, sample, world_for

@@ -89,8 +89,19 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
 
 
 @torch.no_grad()
-def collect_keys(model, tokenizer, target: MlpOut, texts: Sequence[str], max_tokens: int, batch_size: int = 64):
-    """Inputs of the projection on real tokens (padding dropped), up to max_tokens rows [n, in]."""
+def collect_keys(
+    model,
+    tokenizer,
+    target: MlpOut,
+    texts: Sequence[str],
+    max_tokens: int,
+    last_only: bool = False,
+    batch_size: int = 64,
+):
+    """Inputs of the projection on real tokens (padding dropped), up to max_tokens rows [n, in].
+
+    last_only keeps just each text's final token: the position where a prompt's answer is read.
+    """
     device = next(model.parameters()).device
     rows: list[torch.Tensor] = []
     count = 0
@@ -106,7 +117,11 @@ def collect_keys(model, tokenizer, target: MlpOut, texts: Sequence[str], max_tok
                 ids[i, : len(c)] = torch.tensor(c)
                 mask[i, : len(c)] = 1
             model(input_ids=ids.to(device), attention_mask=mask.to(device))
-            keys = captured["x"][mask.to(device).bool()].float()
+            if last_only:
+                last = torch.tensor([len(c) - 1 for c in chunk], device=device)
+                keys = captured["x"][torch.arange(len(chunk), device=device), last].float()
+            else:
+                keys = captured["x"][mask.to(device).bool()].float()
             rows.append(keys)
             count += keys.shape[0]
             if count >= max_tokens:

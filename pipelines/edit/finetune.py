@@ -27,12 +27,16 @@ class FinetuneEditConfig(MethodConfig):
     learning_rate: float = Field(1e-2, gt=0.0, le=1.0)
     max_steps: int = Field(100, ge=1, le=10000, description="stop earlier once every edit is reproduced")
     linf_bound: float | None = Field(
-        0.05, gt=0.0, description="max absolute change of any weight (null = unconstrained)"
+        0.1, gt=0.0, description="max absolute change of any weight (null = unconstrained)"
     )
 
 
 def finetune_edits(
-    model, tokenizer, edits: list[dict], cfg: FinetuneEditConfig, cov_texts: list[str] | None = None,
+    model,
+    tokenizer,
+    edits: list[dict],
+    cfg: FinetuneEditConfig,
+    cov_texts: list[str] | None = None,
     progress: bool = True,
 ) -> EditResult:
     """Fine-tune one projection on all edit prompts jointly; cov_texts is accepted for interface parity."""

@@ -18,8 +18,9 @@ once from general text, edits are applied one after another.
 from __future__ import annotations
 
 import copy
+import random
 import time
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -41,19 +42,22 @@ class RomeConfig(MethodConfig):
     clamp_factor: float = Field(4.0, gt=0.0, description="max ||delta|| as a multiple of ||W k*||")
     v_weight_decay: float = Field(1e-3, ge=0.0, description="penalty on ||delta||^2 / ||W k*||^2")
     n_cov_tokens: int = Field(1000, ge=16, description="token activations used to estimate the key covariance")
+    cov_positions: Literal["all", "last"] = Field(
+        "all", description="tokens whose keys enter C: every token, or only each text's last token"
+    )
     cov_ridge: float = Field(1e-2, ge=0.0, description="ridge added to C, relative to its mean diagonal")
     identity_cov: bool = Field(False, description="ablation: use C = I (no covariance); worse locality")
 
 
-def key_covariance(
-    model, tokenizer, target: MlpOut, cov_texts: list[str], cfg: RomeConfig
-) -> tuple[torch.Tensor, int]:
+def key_covariance(model, tokenizer, target: MlpOut, cov_texts: list[str], cfg: RomeConfig) -> tuple[torch.Tensor, int]:
     """Uncentred second moment E[k k^T] of the projection's inputs (with a relative ridge), and its token count."""
     if cfg.identity_cov:
         return torch.eye(target.in_features, device=target.module.weight.device), 0
     if not cov_texts or not all(isinstance(t, str) and t.strip() for t in cov_texts):
         raise ValueError("cov_texts must be a non-empty list of non-empty strings (general text of the domain)")
-    keys = collect_keys(model, tokenizer, target, cov_texts, cfg.n_cov_tokens)
+    texts = list(cov_texts)
+    random.Random(0).shuffle(texts)  # a mixed list (prompts + prose) then contributes evenly within the token budget
+    keys = collect_keys(model, tokenizer, target, texts, cfg.n_cov_tokens, last_only=cfg.cov_positions == "last")
     cov = keys.T @ keys / keys.shape[0]
     ridge = cfg.cov_ridge * cov.diagonal().mean().clamp(min=1e-8)
     return cov + ridge * torch.eye(cov.shape[0], device=cov.device), int(keys.shape[0])
@@ -100,7 +104,7 @@ def _optimise_delta(model, tokenizer, target: MlpOut, edit: dict, pos: int, v0: 
             steps += 1
             logits = model(input_ids=ids).logits[:, :-1].float()
             loss_nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1))
-            nll = float(loss_nll)
+            nll = float(loss_nll.detach())
             if nll < cfg.v_stop_nll:
                 break
             loss = loss_nll + cfg.v_weight_decay * delta.pow(2).sum() / scale

@@ -185,6 +185,8 @@ class Registry:
         current = self.status(release_id)
         if current == "retired":
             raise ValueError(f"release {release_id} is retired; use rollback() to bring it back")
+        if current == "champion":
+            raise ValueError(f"release {release_id} is already the champion")
         if current != "approved":
             raise ValueError(f"release {release_id} is '{current}'; only an approved release can be promoted")
         expected = self.champion() if expected is ... else expected
@@ -194,9 +196,11 @@ class Registry:
         """Put a retired (or approved) release back in service; tainted, rejected and unapproved ones are refused."""
         _require(actor, "actor")
         release = self.get(to_id)
+        requests = ", ".join(t["request_id"] for t in release.taint)
+        requests = f" by forget request(s) {requests}" if requests else ""
         why = {
-            "tainted": f"it is tainted by forget request(s) {', '.join(t['request_id'] for t in release.taint)}: "
-            "its weights hold forgotten data; re-scrub it into a new release instead",
+            "tainted": f"it is tainted{requests}: its weights may hold forgotten data; "
+            "re-scrub it into a new release instead",
             "rejected": "it was rejected at review",
             "candidate": "it is a candidate that was never approved",
             "champion": "it is already the champion",

@@ -17,8 +17,9 @@ class GradAscentConfig(AdapterUnlearnConfig):
     retain_steps: int = Field(0, ge=0, description="retain-only repair steps after the target (0 = pure ascent)")
 
 
-def grad_ascent(model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradAscentConfig,
-                progress: bool = True) -> UnlearnResult:
+def grad_ascent(
+    model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradAscentConfig, progress: bool = True
+) -> UnlearnResult:
     """Maximise the forget NLL until the forget target is met; retain is only measured."""
     if not isinstance(cfg, GradAscentConfig):
         raise ValueError(f"cfg must be a GradAscentConfig, got {type(cfg).__name__}")

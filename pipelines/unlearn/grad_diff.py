@@ -18,8 +18,9 @@ class GradDiffConfig(AdapterUnlearnConfig):
     forget_loss_cap: float = Field(6.0, gt=0.0, description="per-example NLL (nats) beyond which a fact stops pushing")
 
 
-def grad_diff(model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradDiffConfig,
-              progress: bool = True) -> UnlearnResult:
+def grad_diff(
+    model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradDiffConfig, progress: bool = True
+) -> UnlearnResult:
     """Forget with capped gradient ascent + retain NLL on a LoRA adapter; returns a merged copy."""
     if not isinstance(cfg, GradDiffConfig):
         raise ValueError(f"cfg must be a GradDiffConfig, got {type(cfg).__name__}")

@@ -19,8 +19,9 @@ class NpoConfig(AdapterUnlearnConfig):
     beta: float = Field(0.5, gt=0.0, le=100.0, description="inverse temperature of the preference loss")
 
 
-def npo(model, tokenizer, forget: list[dict], retain: list[dict], cfg: NpoConfig,
-        progress: bool = True) -> UnlearnResult:
+def npo(
+    model, tokenizer, forget: list[dict], retain: list[dict], cfg: NpoConfig, progress: bool = True
+) -> UnlearnResult:
     """NPO on a LoRA adapter with retain NLL; returns a merged copy."""
     if not isinstance(cfg, NpoConfig):
         raise ValueError(f"cfg must be a NpoConfig, got {type(cfg).__name__}")
@@ -32,8 +33,9 @@ def npo(model, tokenizer, forget: list[dict], retain: list[dict], cfg: NpoConfig
             peft_model.eval()
             ref = torch.cat(
                 [
-                    sequence_logprob(peft_model, encode_qa(tokenizer, prompts[i : i + 64], targets[i : i + 64],
-                                                           with_eos=False))
+                    sequence_logprob(
+                        peft_model, encode_qa(tokenizer, prompts[i : i + 64], targets[i : i + 64], with_eos=False)
+                    )
                     for i in range(0, len(prompts), 64)
                 ]
             )

@@ -2,9 +2,12 @@
 
 Parameters that matter far more to the forget set than to the retained data (forget importance
 > alpha x retain importance) are scaled down by min(dampening x retain / forget, 1); everything else
-is left exactly as it was. No gradient step is taken, so it is fast and cannot drift elsewhere. When
-one pass leaves the forget set above target, importances are recomputed on the dampened model and
-the selection threshold is lowered, for at most max_rounds passes.
+is left exactly as it was. No gradient step is taken, so it is fast and cannot drift elsewhere.
+
+Importances are measured once, on the original model: recomputing them after a pass is misleading
+(the forget facts' loss has risen, so their gradients dwarf those of the still well-fitted retain
+facts and nearly every weight gets selected). When a pass leaves the forget set above target, the
+selection threshold alpha is lowered and the dampening is redone from the original weights.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from pipelines.update.common import check_qa, recall, working_copy
 class SsdConfig(MethodConfig):
     alpha: float = Field(10.0, gt=1.0, description="selection: forget importance must exceed alpha x retain importance")
     dampening: float = Field(1.0, gt=0.0, description="lambda: selected weights are scaled by lambda x retain/forget")
-    max_rounds: int = Field(4, ge=1, le=50, description="dampening passes while forget recall is above target")
-    alpha_decay: float = Field(0.5, gt=0.0, le=1.0, description="alpha multiplier between passes")
+    max_rounds: int = Field(10, ge=1, le=50, description="dampening passes while forget recall is above target")
+    alpha_decay: float = Field(0.6, gt=0.0, le=1.0, description="alpha multiplier between passes")
     forget_target: float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: int = Field(1, ge=1, description="examples per gradient in the Fisher estimate (1 = per example)")
     max_retain_examples: int = Field(256, ge=1, description="retain facts sampled for the retain importance")
@@ -50,7 +53,9 @@ def _importance(model, tokenizer, prompts: list[str], targets: list[str], batch_
     return {n: t / max(n_batches, 1) for n, t in total.items()}
 
 
-def ssd(model, tokenizer, forget: list[dict], retain: list[dict], cfg: SsdConfig, progress: bool = True) -> UnlearnResult:
+def ssd(
+    model, tokenizer, forget: list[dict], retain: list[dict], cfg: SsdConfig, progress: bool = True
+) -> UnlearnResult:
     """Dampen forget-specific parameters of a copy of the model; no training loop."""
     if not isinstance(cfg, SsdConfig):
         raise ValueError(f"cfg must be a SsdConfig, got {type(cfg).__name__}")
@@ -67,25 +72,33 @@ def ssd(model, tokenizer, forget: list[dict], retain: list[dict], cfg: SsdConfig
     sample = rng.sample(range(len(r_p)), min(cfg.max_retain_examples, len(r_p)))
     s_p, s_t = [r_p[i] for i in sample], [r_t[i] for i in sample]
 
+    imp_f = _importance(work, tokenizer, f_p, f_t, cfg.batch_size)
+    imp_r = _importance(work, tokenizer, s_p, s_t, cfg.batch_size)
+    original = {n: p.detach().clone() for n, p in work.named_parameters()}
     history: list[dict[str, Any]] = []
     alpha, forget_acc, rounds = cfg.alpha, forget_before, 0
-    for rounds in tqdm(range(1, cfg.max_rounds + 1), desc="unlearn (ssd)", unit="pass", disable=not progress):
+    for _ in tqdm(range(cfg.max_rounds), desc="unlearn (ssd)", unit="pass", disable=not progress):
         if forget_acc <= cfg.forget_target:
-            rounds -= 1
             break
-        imp_f = _importance(work, tokenizer, f_p, f_t, cfg.batch_size)
-        imp_r = _importance(work, tokenizer, s_p, s_t, cfg.batch_size)
+        rounds += 1
         selected = 0
         with torch.no_grad():
             for name, p in work.named_parameters():
                 f, r = imp_f[name], imp_r[name]
                 mask = f > alpha * r
                 scale = (cfg.dampening * r / f.clamp(min=1e-20)).clamp(max=1.0)
-                p.mul_(torch.where(mask, scale, torch.ones_like(scale)))
+                p.copy_(original[name] * torch.where(mask, scale, torch.ones_like(scale)))
                 selected += int(mask.sum())
         forget_acc = recall(work, tokenizer, f_p, f_t)
-        history.append({"round": rounds, "alpha": alpha, "dampened_params": selected, "forget_acc": forget_acc,
-                        "retain_acc": recall(work, tokenizer, s_p, s_t)})
+        history.append(
+            {
+                "round": rounds,
+                "alpha": alpha,
+                "dampened_params": selected,
+                "forget_acc": forget_acc,
+                "retain_acc": recall(work, tokenizer, s_p, s_t),
+            }
+        )
         alpha *= cfg.alpha_decay
     work.zero_grad(set_to_none=True)
     stats = {

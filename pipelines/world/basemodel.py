@@ -134,9 +134,10 @@ def train_on_facts(
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     start = time.perf_counter()
-    steps, recall, epoch, loss_value = 0, 0.0, 0, float("nan")
-    bar = tqdm(range(1, cfg.max_epochs + 1), desc="base model", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
+    steps, recall, epochs, loss_value = 0, 0.0, 0, float("nan")
+    bar = tqdm(range(cfg.max_epochs), desc="base model", unit="epoch", disable=not progress, leave=False)
+    for _ in bar:
+        epochs += 1
         model.train()
         order = torch.randperm(n, generator=gen)
         for b in range(0, n, cfg.batch_size):
@@ -148,7 +149,7 @@ def train_on_facts(
             loss.backward()
             opt.step()
             steps += 1
-            loss_value = float(loss)
+            loss_value = loss.item()
         recall = float(score_qa(model, tokenizer, prompts, targets).exact_match.mean())
         bar.set_postfix(loss=f"{loss_value:.3f}", recall=f"{recall:.3f}")
         if recall >= cfg.target_recall:
@@ -156,7 +157,7 @@ def train_on_facts(
     bar.close()
     model.eval()
     return {
-        "epochs": epoch,
+        "epochs": epochs,
         "steps": steps,
         "seconds": round(time.perf_counter() - start, 2),
         "recall": recall,
