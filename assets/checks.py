@@ -1,6 +1,5 @@
 """Gates as blocking asset checks: a failed gate stops the release asset in the same run."""
 
-from __future__ import annotations
 
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 

@@ -1,7 +1,5 @@
 """The cycle's assets, one per stage of the loop. Each loads its inputs, calls one engine function, reports metadata."""
 
-from __future__ import annotations
-
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
@@ -9,16 +7,13 @@ from pipelines.cycle import evaluation, governance, stages
 
 GROUP = "cycle"
 
-
 class BatchConfig(Config):
     batch: str = ""  # a file in the inbox (or a path); empty = the oldest unprocessed batch
-
 
 def _out(value: dict, context: AssetExecutionContext, **extra) -> Output:
     meta = {"cycle": value.get("cycle", ""), "seconds": value.get("seconds", 0.0), **extra}
     context.log.info(f"{context.asset_key.to_user_string()}: {meta}")
     return Output(value, metadata={k: v for k, v in meta.items() if v is not None})
-
 
 @asset(group_name=GROUP)
 def admitted_batch(context: AssetExecutionContext, config: BatchConfig, memgov: MemgovResource) -> Output:
@@ -29,14 +24,12 @@ def admitted_batch(context: AssetExecutionContext, config: BatchConfig, memgov: 
                 expectations=MetadataValue.md(value["expectations_md"]), policy=value["policy"],
                 batch_hash=value["batch_hash"])
 
-
 @asset(group_name=GROUP)
 def selected_samples(context: AssetExecutionContext, admitted_batch: dict, memgov: MemgovResource) -> Output:
     """What is worth training on: deduplicated, scored by the champion's loss, clustered by skill, plus replay."""
     value = stages.select(memgov.workspace(), memgov.load_policy(), admitted_batch, progress=memgov.progress)
     return _out(value, context, method=value["method"], samples=value["n_samples"], replay=value["n_replay"],
                 pruned=value["n_pruned"], edits=value["n_edits"], prune_reasons=MetadataValue.json(value["prune_reasons"]))
-
 
 @asset(group_name=GROUP, op_tags=GPU_TAGS)
 def candidate_update(context: AssetExecutionContext, selected_samples: dict, memgov: MemgovResource) -> Output:
@@ -45,7 +38,6 @@ def candidate_update(context: AssetExecutionContext, selected_samples: dict, mem
     return _out(value, context, method=value.get("method"), adapter=value.get("adapter") or "none",
                 stats=MetadataValue.json(value.get("stats", {})))
 
-
 @asset(group_name=GROUP, op_tags=GPU_TAGS)
 def candidate_model(context: AssetExecutionContext, candidate_update: dict, memgov: MemgovResource) -> Output:
     """Champion + adapter, with queued knowledge edits and pending forget requests applied (GPU job in production)."""
@@ -53,14 +45,12 @@ def candidate_model(context: AssetExecutionContext, candidate_update: dict, memg
     return _out(value, context, model=value["model"], edits=len(value["edits"]),
                 forget_requests=MetadataValue.json(value["honoured"]))
 
-
 @asset(group_name=GROUP)
 def candidate_index(context: AssetExecutionContext, admitted_batch: dict, memgov: MemgovResource) -> Output:
     """The FAISS index refreshed incrementally: this batch's documents upserted, tombstoned documents removed."""
     value = stages.candidate_index(memgov.workspace(), memgov.load_policy(), admitted_batch, shared_embedder())
     return _out(value, context, snapshot=value["index_snapshot"], documents=value["n_docs"], added=value["added"],
                 removed=value["removed"], fingerprint=value["fingerprint"])
-
 
 @asset(group_name=GROUP)
 def evaluation_card(context: AssetExecutionContext, candidate_update: dict, candidate_model: dict,
@@ -73,7 +63,6 @@ def evaluation_card(context: AssetExecutionContext, candidate_update: dict, cand
     return _out(value, context, release=value["release_id"], passed=value["passed"],
                 card=MetadataValue.md(value["card_md"]), card_dir=MetadataValue.path(value["card_dir"]),
                 deltas_plot=MetadataValue.path(plot))
-
 
 @asset(group_name=GROUP)
 def release(context: AssetExecutionContext, evaluation_card: dict, memgov: MemgovResource) -> Output:

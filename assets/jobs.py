@@ -1,7 +1,5 @@
 """Jobs a person launches from the Launchpad (approve, reject, roll back) and the ones sensors launch."""
 
-from __future__ import annotations
-
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
@@ -15,14 +13,12 @@ cycle_job = define_asset_job(
     description="One cycle: admit a batch, select, update, edit/forget, refresh the index, evaluate, gate, release.",
 )
 
-
 class DecisionConfig(Config):
     release_id: str
     decision: str = "approve"  # approve | reject
     approver: str
     role: str
     reason: str
-
 
 @op
 def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: MemgovResource) -> dict:
@@ -32,17 +28,14 @@ def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: 
     context.log.info(f"decision recorded: {result}")
     return result
 
-
 @job(description="Approve or reject a candidate release: approver, role and reason go in the run config.")
 def release_decision():
     decide_release()
-
 
 class RollbackConfig(Config):
     to_release: str
     actor: str
     reason: str
-
 
 @op
 def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov: MemgovResource) -> dict:
@@ -51,15 +44,12 @@ def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov
     context.log.info(f"rolled back: {result}")
     return result
 
-
 @job(description="Roll the champion back to an earlier release (model, adapters, edits and index together).")
 def rollback():
     rollback_release()
 
-
 class ForgetConfig(Config):
     request_id: str
-
 
 @op(tags=GPU_TAGS)
 def process_forget_request(context: OpExecutionContext, config: ForgetConfig, memgov: MemgovResource) -> dict:
@@ -71,7 +61,6 @@ def process_forget_request(context: OpExecutionContext, config: ForgetConfig, me
                                               run_id=context.run_id)
     context.log.info(f"forget request processed: {result.get('state')}")
     return result
-
 
 @job(description="Process one forget request (launched by the forget-request sensor, run_key = request id).")
 def forget_request():

@@ -44,7 +44,8 @@ def _defs():
 def run_job(ws: Workspace, job_name: str, run_config: dict[str, Any] | None = None, tags: dict[str, str] | None = None):
     """Execute a job in this process, recorded in the deployment's instance (visible in the UI afterwards)."""
     job = _defs().get_job_def(job_name)
-    return job.execute_in_process(run_config=run_config or {}, instance=instance(ws), tags=tags or {}, raise_on_error=False)
+    config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": os.environ.get("MEMGOV_LOG_LEVEL", "WARNING")}}}}
+    return job.execute_in_process(run_config=config, instance=instance(ws), tags=tags or {}, raise_on_error=False)
 
 
 def output_of(result, node: str) -> Any:
@@ -64,7 +65,7 @@ def tick_sensor(ws: Workspace, sensor_name: str) -> list:
     inst = instance(ws)
     defs = _defs()
     sensor = defs.get_sensor_def(sensor_name)
-    ctx = build_sensor_context(instance=inst, definitions=defs)
+    ctx = build_sensor_context(instance=inst, definitions=defs, resources=defs.resources)
     data = sensor.evaluate_tick(ctx)
     results = []
     for req in data.run_requests or []:

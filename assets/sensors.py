@@ -1,6 +1,5 @@
 """Sensors and the schedule: new batches start cycles, forget requests start exactly one run each."""
 
-from __future__ import annotations
 
 from dagster import (
     DefaultScheduleStatus,

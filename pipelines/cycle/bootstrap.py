@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.cycle.artifacts import save_index, store_model
-from pipelines.cycle.knowledge import fact_row, sample, world_for
+from pipelines.cycle.knowledge import fact_row, world_for
 from pipelines.lm import load_causal_lm
 from pipelines.rag import DocumentIndex, Embedder
 from pipelines.workspace import Workspace
@@ -37,8 +37,7 @@ def bootstrap(ws: Workspace, policy: Policy, embedder: Embedder | None = None, p
     rows = [fact_row(f) for f in world.facts]
     ws.data.put_part("admitted", "initial", rows)
     ws.data.put_part("documents", "initial", world.documents)
-    replay = sample(rows, max(50, len(rows) // 3), seed=policy.world.seed)
-    ws.data.put_part("replay", "initial", replay)
+    ws.data.put_part("replay", "initial", rows)
 
     index = DocumentIndex(embedder.dim)
     index.upsert(world.documents, embedder)
@@ -59,7 +58,6 @@ def bootstrap(ws: Workspace, policy: Policy, embedder: Embedder | None = None, p
             "lineage": {"subject_ids": sorted({s for r in rows for s in r["subject_ids"]}), "row_ids": [r["id"] for r in rows]},
             "evaluation_card": None,
             "cycle": "bootstrap",
-            "created_by": ACTOR,
         },
         actor=ACTOR,
         reason="base model and initial knowledge",

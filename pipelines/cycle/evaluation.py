@@ -103,9 +103,8 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
                 "lineage": lineage,
                 "evaluation_card": card_digest,
                 "cycle": cmodel["cycle"],
-                "created_by": f"cycle:{cmodel['cycle']}",
             },
-            actor="system:evaluation",
+            actor=f"cycle:{cmodel['cycle']}",
             reason="candidate measured",
         )
         cards_dir = ws.home / "cards" / release.release_id

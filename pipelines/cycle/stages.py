@@ -62,6 +62,7 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
         for r in result.admitted
     ]
     ws.data.put_part("documents", batch, docs)
+    ws.data.put_part("replay", batch, [r for r in result.admitted if is_fact(r)])
     done = ws.store.read_json(PROCESSED_KEY, default=[])
     if batch not in done:
         ws.store.write_json(PROCESSED_KEY, [*done, batch])

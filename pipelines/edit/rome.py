@@ -11,8 +11,10 @@ token, the value W k is what it writes into the residual stream. To change one f
    covariance C:  W <- W + d (C^-1 k*)^T / (k*^T C^-1 k*).
 
 Using C instead of the identity keeps keys of other facts (which share C's dominant directions)
-almost untouched: measured locality rises from ~0.83 to ~0.99 on the tiny model. C is estimated
-once from general text, edits are applied one after another.
+almost untouched. C is estimated once, edits are applied one after another. Pass prompts of facts
+the model knows as cov_texts (general text alone is weaker): on the 600-fact default model, 20
+sequential edits at the last layer took 20/20 with locality 1.00 (also on facts whose prompts were
+not in C); general-text C gave 19/20 and 0.95, an identity C 16/20 and 0.80, layer 0 13/20.
 """
 
 from __future__ import annotations

@@ -314,7 +314,7 @@ def _bad_rows(batch_no: int, start: int, facts: list[Fact], first_good_id: str, 
 
 
 AGGRESSIVE_OVERRIDES: dict[str, Any] = {
-    "update": {"params": {"learning_rate": 0.05, "max_epochs": 40, "target_recall": 1.01}},
+    "update": {"params": {"learning_rate": 0.05, "max_epochs": 20, "target_recall": 1.0}},
     "selection": {"params": {"replay_ratio": 0.0}},
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -83,6 +84,7 @@ def _run_update(tiny, method) -> None:
     assert _unchanged(tiny.model, before), "the input model's weights changed"
     assert not hasattr(res.model, "peft_config"), "the result must be a plain merged model"
     assert (res.adapter_dir / "adapter_config.json").is_file()
+    shutil.rmtree(res.adapter_dir)
     assert res.history and {"step", "loss", "probe_acc", "new_acc"} <= set(res.history[-1])
     _json_plain(res.stats)
     assert res.stats["steps"] > 0 and res.stats["new_recall_after"] >= floors["new"]

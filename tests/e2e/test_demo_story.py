@@ -1,0 +1,130 @@
+"""The demo's story, checked the way a user would: through the CLI, the stores, the log file and the Dagster instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def memgov(home: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MEMGOV_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "memgov", *args], capture_output=True, text=True, env=env, check=check)
+
+
+def test_story_releases_and_champion(demo_home):
+    ws = Workspace.open(demo_home)
+    releases = {r.release_id: r for r in ws.registry.list()}
+    by_cycle = {r.cycle: r for r in releases.values()}
+    assert by_cycle["batch_003_aggressive_update"].status == "rejected"
+    champion = ws.registry.champion()
+    assert releases[champion].cycle == "batch_002_changed_facts"
+    assert by_cycle["batch_001_new_facts"].status == "tainted", "cycle 1 was trained on since-forgotten data"
+    out = memgov(demo_home, "status", check=True).stdout
+    assert champion in out and "rejected" in out
+
+
+def test_every_bad_row_is_quarantined_with_a_reason(demo_home):
+    ws = Workspace.open(demo_home)
+    quarantined = ws.data.rows("quarantine", "batch_001_new_facts")
+    defects = {r.get("_defect") for r in quarantined if r.get("_defect")}
+    assert defects == {"text_null", "id_null", "text_too_long", "duplicate_id", "email", "phone", "ssn", "license"}
+    assert all(r["quarantine_reasons"] for r in quarantined)
+    admitted = ws.data.rows("admitted", "batch_001_new_facts")
+    assert not any(r.get("_defect") for r in admitted), "a deliberately bad row was admitted"
+
+
+def test_forgotten_subject_is_gone_from_every_store(demo_home):
+    ws = Workspace.open(demo_home)
+    req = ws.requests.get("req-demo-0001")
+    assert req.state == "verified"
+    tomb = ws.requests.tombstones()
+    assert tomb.subject_ids
+    for table in ("admitted", "quarantine", "replay", "documents", "selections"):
+        leftovers = [r for r in ws.data.rows(table) if tomb.covers(r)]
+        assert leftovers == [], f"{table} still holds forgotten rows"
+    from pipelines.cycle.artifacts import index_snapshots, load_index
+
+    for version in index_snapshots(ws):
+        index = load_index(ws, version)
+        assert not set(index.select_where(subject_ids=set(tomb.subject_ids))), f"index {version} still has them"
+    for path in ws.inbox.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip().startswith("{") else {}
+            assert not (isinstance(row, dict) and tomb.covers(row)), f"{path.name} still holds a forgotten row"
+    status = memgov(demo_home, "forget", "status", "req-demo-0001", check=True).stdout
+    assert '"state": "verified"' in status and "deadline" in status
+
+
+def test_log_tells_the_story_without_personal_data_and_verifies(demo_home):
+    ws = Workspace.open(demo_home)
+    actions = [e["action"] for e in ws.log.events()]
+    for action in ("batch.admitted", "adapter.trained", "index.refreshed", "gates.passed", "gates.failed",
+                   "release.promoted", "forget.received", "forget.scrubbed", "forget.verified", "edit.applied"):
+        assert action in actions, f"no {action} event in the change log"
+    approvals = [e for e in ws.log.events() if e["action"] == "release.approved"]
+    assert approvals and all(e["actor"] == "policy:demo" for e in approvals)
+    text = (demo_home / "changelog.jsonl").read_text()
+    victim = ws.requests.get("req-demo-0001").selector
+    assert victim is None or (victim.subject or "") not in text, "a forgotten subject's name is in the change log"
+    assert memgov(demo_home, "log", "verify").returncode == 0
+
+
+def test_tampered_log_is_caught_by_the_cli(demo_copy):
+    path = demo_copy / "changelog.jsonl"
+    lines = path.read_text().splitlines()
+    event = json.loads(lines[4])
+    event["actor"] = "mallory"
+    lines[4] = json.dumps(event)
+    path.write_text("\n".join(lines) + "\n")
+    result = memgov(demo_copy, "log", "verify")
+    assert result.returncode != 0 and "line 5" in result.stdout
+
+
+def test_rollback_to_a_tainted_release_is_refused(demo_copy):
+    ws = Workspace.open(demo_copy)
+    tainted = next(r.release_id for r in ws.registry.list() if r.status == "tainted")
+    champion = ws.registry.champion()
+    result = memgov(demo_copy, "rollback", "--to", tainted, "--actor", "oncall", "--reason", "test")
+    assert result.returncode != 0 and "tainted" in result.stdout
+    assert Workspace.open(demo_copy).registry.champion() == champion
+
+
+def test_resubmitted_forgotten_row_is_quarantined_as_tombstoned(demo_copy):
+    ws = Workspace.open(demo_copy)
+    plan = ws.requests.get("req-demo-0001").evidence["plan"]
+    forgotten = plan["forget_qas"][0]
+    tomb = ws.requests.tombstones()
+    row = {"id": "resubmit-1", "kind": "fact", "text": f"{forgotten['prompt']} {forgotten['target']}",
+           "prompt": forgotten["prompt"], "target": forgotten["target"], "previous_target": None,
+           "fact_id": forgotten["fact_id"], "subject_ids": sorted(tomb.subject_ids)[:1], "source": "crm",
+           "license": "internal", "pii": False}
+    (ws.inbox / "batch_004_resubmission.jsonl").write_text(json.dumps(row) + "\n")
+    from pipelines.cycle.stages import admit
+    from policies import load_policy
+
+    result = admit(ws, load_policy("demo"), "batch_004_resubmission.jsonl")
+    assert result["admitted"] == 0 and result["quarantine_reasons"] == {"tombstoned": 1}
+
+
+def test_dagster_instance_recorded_the_cycles_and_the_gate_checks(demo_home):
+    os.environ["DAGSTER_HOME"] = str(demo_home / "dagster")
+    from dagster import AssetKey, DagsterInstance
+
+    instance = DagsterInstance.get()
+    runs = instance.get_runs()
+    assert len([r for r in runs if r.job_name == "governed_cycle"]) == 3
+    assert len([r for r in runs if r.job_name == "forget_request"]) == 1
+    for name in ("admitted_batch", "selected_samples", "candidate_update", "candidate_model", "candidate_index",
+                 "evaluation_card"):
+        assert instance.get_latest_materialization_event(AssetKey(name)) is not None, name
+    release_runs = instance.fetch_materializations(AssetKey("release"), limit=10).records
+    assert len(release_runs) == 2, "release is materialized for the two promoted cycles only"
