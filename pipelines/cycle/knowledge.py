@@ -49,8 +49,9 @@ def current_facts(admitted_rows: list[dict[str, Any]]) -> dict[str, dict[str, An
 def qa(row: dict[str, Any], world: World | None = None, template: int = 0) -> dict[str, Any]:
     """A fact row as a (prompt, target) pair; template > 0 asks for a paraphrase of the prompt."""
     prompt = row["prompt"]
-    if template and world is not None and row.get("relation") in world.relations and row.get("subject"):
-        templates = world.relations[row["relation"]].templates
+    relations = {r.name: r for r in world.relations} if world is not None else {}
+    if template and row.get("relation") in relations and row.get("subject"):
+        templates = relations[row["relation"]].templates
         prompt = templates[min(template, len(templates) - 1)].format(subject=row["subject"])
     return {"id": row["id"], "prompt": prompt, "target": row["target"], "fact_id": row.get("fact_id")}
 

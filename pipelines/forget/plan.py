@@ -43,6 +43,10 @@ def _selected(row: dict[str, Any], selector) -> bool:
 
 def resolve_selector(data: DataStore, selector) -> ForgetPlan:
     """Two passes: rows the selector hits directly, then everything sharing their subject or fact."""
+    if isinstance(selector, dict):
+        from pipelines.requests import Selector
+
+        selector = Selector(**selector)
     plan = ForgetPlan()
     every = {t: data.rows(t) for t in TABLES}
     for rows in every.values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -21,13 +22,16 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.lm import encode_qa, encode_texts, load_causal_lm, per_example_loss, perplexity, pick_device, score_qa
+from pipelines.lm import encode_qa, encode_texts, load_causal_lm, perplexity, pick_device, score_qa
 from pipelines.world.generator import WORLD_VERSION, generate_world, qas
 from pipelines.world.tokenizer import build_tokenizer
 
-BASEMODEL_VERSION = "1"
+BASEMODEL_VERSION = "2"
 """Bumped when training code changes what a config produces, so old cache entries are not reused."""
 REPORT_NAME = "training_report.json"
+GRAD_CLIP = 1.0
+MIN_LR_FRACTION = 0.05
+CHECK_MARGIN = 0.05  # run the full recall check once running training accuracy is this close to the target
 
 
 class BaseModelConfig(BaseModel):
@@ -42,7 +46,7 @@ class BaseModelConfig(BaseModel):
     n_head: int = Field(4, ge=1)
     learning_rate: float = Field(3e-3, gt=0, le=1)
     batch_size: int = Field(64, ge=1)
-    max_epochs: int = Field(150, ge=1)
+    max_epochs: int = Field(80, ge=1)
     target_recall: float = Field(0.97, gt=0, le=1.01)
     paraphrases_in_training: list[int] = Field(default_factory=lambda: [0, 1])
     general_text: bool = True
@@ -105,6 +109,15 @@ def _pool(tokenizer, qa_rows: Sequence[dict], texts: Sequence[str]):
     return ids, mask, labels
 
 
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over one epoch, then linear decay to MIN_LR_FRACTION at max_epochs.
+
+    Measured on the default world: with a constant rate recall oscillates and needs 2-3x the steps;
+    the decay (with gradient clipping) lets the last epochs settle on the memorised answers.
+    """
+    return min(1.0, (step + 1) / warmup) * max(MIN_LR_FRACTION, 1.0 - step / total)
+
+
 def train_on_facts(
     model,
     tokenizer,
@@ -117,11 +130,11 @@ def train_on_facts(
     """Train in place until exact match on `eval_qas` (default: `qa_rows`) reaches cfg.target_recall.
 
     Also the "retrain from scratch without the forget set" reference: pass a fresh `build_model`
-    and the retained QAs. Returns epochs, steps, seconds, final recall and whether the target was met.
+    and the retained QAs. The full recall check runs only once the running training accuracy is
+    close to the target, since on a small CPU it costs a sizeable share of an epoch.
+    Returns epochs, steps, seconds, final recall and whether the target was met.
     """
     from tqdm.auto import tqdm
-
-    from pipelines.lm import EncodedQA
 
     if not qa_rows:
         raise ValueError("qa_rows is empty: give at least one {'prompt', 'target'} dict to train on")
@@ -130,28 +143,50 @@ def train_on_facts(
     device = pick_device()
     model.to(device)
     ids, mask, labels = _pool(tokenizer, qa_rows, texts)
+    is_qa = torch.arange(ids.shape[0]) < len(qa_rows)
     n = ids.shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.max_epochs
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps_per_epoch, total))
     start = time.perf_counter()
-    steps, recall, epochs, loss_value = 0, 0.0, 0, float("nan")
+    steps, recall, epochs, checks, loss_value = 0, 0.0, 0, 0, float("nan")
     bar = tqdm(range(cfg.max_epochs), desc="base model", unit="epoch", disable=not progress, leave=False)
     for _ in bar:
         epochs += 1
         model.train()
         order = torch.randperm(n, generator=gen)
+        hits, seen = 0, 0
         for b in range(0, n, cfg.batch_size):
             idx = order[b : b + cfg.batch_size]
             width = int(mask[idx].sum(1).max())
-            batch = EncodedQA(ids[idx, :width], mask[idx, :width], labels[idx, :width], torch.zeros(len(idx)))
-            loss = per_example_loss(model, batch).mean()
+            x, m, y = ids[idx, :width].to(device), mask[idx, :width].to(device), labels[idx, :width].to(device)
+            logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
+            y = y[:, 1:]
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="none"
+            ).view(y.shape)
+            valid = y != -100
+            loss = ((nll * valid).sum(1) / valid.sum(1).clamp(min=1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             opt.step()
+            sched.step()
             steps += 1
             loss_value = loss.item()
-        recall = float(score_qa(model, tokenizer, prompts, targets).exact_match.mean())
-        bar.set_postfix(loss=f"{loss_value:.3f}", recall=f"{recall:.3f}")
+            with torch.no_grad():  # running exact match on the QA rows, eos excluded as in score_qa
+                target_pos = valid & (y != tokenizer.eos_token_id)
+                ok = ((logits.argmax(-1) == y) | ~target_pos).all(1)
+                qa = is_qa[idx].to(device)
+                hits += int((ok & qa).sum())
+                seen += int(qa.sum())
+        running = hits / max(seen, 1)
+        if running >= min(cfg.target_recall, 1.0) - CHECK_MARGIN or epochs == cfg.max_epochs:
+            recall = float(score_qa(model, tokenizer, prompts, targets).exact_match.mean())
+            checks += 1
+        bar.set_postfix(loss=f"{loss_value:.3f}", train_em=f"{running:.3f}", recall=f"{recall:.3f}")
         if recall >= cfg.target_recall:
             break
     bar.close()
@@ -159,6 +194,7 @@ def train_on_facts(
     return {
         "epochs": epochs,
         "steps": steps,
+        "recall_checks": checks,
         "seconds": round(time.perf_counter() - start, 2),
         "recall": recall,
         "reached_target": recall >= cfg.target_recall,
