@@ -54,7 +54,8 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
     """The single code path for approvals and rejections from the UI job, the CLI and auto-approval."""
     if decision not in ("approve", "reject"):
         raise ApprovalRefused(f"decision must be 'approve' or 'reject', got {decision!r}")
-    if not approver.strip() or not reason.strip():
+    approver, role, reason = approver.strip(), role.strip(), reason.strip()
+    if not approver or not reason:
         raise ApprovalRefused("approver and reason are required: give who decides and why")
     release = ws.registry.get(release_id)
     status = ws.registry.status(release_id)

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints ratios against a baseline measured side by side in the same run (medians; machines are noisy)."""

@@ -1,0 +1,9 @@
+"""`make bench`: every benchmark in turn; each writes RESULTS_<name>.md next to it."""
+
+import sys
+
+from evals.bench import eval_share, index_refresh, unlearning
+
+for module in (index_refresh, eval_share, unlearning):
+    sys.argv = [module.__name__]
+    module.main()

@@ -1,0 +1,225 @@
+"""Test support: a real `dagster dev` over a memgov deployment, and a deployment with a release waiting for approval.
+
+`dagster dev` only obeys signals when it leads its own process group, so it is started in a new session and the whole
+group is signalled at teardown; every wait is bounded so a stuck server fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUESTER = "privacy-office-ui"  # files the urgent request; never the approver (no self-approval)
+APPROVER = "alice"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    """A port the kernel just handed out on loopback (released at once, so `dagster dev` can bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DagsterDev:
+    """A running `dagster dev`: its address, process and log file (read it when something fails)."""
+
+    host: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def log_tail(self, n_chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n_chars:]
+        except OSError:
+            return "(no log)"
+
+    def server_info(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as resp:
+                return json.loads(resp.read().decode())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        """Signal the whole process group (webserver, daemon, code server, run workers); SIGKILL what stays."""
+        if self.proc.poll() is not None:
+            return
+        for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # children may outlive the leader: clean up the group too
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def dagster_env(home: Path, policy: str = "default") -> dict[str, str]:
+    """Environment for a `dagster dev` over `home`: its own instance, state folder and policy; no telemetry."""
+    env = {**os.environ, "MEMGOV_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "MEMGOV_POLICY": policy,
+           "DAGSTER_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+    for var in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env[var] = "1"
+    return env
+
+
+def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeout_s: float = START_TIMEOUT_S) -> DagsterDev:
+    """Start `dagster dev -m assets.definitions` on a free loopback port; return once /server_info answers."""
+    from assets.runner import ensure_instance_home
+    from pipelines.workspace import Workspace
+
+    ensure_instance_home(Workspace.open(home))  # dagster.yaml with SQLite storage under home, telemetry off
+    port = free_port()
+    log_path = log_dir / f"dagster-dev-{port}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env=dagster_env(home, policy), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
+    server = DagsterDev("127.0.0.1", port, proc, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dagster dev exited with {proc.returncode}:\n{server.log_tail()}")
+        if server.server_info() is not None:
+            return server
+        time.sleep(0.5)
+    server.stop()
+    raise TimeoutError(f"dagster dev did not answer /server_info within {timeout_s:.0f} s:\n{server.log_tail()}")
+
+
+@contextmanager
+def dagster_dev(home: Path, log_dir: Path, policy: str = "default") -> Iterator[DagsterDev]:
+    server = start_dagster_dev(home, log_dir, policy)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for_location(server: DagsterDev, timeout_s: float = 60.0) -> str:
+    """The code location's name once it has loaded (the webserver answers before the definitions are in)."""
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(f"{server.url}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                last = json.loads(resp.read().decode())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = str(exc)
+            time.sleep(0.5)
+            continue
+        entries = (((last or {}).get("data") or {}).get("workspaceOrError") or {}).get("locationEntries") or []
+        for entry in entries:
+            kind = (entry.get("locationOrLoadError") or {}).get("__typename")
+            if kind == "RepositoryLocation":
+                return entry["name"]
+            if kind == "PythonError":
+                raise RuntimeError(f"code location {entry['name']} failed to load:\n{server.log_tail()}")
+        time.sleep(0.5)
+    raise TimeoutError(f"no code location loaded within {timeout_s:.0f} s (last answer: {last}):\n{server.log_tail()}")
+
+
+def copy_deployment(src: Path, dest: Path) -> Path:
+    """A private copy of a deployment; its dagster.yaml is re-pointed at the copy (as the `demo_copy` fixture does)."""
+    shutil.copytree(src, dest, symlinks=True)
+    dagster_yaml = dest / "dagster" / "dagster.yaml"
+    if dagster_yaml.exists():
+        dagster_yaml.write_text(dagster_yaml.read_text().replace(str(src), str(dest)))
+    return dest
+
+
+def other_initial_subject(ws) -> str:
+    """A subject of the initial world that no forget request has covered yet."""
+    from pipelines.cycle.knowledge import world_for
+    from policies import load_policy
+
+    policy = load_policy("default")
+    world = world_for(policy.world.seed, policy.world.n_subjects)
+    tomb = ws.requests.tombstones()
+    for fact in world.facts[1:]:
+        if fact.subject_id not in tomb.subject_ids:
+            return fact.subject
+    raise AssertionError("every subject of the demo world is already forgotten")
+
+
+def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:
+    """Under the default policy (human approval), an urgent forget request for another subject yields an
+    unlearning-only candidate that passes its gates and waits; returns its release id.
+
+    MEMGOV_HOME, MEMGOV_POLICY and DAGSTER_HOME are process-wide here (the job's resource reads them): they are
+    restored afterwards so other tests see what they saw before."""
+    from assets.runner import tick_sensor
+    from pipelines.requests import ForgetRequest, Selector
+    from pipelines.workspace import Workspace
+
+    saved = {k: os.environ.get(k) for k in ("MEMGOV_HOME", "MEMGOV_POLICY", "DAGSTER_HOME")}
+    os.environ["MEMGOV_HOME"] = str(home)
+    os.environ["MEMGOV_POLICY"] = "default"
+    try:
+        ws = Workspace.open(home)
+        before = {r.release_id for r in ws.registry.list()}
+        req = ForgetRequest(request_id=request_id, requester=REQUESTER, selector=Selector(subject=other_initial_subject(ws)),
+                            reason="erasure request, out of cycle", legal_basis="gdpr_art17",
+                            deadline=datetime.now(UTC) + timedelta(days=3), urgent=True)
+        ws.requests.submit(req)
+        runs = tick_sensor(ws, "forget_request_sensor")
+        assert len(runs) == 1 and runs[0].success, "the forget-request sensor did not launch one successful run"
+        ws = Workspace.open(home)
+        new = [r for r in ws.registry.list() if r.release_id not in before]
+        assert len(new) == 1, f"expected one new release from the urgent request, got {[r.release_id for r in new]}"
+        candidate = new[0]
+        assert candidate.status == "candidate", (
+            f"urgent release {candidate.release_id} is '{candidate.status}', not waiting for approval"
+        )
+        return candidate.release_id
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def approval_events(home: Path, release_id: str) -> list[dict]:
+    from pipelines.workspace import Workspace
+
+    return [e for e in Workspace.open(home).log.events() if e["action"] == "release.approved" and e["object"] == release_id]
+
+
+def decision_config(release_id: str, approver: str = APPROVER, role: str = "ml-lead",
+                    reason: str = "evaluation card reviewed") -> dict:
+    return {"ops": {"decide_release": {"config": {"release_id": release_id, "decision": "approve", "approver": approver,
+                                                  "role": role, "reason": reason}}}}
