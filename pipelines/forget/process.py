@@ -46,6 +46,10 @@ def index_returns_forgotten(ws: Workspace, plan, embedder, k: int = 3) -> list[s
     return sorted({h.doc_id for row in hits for h in row if h.doc_id in plan.doc_ids or h.doc_id in plan.row_ids})
 
 
+def _plain(selector) -> dict:
+    return selector if isinstance(selector, dict) else selector.model_dump()
+
+
 def process_request(ws: Workspace, request_id: str, embedder=None, dry_run: bool = False,
                     run_id: str | None = None) -> dict[str, Any]:
     """Idempotent: a request already past 'received' is reported, not processed again."""
@@ -74,7 +78,7 @@ def process_request(ws: Workspace, request_id: str, embedder=None, dry_run: bool
     }
     ws.log.append(ACTOR, "forget.scrubbed", request_id,
                   reason=f"{len(plan.row_ids)} rows, {len(plan.doc_ids)} documents removed; {len(tainted)} releases tainted",
-                  run_id=run_id, details={"selector": ws.log.redact(json.dumps(req.selector.model_dump(), sort_keys=True)),
+                  run_id=run_id, details={"selector": ws.log.redact(json.dumps(_plain(req.selector), sort_keys=True)),
                                           "tables": plan.per_table, "index_clean": not leaks})
     if not plan.forget_qas:
         ws.requests.transition(request_id, "applied", evidence, note="no fact reached the model's training data")

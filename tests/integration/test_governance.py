@@ -210,6 +210,17 @@ def test_a_failed_canary_rolls_the_champion_back(ws):
     assert ws.log.verify().ok
 
 
+@pytest.mark.xfail(strict=True, reason="a release taken out of service by a failed canary reads as 'retired', so "
+                   "governance.rollback / Registry.rollback serve it again without any check or warning")
+def test_a_release_that_failed_its_canary_cannot_be_rolled_back_to(ws):
+    strict = merge_overrides(POLICY, {"evaluation": {"canary_min_recall": 1.01}}, "canary-strict.yaml")
+    rid = candidate(ws)
+    assert decide_release(ws, strict, rid, "approve", "bob", "ml-lead", "card reviewed")["rolled_back_to"] == "r0003"
+    with pytest.raises(ValueError, match="canary"):
+        rollback(ws, rid, "ops", "try the new one again")
+    assert ws.registry.champion() == "r0003"
+
+
 @pytest.mark.xfail(strict=True, raises=ValueError, reason="governance.promote_with_canary rolls back to the previous champion without "
                    "checking it; when that one is tainted, Registry.rollback raises after the failed release was "
                    "promoted, so the caller gets an error while the failed release serves")

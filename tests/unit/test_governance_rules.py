@@ -161,13 +161,13 @@ def test_small_change_needs_one_approver(ws, tmp_path, promotions):
     assert promotions == [rid]
 
 
-@pytest.mark.xfail(strict=True, reason="governance.decide_release compares approver names verbatim, so 'alice' and "
-                   "' alice ' count as two distinct approvers for a large change")
-def test_padded_name_does_not_count_as_a_second_approver(ws, tmp_path, promotions):
-    rid = _candidate(ws, tmp_path, new_facts=LIMIT + 1)
+def test_a_padded_name_is_the_same_person(ws, tmp_path, promotions):
+    rid = _candidate(ws, tmp_path, new_facts=LIMIT + 1, created_by="carol")
     decide_release(ws, POLICY, rid, "approve", "alice", "ml-lead", "ok")
-    decide_release(ws, POLICY, rid, "approve", " alice ", "ml-lead", "ok again")
-    assert promotions == []
+    again = decide_release(ws, POLICY, rid, "approve", " alice ", "ml-lead", "ok again")
+    assert again["status"] == "candidate" and promotions == [], "' alice ' must not count as a second approver"
+    with pytest.raises(ApprovalRefused, match="carol requested a change"):
+        decide_release(ws, POLICY, rid, "approve", "carol\t", "governance", "padding must not hide the creator")
 
 
 def test_approval_after_the_window_is_refused(ws, tmp_path, promotions):

@@ -138,7 +138,7 @@ def test_batch_002_changes_existing_facts(world):
 def test_batch_003_overrides_and_inbox(world, tmp_path):
     b = world.batch("batch_003_aggressive_update")
     assert len(b.rows) == 60
-    assert b.policy_overrides["update"]["params"]["target_recall"] > 1
+    assert b.policy_overrides["update"]["params"]["target_recall"] >= 1.0  # never stops early
     assert b.policy_overrides["selection"]["params"]["replay_ratio"] == 0.0
     paths = write_inbox(world, tmp_path)
     assert sorted(p.name for p in paths) == sorted(
@@ -207,12 +207,15 @@ def test_base_model_learns_facts_and_is_cached(tmp_path, monkeypatch):
     from pipelines.lm import score_qa
     from pipelines.world import basemodel
 
-    cfg = basemodel.BaseModelConfig(n_subjects=30, target_recall=0.95, max_epochs=200)
+    # Cheapest shape that still learns: 30 subjects, main template only, no general text (~100 steps).
+    cfg = basemodel.BaseModelConfig(
+        n_subjects=30, general_text=False, paraphrases_in_training=[0], target_recall=0.95, max_epochs=150
+    )
     path = basemodel.ensure_base_model(tmp_path, cfg, progress=False)
     assert path.parent == tmp_path and path.name == basemodel.config_hash(cfg)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     report = basemodel.read_report(path)
-    assert report["recall"] >= 0.9 and report["steps"] > 0 and report["held_out_templates"] == [2]
+    assert report["recall"] >= 0.9 and report["steps"] > 0 and report["held_out_templates"] == [1, 2]
 
     model, tok = basemodel.load_base_model(path)
     facts = generate_world(cfg.seed, cfg.n_subjects).facts
