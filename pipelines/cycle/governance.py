@@ -107,6 +107,11 @@ def promote_with_canary(ws: Workspace, policy: Policy, release_id: str, actor: s
     ok, recall = canary(ws, policy, release_id)
     ws.log.append("system:canary", "canary.passed" if ok else "canary.failed", release_id,
                   reason=f"recall {recall:.3f} vs minimum {policy.evaluation.canary_min_recall}", run_id=run_id)
+    if not ok and previous is not None and ws.registry.status(previous) == "tainted":
+        ws.log.append("system:canary", "canary.rollback_refused", release_id, run_id=run_id,
+                      reason=f"previous champion {previous} is tainted by a forget request; {release_id} stays in service")
+        return {"release_id": release_id, "status": "champion", "champion": ws.registry.champion(),
+                "canary_recall": recall, "rollback_refused": previous}
     if not ok and previous is not None:
         ws.registry.rollback(previous, "system:canary", f"canary failed on {release_id} (recall {recall:.3f})")
         return {"release_id": release_id, "status": ws.registry.status(release_id), "champion": ws.registry.champion(),

@@ -221,9 +221,6 @@ def test_a_release_that_failed_its_canary_cannot_be_rolled_back_to(ws):
     assert ws.registry.champion() == "r0003"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="governance.promote_with_canary rolls back to the previous champion without "
-                   "checking it; when that one is tainted, Registry.rollback raises after the failed release was "
-                   "promoted, so the caller gets an error while the failed release serves")
 def test_a_failed_canary_with_a_tainted_previous_champion_reports_instead_of_raising(ws):
     ws.requests.submit({"request_id": "req-gov-0002", "requester": "privacy-office", "reason": "erasure",
                         "selector": {"subject_ids": ["subject-x"]}, "legal_basis": "gdpr_art17",
@@ -235,8 +232,8 @@ def test_a_failed_canary_with_a_tainted_previous_champion_reports_instead_of_rai
     rid = candidate(ws, parent="r0003", honoured=("req-gov-0002",))
     strict = merge_overrides(POLICY, {"evaluation": {"canary_min_recall": 1.01}}, "canary-strict.yaml")
     out = decide_release(ws, strict, rid, "approve", "bob", "ml-lead", "scrubbed release")
-    assert out["champion"] == ws.registry.champion()
-    assert "canary.failed" in actions_on(ws, rid)
+    assert out["champion"] == ws.registry.champion() == rid and out["rollback_refused"] == "r0003"
+    assert "canary.failed" in actions_on(ws, rid) and "canary.rollback_refused" in actions_on(ws, rid)
 
 
 # -- rollback -------------------------------------------------------------------------------------------------------
