@@ -1,7 +1,8 @@
 """Test support: a real `dagster dev` over a memgov deployment, and a deployment with a release waiting for approval.
 
-`dagster dev` only obeys signals when it leads its own process group, so it is started in a new session and the whole
-group is signalled at teardown; every wait is bounded so a stuck server fails the test instead of hanging it.
+`dagster dev` shuts its services down on SIGINT only when it leads its own process group and SIGINT is not ignored,
+so it is started in a new session with default signal handlers and the whole group is signalled at teardown; every
+wait is bounded so a stuck server fails the test instead of hanging it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ REQUESTER = "privacy-office-ui"  # files the urgent request; never the approver 
 APPROVER = "alice"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
+
+# A process started from a background shell inherits SIGINT as ignored; `dagster dev` maps SIGTERM to SIGINT's
+# handler, so it would then ignore both and only SIGKILL would stop it (leaving its run workers behind). Restore the
+# default handlers before exec (ignored dispositions survive exec; this is thread-safe, unlike preexec_fn).
+_DEFAULT_SIGNALS_THEN_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def free_port() -> int:
@@ -83,9 +92,9 @@ class DagsterDev:
 
 
 def dagster_env(home: Path, policy: str = "default") -> dict[str, str]:
-    """Environment for a `dagster dev` over `home`: its own instance, state folder and policy; no telemetry."""
+    """Environment for a `dagster dev` over `home`: its own instance, state folder and policy; offline."""
     env = {**os.environ, "MEMGOV_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "MEMGOV_POLICY": policy,
-           "DAGSTER_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1"}
     for var in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         env[var] = "1"
     return env
@@ -93,15 +102,18 @@ def dagster_env(home: Path, policy: str = "default") -> dict[str, str]:
 
 def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeout_s: float = START_TIMEOUT_S) -> DagsterDev:
     """Start `dagster dev -m assets.definitions` on a free loopback port; return once /server_info answers."""
-    from assets.runner import ensure_instance_home
-    from pipelines.workspace import Workspace
+    from assets.runner import DAGSTER_YAML
 
-    ensure_instance_home(Workspace.open(home))  # dagster.yaml with SQLite storage under home, telemetry off
+    instance_yaml = home / "dagster" / "dagster.yaml"  # SQLite storage under home, telemetry off
+    if not instance_yaml.exists():
+        instance_yaml.parent.mkdir(parents=True, exist_ok=True)
+        instance_yaml.write_text(DAGSTER_YAML.format(base=home / "dagster" / "storage"))
     port = free_port()
     log_path = log_dir / f"dagster-dev-{port}.log"
     log = log_path.open("wb")
+    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions", "-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", _DEFAULT_SIGNALS_THEN_EXEC, *cmd],
         cwd=ROOT, env=dagster_env(home, policy), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     log.close()
@@ -152,6 +164,47 @@ def wait_for_location(server: DagsterDev, timeout_s: float = 60.0) -> str:
     raise TimeoutError(f"no code location loaded within {timeout_s:.0f} s (last answer: {last}):\n{server.log_tail()}")
 
 
+def graphql(server: DagsterDev, query: str, variables: dict | None = None) -> dict:
+    """A raw GraphQL call, for what the Python client does not expose (a run's failure messages)."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    req = urllib.request.Request(f"{server.url}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        answer = json.loads(resp.read().decode())
+    if answer.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {answer['errors']}")
+    return answer["data"]
+
+
+_RUN_FAILURES = """query($runId: ID!) { logsForRun(runId: $runId) { __typename ... on EventConnection { events {
+  __typename ... on ExecutionStepFailureEvent { error { message causes { message } } } ... on RunFailureEvent { message }
+} } } }"""
+
+
+def failure_messages(server: DagsterDev, run_id: str) -> list[str]:
+    """Every error message of a run's failed steps, causes included (where an op's own exception shows)."""
+    events = (graphql(server, _RUN_FAILURES, {"runId": run_id})["logsForRun"] or {}).get("events") or []
+    out: list[str] = []
+    for event in events:
+        if event["__typename"] == "ExecutionStepFailureEvent":
+            error = event.get("error") or {}
+            out += [error.get("message", "")] + [c.get("message", "") for c in error.get("causes") or []]
+        elif event["__typename"] == "RunFailureEvent":
+            out.append(event.get("message", ""))
+    return out
+
+
+def wait_for_run(client, run_id: str, timeout_s: float = 120.0) -> str:
+    """Poll a run submitted through DagsterGraphQLClient until it ends; returns the final status name."""
+    deadline = time.monotonic() + timeout_s
+    status = "UNKNOWN"
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id).value
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
+        time.sleep(0.5)
+    raise TimeoutError(f"run {run_id} still {status} after {timeout_s:.0f} s")
+
+
 def copy_deployment(src: Path, dest: Path) -> Path:
     """A private copy of a deployment; its dagster.yaml is re-pointed at the copy (as the `demo_copy` fixture does)."""
     shutil.copytree(src, dest, symlinks=True)
@@ -196,7 +249,9 @@ def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:
                             deadline=datetime.now(UTC) + timedelta(days=3), urgent=True)
         ws.requests.submit(req)
         runs = tick_sensor(ws, "forget_request_sensor")
-        assert len(runs) == 1 and runs[0].success, "the forget-request sensor did not launch one successful run"
+        assert len(runs) == 1, f"the forget-request sensor launched {len(runs)} runs for one new request"
+        failures = [e.event_specific_data.error.to_string() for e in runs[0].get_step_failure_events()]
+        assert runs[0].success, "the urgent forget run failed:\n" + "\n".join(failures)
         ws = Workspace.open(home)
         new = [r for r in ws.registry.list() if r.release_id not in before]
         assert len(new) == 1, f"expected one new release from the urgent request, got {[r.release_id for r in new]}"
@@ -213,10 +268,24 @@ def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:
                 os.environ[key] = value
 
 
-def approval_events(home: Path, release_id: str) -> list[dict]:
-    from pipelines.workspace import Workspace
+_SNAPSHOTS: dict[str, tuple[Path, str]] = {}
 
-    return [e for e in Workspace.open(home).log.events() if e["action"] == "release.approved" and e["object"] == release_id]
+
+def waiting_candidate(demo_home: Path, home: Path, tmp_path_factory) -> str:
+    """`home` (a private copy of `demo_home`) with a candidate waiting for approval; returns the release id.
+
+    The urgent unlearning run costs tens of seconds on two cores, so the first call snapshots its result and later
+    calls in the session restore that snapshot into their own copy: every test still starts from identical state."""
+    key = str(demo_home)
+    if key in _SNAPSHOTS:
+        snapshot, release_id = _SNAPSHOTS[key]
+        shutil.rmtree(home)
+        copy_deployment(snapshot, home)
+        return release_id
+    release_id = make_waiting_candidate(home)
+    snapshot = copy_deployment(home, tmp_path_factory.mktemp("waiting") / "memgov")
+    _SNAPSHOTS[key] = (snapshot, release_id)
+    return release_id
 
 
 def decision_config(release_id: str, approver: str = APPROVER, role: str = "ml-lead",

@@ -1,0 +1,127 @@
+"""The real Dagster UI in headless Chromium: the cycle's asset graph, then a human approval from the Launchpad.
+
+What an approver does by hand: open the UI, look at the lineage, open the `release_decision` job's Launchpad, type
+the decision as run config and press "Launch Run". The champion must move to the candidate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from support_dagster import APPROVER, REQUESTER, dagster_dev, failure_messages, wait_for_location, waiting_candidate
+
+from pipelines.workspace import Workspace
+
+CHROMIUM = Path("/usr/bin/chromium")
+IN_CI = os.environ.get("CI") == "true"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CYCLE_ASSETS = ("admitted_batch", "selected_samples", "candidate_update", "candidate_model", "candidate_index",
+                "evaluation_card", "release")
+RUN_TIMEOUT_MS = 120_000
+
+pytestmark = [
+    pytest.mark.ui,
+    pytest.mark.skipif(not CHROMIUM.exists() and not IN_CI,
+                       reason=f"no browser at {CHROMIUM} (install Debian's chromium; `make test` does as root)"),
+]
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """In CI a missing browser is a broken environment, not a reason to skip."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"CI=true but {CHROMIUM} is missing: the UI tests need Debian's chromium (apt-get install chromium)")
+    return CHROMIUM
+
+
+@pytest.fixture
+def waiting_release(demo_home: Path, demo_copy: Path, tmp_path_factory, monkeypatch) -> str:
+    """The demo deployment under the default policy, with an urgent forget request's candidate waiting for approval."""
+    monkeypatch.setenv("MEMGOV_POLICY", "default")
+    return waiting_candidate(demo_home, demo_copy, tmp_path_factory)
+
+
+def dismiss_first_visit_popup(page, timeout_ms: float = 15_000) -> None:
+    """A fresh Dagster instance greets the first visitor with a community pop-up; later visits do not get it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(state="visible", timeout=timeout_ms)
+    except PlaywrightTimeout:  # this instance has shown it before
+        return
+    skip.click()
+    skip.wait_for(state="hidden")
+
+
+def set_launchpad_config(page, run_config: dict) -> None:
+    """The Launchpad's editor is CodeMirror: set the text through its instance, as typing would."""
+    editor = page.locator(".CodeMirror").first
+    editor.wait_for(state="visible")
+    page.wait_for_function("() => !!document.querySelector('.CodeMirror')?.CodeMirror")
+    page.evaluate("(text) => document.querySelector('.CodeMirror').CodeMirror.setValue(text)",
+                  yaml.safe_dump(run_config, sort_keys=False))
+
+
+def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_release: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    home, release_id = demo_copy, waiting_release
+    champion_before = Workspace.open(home).registry.champion()
+    assert champion_before not in (None, release_id)
+    assert APPROVER != REQUESTER
+    reason = "evaluation card reviewed in the UI"
+    run_config = {"ops": {"decide_release": {"config": {"release_id": release_id, "decision": "approve",
+                                                        "approver": APPROVER, "role": "ml-lead", "reason": reason}}}}
+
+    with dagster_dev(home, tmp_path) as server, sync_playwright() as pw:
+        location = wait_for_location(server)
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(30_000)
+        try:
+            # The cycle's lineage: every stage is a node of the asset graph.
+            page.goto(f"{server.url}/asset-groups/cycle", wait_until="domcontentloaded")
+            dismiss_first_visit_popup(page)
+            graph = page.locator("foreignObject")  # graph nodes are HTML inside the SVG; the sidebar list is not
+            for name in CYCLE_ASSETS:
+                expect(graph.get_by_text(name, exact=True).first).to_be_visible()
+            page.screenshot(path=tmp_path / "asset_graph.png")
+
+            # The approval: the job's Launchpad, the decision as run config, "Launch Run".
+            page.goto(f"{server.url}/locations/{location}/jobs/release_decision/playground",
+                      wait_until="domcontentloaded")
+            dismiss_first_visit_popup(page, timeout_ms=1_000)
+            set_launchpad_config(page, run_config)
+            expect(page.get_by_text("No errors", exact=True)).to_be_visible()
+            page.screenshot(path=tmp_path / "launchpad.png")
+            page.get_by_role("button", name="Launch Run").click()
+            page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
+            run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+
+            # The run page: its status tag ends as Success, and the op's log line says the candidate was promoted.
+            done = page.get_by_text("Success", exact=True).or_(page.get_by_text("Failure", exact=True)).first
+            expect(done).to_be_visible(timeout=RUN_TIMEOUT_MS)
+            assert done.inner_text() == "Success", "\n".join(failure_messages(server, run_id))
+            promoted = re.compile(rf"decision recorded: .*'status': 'champion', 'champion': '{release_id}'")
+            expect(page.get_by_text(promoted)).to_be_visible()
+            page.screenshot(path=tmp_path / "run.png")
+        except BaseException:
+            page.screenshot(path=tmp_path / "failure.png")
+            print(f"screenshots and dagster dev's log: {tmp_path}")
+            raise
+        finally:
+            browser.close()
+
+    ws = Workspace.open(home)
+    assert ws.registry.champion() == release_id
+    assert ws.registry.status(champion_before) in ("retired", "tainted")  # tainted: trained on the forgotten subject
+    approved = [e for e in ws.log.events() if e["object"] == release_id and e["action"] == "release.approved"]
+    assert [(e["actor"], e["reason"], e.get("run_id")) for e in approved] == [(APPROVER, reason, run_id)]
+    for name in ("asset_graph.png", "launchpad.png", "run.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, f"{name} looks empty"
