@@ -73,6 +73,7 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
         "row_ids": sorted(set(parent.lineage.get("row_ids", [])) | {r["id"] for r in batch_rows}),
     }
     card = {
+        "release_id": f"candidate of {cmodel['cycle']} (child of {champion.release_id})",
         "cycle": cmodel["cycle"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"data": ws.data.snapshot("admitted"), "model": cmodel["model"], "champion": champion.release_id,
