@@ -132,6 +132,10 @@ def forget(
             plan = resolve_selector(ws.data, selector)
             console.print_json(json.dumps({"dry_run": True, **plan.summary(), "rows": sorted(plan.row_ids)}))
             return
+        existing = _existing_request(ws, request_id)
+        if existing is not None and _same_request(existing, requester, selector, reason, legal_basis, urgent):
+            console.print(f"forget request [bold]{request_id}[/bold] already on file (state: {existing.state})")
+            return
         req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason=reason,
                             legal_basis=legal_basis, deadline=datetime.now(UTC) + timedelta(days=deadline_days), urgent=urgent)
         stored, created = ws.requests.submit(req)
@@ -141,6 +145,20 @@ def forget(
                   details={"selector": ws.log.redact(json.dumps(selector.model_dump(), sort_keys=True)), "urgent": urgent})
     console.print(f"forget request [bold]{stored.request_id}[/bold] {'received' if created else 'already on file'} "
                   f"(state: {stored.state})")
+
+
+def _existing_request(ws, request_id: str):
+    try:
+        return ws.requests.get(request_id)
+    except (KeyError, ValueError):
+        return None
+
+
+def _same_request(stored, requester, selector, reason, legal_basis, urgent) -> bool:
+    """A resubmission from the CLI recomputes its deadline from now; the request is the same if the rest is."""
+    stored_selector = stored.selector if isinstance(stored.selector, dict) else getattr(stored.selector, "model_dump", dict)()
+    return (stored.requester == requester and stored.reason == reason and stored.legal_basis == legal_basis
+            and bool(stored.urgent) == urgent and stored_selector == selector.model_dump())
 
 
 @forget_app.command("status")

@@ -129,3 +129,30 @@ def test_dagster_instance_recorded_the_cycles_and_the_gate_checks(demo_home):
         assert instance.get_latest_materialization_event(AssetKey(name)) is not None, name
     release_runs = instance.fetch_materializations(AssetKey("release"), limit=10).records
     assert len(release_runs) == 2, "release is materialized for the two promoted cycles only"
+
+
+def test_a_forget_request_becomes_exactly_one_run(demo_copy):
+    from dagster import DagsterInstance, RunsFilter, build_sensor_context
+
+    from assets.definitions import defs
+    from assets.runner import instance, tick_sensor
+
+    ws = Workspace.open(demo_copy)
+    subject = sorted(ws.data.rows("admitted", "initial"), key=lambda r: r["id"])[-1]["subject_ids"][0]
+    proc = memgov(demo_copy, "forget", "--id", "req-once", "--requester", "ops", "--subject-id", subject,
+                  "--reason", "erasure", "--dry-run")
+    assert proc.returncode == 0 and '"subjects": 1' in proc.stdout
+    assert ws.requests.list(states=["received"]) == [], "a dry run changes nothing"
+    for _ in range(2):  # the same id twice is one request
+        assert memgov(demo_copy, "forget", "--id", "req-once", "--requester", "ops", "--subject-id", subject,
+                      "--reason", "erasure").returncode == 0
+    inst: DagsterInstance = instance(ws)
+    sensor = defs.resolve_sensor_def("forget_request_sensor")
+    keys = [r.run_key for _ in range(2)
+            for r in sensor.evaluate_tick(build_sensor_context(instance=inst, definitions=defs,
+                                                               resources=defs.resources)).run_requests]
+    assert keys == ["req-once", "req-once"], "two ticks ask for the same run key, which Dagster runs once"
+    assert len(tick_sensor(ws, "forget_request_sensor")) == 1
+    assert tick_sensor(ws, "forget_request_sensor") == []
+    assert len(inst.get_runs(filters=RunsFilter(tags={"dagster/run_key": "req-once"}))) == 1
+    assert ws.requests.get("req-once").state in ("planned", "verified")
