@@ -3,55 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import socket
 import threading
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import make_server
+from support_s3 import CREDS, s3_server
 
 from pipelines.store import ArtifactStore, LocalStore, S3Store, dir_digest, open_store
-
-CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _AtomicMotoServer(ThreadedMotoServer):
-    """moto's S3 checks If-Match/If-None-Match and then stores in separate steps, so under load two conditional
-    writes can both pass (measured: 1 in 300 races). Real S3 decides each conditional write atomically; serving one
-    request at a time restores that guarantee for the tests."""
-
-    def _server_entry(self) -> None:
-        app = DomainDispatcherApplication(create_backend_app)
-        lock = threading.Lock()
-
-        def serialised(environ, start_response):
-            with lock:
-                return list(app(environ, start_response))
-
-        self._server = make_server(self._ip_address, self._port, serialised, True, request_handler=MotoRequestHandler)
-        self._server_ready_event.set()
-        self._server.serve_forever()
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = _AtomicMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with s3_server() as endpoint:
+        yield endpoint
 
 
 def _bucket(endpoint: str, **create_kwargs) -> tuple[str, object]:
