@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.lm import score_qa
+from pipelines.lm import pick_device, score_qa
 
 
 @dataclass
@@ -57,3 +60,33 @@ def edit_report(
         }
         for e, pb, hit, pa in zip(edits, before, after_hit, after_prob, strict=True)
     ]
+
+
+@contextmanager
+def frozen_copy(model, tokenizer, edits: Sequence[dict[str, Any]], layer: int) -> Iterator[tuple[Any, Any, list[float]]]:
+    """A copy of the model with every parameter frozen while editing (flags restored on exit), the projection to edit,
+    and each edit's target probability before any change. The input model is never touched."""
+    from pipelines.edit.anatomy import mlp_out
+
+    edited = copy.deepcopy(model).to(pick_device()).eval()
+    target = mlp_out(edited, layer)
+    _, prob_before = target_scores(edited, tokenizer, edits)
+    flags = [p.requires_grad for p in edited.parameters()]
+    for p in edited.parameters():
+        p.requires_grad_(False)
+    try:
+        yield edited, target, prob_before
+    finally:
+        for p, flag in zip(edited.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def base_stats(started: float, edits: Sequence[dict[str, Any]], hits: Sequence[bool], target) -> dict[str, Any]:
+    """The numbers every edit method reports; methods add their own."""
+    return {
+        "seconds": round(time.perf_counter() - started, 3),
+        "n_edits": len(edits),
+        "success_rate": sum(hits) / len(hits),
+        "layer": target.layer,
+        "module": target.name,
+    }

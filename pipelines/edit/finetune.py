@@ -8,17 +8,14 @@ change away from other facts' keys it tends to disturb more of them.
 
 from __future__ import annotations
 
-import copy
 import time
-from typing import Any
 
 import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from pipelines.edit.anatomy import mlp_out
-from pipelines.edit.common import EditResult, check_edits, edit_report, target_scores
-from pipelines.lm import encode_qa, per_example_loss, pick_device
+from pipelines.edit.common import EditResult, base_stats, check_edits, edit_report, frozen_copy, target_scores
+from pipelines.lm import encode_qa, per_example_loss
 from pipelines.plugins import MethodConfig
 
 
@@ -44,19 +41,13 @@ def finetune_edits(
         raise ValueError(f"cfg must be a FinetuneEditConfig, got {type(cfg).__name__}")
     edits = check_edits(edits)
     started = time.perf_counter()
-    edited = copy.deepcopy(model).to(pick_device()).eval()
-    target = mlp_out(edited, cfg.layer)
-    _, prob_before = target_scores(edited, tokenizer, edits)
-    flags = [p.requires_grad for p in edited.parameters()]
-    for p in edited.parameters():
-        p.requires_grad_(False)
-    weight = target.module.weight
-    weight.requires_grad_(True)
-    original = weight.detach().clone()
-    opt = torch.optim.Adam([weight], lr=cfg.learning_rate)
-    batch = encode_qa(tokenizer, [e["prompt"] for e in edits], [e["target"] for e in edits], with_eos=False)
     step = 0
-    try:
+    with frozen_copy(model, tokenizer, edits, cfg.layer) as (edited, target, prob_before):
+        weight = target.module.weight
+        weight.requires_grad_(True)
+        original = weight.detach().clone()
+        opt = torch.optim.Adam([weight], lr=cfg.learning_rate)
+        batch = encode_qa(tokenizer, [e["prompt"] for e in edits], [e["target"] for e in edits], with_eos=False)
         for _ in tqdm(range(cfg.max_steps), desc="finetune edits", unit="step", disable=not progress):
             step += 1
             loss = per_example_loss(edited, batch).mean()
@@ -68,16 +59,6 @@ def finetune_edits(
                     weight.copy_(original + (weight - original).clamp(-cfg.linf_bound, cfg.linf_bound))
             if all(target_scores(edited, tokenizer, edits)[0]):
                 break
-    finally:
-        for p, flag in zip(edited.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
     hits, prob_after = target_scores(edited, tokenizer, edits)
-    stats: dict[str, Any] = {
-        "seconds": round(time.perf_counter() - started, 3),
-        "n_edits": len(edits),
-        "success_rate": sum(hits) / len(hits),
-        "layer": target.layer,
-        "module": target.name,
-        "steps": step,
-    }
+    stats = {**base_stats(started, edits, hits, target), "steps": step}
     return EditResult(model=edited, per_edit=edit_report(edits, prob_before, hits, prob_after), stats=stats)

@@ -19,18 +19,17 @@ not in C); general-text C gave 19/20 and 0.95, an identity C 16/20 and 0.80, lay
 
 from __future__ import annotations
 
-import copy
 import random
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from pipelines.edit.anatomy import MlpOut, collect_keys, mlp_out, prompt_ids
-from pipelines.edit.common import EditResult, check_edits, edit_report, target_scores
-from pipelines.lm import encode_qa, pick_device
+from pipelines.edit.anatomy import MlpOut, collect_keys, prompt_ids
+from pipelines.edit.common import EditResult, base_stats, check_edits, edit_report, frozen_copy, target_scores
+from pipelines.lm import encode_qa
 from pipelines.plugins import MethodConfig
 
 
@@ -130,17 +129,10 @@ def apply_edits(
         raise ValueError(f"cfg must be a RomeConfig, got {type(cfg).__name__}")
     edits = check_edits(edits)
     started = time.perf_counter()
-    edited = copy.deepcopy(model).to(pick_device()).eval()
-    target = mlp_out(edited, cfg.layer)
-    _, prob_before = target_scores(edited, tokenizer, edits)
-    flags = [p.requires_grad for p in edited.parameters()]
-    for p in edited.parameters():
-        p.requires_grad_(False)
-    cov, n_tokens = key_covariance(edited, tokenizer, target, cov_texts, cfg)
-    cov_inv = torch.linalg.inv(cov.double())
-
     total_steps, final_nll = 0, []
-    try:
+    with frozen_copy(model, tokenizer, edits, cfg.layer) as (edited, target, prob_before):
+        cov, n_tokens = key_covariance(edited, tokenizer, target, cov_texts, cfg)
+        cov_inv = torch.linalg.inv(cov.double())
         for edit in tqdm(edits, desc=f"rome edits (layer {target.layer})", unit="edit", disable=not progress):
             k, v0, pos = _key_and_value(edited, tokenizer, target, edit["prompt"])
             delta, steps, nll = _optimise_delta(edited, tokenizer, target, edit, pos, v0, cfg)
@@ -148,18 +140,11 @@ def apply_edits(
             final_nll.append(nll)
             u = (cov_inv @ k.double()).float()
             target.add_rank_one(u / (k @ u), delta)
-    finally:
-        for p, flag in zip(edited.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
 
     hits, prob_after = target_scores(edited, tokenizer, edits)
     per_edit = edit_report(edits, prob_before, hits, prob_after)
-    stats: dict[str, Any] = {
-        "seconds": round(time.perf_counter() - started, 3),
-        "n_edits": len(edits),
-        "success_rate": sum(hits) / len(hits),
-        "layer": target.layer,
-        "module": target.name,
+    stats = {
+        **base_stats(started, edits, hits, target),
         "cov_tokens": n_tokens,
         "v_steps_total": total_steps,
         "mean_final_nll": sum(final_nll) / len(final_nll),
