@@ -8,14 +8,14 @@ from dagster import Definitions, load_assets_from_modules
 
 from assets import cycle
 from assets.checks import gates
-from assets.jobs import cycle_job, forget_request, release_decision, rollback
+from assets.jobs import cycle_job, forget_request, gate_waiver, release_decision, rollback
 from assets.resources import local_resource, s3_resource
 from assets.sensors import forget_request_sensor, new_batch_sensor, nightly_cycle
 
 defs = Definitions(
     assets=load_assets_from_modules([cycle]),
     asset_checks=[gates],
-    jobs=[cycle_job, release_decision, rollback, forget_request],
+    jobs=[cycle_job, release_decision, gate_waiver, rollback, forget_request],
     sensors=[new_batch_sensor, forget_request_sensor],
     schedules=[nightly_cycle],
     resources={"memgov": s3_resource() if os.environ.get("MEMGOV_STORE", "").startswith("s3://") else local_resource()},

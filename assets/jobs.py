@@ -32,6 +32,25 @@ def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: 
 def release_decision():
     decide_release()
 
+class WaiverConfig(Config):
+    release_id: str
+    waived_by: str
+    role: str
+    gates: list[str]
+    reason: str
+
+@op
+def waive_gates(context: OpExecutionContext, config: WaiverConfig, memgov: MemgovResource) -> dict:
+    """The logged exception to a failed gate, by a role the policy names; the release still needs approval."""
+    result = governance.waive_gates(memgov.workspace(), memgov.load_policy(), config.release_id, config.waived_by,
+                                    config.role, config.reason, config.gates, run_id=context.run_id)
+    context.log.info(f"waiver recorded: {result}")
+    return result
+
+@job(description="Waive the failed gates of a rejected candidate (names every failed gate; logged; approval still needed).")
+def gate_waiver():
+    waive_gates()
+
 class RollbackConfig(Config):
     to_release: str
     actor: str

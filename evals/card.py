@@ -74,6 +74,42 @@ def _curve_points(curve: Any) -> tuple[list[float], list[float]]:
     return steps, accs
 
 
+def _forgetting_section(forgetting: Mapping[str, Any]) -> list[str]:
+    """Before (champion) and after (candidate) evidence for the honoured forget requests."""
+    if not forgetting:
+        return []
+    lines = ["## Forgetting evidence", ""]
+    comparison = forgetting.get("comparison")
+    if comparison:
+        lines += [f"Forget quality compares with: **{comparison}**.", ""]
+    lines += ["| Check | Before (champion) | After (candidate) |", "|---|---:|---:|"]
+    before, after = forgetting.get("before") or {}, forgetting.get("after") or {}
+    for key in ("forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_probe_excess",
+                "probe_forget_accuracy", "probe_unseen_accuracy"):
+        if key in before or key in after:
+            lines.append(f"| {key} | {_num(before.get(key))} | {_num(after.get(key))} |")
+    for rid, checks in (forgetting.get("requests") or {}).items():
+        failed = [k for k, ok in checks.items() if not ok]
+        lines.append("")
+        lines.append(f"- Request `{rid}`: " + ("every check held" if not failed else "FAILED " + ", ".join(failed)))
+    lines.append("")
+    return lines
+
+
+def _history_section(history: list[Mapping[str, Any]]) -> list[str]:
+    """Backward transfer: each earlier release's facts, recalled then and by this candidate now."""
+    if not history:
+        return []
+    lines = ["## Earlier releases' facts (backward transfer)", "",
+             "| Release | Facts | Recall at release | Recall now | Change |", "|---|---:|---:|---:|---:|"]
+    for h in history:
+        d = _delta(h.get("acc_now"), h.get("acc_at_release"))
+        lines.append(f"| {h.get('release_id')} | {h.get('n', '—')} | {_num(h.get('acc_at_release'))} | "
+                     f"{_num(h.get('acc_now'))} | {'—' if d is None else f'{d:+.3f}'} |")
+    lines.append("")
+    return lines
+
+
 def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     lines: list[str] = []
     decision = card.get("decision") or {}
@@ -117,6 +153,9 @@ def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     else:
         lines.append("No gates were evaluated.")
     lines.append("")
+
+    lines += _forgetting_section(card.get("forgetting") or {})
+    lines += _history_section(card.get("history") or [])
 
     stability = card.get("stability") or {}
     lines += ["## Stability during training", ""]

@@ -13,7 +13,14 @@ SUITE_METRICS: tuple[str, ...] = (
     "perplexity",
     "forget_recall",
     "forget_log_likelihood",
+    "forget_quality",
+    "forget_mia_auc",
+    "forget_probe_excess",
     "rag_support",
+)
+# The checks a forget request must pass before it is verified (gates on these cannot be waived).
+FORGET_METRICS: frozenset[str] = frozenset(
+    {"forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_probe_excess"}
 )
 STABILITY_METRICS: tuple[str, ...] = ("min_acc", "wc_acc", "final_acc", "stability_gap")
 HISTORY_METRICS: tuple[str, ...] = ("backward_transfer",)
@@ -21,5 +28,5 @@ KNOWN_METRICS: tuple[str, ...] = SUITE_METRICS + STABILITY_METRICS + HISTORY_MET
 
 # Lower values are better for these; used to colour deltas, never to flip a gate's direction.
 LOWER_IS_BETTER: frozenset[str] = frozenset(
-    {"perplexity", "forget_recall", "forget_log_likelihood", "stability_gap"}
+    {"perplexity", "forget_recall", "forget_log_likelihood", "forget_probe_excess", "stability_gap"}
 )

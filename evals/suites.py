@@ -29,9 +29,12 @@ class EvalSets:
     locality: list[QA] = field(default_factory=list)
     general_text: list[str] = field(default_factory=list)
     rag_queries: list[QA] = field(default_factory=list)
+    unseen: list[QA] = field(default_factory=list)  # facts of the forget set's kind that no model was trained on
+    probe_train: list[QA] = field(default_factory=list)  # kept facts the representation probe is fitted on
 
     def __post_init__(self) -> None:
-        for name in ("new_facts", "paraphrases", "retention", "forget", "locality", "rag_queries"):
+        for name in ("new_facts", "paraphrases", "retention", "forget", "locality", "rag_queries", "unseen",
+                     "probe_train"):
             for i, row in enumerate(getattr(self, name)):
                 if not isinstance(row, Mapping) or not isinstance(row.get("prompt"), str) or not isinstance(
                     row.get("target"), str
@@ -93,6 +96,49 @@ def _text_log_likelihood(model, tokenizer, texts: Sequence[str], batch_size: int
     return means, counts
 
 
+COMPARISON_REFERENCE = "forget set under a reference model retrained without it"
+COMPARISON_UNSEEN = "facts of the same kind the model never saw"
+
+
+def forgetting_evidence(model, tokenizer, sets: EvalSets, forget_ll: Sequence[float],
+                        reference_forget_ll: Sequence[float] | None = None) -> tuple[dict[str, float | None], dict]:
+    """Forget quality (KS p-value), membership-inference AUC and the linear probe's excess for one model.
+
+    MIA always compares the forget set with never-seen facts under the same model; forget quality compares
+    with the retrained reference when one is given, else with the never-seen facts, and says which.
+    """
+    from evals.probe import linear_probe
+    from pipelines.lm import score_qa
+
+    metrics: dict[str, float | None] = {"forget_quality": None, "forget_mia_auc": None, "forget_probe_excess": None}
+    if not sets.forget or not sets.unseen:
+        return metrics, {"skipped": "no forget set" if not sets.forget else "no never-seen facts to compare with"}
+    import evaluate
+
+    unseen_ll = [float(x) for x in score_qa(model, tokenizer, [q["prompt"] for q in sets.unseen],
+                                            [q["target"] for q in sets.unseen]).mean_logprob]
+    forget_ll = [float(x) for x in forget_ll]
+    labels = [1] * len(forget_ll) + [0] * len(unseen_ll)
+    both = evaluate.combine([load_metric("membership_inference"), load_metric("forget_quality")])
+    vs_unseen = both.compute(predictions=forget_ll + unseen_ll, references=labels)
+    metrics["forget_mia_auc"] = vs_unseen["auc"]
+    detail: dict[str, Any] = {"mia": {"auc": vs_unseen["auc"], "n_forget": len(forget_ll), "n_unseen": len(unseen_ll)}}
+    if reference_forget_ll:
+        ref = [float(x) for x in reference_forget_ll]
+        fq = load_metric("forget_quality").compute(predictions=forget_ll + ref, references=[1] * len(forget_ll) + [0] * len(ref))
+        detail["forget_quality"] = {"comparison": COMPARISON_REFERENCE, **fq, "p_value_vs_unseen": vs_unseen["p_value"]}
+    else:
+        fq = {k: vs_unseen[k] for k in ("p_value", "ks_statistic")}
+        detail["forget_quality"] = {"comparison": COMPARISON_UNSEEN, **fq, "n_forget": len(forget_ll),
+                                    "n_reference": len(unseen_ll)}
+    metrics["forget_quality"] = fq["p_value"]
+    probe = linear_probe(model, tokenizer, sets.probe_train, sets.forget, sets.unseen)
+    if probe is not None:
+        metrics["forget_probe_excess"] = probe.excess
+        detail["probe"] = probe.as_dict()
+    return metrics, detail
+
+
 def run_suites(
     model,
     tokenizer,
@@ -100,11 +146,13 @@ def run_suites(
     index=None,
     embedder=None,
     rag_k: int = 3,
+    reference_forget_ll: Sequence[float] | None = None,
 ) -> SuiteResults:
     """Measure every suite metric (names in `evals.names.SUITE_METRICS`) for one model.
 
     `index` is duck-typed: `index.search(queries, embedder, k) -> list[list[hit]]` with hits carrying
-    `doc_id`, `score` and `text`. Without an index, rag_support is None.
+    `doc_id`, `score` and `text`. Without an index, rag_support is None. `reference_forget_ll` holds the
+    forget set's per-item log-likelihoods under a model retrained without it, when one could be trained.
     """
     metrics: dict[str, float | None] = dict.fromkeys(SUITE_METRICS)
     details: dict[str, Any] = {"sizes": sets.sizes()}
@@ -121,6 +169,9 @@ def run_suites(
     if forget_scores is not None:
         ll = load_metric("log_likelihood").compute(predictions=[float(x) for x in forget_scores.mean_logprob])
         metrics["forget_log_likelihood"] = ll["mean_log_likelihood"]
+        evidence, details["forgetting"] = forgetting_evidence(model, tokenizer, sets, forget_scores.mean_logprob,
+                                                              reference_forget_ll)
+        metrics.update(evidence)
 
     if sets.general_text:
         means, counts = _text_log_likelihood(model, tokenizer, sets.general_text)
@@ -192,4 +243,4 @@ def backward_transfer(history: Sequence[Mapping[str, Any]]) -> float | None:
     return sum(deltas) / len(deltas)
 
 
-__all__ = ["EvalSets", "SuiteResults", "backward_transfer", "run_suites", "stability_metrics"]
+__all__ = ["EvalSets", "SuiteResults", "backward_transfer", "forgetting_evidence", "run_suites", "stability_metrics"]

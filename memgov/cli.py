@@ -201,6 +201,22 @@ def reject(release_id: str, approver: Annotated[str, typer.Option()], role: Anno
 
 
 @app.command()
+def waive(release_id: str, by: Annotated[str, typer.Option(help="Who takes responsibility for the waiver.")],
+          role: Annotated[str, typer.Option(help="Their role; must be in the policy's approval.waiver_roles.")],
+          gate: Annotated[list[str], typer.Option(help="A failed gate the waiver covers; repeat for each.")],
+          reason: Annotated[str, typer.Option()], home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Waive the failed gates of a rejected candidate (logged); it then still needs its approvals."""
+    from pipelines.cycle.governance import ApprovalRefused, waive_gates
+    from policies import load_policy
+
+    try:
+        result = waive_gates(_ws(home), load_policy(policy), release_id, by, role, reason, list(gate))
+    except (ApprovalRefused, ValueError, KeyError) as exc:
+        _fail(str(exc), 2)
+    console.print(result)
+
+
+@app.command()
 def rollback(to: Annotated[str, typer.Option("--to", help="Release to serve again.")],
              actor: Annotated[str, typer.Option()] = "ops", reason: Annotated[str, typer.Option()] = "manual rollback",
              home: HomeOpt = None) -> None:

@@ -55,6 +55,10 @@ class UnlearningSection(MethodChoice):
     max_forget_recall: float = Field(0.05, ge=0, le=1)
     min_retain_recall: float = Field(0.85, ge=0, le=1)
     max_mia_auc_gap: float = Field(0.25, ge=0, le=0.5)
+    min_forget_quality: float = Field(0.05, ge=0, le=1)
+    max_probe_excess: float = Field(0.15, ge=-1, le=1)
+    reference: Literal["auto", "retrain", "unseen"] = "auto"
+    calibrate_to_unseen: bool = True
 
 
 class RagSection(_Strict):

@@ -12,13 +12,18 @@ from typing import Any
 
 from evals.card import render_card
 from evals.continual import stability_summary
-from evals.gates import decide
-from evals.suites import EvalSets, run_suites
+from evals.gates import Decision, decide
+from evals.suites import EvalSets, backward_transfer, run_suites
 from pipelines.cycle.artifacts import load_index, load_model
+from pipelines.cycle.governance import read_card
 from pipelines.cycle.knowledge import current_facts, qa, sample, world_for
 from pipelines.cycle.stages import champion_manifest, effective_policy, forget_set, known_by, retention_rows
+from pipelines.forget.reference import reference_forget_ll
+from pipelines.forget.verify import request_verdicts
 from pipelines.workspace import Workspace
 from policies import Policy
+
+PROBE_TRAIN_FACTS = 600  # measured: the probe needs ~500+ facts to read answers of held-out known facts
 
 
 def code_version() -> str:
@@ -41,6 +46,12 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
                   if r.get("relation") in edited_relations and not batch_subjects & set(r.get("subject_ids", []))]
     locality = known_by(champ_model, tokenizer, sample(neighbours, 100, seed=1)) if edited_relations else []
     forget = [q for rid in honoured for q in forget_set(ws.requests.get(rid))]
+    unseen, probe_train = [], []
+    if forget:  # the comparison facts and the probe's training facts matter only when something is forgotten
+        unseen = [{"prompt": f.prompt(0), "target": f.object, "id": f.fact_id} for f in world.unseen_facts]
+        forget_ids = {q.get("fact_id") for q in forget}
+        kept = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in forget_ids]
+        probe_train = [qa(r) for r in known_by(champ_model, tokenizer, sample(kept, PROBE_TRAIN_FACTS, seed=3))]
     return EvalSets(
         new_facts=[qa(r) for r in batch_rows],
         paraphrases=[qa(r, world, template=2) for r in batch_rows],
@@ -49,7 +60,37 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
         locality=[qa(r) for r in locality],
         general_text=sample(list(world.general_text), 200, seed=2),
         rag_queries=[qa(r, world, template=1) for r in batch_rows],
+        unseen=unseen,
+        probe_train=probe_train,
     )
+
+
+def release_history(ws: Workspace, champion, models: dict[str, Any], tokenizer, limit: int = 10) -> list[dict[str, Any]]:
+    """Backward-transfer entries: each earlier release's new facts, recalled when released and by each model now.
+
+    Facts since forgotten (tombstoned) or since changed by a later batch are left out: losing them is intended.
+    """
+    from pipelines.lm import exact_match
+
+    tomb = ws.requests.tombstones()
+    current = current_facts(ws.data.rows("admitted"))
+    live_rows = {r["id"] for r in current.values()}
+    entries: list[dict[str, Any]] = []
+    release = champion
+    while release is not None and len(entries) < limit:
+        batch = (release.data_snapshots or {}).get("batch")
+        if batch:
+            card = read_card(ws, release)
+            at_release = (card.get("metrics") or {}).get("new_fact_recall")
+            rows = [r for r in ws.data.rows("admitted", batch)
+                    if r.get("prompt") and r["id"] in live_rows and not tomb.covers(r) and r.get("fact_id") not in tomb.fact_ids]
+            if rows and at_release is not None:
+                entry = {"release_id": release.release_id, "batch": batch, "n": len(rows), "acc_at_release": at_release}
+                for name, model in models.items():
+                    entry[name] = float(exact_match(model, tokenizer, [r["prompt"] for r in rows], [r["target"] for r in rows]).mean())
+                entries.append(entry)
+        release = ws.registry.get(release.parent) if release.parent else None
+    return entries
 
 
 def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dict[str, Any], cindex: dict[str, Any],
@@ -61,9 +102,20 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
     champ_model, tokenizer = load_model(ws, champion.model)
     sets = build_sets(ws, eff, batch, champ_model, tokenizer, cmodel["honoured"])
     cand_model, _ = load_model(ws, cmodel["model"])
-    cand = run_suites(cand_model, tokenizer, sets, index=load_index(ws, cindex["index_snapshot"]), embedder=embedder)
-    champ = run_suites(champ_model, tokenizer, sets, index=load_index(ws, champion.index_snapshot), embedder=embedder)
+    ref_ll, reference = reference_forget_ll(ws, eff, sets.forget)
+    cand = run_suites(cand_model, tokenizer, sets, index=load_index(ws, cindex["index_snapshot"]), embedder=embedder,
+                      reference_forget_ll=ref_ll)
+    champ = run_suites(champ_model, tokenizer, sets, index=load_index(ws, champion.index_snapshot), embedder=embedder,
+                       reference_forget_ll=ref_ll)
+    history = release_history(ws, champion, {"acc_now": cand_model, "champion_now": champ_model}, tokenizer)
+    cand.metrics["backward_transfer"] = backward_transfer(history)
+    champ.metrics["backward_transfer"] = backward_transfer(
+        [{"acc_at_release": h["acc_at_release"], "acc_now": h["champion_now"]} for h in history])
+    requests = [ws.requests.get(rid) for rid in cmodel["honoured"]]
+    request_checks, request_gates = request_verdicts(eff, cand.metrics, requests)
     decision = decide(cand.metrics, eff.gates, champ.metrics)
+    decision = Decision(passed=decision.passed and all(v["passed"] for v in request_gates),
+                        verdicts=[*decision.verdicts, *request_gates])
     stability = stability_summary(updated.get("history", []), champ.metrics.get("retention"), cand.metrics.get("new_fact_recall"))
 
     parent = champion
@@ -83,6 +135,8 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
         "set_sizes": {k: len(v) for k, v in vars(sets).items()},
         "decision": decision.model_dump() if hasattr(decision, "model_dump") else _as_dict(decision),
         "stability": stability,
+        "history": history,
+        "forgetting": _forgetting(cand, champ, reference, request_checks) if requests else {},
         "notes": f"{len(cmodel['edits'])} edits, {len(cmodel['honoured'])} forget requests honoured",
     }
     with tempfile.TemporaryDirectory(dir=ws.work_dir) as tmp:
@@ -118,6 +172,7 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
     if not decision.passed:
         ws.registry.set_status(release.release_id, "rejected", "system:gates",
                                "failed gates: " + ", ".join(v["metric"] for v in failed), run_id=run_id)
+        settle_requests_after_rejection(ws, release.release_id, requests, request_checks, card, run_id)
     return {
         "cycle": cmodel["cycle"],
         "release_id": release.release_id,
@@ -132,6 +187,43 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
         "n_facts_changed": len([r for r in batch_rows if r.get("prompt")]),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _forgetting(cand, champ, reference: dict[str, Any], checks: dict[str, dict[str, bool]]) -> dict[str, Any]:
+    """The card's forgetting section: before (champion) and after (candidate), the comparison used, per-request checks."""
+    keys = ("forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_probe_excess")
+
+    def side(results) -> dict[str, Any]:
+        probe = (results.details.get("forgetting") or {}).get("probe") or {}
+        return {**{k: results.metrics.get(k) for k in keys}, "probe_forget_accuracy": probe.get("forget_accuracy"),
+                "probe_unseen_accuracy": probe.get("unseen_accuracy")}
+
+    detail = cand.details.get("forgetting") or {}
+    return {
+        "comparison": (detail.get("forget_quality") or {}).get("comparison"),
+        "reference": reference,
+        "before": side(champ),
+        "after": side(cand),
+        "details": detail,
+        "requests": checks,
+    }
+
+
+def settle_requests_after_rejection(ws: Workspace, release_id: str, requests: list, checks: dict[str, dict[str, bool]],
+                                    card: dict[str, Any], run_id: str | None) -> None:
+    """A request whose own checks failed is `failed` with the reasons; one rejected for other gates waits for the next candidate."""
+    for req in requests:
+        failed = [k for k, ok in checks.get(req.request_id, {}).items() if not ok]
+        if failed and req.state in ("planned", "applied"):
+            evidence = {"verification": {"release": release_id, "checks": checks[req.request_id],
+                                         "forgetting": card.get("forgetting", {}), "metrics": card["metrics"]}}
+            ws.requests.transition(req.request_id, "failed", evidence,
+                                   note=f"candidate {release_id} rejected: " + ", ".join(failed))
+            ws.log.append("system:unlearn", "forget.failed", req.request_id, run_id=run_id,
+                          reason=f"checks failed on {release_id}: {', '.join(failed)}; champion unchanged")
+        elif not failed:
+            ws.log.append("system:unlearn", "forget.deferred", req.request_id, run_id=run_id,
+                          reason=f"forgetting held but {release_id} failed other gates; retried with the next candidate")
 
 
 def _as_dict(obj) -> dict[str, Any]:

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from evals.names import FORGET_METRICS
 from pipelines.cycle.artifacts import load_model
 from pipelines.cycle.knowledge import current_facts, qa, sample
+from pipelines.forget.verify import bounds, request_checks
 from pipelines.lm import exact_match
 from pipelines.workspace import Workspace
 from policies import Policy
@@ -29,7 +31,7 @@ def read_card(ws: Workspace, release) -> dict[str, Any]:
 
 def requesters(ws: Workspace, release) -> set[str]:
     """Who asked for the changes in a release: they may not approve it themselves."""
-    names = {release.created_by}
+    names = {release.created_by} | {w["actor"] for w in release.waivers}
     for rid in release.tombstones_honoured:
         try:
             names.add(ws.requests.get(rid).requester)
@@ -60,7 +62,8 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
     release = ws.registry.get(release_id)
     status = ws.registry.status(release_id)
     if status != "candidate":
-        hint = " (it failed its gates; no approval can override that)" if status == "rejected" else ""
+        hint = (" (it failed its gates; no approval can override that, only a gate waiver by a role the policy "
+                "names: memgov waive)") if status == "rejected" else ""
         raise ApprovalRefused(f"release {release_id} is '{status}', only a 'candidate' can be decided{hint}")
     automatic = approver == policy.approval.auto_approver and policy.approval.mode == "auto"
     if not automatic and role not in policy.approval.roles:
@@ -84,6 +87,35 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
                 "waiting_for": f"{needed - len(approvals)} more distinct approver(s)"}
     ws.registry.set_status(release_id, "approved", approver, reason, run_id=run_id)
     return promote_with_canary(ws, policy, release_id, approver, reason, run_id)
+
+
+def waive_gates(ws: Workspace, policy: Policy, release_id: str, actor: str, role: str, reason: str,
+                gates: list[str], run_id: str | None = None) -> dict[str, Any]:
+    """The one exception to "a failed gate blocks promotion": a logged waiver by a role the policy names.
+
+    The waiver must name every failed required gate (nothing is waived by accident) and only returns the
+    release to 'candidate': it still needs approvals, and whoever waived cannot also approve it.
+    """
+    actor, role, reason = actor.strip(), role.strip(), reason.strip()
+    if not actor or not reason:
+        raise ApprovalRefused("waiver needs who waives (--by) and why (--reason)")
+    if role not in policy.approval.waiver_roles:
+        allowed = ", ".join(policy.approval.waiver_roles) or "none: this policy allows no waivers"
+        raise ApprovalRefused(f"role '{role}' may not waive gates; approval.waiver_roles in the policy: {allowed}")
+    card = read_card(ws, ws.registry.get(release_id))
+    failed = sorted(v["metric"] for v in card.get("decision", {}).get("verdicts", [])
+                    if not v["passed"] and v.get("required", True))
+    named = sorted({g.strip() for g in gates if g.strip()})
+    if named != failed:
+        raise ApprovalRefused(f"the waiver must name exactly the failed gates of {release_id}: "
+                              f"{', '.join(failed) or 'none'} (given: {', '.join(named) or 'none'})")
+    forgetting = [g for g in failed if g in FORGET_METRICS or g.startswith("forget_request:")]
+    if forgetting:
+        raise ApprovalRefused(f"{release_id} failed forgetting checks ({', '.join(forgetting)}); forgetting is owed "
+                              "to the people who asked for it and cannot be waived")
+    ws.registry.waive(release_id, actor, role, reason, named, run_id=run_id)
+    return {"release_id": release_id, "status": ws.registry.status(release_id), "waived": named,
+            "champion": ws.registry.champion(), "waiting_for": "approval"}
 
 
 def canary(ws: Workspace, policy: Policy, release_id: str) -> tuple[bool, float]:
@@ -113,7 +145,10 @@ def promote_with_canary(ws: Workspace, policy: Policy, release_id: str, actor: s
         return {"release_id": release_id, "status": "champion", "champion": ws.registry.champion(),
                 "canary_recall": recall, "rollback_refused": previous}
     if not ok and previous is not None:
-        ws.registry.rollback(previous, "system:canary", f"canary failed on {release_id} (recall {recall:.3f})")
+        why = f"canary failed on {release_id} (recall {recall:.3f})"
+        ws.registry.rollback(previous, "system:canary", why, run_id=run_id)
+        ws.registry.set_status(release_id, "withdrawn", "system:canary", why, run_id=run_id)
+        fail_forget_requests(ws, release_id, [f"canary failed (recall {recall:.3f}); {release_id} withdrawn"])
         return {"release_id": release_id, "status": ws.registry.status(release_id), "champion": ws.registry.champion(),
                 "canary_recall": recall, "rolled_back_to": previous}
     verify_forget_requests(ws, policy, release_id)
@@ -130,18 +165,26 @@ def verify_forget_requests(ws: Workspace, policy: Policy, release_id: str) -> li
         req = ws.requests.get(rid)
         if req.state != "applied":
             continue
-        checks = {
-            "forget_recall": metrics.get("forget_recall") is not None
-            and metrics["forget_recall"] <= policy.unlearning.max_forget_recall,
-            "retention": (metrics.get("retention") or 0) >= policy.unlearning.min_retain_recall,
-            "index_clean": bool((req.evidence or {}).get("index_clean", False)),
-        }
-        evidence = {"verification": {"release": release_id, "checks": checks, "metrics": metrics}}
+        checks = request_checks(policy, metrics, req.evidence)
+        evidence = {"verification": {"release": release_id, "checks": checks, "bounds": bounds(policy),
+                                     "forgetting": card.get("forgetting", {}), "metrics": metrics}}
         state = "verified" if all(checks.values()) else "failed"
         ws.requests.transition(rid, state, evidence, note=f"release {release_id}")
         ws.log.append("system:unlearn", f"forget.{state}", rid, reason=", ".join(k for k, v in checks.items() if not v) or "all checks held")
         done.append(rid)
     return done
+
+
+def fail_forget_requests(ws: Workspace, release_id: str, reasons: list[str]) -> list[str]:
+    """The release that carried these requests' forgetting left service: they fail, with the reason."""
+    failed = []
+    for rid in ws.registry.get(release_id).tombstones_honoured:
+        if ws.requests.get(rid).state == "applied":
+            ws.requests.transition(rid, "failed", {"verification": {"release": release_id, "reasons": reasons}},
+                                   note="; ".join(reasons))
+            ws.log.append("system:unlearn", "forget.failed", rid, reason="; ".join(reasons))
+            failed.append(rid)
+    return failed
 
 
 def release_stage(ws: Workspace, policy: Policy, evaluation: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:

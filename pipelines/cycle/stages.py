@@ -193,6 +193,15 @@ def pending_model_forgets(ws: Workspace) -> list:
     return [r for r in ws.requests.list(states=["planned", "applied"]) if forget_set(r)]
 
 
+def unseen_level(policy: Policy, model, tokenizer) -> float:
+    """Mean token log-probability the model gives facts of the same kind it never saw: the level to forget down to."""
+    from pipelines.lm import score_qa
+
+    world = world_for(policy.world.seed, policy.world.n_subjects)
+    rows = world.unseen_facts
+    return float(score_qa(model, tokenizer, [f.prompt(0) for f in rows], [f.object for f in rows]).mean_logprob.mean())
+
+
 def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: list, progress: bool = True):
     """Run the policy's unlearning method for the given requests; returns the model and a record per request."""
     if not requests:
@@ -202,6 +211,8 @@ def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: 
     retain_pool = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in forget_ids]
     retain = [qa(r) for r in known_by(model, tokenizer, sample(retain_pool, 400, seed=policy.world.seed))]
     method, cfg = policy.unlearning.resolve("unlearn")
+    if policy.unlearning.calibrate_to_unseen and "floor_logprob" in type(cfg).model_fields:
+        cfg = cfg.model_copy(update={"floor_logprob": unseen_level(policy, model, tokenizer)})
     result = method.impl(model, tokenizer, forget, retain, cfg, progress=progress)
     records = []
     for req in requests:

@@ -62,6 +62,7 @@ class Registry:
             approvals=record["approvals"],
             history=record["history"],
             taint=record.get("taint", []),
+            waivers=record.get("waivers", []),
         )
 
     def status(self, release_id: str) -> str:
@@ -203,12 +204,45 @@ class Registry:
             "re-scrub it into a new release instead",
             "rejected": "it was rejected at review",
             "candidate": "it is a candidate that was never approved",
+            "withdrawn": "it failed its canary check after promotion and was withdrawn from service",
             "champion": "it is already the champion",
         }.get(release.status)
         if why:
             raise ValueError(f"cannot roll back to release {to_id}: {why}")
         expected = self.champion() if expected is ... else expected
         return self._swap_champion(to_id, expected, actor, reason, run_id, "release.rolled_back")
+
+    def waive(self, release_id: str, actor: str, role: str, reason: str, gates: list[str],
+              run_id: str | None = None) -> Release:
+        """Return a gate-rejected release to 'candidate' under a recorded waiver; it still needs its approvals.
+
+        Whether `role` may waive, and which gates, is the policy's business (see pipelines.cycle.governance);
+        the registry only refuses what no policy can allow: waiving anything but a rejection by the gates.
+        """
+        for value, name in ((actor, "actor"), (role, "role"), (reason, "reason")):
+            _require(value, name)
+        if not gates:
+            raise ValueError("gates is empty; name the failed gate(s) the waiver covers")
+        record = self._record(release_id)
+        status = _effective(release_id, record["status"], self.champion())
+        last = record["history"][-1] if record["history"] else {}
+        if status != "rejected" or last.get("actor") != "system:gates":
+            why = "it was rejected by a reviewer" if status == "rejected" else f"it is '{status}'"
+            raise ValueError(f"cannot waive gates on release {release_id}: {why}; only a gate rejection can be waived")
+        waiver = {"time": _now(), "actor": actor, "role": role, "reason": reason, "gates": sorted(gates),
+                  "run_id": run_id}
+
+        def change(r: dict) -> dict:
+            if r["status"] != "rejected":
+                raise ValueError(f"release {release_id} changed while being waived; it is now '{r['status']}'")
+            entry = {"time": waiver["time"], "from": "rejected", "to": "candidate", "actor": actor,
+                     "reason": f"gate waiver ({role}): {reason}", "run_id": run_id}
+            return {**r, "status": "candidate", "history": [*r["history"], entry],
+                    "waivers": [*r.get("waivers", []), waiver]}
+
+        self.store.update_json(RECORDS + release_id, change)
+        self.log.append(actor, "gates.waived", release_id, reason, run_id, details={"role": role, "gates": sorted(gates)})
+        return self.get(release_id)
 
     def mark_tainted(self, row_ids: set[str], subject_ids: set[str], request_id: str, actor: str) -> list[str]:
         """Taint every release trained on the given ids that has not honoured `request_id`; returns their ids."""

@@ -13,13 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-STATUSES = ("candidate", "approved", "champion", "retired", "rejected", "tainted")
+STATUSES = ("candidate", "approved", "champion", "retired", "rejected", "withdrawn", "tainted")
 TRANSITIONS: dict[str, frozenset[str]] = {
     "candidate": frozenset({"approved", "rejected", "tainted"}),
     "approved": frozenset({"champion", "tainted"}),
-    "champion": frozenset({"retired", "tainted"}),
-    "retired": frozenset({"champion", "tainted"}),
+    "champion": frozenset({"retired", "withdrawn", "tainted"}),
+    "retired": frozenset({"champion", "withdrawn", "tainted"}),
+    # Leaving 'rejected' is not a status change anyone may make: only Registry.waive, for gate rejections.
     "rejected": frozenset({"tainted"}),
+    "withdrawn": frozenset({"tainted"}),  # failed its canary in service: never served again
     "tainted": frozenset(),
 }
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -119,6 +121,7 @@ class Release:
     approvals: list[dict] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     taint: list[dict] = field(default_factory=list)
+    waivers: list[dict] = field(default_factory=list)
 
     @property
     def manifest(self) -> dict:

@@ -1,0 +1,86 @@
+"""The gold-standard comparison for forgetting: a model retrained from scratch without the forget set.
+
+Affordable only when the base model's training recipe is known and small (the tiny world model); for a
+production checkpoint the evidence falls back to facts of the same kind the model never saw, and says so.
+The reference is trained on every current fact except the tombstoned ones, with the base model's own
+config, and cached by a hash of its config and training rows, so two requests over the same knowledge
+pay for it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from typing import Any
+
+from pipelines.cycle.knowledge import current_facts, qa, world_for
+from pipelines.lm import load_causal_lm, save_causal_lm, score_qa
+from pipelines.workspace import Workspace
+from policies import Policy
+
+
+def reference_kind(policy: Policy) -> str:
+    """'retrain' or 'unseen', resolving 'auto' by whether the base model can be rebuilt from its config."""
+    choice = policy.unlearning.reference
+    if choice == "auto":
+        return "unseen" if policy.base_model.path else "retrain"
+    if choice == "retrain" and policy.base_model.path:
+        raise ValueError("unlearning.reference is 'retrain' but base_model.path names a checkpoint whose training "
+                         "recipe memgov does not have; use reference: unseen (or auto)")
+    return choice
+
+
+def _kept_facts(ws: Workspace) -> list[dict[str, Any]]:
+    tomb = ws.requests.tombstones()
+    return [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items())
+            if fid not in tomb.fact_ids and not tomb.covers(r)]
+
+
+def retrained_reference(ws: Workspace, policy: Policy, progress: bool = False):
+    """(model, tokenizer, report) of the tiny base model retrained on today's knowledge minus every tombstone."""
+    from pipelines.world.basemodel import build_model, config_hash, train_on_facts
+    from pipelines.world.tokenizer import build_tokenizer
+
+    cfg = policy.base_model.tiny.model_copy(update={"seed": policy.world.seed, "n_subjects": policy.world.n_subjects})
+    world = world_for(policy.world.seed, policy.world.n_subjects)
+    facts = _kept_facts(ws)
+    rows = [qa(r, world, template=k) for k in cfg.paraphrases_in_training for r in facts]
+    main = [qa(r, world) for r in facts]
+    key = hashlib.sha256(json.dumps({"cfg": config_hash(cfg),
+                                     "rows": [[q["prompt"], q["target"]] for q in rows]}).encode()).hexdigest()[:16]
+    folder = ws.models_cache / f"reference-{key}"
+    if (folder / "reference.json").is_file():
+        model, tokenizer = load_causal_lm(folder)
+        return model, tokenizer, json.loads((folder / "reference.json").read_text())
+    tokenizer = build_tokenizer(world)
+    model = build_model(cfg, tokenizer)
+    report = train_on_facts(model, tokenizer, rows, world.general_text if cfg.general_text else [], cfg,
+                            progress=progress, eval_qas=main)
+    report = {**report, "facts": len(main), "key": key}
+    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    save_causal_lm(model, tokenizer, tmp)
+    (tmp / "reference.json").write_text(json.dumps(report, indent=1))
+    if folder.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(folder)
+    return model, tokenizer, report
+
+
+def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, Any]],
+                        progress: bool = False) -> tuple[list[float] | None, dict[str, Any]]:
+    """Per-item log-likelihoods of the forget set under the retrained reference, or None with the reason."""
+    if not forget:
+        return None, {"reference": "none", "why": "no forget set"}
+    kind = reference_kind(policy)
+    if kind != "retrain":
+        return None, {"reference": "unseen", "why": "policy or base model: no retrained reference"}
+    model, tokenizer, report = retrained_reference(ws, policy, progress=progress)
+    scores = score_qa(model, tokenizer, [q["prompt"] for q in forget], [q["target"] for q in forget])
+    return [float(x) for x in scores.mean_logprob], {"reference": "retrain", "training": report,
+                                                     "reference_forget_recall": float(scores.exact_match.mean())}
+
+
+__all__ = ["reference_forget_ll", "reference_kind", "retrained_reference"]
