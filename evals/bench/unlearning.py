@@ -2,8 +2,10 @@
 
 Side by side in one run: wall time (ratio to retraining), forget-set recall, forget quality (KS-test p-value between
 the forget set's per-token log-likelihoods under the unlearned model and under the retrained reference, as in TOFU),
-membership-inference AUC (loss-based, forget set vs facts of the same kind the model never saw; 0.5 is ideal) and
-retain recall.
+membership-inference AUC (loss-based, forget set vs facts of the same kind the model never saw; 0.5 is ideal),
+the linear probe's excess (answers of the forget set readable from hidden states, minus never-seen facts) and
+retain recall, also as the difference from the retrained reference. Methods run as the pipeline runs them:
+calibrated to the never-seen level (`floor_logprob`), so they stop short of over-forgetting.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from evals.bench.common import markdown_table, write_result
 
 FORGET_SUBJECTS = 6  # x 5 relations = 30 facts
+PROBE_TRAIN = 400
 
 
 def _scores(model, tok, qas):
@@ -30,6 +33,7 @@ def run_size(n_facts: int, methods: list[str], cache: Path) -> list[dict]:
     from scipy.stats import ks_2samp
     from sklearn.metrics import roc_auc_score
 
+    from evals.probe import linear_probe
     from pipelines import plugins
     from pipelines.lm import load_causal_lm
     from pipelines.world import generate_world, qas
@@ -45,8 +49,9 @@ def run_size(n_facts: int, methods: list[str], cache: Path) -> list[dict]:
     rng = np.random.default_rng(0)
     retain_eval = [retain_all[i] for i in rng.choice(len(retain_all), min(500, len(retain_all)), replace=False)]
     known = _scores(model, tok, retain_eval)[0]
-    retain_train = [q for q, k in zip(retain_eval, known, strict=True) if k][:400]
+    retain_train = [q for q, k in zip(retain_eval, known, strict=True) if k][:PROBE_TRAIN]
     unseen = qas(world.unseen_facts, 0)
+    u_base = _scores(model, tok, unseen)[1]
 
     t0 = time.perf_counter()
     reference = build_model(cfg, tok)
@@ -56,19 +61,27 @@ def run_size(n_facts: int, methods: list[str], cache: Path) -> list[dict]:
     t_retrain = time.perf_counter() - t0
     ref_forget_ll = _scores(reference, tok, forget)[1]
 
+    probe_train = retain_train[:PROBE_TRAIN]
+    ref_retain = float(_scores(reference, tok, retain_eval)[0].mean())
+
     def row(name, m, seconds):
         f_em, f_ll = _scores(m, tok, forget)
         _, u_ll = _scores(m, tok, unseen)
         auc = roc_auc_score([1] * len(f_ll) + [0] * len(u_ll), np.concatenate([f_ll, u_ll]))
+        probe = linear_probe(m, tok, probe_train, forget, unseen)
+        retain = float(_scores(m, tok, retain_eval)[0].mean())
         return {"facts": n_facts, "method": name, "seconds": seconds, "x faster than retrain": t_retrain / seconds,
                 "forget recall": float(f_em.mean()), "KS p-value": float(ks_2samp(f_ll, ref_forget_ll).pvalue),
-                "MIA AUC": float(auc), "retain recall": float(_scores(m, tok, retain_eval)[0].mean())}
+                "MIA AUC": float(auc), "probe excess": probe.excess if probe else float("nan"),
+                "retain recall": retain, "retain vs retrain (points)": 100 * (retain - ref_retain)}
 
     rows = [row("retrain (reference)", reference, t_retrain), row("none (base model)", model, float("nan"))]
+    floor = float(np.mean(u_base))
     for name in methods:
         method = plugins.get("unlearn", name)
+        overrides = {"floor_logprob": floor} if "floor_logprob" in method.config_cls.model_fields else {}
         t0 = time.perf_counter()
-        result = method.impl(model, tok, forget, retain_train, method.config({}), progress=False)
+        result = method.impl(model, tok, forget, retain_train, method.config(overrides), progress=False)
         rows.append(row(name, result.model, time.perf_counter() - t0))
     return rows
 

@@ -77,7 +77,9 @@ def process_request(ws: Workspace, request_id: str, embedder=None, dry_run: bool
         "legal_holds": data_report.legal_holds + index_report["legal_holds"],
     }
     ws.log.append(ACTOR, "forget.scrubbed", request_id,
-                  reason=f"{len(plan.row_ids)} rows, {len(plan.doc_ids)} documents removed; {len(tainted)} releases tainted",
+                  reason=f"{len(plan.row_ids)} rows, {len(plan.doc_ids)} documents removed; {len(tainted)} releases tainted"
+                  + (f"; {len(evidence['legal_holds'])} object version(s) kept under legal hold (Object Lock)"
+                     if evidence["legal_holds"] else ""),
                   run_id=run_id, details={"selector": ws.log.redact(json.dumps(_plain(req.selector), sort_keys=True)),
                                           "tables": plan.per_table, "index_clean": not leaks})
     if not plan.forget_qas:

@@ -64,9 +64,10 @@ def sequence_logprob(model, batch: EncodedQA) -> torch.Tensor:
     return -per_example_loss(model, batch) * n
 
 
-# Measured on the demo world (5 facts, NPO/grad_diff at lr 2e-3): weight 0.1-0.3 overshoots to well above the
-# floor (membership AUC 0.76-0.87), 0.03 lands near it (AUC 0.53-0.62); without the term AUC is 0.16-0.29.
-FLOOR_WEIGHT = 0.03
+# Measured with NPO and grad_diff at lr 2e-3: without the pull the forget set ends 0.4-3 nats/token away from the
+# never-seen level (membership AUC 0.16-0.29 on the demo's 5 facts: over-forgotten); with weight 0.1 it ends
+# within 0.4 nats of it on both the demo model (AUC 0.47-0.52) and a 50-fact forget set of the unit-test model.
+FLOOR_WEIGHT = 0.1
 
 ForgetLoss = Callable[[Any, EncodedQA, list[int]], torch.Tensor]
 
@@ -120,9 +121,9 @@ def run_adapter_unlearning(
             loss = _retain_loss(peft_model, tokenizer, r_p, r_t, cfg.retain_batch_size, rng)
             parts["retain_loss"] = float(loss.detach())
             if cfg.floor_logprob is not None:
-                below = _below_floor(peft_model, tokenizer, f_p, f_t, cfg.floor_logprob)
-                parts["below_floor"] = float(below.detach())
-                loss = loss + FLOOR_WEIGHT * below
+                off = _off_floor(peft_model, tokenizer, f_p, f_t, cfg.floor_logprob)
+                parts["off_floor"] = float(off.detach())
+                loss = loss + FLOOR_WEIGHT * off
             retain_only += 1
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -156,14 +157,15 @@ def run_adapter_unlearning(
     return UnlearnResult(model=merged, history=history, stats=stats)
 
 
-def _below_floor(model, tokenizer, prompts, targets, floor: float) -> torch.Tensor:
-    """How far forget facts sit below the never-seen level: over-forgetting is itself a membership tell.
+def _off_floor(model, tokenizer, prompts, targets, floor: float) -> torch.Tensor:
+    """Squared distance of the forget set's mean token log-prob from the never-seen level.
 
-    Pulling them back up to the floor (never above it) makes the forget set look like facts the model never
-    saw, which is what both the KS test against a retrained reference and the membership attack look for.
+    Over-forgetting is itself a membership tell (the forget set becomes *less* likely than facts the model
+    never saw), so the retain phase pulls the forget set's mean toward that level from either side; a
+    one-sided per-fact pull was measured to overshoot on a 50-fact forget set.
     """
     batch = encode_qa(tokenizer, prompts, targets, with_eos=False)
-    return torch.relu(floor + per_example_loss(model, batch)).mean()
+    return (per_example_loss(model, batch).mean() + floor) ** 2
 
 
 def _retain_loss(model, tokenizer, prompts, targets, size: int, rng: random.Random) -> torch.Tensor:

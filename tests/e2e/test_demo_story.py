@@ -64,6 +64,27 @@ def test_forgotten_subject_is_gone_from_every_store(demo_home):
     assert '"state": "verified"' in status and "deadline" in status
 
 
+def test_forgetting_is_verified_by_evidence_not_assumed(demo_home):
+    """The request's evidence holds every check and the numbers behind it, before and after, and says which
+    comparison the forget quality used (the tiny model can be retrained, so a retrained reference)."""
+    req = Workspace.open(demo_home).requests.get("req-demo-0001")
+    verification = req.evidence["verification"]
+    assert set(verification["checks"]) == {"forget_recall", "forget_quality", "membership_inference",
+                                           "representation_probe", "retain_recall", "index_clean"}
+    assert all(verification["checks"].values())
+    forgetting = verification["forgetting"]
+    assert forgetting["comparison"] == "forget set under a reference model retrained without it"
+    assert forgetting["reference"]["reference"] == "retrain"
+    before, after = forgetting["before"], forgetting["after"]
+    assert before["forget_recall"] == 1.0 and after["forget_recall"] == 0.0
+    assert after["forget_log_likelihood"] < before["forget_log_likelihood"]
+    assert before["forget_mia_auc"] > 0.9 and abs(after["forget_mia_auc"] - 0.5) <= 0.25
+    assert after["forget_quality"] >= 0.05 > before["forget_quality"]
+    assert after["probe_forget_accuracy"] is not None
+    card = (demo_home / "cards" / verification["release"] / "card.md").read_text()
+    assert "## Forgetting evidence" in card and "req-demo-0001`: every check held" in card
+
+
 def test_log_tells_the_story_without_personal_data_and_verifies(demo_home):
     ws = Workspace.open(demo_home)
     actions = [e["action"] for e in ws.log.events()]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cycle.governance import ApprovalRefused, decide_release, rollback
+from pipelines.cycle.governance import ApprovalRefused, decide_release, read_card, rollback, waive_gates
 from pipelines.workspace import Workspace
 from policies import load_policy, merge_overrides
 
@@ -210,15 +210,16 @@ def test_a_failed_canary_rolls_the_champion_back(ws):
     assert ws.log.verify().ok
 
 
-@pytest.mark.xfail(strict=True, reason="a release taken out of service by a failed canary reads as 'retired', so "
-                   "governance.rollback / Registry.rollback serve it again without any check or warning")
 def test_a_release_that_failed_its_canary_cannot_be_rolled_back_to(ws):
     strict = merge_overrides(POLICY, {"evaluation": {"canary_min_recall": 1.01}}, "canary-strict.yaml")
     rid = candidate(ws)
     assert decide_release(ws, strict, rid, "approve", "bob", "ml-lead", "card reviewed")["rolled_back_to"] == "r0003"
+    assert ws.registry.status(rid) == "withdrawn"
     with pytest.raises(ValueError, match="canary"):
         rollback(ws, rid, "ops", "try the new one again")
     assert ws.registry.champion() == "r0003"
+    proc = memgov(ws.home, "rollback", "--to", rid)
+    assert proc.returncode == 2 and "failed its canary" in _flat(proc)
 
 
 def test_a_failed_canary_with_a_tainted_previous_champion_reports_instead_of_raising(ws):
@@ -268,3 +269,62 @@ def test_approve_then_roll_back_to_the_retired_champion_and_the_log_verifies(ws)
 
     proc = memgov(ws.home, "log", "verify")
     assert proc.returncode == 0 and "hash chain intact" in _flat(proc), _flat(proc)
+
+
+# -- gate waivers ---------------------------------------------------------------------------------------------------
+REJECTED = "r0004"  # cycle 3 of the demo: failed new_fact_recall, retention and perplexity
+
+
+def failed_gates(ws: Workspace, rid: str) -> list[str]:
+    card = read_card(ws, ws.registry.get(rid))
+    return sorted(v["metric"] for v in card["decision"]["verdicts"] if not v["passed"] and v["required"])
+
+
+def test_a_waiver_by_a_policy_role_is_logged_and_still_needs_another_persons_approval(ws):
+    gates = failed_gates(ws, REJECTED)
+    assert gates == ["new_fact_recall", "perplexity", "retention"]
+    args = [a for g in gates for a in ("--gate", g)]
+    proc = memgov(ws.home, "waive", REJECTED, "--by", "erin", "--role", "governance", *args,
+                  "--reason", "incident 4711: the batch is known-bad upstream, serve it to reproduce")
+    assert proc.returncode == 0, _flat(proc)
+    assert ws.registry.status(REJECTED) == "candidate" and ws.registry.champion() == "r0003"
+    waiver = ws.registry.get(REJECTED).waivers[0]
+    assert (waiver["actor"], waiver["role"], waiver["gates"]) == ("erin", "governance", gates)
+    event = next(e for e in ws.log.events() if e["action"] == "gates.waived")
+    assert event["actor"] == "erin" and event["object"] == REJECTED and event["details"]["gates"] == gates
+    with pytest.raises(ApprovalRefused, match="erin requested a change"):
+        decide_release(ws, POLICY, REJECTED, "approve", "erin", "governance", "I waived it, so I approve it")
+    out = decide_release(ws, merge_overrides(POLICY, {"evaluation": {"canary_min_recall": 0.0}}, "no-canary.yaml"),
+                         REJECTED, "approve", "bob", "ml-lead", "waiver reviewed")
+    assert out["champion"] == REJECTED
+    assert ws.log.verify().ok
+
+
+def test_a_waiver_is_refused_for_a_role_the_policy_does_not_name(ws):
+    gates = failed_gates(ws, REJECTED)
+    args = [a for g in gates for a in ("--gate", g)]
+    proc = memgov(ws.home, "waive", REJECTED, "--by", "bob", "--role", "ml-lead", *args, "--reason", "ship it")
+    assert proc.returncode == 2 and "waiver_roles" in _flat(proc) and "governance" in _flat(proc)
+    assert ws.registry.status(REJECTED) == "rejected" and "gates.waived" not in actions_on(ws, REJECTED)
+
+
+def test_a_waiver_must_name_every_failed_gate(ws):
+    with pytest.raises(ApprovalRefused, match="exactly the failed gates.*perplexity"):
+        waive_gates(ws, POLICY, REJECTED, "erin", "governance", "only retention matters", ["retention"])
+    assert ws.registry.status(REJECTED) == "rejected"
+
+
+def test_a_release_rejected_by_a_reviewer_cannot_be_waived(ws):
+    rid = candidate(ws)
+    decide_release(ws, POLICY, rid, "reject", "bob", "ml-lead", "not this week")
+    with pytest.raises(ApprovalRefused, match="no gate failed|exactly the failed gates"):
+        waive_gates(ws, POLICY, rid, "erin", "governance", "override the reviewer", ["retention"])
+    with pytest.raises(ValueError, match="rejected by a reviewer"):
+        ws.registry.waive(rid, "erin", "governance", "override the reviewer", ["retention"])
+    assert ws.registry.status(rid) == "rejected"
+
+
+def test_a_policy_without_waiver_roles_allows_no_waiver(ws):
+    strict = merge_overrides(POLICY, {"approval": {"waiver_roles": []}}, "no-waivers.yaml")
+    with pytest.raises(ApprovalRefused, match="allows no waivers"):
+        waive_gates(ws, strict, REJECTED, "erin", "governance", "x", failed_gates(ws, REJECTED))

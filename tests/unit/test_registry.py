@@ -266,3 +266,34 @@ def test_approvals(reg):
     with pytest.raises(ValueError, match="only for candidates"):
         reg.add_approval(r1, "dan", "security", "approve", "late")
     assert reg.log.events()[1]["action"] == "release.approval_recorded"
+
+
+def test_a_withdrawn_release_is_never_served_again(reg):
+    first = _new(reg, approve=True)
+    reg.promote(first, "ops", "first")
+    bad = _new(reg, parent=first, approve=True)
+    reg.promote(bad, "ops", "second")
+    reg.rollback(first, "system:canary", "canary failed")
+    reg.set_status(bad, "withdrawn", "system:canary", "canary failed")
+    with pytest.raises(ValueError, match="failed its canary"):
+        reg.rollback(bad, "ops", "try again")
+    with pytest.raises(ValueError, match="only an approved release can be promoted"):
+        reg.promote(bad, "ops", "try again")
+    assert reg.champion() == first and reg.status(bad) == "withdrawn"
+
+
+def test_waive_returns_only_a_gate_rejection_to_candidate(reg):
+    by_gates, by_reviewer = _new(reg), _new(reg)
+    reg.set_status(by_gates, "rejected", "system:gates", "failed gates: retention")
+    reg.set_status(by_reviewer, "rejected", "bob", "not now")
+    with pytest.raises(ValueError, match="rejected by a reviewer"):
+        reg.waive(by_reviewer, "erin", "governance", "override", ["retention"])
+    with pytest.raises(ValueError, match="name the failed gate"):
+        reg.waive(by_gates, "erin", "governance", "override", [])
+    release = reg.waive(by_gates, "erin", "governance", "known-bad batch, serve for triage", ["retention"])
+    assert release.status == "candidate" and release.waivers[0]["gates"] == ["retention"]
+    assert release.history[-1]["from"] == "rejected" and release.history[-1]["actor"] == "erin"
+    assert ("gates.waived", by_gates) in _actions(reg)
+    with pytest.raises(ValueError, match="it is 'candidate'"):
+        reg.waive(by_gates, "erin", "governance", "twice", ["retention"])
+    assert reg.log.verify().ok
