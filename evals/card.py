@@ -84,7 +84,8 @@ def _forgetting_section(forgetting: Mapping[str, Any]) -> list[str]:
         lines += [f"Forget quality compares with: **{comparison}**.", ""]
     lines += ["| Check | Before (champion) | After (candidate) |", "|---|---:|---:|"]
     before, after = forgetting.get("before") or {}, forgetting.get("after") or {}
-    for key in ("forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_probe_excess",
+    for key in ("forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_mia_reference",
+                "forget_probe_excess",
                 "probe_forget_accuracy", "probe_unseen_accuracy"):
         if key in before or key in after:
             lines.append(f"| {key} | {_num(before.get(key))} | {_num(after.get(key))} |")

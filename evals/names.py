@@ -15,6 +15,7 @@ SUITE_METRICS: tuple[str, ...] = (
     "forget_log_likelihood",
     "forget_quality",
     "forget_mia_auc",
+    "forget_mia_reference",
     "forget_probe_excess",
     "rag_support",
 )

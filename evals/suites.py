@@ -101,7 +101,8 @@ COMPARISON_UNSEEN = "facts of the same kind the model never saw"
 
 
 def forgetting_evidence(model, tokenizer, sets: EvalSets, forget_ll: Sequence[float],
-                        reference_forget_ll: Sequence[float] | None = None) -> tuple[dict[str, float | None], dict]:
+                        reference_forget_ll: Sequence[float] | None = None,
+                        reference_mia_auc: float | None = None) -> tuple[dict[str, float | None], dict]:
     """Forget quality (KS p-value), membership-inference AUC and the linear probe's excess for one model.
 
     MIA always compares the forget set with never-seen facts under the same model; forget quality compares
@@ -110,7 +111,8 @@ def forgetting_evidence(model, tokenizer, sets: EvalSets, forget_ll: Sequence[fl
     from evals.probe import linear_probe
     from pipelines.lm import score_qa
 
-    metrics: dict[str, float | None] = {"forget_quality": None, "forget_mia_auc": None, "forget_probe_excess": None}
+    metrics: dict[str, float | None] = {"forget_quality": None, "forget_mia_auc": None, "forget_mia_reference": None,
+                                        "forget_probe_excess": None}
     if not sets.forget or not sets.unseen:
         return metrics, {"skipped": "no forget set" if not sets.forget else "no never-seen facts to compare with"}
     import evaluate
@@ -122,10 +124,17 @@ def forgetting_evidence(model, tokenizer, sets: EvalSets, forget_ll: Sequence[fl
     both = evaluate.combine([load_metric("membership_inference"), load_metric("forget_quality")])
     vs_unseen = both.compute(predictions=forget_ll + unseen_ll, references=labels)
     metrics["forget_mia_auc"] = vs_unseen["auc"]
+    # What the attack sees on a model that never learned the forget set: 0.5 unless a retrained reference says
+    # otherwise (forgotten subjects can look less likely than never-seen ones even to a model that never saw them).
+    metrics["forget_mia_reference"] = reference_mia_auc if reference_mia_auc is not None else 0.5
     detail: dict[str, Any] = {"mia": {"auc": vs_unseen["auc"], "n_forget": len(forget_ll), "n_unseen": len(unseen_ll)}}
     if reference_forget_ll:
+        # Both sides relative to their own model's mean on never-seen facts: two differently trained models
+        # need not share a likelihood scale (TOFU's truth ratio normalises per model for the same reason).
         ref = [float(x) for x in reference_forget_ll]
-        fq = load_metric("forget_quality").compute(predictions=forget_ll + ref, references=[1] * len(forget_ll) + [0] * len(ref))
+        level = sum(unseen_ll) / len(unseen_ll)
+        ours = [x - level for x in forget_ll]
+        fq = load_metric("forget_quality").compute(predictions=ours + ref, references=[1] * len(ours) + [0] * len(ref))
         detail["forget_quality"] = {"comparison": COMPARISON_REFERENCE, **fq, "p_value_vs_unseen": vs_unseen["p_value"]}
     else:
         fq = {k: vs_unseen[k] for k in ("p_value", "ks_statistic")}
@@ -147,12 +156,15 @@ def run_suites(
     embedder=None,
     rag_k: int = 3,
     reference_forget_ll: Sequence[float] | None = None,
+    reference_mia_auc: float | None = None,
 ) -> SuiteResults:
     """Measure every suite metric (names in `evals.names.SUITE_METRICS`) for one model.
 
     `index` is duck-typed: `index.search(queries, embedder, k) -> list[list[hit]]` with hits carrying
     `doc_id`, `score` and `text`. Without an index, rag_support is None. `reference_forget_ll` holds the
-    forget set's per-item log-likelihoods under a model retrained without it, when one could be trained.
+    forget set's per-item log-likelihoods under a model retrained without it, when one could be trained, each
+    minus that model's mean log-likelihood on `sets.unseen` (see `pipelines.forget.reference`), and
+    `reference_mia_auc` the membership-inference AUC that model shows (the target for ours).
     """
     metrics: dict[str, float | None] = dict.fromkeys(SUITE_METRICS)
     details: dict[str, Any] = {"sizes": sets.sizes()}
@@ -170,7 +182,7 @@ def run_suites(
         ll = load_metric("log_likelihood").compute(predictions=[float(x) for x in forget_scores.mean_logprob])
         metrics["forget_log_likelihood"] = ll["mean_log_likelihood"]
         evidence, details["forgetting"] = forgetting_evidence(model, tokenizer, sets, forget_scores.mean_logprob,
-                                                              reference_forget_ll)
+                                                              reference_forget_ll, reference_mia_auc)
         metrics.update(evidence)
 
     if sets.general_text:

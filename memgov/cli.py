@@ -161,6 +161,28 @@ def _same_request(stored, requester, selector, reason, legal_basis, urgent) -> b
             and bool(stored.urgent) == urgent and stored_selector == selector.model_dump())
 
 
+@forget_app.command("retry")
+def forget_retry(request_id: str, by: Annotated[str, typer.Option(help="Who retries.")],
+                 reason: Annotated[str, typer.Option(help="Why, e.g. which policy or method changed.")],
+                 home: HomeOpt = None) -> None:
+    """Retry a failed request's model-side forgetting: urgent ones run now, others with the next cycle."""
+    from pipelines.forget import retry_request
+
+    ws = _ws(home)
+    try:
+        out = retry_request(ws, request_id, by, reason)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc), 2)
+    if out["urgent"]:
+        from assets.runner import run_job
+
+        result = run_job(ws, "forget_request", {"ops": {"process_forget_request": {"config": {"request_id": request_id}}}},
+                         tags={"memgov/trigger": "retry", "memgov/request": request_id})
+        out = {**out, "run_id": result.run_id, "run_succeeded": result.success,
+               "state": ws.requests.get(request_id).state}
+    console.print_json(json.dumps(out, default=str))
+
+
 @forget_app.command("status")
 def forget_status(request_id: str, home: HomeOpt = None) -> None:
     """State, timestamps, evidence and deadline of one forget request."""

@@ -103,10 +103,11 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
     sets = build_sets(ws, eff, batch, champ_model, tokenizer, cmodel["honoured"])
     cand_model, _ = load_model(ws, cmodel["model"])
     ref_ll, reference = reference_forget_ll(ws, eff, sets.forget)
+    ref_auc = reference.get("reference_mia_auc")
     cand = run_suites(cand_model, tokenizer, sets, index=load_index(ws, cindex["index_snapshot"]), embedder=embedder,
-                      reference_forget_ll=ref_ll)
+                      reference_forget_ll=ref_ll, reference_mia_auc=ref_auc)
     champ = run_suites(champ_model, tokenizer, sets, index=load_index(ws, champion.index_snapshot), embedder=embedder,
-                       reference_forget_ll=ref_ll)
+                       reference_forget_ll=ref_ll, reference_mia_auc=ref_auc)
     history = release_history(ws, champion, {"acc_now": cand_model, "champion_now": champ_model}, tokenizer)
     cand.metrics["backward_transfer"] = backward_transfer(history)
     champ.metrics["backward_transfer"] = backward_transfer(
@@ -191,7 +192,8 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
 
 def _forgetting(cand, champ, reference: dict[str, Any], checks: dict[str, dict[str, bool]]) -> dict[str, Any]:
     """The card's forgetting section: before (champion) and after (candidate), the comparison used, per-request checks."""
-    keys = ("forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_probe_excess")
+    keys = ("forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_mia_reference",
+            "forget_probe_excess")
 
     def side(results) -> dict[str, Any]:
         probe = (results.details.get("forgetting") or {}).get("probe") or {}

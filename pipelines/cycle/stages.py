@@ -202,6 +202,19 @@ def unseen_level(policy: Policy, model, tokenizer) -> float:
     return float(score_qa(model, tokenizer, [f.prompt(0) for f in rows], [f.object for f in rows]).mean_logprob.mean())
 
 
+def forgetting_target(ws: Workspace, policy: Policy, model, tokenizer, forget: list[dict[str, Any]]) -> dict[str, Any]:
+    """The likelihood level to forget down to: where a model retrained without the data puts the forget set
+    (relative to never-seen facts), when such a reference is affordable; else the never-seen level itself."""
+    from pipelines.forget.reference import reference_forget_ll
+
+    level = unseen_level(policy, model, tokenizer)
+    ref_rel, info = reference_forget_ll(ws, policy, forget)
+    if not ref_rel:
+        return {"floor_logprob": level, "target": "never-seen facts of the same kind"}
+    offset = sum(ref_rel) / len(ref_rel)
+    return {"floor_logprob": min(0.0, level + offset), "target": "retrained reference", "offset": offset}
+
+
 def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: list, progress: bool = True):
     """Run the policy's unlearning method for the given requests; returns the model and a record per request."""
     if not requests:
@@ -211,9 +224,12 @@ def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: 
     retain_pool = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in forget_ids]
     retain = [qa(r) for r in known_by(model, tokenizer, sample(retain_pool, 400, seed=policy.world.seed))]
     method, cfg = policy.unlearning.resolve("unlearn")
+    calibration: dict[str, Any] = {}
     if policy.unlearning.calibrate_to_unseen and "floor_logprob" in type(cfg).model_fields:
-        cfg = cfg.model_copy(update={"floor_logprob": unseen_level(policy, model, tokenizer)})
+        calibration = forgetting_target(ws, policy, model, tokenizer, forget)
+        cfg = cfg.model_copy(update={"floor_logprob": calibration["floor_logprob"]})
     result = method.impl(model, tokenizer, forget, retain, cfg, progress=progress)
+    result.stats["calibration"] = calibration
     records = []
     for req in requests:
         records.append({"request_id": req.request_id, "method": policy.unlearning.method, "stats": result.stats})

@@ -5,6 +5,6 @@ forgetting happens in the next candidate (or an urgent unlearning-only cycle) an
 """
 
 from pipelines.forget.plan import ForgetPlan, resolve_selector
-from pipelines.forget.process import process_request
+from pipelines.forget.process import process_request, retry_request
 
-__all__ = ["ForgetPlan", "process_request", "resolve_selector"]
+__all__ = ["ForgetPlan", "process_request", "resolve_selector", "retry_request"]

@@ -88,3 +88,25 @@ def process_request(ws: Workspace, request_id: str, embedder=None, dry_run: bool
     else:
         ws.requests.transition(request_id, "planned", evidence, note="scrubbed; model-side forgetting pending")
     return {"request_id": request_id, "state": ws.requests.get(request_id).state, **evidence, "plan": plan.summary()}
+
+
+def retry_request(ws: Workspace, request_id: str, actor: str, reason: str) -> dict[str, Any]:
+    """Put a failed request back in line for model-side forgetting (the next cycle, or now for urgent ones).
+
+    Filing a new request would not do: its selector no longer matches anything (the data is already scrubbed),
+    and the facts to forget are kept only in the failed request's plan.
+    """
+    actor, reason = actor.strip(), reason.strip()
+    if not actor or not reason:
+        raise ValueError("retry needs who retries (--by) and why (--reason)")
+    req = ws.requests.get(request_id)
+    if req.state != "failed":
+        raise ValueError(f"request {request_id} is '{req.state}'; only a failed request can be retried")
+    if not (req.evidence or {}).get("plan", {}).get("forget_qas"):
+        raise ValueError(f"request {request_id} has no facts for the model to forget; its failure was not model-side "
+                         "(see `memgov forget status`), so a retry would change nothing")
+    ws.requests.transition(request_id, "planned", {"retries": [*(req.evidence or {}).get("retries", []),
+                                                               {"by": actor, "reason": reason}]},
+                           note=f"retried by {actor}: {reason}")
+    ws.log.append(actor, "forget.retried", request_id, reason=reason)
+    return {"request_id": request_id, "state": "planned", "urgent": req.urgent}

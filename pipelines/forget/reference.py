@@ -15,6 +15,7 @@ import shutil
 import uuid
 from typing import Any
 
+from evals.metrics import load_metric
 from pipelines.cycle.knowledge import current_facts, qa, world_for
 from pipelines.lm import load_causal_lm, save_causal_lm, score_qa
 from pipelines.workspace import Workspace
@@ -71,7 +72,8 @@ def retrained_reference(ws: Workspace, policy: Policy, progress: bool = False):
 
 def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, Any]],
                         progress: bool = False) -> tuple[list[float] | None, dict[str, Any]]:
-    """Per-item log-likelihoods of the forget set under the retrained reference, or None with the reason."""
+    """Per-item log-likelihoods of the forget set under the retrained reference, relative to that model's mean on
+    never-seen facts of the same kind (the scale `evals.suites.forgetting_evidence` compares on); or None and why."""
     if not forget:
         return None, {"reference": "none", "why": "no forget set"}
     kind = reference_kind(policy)
@@ -79,8 +81,16 @@ def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, An
         return None, {"reference": "unseen", "why": "policy or base model: no retrained reference"}
     model, tokenizer, report = retrained_reference(ws, policy, progress=progress)
     scores = score_qa(model, tokenizer, [q["prompt"] for q in forget], [q["target"] for q in forget])
-    return [float(x) for x in scores.mean_logprob], {"reference": "retrain", "training": report,
-                                                     "reference_forget_recall": float(scores.exact_match.mean())}
+    unseen = world_for(policy.world.seed, policy.world.n_subjects).unseen_facts
+    unseen_ll = score_qa(model, tokenizer, [f.prompt(0) for f in unseen], [f.object for f in unseen]).mean_logprob
+    level = float(unseen_ll.mean())
+    forget_ll = [float(x) for x in scores.mean_logprob]
+    mia = load_metric("membership_inference").compute(predictions=forget_ll + [float(x) for x in unseen_ll],
+                                                      references=[1] * len(forget_ll) + [0] * len(unseen_ll))
+    return [x - level for x in forget_ll], {
+        "reference": "retrain", "training": report, "reference_forget_recall": float(scores.exact_match.mean()),
+        "reference_unseen_level": level, "reference_mia_auc": mia["auc"],
+        "scale": "log-likelihood minus the model's mean on never-seen facts"}
 
 
 __all__ = ["reference_forget_ll", "reference_kind", "retrained_reference"]

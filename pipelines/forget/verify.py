@@ -15,6 +15,7 @@ from policies import Policy
 def request_checks(policy: Policy, metrics: dict[str, Any], evidence: dict[str, Any] | None) -> dict[str, bool]:
     """Each check by name: True when it holds. A number that was not measured does not hold."""
     u = policy.unlearning
+    target = float(metrics.get("forget_mia_reference") or 0.5)  # what a model that never learned them shows
 
     def ok(name: str, test) -> bool:
         value = metrics.get(name)
@@ -23,7 +24,7 @@ def request_checks(policy: Policy, metrics: dict[str, Any], evidence: dict[str, 
     return {
         "forget_recall": ok("forget_recall", lambda v: v <= u.max_forget_recall),
         "forget_quality": ok("forget_quality", lambda v: v >= u.min_forget_quality),
-        "membership_inference": ok("forget_mia_auc", lambda v: abs(v - 0.5) <= u.max_mia_auc_gap),
+        "membership_inference": ok("forget_mia_auc", lambda v: abs(v - target) <= u.max_mia_auc_gap),
         "representation_probe": ok("forget_probe_excess", lambda v: v <= u.max_probe_excess),
         "retain_recall": ok("retention", lambda v: v >= u.min_retain_recall),
         "index_clean": bool((evidence or {}).get("index_clean", False)),
@@ -35,7 +36,7 @@ def bounds(policy: Policy) -> dict[str, str]:
     return {
         "forget_recall": f"<= {u.max_forget_recall}",
         "forget_quality": f">= {u.min_forget_quality}",
-        "membership_inference": f"|auc - 0.5| <= {u.max_mia_auc_gap}",
+        "membership_inference": f"|auc - reference auc (0.5 without a reference)| <= {u.max_mia_auc_gap}",
         "representation_probe": f"excess <= {u.max_probe_excess}",
         "retain_recall": f">= {u.min_retain_recall}",
         "index_clean": "no forgotten document retrieved",

@@ -41,7 +41,7 @@ TRANSITIONS = {
     "planned": ("applied", "failed"),
     "applied": ("verified", "failed"),
     "verified": (),
-    "failed": (),
+    "failed": ("planned",),  # an operator's retry (pipelines.forget.retry_request): the data stays scrubbed
 }
 TOMBSTONE_KINDS = ("row", "subject", "fact", "doc")
 

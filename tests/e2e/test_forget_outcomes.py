@@ -2,6 +2,7 @@
 the request's status and evidence, and the registry.
 
 - a forgetting method that falls short leaves the request `failed` with its reasons, and the champion untouched;
+  an operator's retry under a working policy then takes it to `verified`;
 - data under S3 Object Lock cannot be deleted: the request records a legal-hold exception instead of failing
   silently or pretending the data is gone.
 """
@@ -31,7 +32,9 @@ def memgov(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_champion(demo_copy, tmp_path, monkeypatch):
     from assets.runner import tick_sensor
+    from pipelines.cycle.governance import decide_release
     from pipelines.workspace import Workspace
+    from policies import load_policy
 
     # One optimisation step at a negligible rate: the method runs, but the facts stay recalled.
     raw = yaml.safe_load((POLICY_DIR / "default.yaml").read_text())
@@ -64,6 +67,19 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
         "scrubbing the stores does not wait for the model: the data is gone even though the request failed"
     status = " ".join(memgov(demo_copy, "forget", "status", "req-weak").stdout.split())
     assert '"state": "failed"' in status and "forget_recall" in status
+
+    # Filing the request again would find nothing left to select; a retry keeps its facts and tries again.
+    monkeypatch.setenv("MEMGOV_POLICY", "default")
+    proc = memgov(demo_copy, "forget", "retry", "req-weak", "--by", "privacy-lead",
+                  "--reason", "back to the default unlearning settings", MEMGOV_POLICY="default")
+    assert proc.returncode == 0, proc.stderr
+    assert ws.requests.get("req-weak").state == "applied"
+    (retried,) = {r.release_id for r in ws.registry.list()} - releases_before - {new}
+    assert ws.registry.status(retried) == "candidate" and ws.registry.champion() == champion
+    decide_release(ws, load_policy("default"), retried, "approve", "bob", "ml-lead", "forgetting evidence reviewed")
+    assert ws.registry.champion() == retried and ws.requests.get("req-weak").state == "verified"
+    assert [e["action"] for e in ws.log.events() if e["object"] == "req-weak"][-3:] == \
+        ["forget.retried", "forget.model_applied", "forget.verified"]
     assert ws.log.verify().ok
 
 
