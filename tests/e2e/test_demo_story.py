@@ -78,7 +78,8 @@ def test_forgetting_is_verified_by_evidence_not_assumed(demo_home):
     before, after = forgetting["before"], forgetting["after"]
     assert before["forget_recall"] == 1.0 and after["forget_recall"] == 0.0
     assert after["forget_log_likelihood"] < before["forget_log_likelihood"]
-    assert before["forget_mia_auc"] > 0.9 and abs(after["forget_mia_auc"] - 0.5) <= 0.25
+    assert before["forget_mia_auc"] > 0.9
+    assert abs(after["forget_mia_auc"] - after["forget_mia_reference"]) <= 0.25, "as the retrained model would show"
     assert after["forget_quality"] >= 0.05 > before["forget_quality"]
     assert after["probe_forget_accuracy"] is not None
     card = (demo_home / "cards" / verification["release"] / "card.md").read_text()
