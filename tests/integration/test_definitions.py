@@ -32,5 +32,5 @@ def test_the_loop_is_wired_as_designed():
     assert [c.name for c in checks] == ["gates"]
     assert defs.resolve_sensor_def("forget_request_sensor").job_name == "forget_request"
     assert defs.resolve_schedule_def("nightly_cycle").cron_schedule == "0 3 * * *"
-    assert {"release_decision", "rollback", "forget_request", "governed_cycle"} <= {
+    assert {"release_decision", "gate_waiver", "rollback", "forget_request", "governed_cycle"} <= {
         j.name for j in defs.resolve_all_job_defs()}
