@@ -16,7 +16,7 @@ from evals.gates import Decision, decide
 from evals.suites import EvalSets, backward_transfer, run_suites
 from pipelines.cycle.artifacts import load_index, load_model
 from pipelines.cycle.governance import read_card
-from pipelines.cycle.knowledge import current_facts, qa, sample, world_for
+from pipelines.cycle.knowledge import current_facts, qa, sample, unseen_qas, world_for
 from pipelines.cycle.stages import champion_manifest, effective_policy, forget_set, known_by, retention_rows
 from pipelines.forget.reference import reference_forget_ll
 from pipelines.forget.verify import request_verdicts
@@ -48,7 +48,7 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
     forget = [q for rid in honoured for q in forget_set(ws.requests.get(rid))]
     unseen, probe_train = [], []
     if forget:  # the comparison facts and the probe's training facts matter only when something is forgotten
-        unseen = [{"prompt": f.prompt(0), "target": f.object, "id": f.fact_id} for f in world.unseen_facts]
+        unseen = unseen_qas(policy.world.seed, policy.world.n_subjects)
         forget_ids = {q.get("fact_id") for q in forget}
         kept = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in forget_ids]
         probe_train = [qa(r) for r in known_by(champ_model, tokenizer, sample(kept, PROBE_TRAIN_FACTS, seed=3))]
@@ -134,7 +134,7 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
         "metrics": cand.metrics,
         "champion_metrics": champ.metrics,
         "set_sizes": {k: len(v) for k, v in vars(sets).items()},
-        "decision": decision.model_dump() if hasattr(decision, "model_dump") else _as_dict(decision),
+        "decision": decision.model_dump(),
         "stability": stability,
         "history": history,
         "forgetting": _forgetting(cand, champ, reference, request_checks) if requests else {},
@@ -226,9 +226,3 @@ def settle_requests_after_rejection(ws: Workspace, release_id: str, requests: li
         elif not failed:
             ws.log.append("system:unlearn", "forget.deferred", req.request_id, run_id=run_id,
                           reason=f"forgetting held but {release_id} failed other gates; retried with the next candidate")
-
-
-def _as_dict(obj) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(obj) if is_dataclass(obj) else dict(obj)

@@ -6,12 +6,17 @@ import random
 from functools import lru_cache
 from typing import Any
 
-from pipelines.world import World, generate_world
+from pipelines.world import World, generate_world, qas
 
 
 @lru_cache(maxsize=4)
 def world_for(seed: int, n_subjects: int) -> World:
     return generate_world(seed=seed, n_subjects=n_subjects)
+
+
+def unseen_qas(seed: int, n_subjects: int) -> list[dict[str, Any]]:
+    """Facts of the world's kind that no model is trained on: the "never learned it" comparison for forgetting."""
+    return qas(world_for(seed, n_subjects).unseen_facts)
 
 
 def fact_row(fact, source: str = "world-initial") -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pipelines.admission import admit_batch, read_batch
 from pipelines.cycle.artifacts import load_index, load_model, save_index, store_model
-from pipelines.cycle.knowledge import current_facts, is_fact, qa, sample, world_for
+from pipelines.cycle.knowledge import current_facts, is_fact, qa, sample, unseen_qas, world_for
 from pipelines.workspace import Workspace
 from policies import Policy, merge_overrides
 
@@ -197,9 +197,8 @@ def unseen_level(policy: Policy, model, tokenizer) -> float:
     """Mean token log-probability the model gives facts of the same kind it never saw: the level to forget down to."""
     from pipelines.lm import score_qa
 
-    world = world_for(policy.world.seed, policy.world.n_subjects)
-    rows = world.unseen_facts
-    return float(score_qa(model, tokenizer, [f.prompt(0) for f in rows], [f.object for f in rows]).mean_logprob.mean())
+    rows = unseen_qas(policy.world.seed, policy.world.n_subjects)
+    return float(score_qa(model, tokenizer, [q["prompt"] for q in rows], [q["target"] for q in rows]).mean_logprob.mean())
 
 
 def forgetting_target(ws: Workspace, policy: Policy, model, tokenizer, forget: list[dict[str, Any]]) -> dict[str, Any]:

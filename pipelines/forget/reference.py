@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from evals.metrics import load_metric
-from pipelines.cycle.knowledge import current_facts, qa, world_for
+from pipelines.cycle.knowledge import current_facts, qa, unseen_qas, world_for
 from pipelines.lm import load_causal_lm, save_causal_lm, score_qa
 from pipelines.workspace import Workspace
 from policies import Policy
@@ -81,8 +81,8 @@ def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, An
         return None, {"reference": "unseen", "why": "policy or base model: no retrained reference"}
     model, tokenizer, report = retrained_reference(ws, policy, progress=progress)
     scores = score_qa(model, tokenizer, [q["prompt"] for q in forget], [q["target"] for q in forget])
-    unseen = world_for(policy.world.seed, policy.world.n_subjects).unseen_facts
-    unseen_ll = score_qa(model, tokenizer, [f.prompt(0) for f in unseen], [f.object for f in unseen]).mean_logprob
+    unseen = unseen_qas(policy.world.seed, policy.world.n_subjects)
+    unseen_ll = score_qa(model, tokenizer, [q["prompt"] for q in unseen], [q["target"] for q in unseen]).mean_logprob
     level = float(unseen_ll.mean())
     forget_ll = [float(x) for x in scores.mean_logprob]
     mia = load_metric("membership_inference").compute(predictions=forget_ll + [float(x) for x in unseen_ll],
