@@ -83,6 +83,41 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
     assert ws.log.verify().ok
 
 
+def test_a_request_whose_forgetting_held_waits_when_its_candidate_fails_other_gates(demo_copy, tmp_path, monkeypatch):
+    from assets.runner import tick_sensor
+    from pipelines.cycle.stages import pending_model_forgets
+    from pipelines.workspace import Workspace
+
+    # A perplexity bound no candidate can meet: the forgetting itself succeeds, the release does not.
+    raw = yaml.safe_load((POLICY_DIR / "default.yaml").read_text())
+    raw["version"] = "strict-utility"
+    for gate in raw["gates"]:
+        if gate["metric"] == "perplexity":
+            gate["max_ratio_vs_champion"] = 0.5
+    strict = tmp_path / "strict-utility.yaml"
+    strict.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MEMGOV_POLICY", str(strict))
+
+    ws = Workspace.open(demo_copy)
+    champion = ws.registry.champion()
+    releases_before = {r.release_id for r in ws.registry.list()}
+    kept = [r for r in ws.data.rows("admitted", "initial") if r.get("prompt")]
+    subject = sorted(kept, key=lambda r: r["id"])[-2]["subject_ids"][0]
+    proc = memgov(demo_copy, "forget", "--id", "req-wait", "--requester", "privacy-office", "--subject-id", subject,
+                  "--reason", "erasure request", "--urgent", MEMGOV_POLICY=str(strict))
+    assert proc.returncode == 0, proc.stderr
+    assert len(tick_sensor(ws, "forget_request_sensor")) == 1
+
+    (new,) = {r.release_id for r in ws.registry.list()} - releases_before
+    assert ws.registry.status(new) == "rejected" and ws.registry.champion() == champion
+    req = ws.requests.get("req-wait")
+    assert req.state == "applied", "its own checks held, so the request is neither verified nor failed"
+    assert "req-wait" in [r.request_id for r in pending_model_forgets(ws)], "the next candidate honours it again"
+    deferred = [e for e in ws.log.events() if e["object"] == "req-wait" and e["action"] == "forget.deferred"]
+    assert len(deferred) == 1 and new in deferred[0]["reason"]
+    assert not [e for e in ws.log.events() if e["object"] == "req-wait" and e["action"] == "forget.failed"]
+
+
 def test_data_under_object_lock_is_recorded_as_a_legal_hold_on_the_request(tmp_path, monkeypatch):
     from assets.runner import tick_sensor
     from pipelines.workspace import Workspace
