@@ -19,7 +19,7 @@ from pipelines.cycle.governance import read_card
 from pipelines.cycle.knowledge import current_facts, qa, sample, unseen_qas, world_for
 from pipelines.cycle.stages import champion_manifest, effective_policy, forget_set, known_by, retention_rows
 from pipelines.forget.reference import reference_forget_ll
-from pipelines.forget.verify import request_verdicts
+from pipelines.forget.verify import conclude, request_verdicts
 from pipelines.workspace import Workspace
 from policies import Policy
 
@@ -219,10 +219,8 @@ def settle_requests_after_rejection(ws: Workspace, release_id: str, requests: li
         if failed and req.state in ("planned", "applied"):
             evidence = {"verification": {"release": release_id, "checks": checks[req.request_id],
                                          "forgetting": card.get("forgetting", {}), "metrics": card["metrics"]}}
-            ws.requests.transition(req.request_id, "failed", evidence,
-                                   note=f"candidate {release_id} rejected: " + ", ".join(failed))
-            ws.log.append("system:unlearn", "forget.failed", req.request_id, run_id=run_id,
-                          reason=f"checks failed on {release_id}: {', '.join(failed)}; champion unchanged")
+            conclude(ws, req.request_id, "failed", evidence,
+                     f"candidate {release_id} rejected, checks failed: {', '.join(failed)}; champion unchanged", run_id)
         elif not failed:
-            ws.log.append("system:unlearn", "forget.deferred", req.request_id, run_id=run_id,
-                          reason=f"forgetting held but {release_id} failed other gates; retried with the next candidate")
+            conclude(ws, req.request_id, "deferred", {},
+                     f"forgetting held but {release_id} failed other gates; retried with the next candidate", run_id)

@@ -11,7 +11,7 @@ from typing import Any
 from evals.names import FORGET_METRICS
 from pipelines.cycle.artifacts import load_model
 from pipelines.cycle.knowledge import current_facts, qa, sample
-from pipelines.forget.verify import bounds, request_checks
+from pipelines.forget.verify import bounds, conclude, request_checks
 from pipelines.lm import exact_match
 from pipelines.workspace import Workspace
 from policies import Policy
@@ -168,9 +168,9 @@ def verify_forget_requests(ws: Workspace, policy: Policy, release_id: str) -> li
         checks = request_checks(policy, metrics, req.evidence)
         evidence = {"verification": {"release": release_id, "checks": checks, "bounds": bounds(policy),
                                      "forgetting": card.get("forgetting", {}), "metrics": metrics}}
-        state = "verified" if all(checks.values()) else "failed"
-        ws.requests.transition(rid, state, evidence, note=f"release {release_id}")
-        ws.log.append("system:unlearn", f"forget.{state}", rid, reason=", ".join(k for k, v in checks.items() if not v) or "all checks held")
+        failed = [k for k, ok in checks.items() if not ok]
+        conclude(ws, rid, "failed" if failed else "verified", evidence,
+                 f"release {release_id}: " + (", ".join(failed) if failed else "all checks held"))
         done.append(rid)
     return done
 
@@ -180,9 +180,7 @@ def fail_forget_requests(ws: Workspace, release_id: str, reasons: list[str]) -> 
     failed = []
     for rid in ws.registry.get(release_id).tombstones_honoured:
         if ws.requests.get(rid).state == "applied":
-            ws.requests.transition(rid, "failed", {"verification": {"release": release_id, "reasons": reasons}},
-                                   note="; ".join(reasons))
-            ws.log.append("system:unlearn", "forget.failed", rid, reason="; ".join(reasons))
+            conclude(ws, rid, "failed", {"verification": {"release": release_id, "reasons": reasons}}, "; ".join(reasons))
             failed.append(rid)
     return failed
 

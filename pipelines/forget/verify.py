@@ -62,3 +62,10 @@ def request_verdicts(policy: Policy, metrics: dict[str, Any], requests: list) ->
 
 
 __all__ = ["bounds", "request_checks", "request_verdicts"]
+
+
+def conclude(ws, request_id: str, state: str, evidence: dict[str, Any], reason: str, run_id: str | None = None) -> None:
+    """End (or hold) a request the one way every caller must: the state change with its evidence, and the log line."""
+    if state in ("verified", "failed"):
+        ws.requests.transition(request_id, state, evidence, note=reason)
+    ws.log.append("system:unlearn", f"forget.{state}", request_id, reason=reason, run_id=run_id)
