@@ -30,29 +30,42 @@ def memgov(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "memgov", *args], capture_output=True, text=True, env=full)
 
 
-def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_champion(demo_copy, tmp_path, monkeypatch):
+def policy_variant(tmp_path: Path, monkeypatch, version: str, change) -> Path:
+    """The default policy with `change(raw)` applied, written to a file and made the active policy."""
+    raw = yaml.safe_load((POLICY_DIR / "default.yaml").read_text())
+    raw["version"] = version
+    change(raw)
+    path = tmp_path / f"{version}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MEMGOV_POLICY", str(path))
+    return path
+
+
+def file_urgent_request(ws, home: Path, policy: Path, request_id: str, rank: int) -> str:
+    """File an urgent request for one initial subject through the CLI and let the sensor run it; returns the subject."""
     from assets.runner import tick_sensor
+
+    kept = [r for r in ws.data.rows("admitted", "initial") if r.get("prompt")]
+    subject = sorted(kept, key=lambda r: r["id"])[rank]["subject_ids"][0]
+    proc = memgov(home, "forget", "--id", request_id, "--requester", "privacy-office", "--subject-id", subject,
+                  "--reason", "erasure request", "--urgent", MEMGOV_POLICY=str(policy))
+    assert proc.returncode == 0, proc.stderr
+    assert len(tick_sensor(ws, "forget_request_sensor")) == 1
+    return subject
+
+
+def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_champion(demo_copy, tmp_path, monkeypatch):
     from pipelines.cycle.governance import decide_release
     from pipelines.workspace import Workspace
     from policies import load_policy
 
     # One optimisation step at a negligible rate: the method runs, but the facts stay recalled.
-    raw = yaml.safe_load((POLICY_DIR / "default.yaml").read_text())
-    raw["version"] = "weak-unlearning"
-    raw["unlearning"]["params"] = {"max_steps": 1, "learning_rate": 1e-7}
-    weak = tmp_path / "weak-unlearning.yaml"
-    weak.write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("MEMGOV_POLICY", str(weak))
-
+    weak = policy_variant(tmp_path, monkeypatch, "weak-unlearning",
+                          lambda raw: raw["unlearning"].update(params={"max_steps": 1, "learning_rate": 1e-7}))
     ws = Workspace.open(demo_copy)
     champion = ws.registry.champion()
     releases_before = {r.release_id for r in ws.registry.list()}
-    kept = [r for r in ws.data.rows("admitted", "initial") if r.get("prompt")]
-    subject = sorted(kept, key=lambda r: r["id"])[-1]["subject_ids"][0]
-    proc = memgov(demo_copy, "forget", "--id", "req-weak", "--requester", "privacy-office", "--subject-id", subject,
-                  "--reason", "erasure request", "--urgent", MEMGOV_POLICY=str(weak))
-    assert proc.returncode == 0, proc.stderr
-    assert len(tick_sensor(ws, "forget_request_sensor")) == 1
+    subject = file_urgent_request(ws, demo_copy, weak, "req-weak", -1)
 
     req = ws.requests.get("req-weak")
     assert req.state == "failed"
@@ -84,29 +97,20 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
 
 
 def test_a_request_whose_forgetting_held_waits_when_its_candidate_fails_other_gates(demo_copy, tmp_path, monkeypatch):
-    from assets.runner import tick_sensor
     from pipelines.cycle.stages import pending_model_forgets
     from pipelines.workspace import Workspace
 
     # A perplexity bound no candidate can meet: the forgetting itself succeeds, the release does not.
-    raw = yaml.safe_load((POLICY_DIR / "default.yaml").read_text())
-    raw["version"] = "strict-utility"
-    for gate in raw["gates"]:
-        if gate["metric"] == "perplexity":
-            gate["max_ratio_vs_champion"] = 0.5
-    strict = tmp_path / "strict-utility.yaml"
-    strict.write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("MEMGOV_POLICY", str(strict))
+    def impossible_perplexity(raw: dict) -> None:
+        for gate in raw["gates"]:
+            if gate["metric"] == "perplexity":
+                gate["max_ratio_vs_champion"] = 0.5
 
+    strict = policy_variant(tmp_path, monkeypatch, "strict-utility", impossible_perplexity)
     ws = Workspace.open(demo_copy)
     champion = ws.registry.champion()
     releases_before = {r.release_id for r in ws.registry.list()}
-    kept = [r for r in ws.data.rows("admitted", "initial") if r.get("prompt")]
-    subject = sorted(kept, key=lambda r: r["id"])[-2]["subject_ids"][0]
-    proc = memgov(demo_copy, "forget", "--id", "req-wait", "--requester", "privacy-office", "--subject-id", subject,
-                  "--reason", "erasure request", "--urgent", MEMGOV_POLICY=str(strict))
-    assert proc.returncode == 0, proc.stderr
-    assert len(tick_sensor(ws, "forget_request_sensor")) == 1
+    file_urgent_request(ws, demo_copy, strict, "req-wait", -2)
 
     (new,) = {r.release_id for r in ws.registry.list()} - releases_before
     assert ws.registry.status(new) == "rejected" and ws.registry.champion() == champion
