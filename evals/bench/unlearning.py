@@ -28,7 +28,9 @@ def model_config(n_facts: int, n_relations: int = 5):
 
     Measured on 3,000 facts (2 layers, 80 epochs): 128 wide at lr 3e-3 ended at 0.77-0.81 recall and two
     trainings of the same config ended 0.76 and 0.94 apart; 256 wide at lr 3e-3 sat at chance for 26 epochs;
-    256 wide at lr 1e-3 passed 0.88 by epoch 37. At 10,000 facts 128 wide reached only 0.32 in 80 epochs.
+    256 wide at lr 1e-3 passed 0.88 by epoch 37. At 10,000 facts 128 wide reached only 0.32 in 80 epochs and
+    256 wide 0.45 in 120, both stuck long at chance; 4x256 was still at chance after 4 epochs. Learning the
+    names on 200, then 600 subjects first (`curriculum_start`) takes the plateau away.
     Up to 1,000 facts the demo's own model is used unchanged.
     """
     from pipelines.world.basemodel import BaseModelConfig
@@ -36,7 +38,8 @@ def model_config(n_facts: int, n_relations: int = 5):
     n_subjects = max(20, n_facts // n_relations)
     if n_facts <= 1000:
         return BaseModelConfig(n_subjects=n_subjects)
-    return BaseModelConfig(n_subjects=n_subjects, n_embd=256, learning_rate=1e-3, max_epochs=120)
+    return BaseModelConfig(n_subjects=n_subjects, n_embd=256, learning_rate=1e-3, max_epochs=120,
+                           curriculum_start=200)
 
 
 def _scores(model, tok, qas):

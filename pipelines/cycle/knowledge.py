@@ -58,7 +58,9 @@ def qa(row: dict[str, Any], world: World | None = None, template: int = 0) -> di
     if template and row.get("relation") in relations and row.get("subject"):
         templates = relations[row["relation"]].templates
         prompt = templates[min(template, len(templates) - 1)].format(subject=row["subject"])
-    return {"id": row["id"], "prompt": prompt, "target": row["target"], "fact_id": row.get("fact_id")}
+    subject_ids = row.get("subject_ids") or [None]
+    return {"id": row["id"], "prompt": prompt, "target": row["target"], "fact_id": row.get("fact_id"),
+            "subject_id": subject_ids[0]}
 
 
 def sample(items: list[Any], n: int, seed: int = 0) -> list[Any]:

@@ -39,10 +39,9 @@ def _kept_facts(ws: Workspace) -> list[dict[str, Any]]:
             if fid not in tomb.fact_ids and not tomb.covers(r)]
 
 
-def retrained_reference(ws: Workspace, policy: Policy, progress: bool = False):
-    """(model, tokenizer, report) of the tiny base model retrained on today's knowledge minus every tombstone."""
-    from pipelines.world.basemodel import build_model, config_hash, train_on_facts
-    from pipelines.world.tokenizer import build_tokenizer
+def _reference_plan(ws: Workspace, policy: Policy):
+    """(config, world, training rows, main-template rows, cache folder) of today's reference, without training it."""
+    from pipelines.world.basemodel import config_hash
 
     cfg = policy.base_model.tiny.model_copy(update={"seed": policy.world.seed, "n_subjects": policy.world.n_subjects})
     world = world_for(policy.world.seed, policy.world.n_subjects)
@@ -51,7 +50,15 @@ def retrained_reference(ws: Workspace, policy: Policy, progress: bool = False):
     main = [qa(r, world) for r in facts]
     key = hashlib.sha256(json.dumps({"cfg": config_hash(cfg),
                                      "rows": [[q["prompt"], q["target"]] for q in rows]}).encode()).hexdigest()[:16]
-    folder = ws.models_cache / f"reference-{key}"
+    return cfg, world, rows, main, ws.models_cache / f"reference-{key}"
+
+
+def retrained_reference(ws: Workspace, policy: Policy, progress: bool = False):
+    """(model, tokenizer, report) of the tiny base model retrained on today's knowledge minus every tombstone."""
+    from pipelines.world.basemodel import build_model, train_on_facts
+    from pipelines.world.tokenizer import build_tokenizer
+
+    cfg, world, rows, main, folder = _reference_plan(ws, policy)
     if (folder / "reference.json").is_file():
         model, tokenizer = load_causal_lm(folder)
         return model, tokenizer, json.loads((folder / "reference.json").read_text())
@@ -59,7 +66,7 @@ def retrained_reference(ws: Workspace, policy: Policy, progress: bool = False):
     model = build_model(cfg, tokenizer)
     report = train_on_facts(model, tokenizer, rows, world.general_text if cfg.general_text else [], cfg,
                             progress=progress, eval_qas=main)
-    report = {**report, "facts": len(main), "key": key}
+    report = {**report, "facts": len(main), "key": folder.name.removeprefix("reference-")}
     tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     save_causal_lm(model, tokenizer, tmp)
     (tmp / "reference.json").write_text(json.dumps(report, indent=1))
@@ -79,6 +86,11 @@ def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, An
     kind = reference_kind(policy)
     if kind != "retrain":
         return None, {"reference": "unseen", "why": "policy or base model: no retrained reference"}
+    forget_key = hashlib.sha256(json.dumps([[q["prompt"], q["target"]] for q in forget]).encode()).hexdigest()[:16]
+    cached = _reference_plan(ws, policy)[-1] / f"forget-{forget_key}.json"
+    if cached.is_file():  # the unlearning step and the evaluation both ask for the same forget set
+        out = json.loads(cached.read_text())
+        return out["relative"], out["info"]
     model, tokenizer, report = retrained_reference(ws, policy, progress=progress)
     scores = score_qa(model, tokenizer, [q["prompt"] for q in forget], [q["target"] for q in forget])
     unseen = unseen_qas(policy.world.seed, policy.world.n_subjects)
@@ -87,10 +99,14 @@ def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, An
     forget_ll = [float(x) for x in scores.mean_logprob]
     mia = load_metric("membership_inference").compute(predictions=forget_ll + [float(x) for x in unseen_ll],
                                                       references=[1] * len(forget_ll) + [0] * len(unseen_ll))
-    return [x - level for x in forget_ll], {
-        "reference": "retrain", "training": report, "reference_forget_recall": float(scores.exact_match.mean()),
-        "reference_unseen_level": level, "reference_mia_auc": mia["auc"],
-        "scale": "log-likelihood minus the model's mean on never-seen facts"}
+    relative = [x - level for x in forget_ll]
+    info = {"reference": "retrain", "training": report, "reference_forget_recall": float(scores.exact_match.mean()),
+            "reference_unseen_level": level, "reference_mia_auc": mia["auc"],
+            "scale": "log-likelihood minus the model's mean on never-seen facts"}
+    tmp = cached.with_name(f"{cached.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps({"relative": relative, "info": info}))
+    tmp.replace(cached)
+    return relative, info
 
 
 __all__ = ["reference_forget_ll", "reference_kind", "retrained_reference"]

@@ -13,6 +13,7 @@ from pipelines.world import (
     SYLLABLES,
     batch_facts,
     generate_world,
+    qas,
     split_name,
     write_inbox,
 )
@@ -230,3 +231,37 @@ def test_base_model_learns_facts_and_is_cached(tmp_path, monkeypatch):
     assert basemodel.ensure_base_model(tmp_path, cfg, progress=False) == path
     with pytest.raises(AssertionError, match="cache miss"):
         basemodel.ensure_base_model(tmp_path, cfg.model_copy(update={"seed": 1}), progress=False)
+
+
+def test_curriculum_grows_subject_subsets_until_every_row():
+    from pipelines.world.basemodel import BaseModelConfig, curriculum
+
+    world = generate_world(0, 60)
+    rows = [q for k in (0, 1) for q in qas(world.facts, k)]
+    stages = curriculum(rows, BaseModelConfig(n_subjects=60, curriculum_start=5))
+    subjects = [{r["subject_id"] for r in stage} for stage in stages]
+    assert [len(s) for s in subjects] == [5, 15, 60], "x3 per stage while the next stage still fits, then all"
+    assert subjects[0] < subjects[1] < subjects[2]
+    assert stages[-1] == rows
+    assert all(len(stage) == 10 * len(s) for stage, s in zip(stages, subjects, strict=True)), "whole subjects only"
+    assert curriculum(rows, BaseModelConfig(n_subjects=60)) == [rows]
+    with pytest.raises(ValueError, match="curriculum_start"):
+        BaseModelConfig(curriculum_start=0)
+
+
+def test_curriculum_training_learns_each_stage_then_every_fact():
+    from pipelines.lm import score_qa
+    from pipelines.world import basemodel
+
+    cfg = basemodel.BaseModelConfig(n_subjects=12, general_text=False, paraphrases_in_training=[0],
+                                    target_recall=0.95, max_epochs=200, curriculum_start=4)
+    world = generate_world(cfg.seed, cfg.n_subjects)
+    tok = build_tokenizer(world)
+    model = basemodel.build_model(cfg, tok)
+    rows = qas(world.facts, 0)
+    report = basemodel.train_on_facts(model, tok, rows, [], cfg, progress=False)
+    (stage,) = report["stages"]
+    assert stage["rows"] == 20 and stage["recall"] >= basemodel.STAGE_RECALL
+    assert report["epochs"] > stage["epochs"] and report["reached_target"]
+    em = score_qa(model, tok, [q["prompt"] for q in rows], [q["target"] for q in rows]).exact_match
+    assert em.mean() >= 0.95
