@@ -193,12 +193,14 @@ def pending_model_forgets(ws: Workspace) -> list:
     return [r for r in ws.requests.list(states=["planned", "applied"]) if forget_set(r)]
 
 
-def unseen_level(policy: Policy, model, tokenizer) -> float:
-    """Mean token log-probability the model gives facts of the same kind it never saw: the level to forget down to."""
+def unseen_level(policy: Policy, model, tokenizer) -> tuple[float, float]:
+    """Mean token log-probability and exact-match recall the model gives facts of the same kind it never saw:
+    the level to forget down to, and the recall it reaches by guessing."""
     from pipelines.lm import score_qa
 
     rows = unseen_qas(policy.world.seed, policy.world.n_subjects)
-    return float(score_qa(model, tokenizer, [q["prompt"] for q in rows], [q["target"] for q in rows]).mean_logprob.mean())
+    scores = score_qa(model, tokenizer, [q["prompt"] for q in rows], [q["target"] for q in rows])
+    return float(scores.mean_logprob.mean()), float(scores.exact_match.mean())
 
 
 def forgetting_target(ws: Workspace, policy: Policy, model, tokenizer, forget: list[dict[str, Any]]) -> dict[str, Any]:
@@ -206,12 +208,15 @@ def forgetting_target(ws: Workspace, policy: Policy, model, tokenizer, forget: l
     (relative to never-seen facts), when such a reference is affordable; else the never-seen level itself."""
     from pipelines.forget.reference import reference_forget_ll
 
-    level = unseen_level(policy, model, tokenizer)
+    level, guessed = unseen_level(policy, model, tokenizer)
+    # Guessing counts as forgotten only up to what the policy's verification accepts.
+    recall_target = min(guessed, policy.unlearning.max_forget_recall)
     ref_rel, info = reference_forget_ll(ws, policy, forget)
     if not ref_rel:
-        return {"floor_logprob": level, "target": "never-seen facts of the same kind"}
+        return {"floor_logprob": level, "unseen_recall": recall_target, "target": "never-seen facts of the same kind"}
     offset = sum(ref_rel) / len(ref_rel)
-    return {"floor_logprob": min(0.0, level + offset), "target": "retrained reference", "offset": offset}
+    return {"floor_logprob": min(0.0, level + offset), "unseen_recall": recall_target, "target": "retrained reference",
+            "offset": offset}
 
 
 def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: list, progress: bool = True):
@@ -226,7 +231,7 @@ def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: 
     calibration: dict[str, Any] = {}
     if policy.unlearning.calibrate_to_unseen and "floor_logprob" in type(cfg).model_fields:
         calibration = forgetting_target(ws, policy, model, tokenizer, forget)
-        cfg = cfg.model_copy(update={"floor_logprob": calibration["floor_logprob"]})
+        cfg = cfg.model_copy(update={k: calibration[k] for k in ("floor_logprob", "unseen_recall")})
     result = method.impl(model, tokenizer, forget, retain, cfg, progress=progress)
     result.stats["calibration"] = calibration
     records = []

@@ -1,9 +1,13 @@
 """The shared loop of adapter-based unlearning methods and their common settings.
 
 Each step either pushes the forget set away (method-specific forget loss, plus retain NLL when the
-method uses it) or, once the forget set's exact-match recall is at or below the target, repairs
-the retain set with a retain-only step. The stop condition is checked after every step, because
-a forget loss that keeps running after the target is met mostly damages what should be kept.
+method uses it) or, once the forget set is forgotten, repairs the retain set with a retain-only step.
+Forgotten means exact-match recall at or below the target, or at or below the recall the model gets on
+never-seen facts of the same kind (`unseen_recall`, set by the caller): a fact whose answer is the
+model's default guess for its relation stays "recalled" by a model that never saw it (the retrained
+reference recalls 2 of 30 that way at 10,000 facts), and pushing until it is not drove the forget set
+13 nats/token below never-seen facts (membership AUC 0.09). The stop condition is checked after every
+step, because a forget loss that keeps running after the target is met mostly damages what should be kept.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class AdapterUnlearnConfig(MethodConfig):
     floor_logprob: float | None = Field(
         None, le=0.0, description="mean token log-prob of never-seen facts of the same kind; retain steps lift "
         "forget facts pushed below it back up to it (set by the caller, not the policy)")
+    unseen_recall: float | None = Field(
+        None, ge=0.0, le=1.0, description="exact-match recall of never-seen facts of the same kind; forget recall "
+        "at or below it counts as forgotten (set by the caller, not the policy)")
     calibration_steps: int = Field(60, ge=0, description="retain-phase length while pulling toward floor_logprob")
     seed: int = 0
 
@@ -100,9 +107,10 @@ def run_adapter_unlearning(
 
     history: list[dict[str, Any]] = []
     forget_acc, step, forget_steps, retain_only = forget_before, 0, 0, 0
+    forgotten_at = max(cfg.forget_target, cfg.unseen_recall or 0.0)
     bar = tqdm(total=cfg.max_steps, desc=f"unlearn ({name})", unit="step", disable=not progress)
     while step < cfg.max_steps:
-        done = forget_acc <= cfg.forget_target
+        done = forget_acc <= forgotten_at
         repair_steps = max(cfg.retain_steps, cfg.calibration_steps) if cfg.floor_logprob is not None else cfg.retain_steps
         if done and (retain_only >= repair_steps or not r_p):
             break
@@ -147,7 +155,8 @@ def run_adapter_unlearning(
         "steps": step,
         "forget_steps": forget_steps,
         "retain_only_steps": retain_only,
-        "reached_target": bool(forget_acc <= cfg.forget_target),
+        "reached_target": bool(forget_acc <= forgotten_at),
+        "forgotten_at_recall": forgotten_at,
         "forget_recall_before": forget_before,
         "forget_recall_after": recall(merged, tokenizer, f_p, f_t),
         "retain_recall_before": retain_before,

@@ -133,6 +133,24 @@ def _run_unlearn(tiny, method) -> None:
     _json_plain(res.stats)
 
 
+@pytest.mark.parametrize("name", ["npo", "grad_diff"])
+def test_recall_at_the_guessing_level_counts_as_forgotten(tiny, name):
+    """A fact whose answer is the relation's default guess stays "recalled" by a model that never saw it, so
+    pushing until no answer is right only drives the rest further down; `unseen_recall` ends the push at the
+    recall of never-seen facts instead."""
+    forget = random.Random(2).sample(tiny.known, 6)
+    retain = [f for f in tiny.known if f not in forget]
+    method = plugins.get("unlearn", name)
+    strict = method.impl(tiny.model, tiny.tokenizer, forget, retain, method.config(), progress=False)
+    guessing = method.impl(tiny.model, tiny.tokenizer, forget, retain, method.config({"unseen_recall": 0.5}),
+                           progress=False)
+    assert strict.stats["forgotten_at_recall"] == 0.0 and guessing.stats["forgotten_at_recall"] == 0.5
+    assert guessing.stats["reached_target"] and guessing.stats["forget_recall_after"] <= 0.5
+    assert guessing.stats["forget_steps"] < strict.stats["forget_steps"]
+    phases = [h["forget_acc"] for h in guessing.history if h["phase"] == "forget"]
+    assert len(phases) == guessing.stats["forget_steps"] and all(acc > 0.5 for acc in phases[:-1])
+
+
 RUNNERS = {"update": _run_update, "edit": _run_edit, "unlearn": _run_unlearn}
 MATRIX = [(kind, name) for kind in RUNNERS for name in plugins.available(kind)]
 
