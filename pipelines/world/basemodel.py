@@ -128,9 +128,9 @@ def curriculum(qa_rows: Sequence[dict], cfg: BaseModelConfig) -> list[list[dict]
 
     Why: a tiny model sits at chance for a long plateau before it learns to tell thousands of
     syllable-built names apart; on a few hundred subjects it learns that in a few epochs, and later
-    subjects are then memorised quickly. Measured at 2,000 subjects (10,000 facts, 2x256 at lr 1e-3):
-    without stages recall was 0.45 after 120 epochs; with stages of 200 and 600 subjects running
-    training accuracy reached 0.70 eleven epochs into the full set.
+    subjects are then memorised quickly. Measured at 2,000 subjects (10,000 facts, 2x256 at lr 1e-3,
+    2 CPU threads): without stages recall was 0.45 after 120 epochs (53 min); with stages of 200 and
+    600 subjects it reached 0.972 after 63 epochs in all (18 min). At 600 subjects: 362 s -> 172 s.
     Rows group by `subject_id` (by `fact_id`, then `id`, where a row has none).
     """
     def subject(row: dict) -> str:
