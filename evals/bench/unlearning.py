@@ -8,7 +8,8 @@ the linear probe's excess (answers of the forget set readable from hidden states
 retain recall, also as the difference from the retrained reference. Methods run as the pipeline runs them when
 no reference is affordable: calibrated to the never-seen level (`floor_logprob`, and `unseen_recall`: forget
 recall no higher than guessing on never-seen facts counts as forgotten; the pipeline caps that at its policy's
-`max_forget_recall`, the benchmark has no policy), so they stop short of over-forgetting; calibrating to the reference would need the retraining whose cost is the baseline here.
+`max_forget_recall`, the benchmark has no policy), so they stop short of over-forgetting; calibrating to the
+reference would need the retraining whose cost is the baseline here.
 """
 
 from __future__ import annotations

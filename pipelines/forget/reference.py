@@ -13,7 +13,8 @@ import hashlib
 import json
 import shutil
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from evals.metrics import load_metric
 from pipelines.cycle.knowledge import current_facts, qa, unseen_qas, world_for
@@ -39,8 +40,25 @@ def _kept_facts(ws: Workspace) -> list[dict[str, Any]]:
             if fid not in tomb.fact_ids and not tomb.covers(r)]
 
 
-def _reference_plan(ws: Workspace, policy: Policy):
-    """(config, world, training rows, main-template rows, cache folder) of today's reference, without training it."""
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:16]
+
+
+def _qa_pairs(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [[q["prompt"], q["target"]] for q in rows]
+
+
+class _Plan(NamedTuple):
+    """What today's reference is trained on and where it is cached, known before any training."""
+
+    cfg: Any
+    world: Any
+    rows: list[dict[str, Any]]
+    main: list[dict[str, Any]]
+    folder: Path
+
+
+def _reference_plan(ws: Workspace, policy: Policy) -> _Plan:
     from pipelines.world.basemodel import config_hash
 
     cfg = policy.base_model.tiny.model_copy(update={"seed": policy.world.seed, "n_subjects": policy.world.n_subjects})
@@ -48,17 +66,20 @@ def _reference_plan(ws: Workspace, policy: Policy):
     facts = _kept_facts(ws)
     rows = [qa(r, world, template=k) for k in cfg.paraphrases_in_training for r in facts]
     main = [qa(r, world) for r in facts]
-    key = hashlib.sha256(json.dumps({"cfg": config_hash(cfg),
-                                     "rows": [[q["prompt"], q["target"]] for q in rows]}).encode()).hexdigest()[:16]
-    return cfg, world, rows, main, ws.models_cache / f"reference-{key}"
+    key = _short_hash({"cfg": config_hash(cfg), "rows": _qa_pairs(rows)})
+    return _Plan(cfg, world, rows, main, ws.models_cache / f"reference-{key}")
 
 
 def retrained_reference(ws: Workspace, policy: Policy, progress: bool = False):
     """(model, tokenizer, report) of the tiny base model retrained on today's knowledge minus every tombstone."""
+    return _load_or_train(_reference_plan(ws, policy), progress)
+
+
+def _load_or_train(plan: _Plan, progress: bool):
     from pipelines.world.basemodel import build_model, train_on_facts
     from pipelines.world.tokenizer import build_tokenizer
 
-    cfg, world, rows, main, folder = _reference_plan(ws, policy)
+    cfg, world, rows, main, folder = plan
     if (folder / "reference.json").is_file():
         model, tokenizer = load_causal_lm(folder)
         return model, tokenizer, json.loads((folder / "reference.json").read_text())
@@ -86,12 +107,12 @@ def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, An
     kind = reference_kind(policy)
     if kind != "retrain":
         return None, {"reference": "unseen", "why": "policy or base model: no retrained reference"}
-    forget_key = hashlib.sha256(json.dumps([[q["prompt"], q["target"]] for q in forget]).encode()).hexdigest()[:16]
-    cached = _reference_plan(ws, policy)[-1] / f"forget-{forget_key}.json"
+    plan = _reference_plan(ws, policy)
+    cached = plan.folder / f"forget-{_short_hash(_qa_pairs(forget))}.json"
     if cached.is_file():  # the unlearning step and the evaluation both ask for the same forget set
         out = json.loads(cached.read_text())
         return out["relative"], out["info"]
-    model, tokenizer, report = retrained_reference(ws, policy, progress=progress)
+    model, tokenizer, report = _load_or_train(plan, progress)
     scores = score_qa(model, tokenizer, [q["prompt"] for q in forget], [q["target"] for q in forget])
     unseen = unseen_qas(policy.world.seed, policy.world.n_subjects)
     unseen_ll = score_qa(model, tokenizer, [q["prompt"] for q in unseen], [q["target"] for q in unseen]).mean_logprob
