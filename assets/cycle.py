@@ -21,14 +21,24 @@ def admitted_batch(context: AssetExecutionContext, config: BatchConfig, memgov: 
     ws = memgov.workspace()
     value = stages.admit(ws, memgov.load_policy(), config.batch or None, run_id=context.run_id)
     return _out(value, context, admitted=value["admitted"], quarantined=value["quarantined"],
+                forget_requests_scrubbed=MetadataValue.json(value["forget_requests_scrubbed"]),
                 expectations=MetadataValue.md(value["expectations_md"]), policy=value["policy"],
                 batch_hash=value["batch_hash"])
 
-@asset(group_name=GROUP)
-def selected_samples(context: AssetExecutionContext, admitted_batch: dict, memgov: MemgovResource) -> Output:
+def _nothing_admitted(context: AssetExecutionContext, admitted: dict) -> bool:
+    if stages.has_new_data(admitted):
+        return False
+    context.log.info(f"batch {admitted['batch']}: no row admitted ({admitted['quarantined']} quarantined); "
+                     "no candidate is built this cycle")
+    return True
+
+@asset(group_name=GROUP, output_required=False)
+def selected_samples(context: AssetExecutionContext, admitted_batch: dict, memgov: MemgovResource):
     """What is worth training on: deduplicated, scored by the champion's loss, clustered by skill, plus replay."""
+    if _nothing_admitted(context, admitted_batch):
+        return
     value = stages.select(memgov.workspace(), memgov.load_policy(), admitted_batch, progress=memgov.progress)
-    return _out(value, context, method=value["method"], samples=value["n_samples"], replay=value["n_replay"],
+    yield _out(value, context, method=value["method"], samples=value["n_samples"], replay=value["n_replay"],
                 pruned=value["n_pruned"], edits=value["n_edits"], prune_reasons=MetadataValue.json(value["prune_reasons"]))
 
 @asset(group_name=GROUP, op_tags=GPU_TAGS)
@@ -45,11 +55,13 @@ def candidate_model(context: AssetExecutionContext, candidate_update: dict, memg
     return _out(value, context, model=value["model"], edits=len(value["edits"]),
                 forget_requests=MetadataValue.json(value["honoured"]))
 
-@asset(group_name=GROUP)
-def candidate_index(context: AssetExecutionContext, admitted_batch: dict, memgov: MemgovResource) -> Output:
+@asset(group_name=GROUP, output_required=False)
+def candidate_index(context: AssetExecutionContext, admitted_batch: dict, memgov: MemgovResource):
     """The FAISS index refreshed incrementally: this batch's documents upserted, tombstoned documents removed."""
+    if _nothing_admitted(context, admitted_batch):
+        return
     value = stages.candidate_index(memgov.workspace(), memgov.load_policy(), admitted_batch, shared_embedder())
-    return _out(value, context, snapshot=value["index_snapshot"], documents=value["n_docs"], added=value["added"],
+    yield _out(value, context, snapshot=value["index_snapshot"], documents=value["n_docs"], added=value["added"],
                 removed=value["removed"], fingerprint=value["fingerprint"])
 
 @asset(group_name=GROUP)

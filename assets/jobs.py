@@ -74,7 +74,8 @@ class ForgetConfig(Config):
 def process_forget_request(context: OpExecutionContext, config: ForgetConfig, memgov: MemgovResource) -> dict:
     """Scrub the request's data from every store at once; urgent requests also get an unlearning-only candidate."""
     ws = memgov.workspace()
-    result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id)
+    result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id,
+                             policy=memgov.load_policy())
     if ws.requests.get(config.request_id).urgent and ws.requests.get(config.request_id).state == "planned":
         result["urgent_cycle"] = urgent_cycle(ws, memgov.load_policy(), config.request_id, shared_embedder(),
                                               run_id=context.run_id)

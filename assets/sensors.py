@@ -15,6 +15,8 @@ from dagster import (
 from assets.jobs import cycle_job, forget_request
 from assets.resources import MemgovResource
 from pipelines.cycle.stages import pending_batches
+from pipelines.forget import pending_scrubs
+from pipelines.forget.scrub import attempts_made, lease_live
 
 
 @sensor(job=cycle_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
@@ -31,12 +33,14 @@ def new_batch_sensor(context: SensorEvaluationContext, memgov: MemgovResource):
 
 @sensor(job=forget_request, minimum_interval_seconds=30, default_status=DefaultSensorStatus.STOPPED)
 def forget_request_sensor(context: SensorEvaluationContext, memgov: MemgovResource):
-    """Every received forget request becomes exactly one run: run_key = request id (Dagster de-duplicates)."""
-    received = memgov.workspace().requests.list(states=["received"])
-    if not received:
-        return SkipReason("no new forget request")
-    for req in received:
-        yield RunRequest(run_key=req.request_id,
+    """Every received forget request becomes exactly one run per attempt: run_key = request id and attempt number,
+    so a run that died part-way (its lease ran out, the journal still incomplete) is retried, never duplicated."""
+    waiting = [r for r in pending_scrubs(memgov.workspace()) if not lease_live(r.evidence)]
+    if not waiting:
+        return SkipReason("no forget request waiting to be scrubbed")
+    for req in waiting:
+        attempt = attempts_made(req.evidence)
+        yield RunRequest(run_key=req.request_id if attempt == 0 else f"{req.request_id}#attempt{attempt + 1}",
                          run_config={"ops": {"process_forget_request": {"config": {"request_id": req.request_id}}}},
                          tags={"memgov/request": req.request_id, "memgov/urgent": str(bool(req.urgent)).lower()})
 

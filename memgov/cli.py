@@ -112,8 +112,9 @@ def forget(
     legal_basis: Annotated[str, typer.Option(help="gdpr_art17 | ccpa_delete | copyright | contract_end | safety | other")] = "gdpr_art17",
     deadline_days: Annotated[float, typer.Option(help="Deadline, in days from now.")] = 30.0,
     urgent: Annotated[bool, typer.Option(help="Run out of cycle: an unlearning-only candidate at once.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Show what the selector covers; change nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what the selector covers, store by store; change nothing.")] = False,
     home: HomeOpt = None,
+    policy: PolicyOpt = "default",
 ) -> None:
     """File a forget request; a sensor turns it into exactly one run."""
     if ctx.invoked_subcommand is not None:
@@ -127,10 +128,15 @@ def forget(
     try:
         selector = Selector(subject_ids=subject_id or [], subject=subject, row_ids=row_id or [], text_regex=regex)
         if dry_run:
-            from pipelines.forget import resolve_selector
+            from pipelines.forget import dry_run_report, resolve_selector
+            from policies import load_policy
 
-            plan = resolve_selector(ws.data, selector)
-            console.print_json(json.dumps({"dry_run": True, **plan.summary(), "rows": sorted(plan.row_ids)}))
+            report = dry_run_report(ws, resolve_selector(ws.data, selector), load_policy(policy))
+            console.print_json(json.dumps(report))
+            if report["confirmation_needed"]:
+                console.print(f"[yellow]confirmation needed:[/yellow] this plan covers more than "
+                              f"{report['max_share']:.0%} of the deployment; a {' or '.join(report['confirmation_needed']['roles'])} "
+                              f"must confirm it with `memgov forget confirm {request_id} --by NAME --role ROLE --reason TEXT`")
             return
         existing = _existing_request(ws, request_id)
         if existing is not None and _same_request(existing, requester, selector, reason, legal_basis, urgent):
@@ -138,11 +144,11 @@ def forget(
             return
         req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason=reason,
                             legal_basis=legal_basis, deadline=datetime.now(UTC) + timedelta(days=deadline_days), urgent=urgent)
-        stored, created = ws.requests.submit(req)
+        from pipelines.requests.client import file_request
+
+        stored, created = file_request(ws, req)
     except ValueError as exc:
         _fail(str(exc), 2)
-    ws.log.append(f"user:{requester}", "forget.received", request_id, reason=legal_basis,
-                  details={"selector": ws.log.redact(json.dumps(selector.model_dump(), sort_keys=True)), "urgent": urgent})
     console.print(f"forget request [bold]{stored.request_id}[/bold] {'received' if created else 'already on file'} "
                   f"(state: {stored.state})")
 
@@ -181,6 +187,22 @@ def forget_retry(request_id: str, by: Annotated[str, typer.Option(help="Who retr
         out = {**out, "run_id": result.run_id, "run_succeeded": result.success,
                "state": ws.requests.get(request_id).state}
     console.print_json(json.dumps(out, default=str))
+
+
+@forget_app.command("confirm")
+def forget_confirm(request_id: str, by: Annotated[str, typer.Option(help="Who confirms (not the requester).")],
+                   role: Annotated[str, typer.Option(help="Their role; must be in the policy's unlearning.confirm_roles.")],
+                   reason: Annotated[str, typer.Option(help="Why a plan this broad is right.")],
+                   home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Confirm a held request whose plan covers more than the policy's share of the data."""
+    from pipelines.forget import confirm_request
+    from policies import load_policy
+
+    try:
+        out = confirm_request(_ws(home), load_policy(policy), request_id, by, role, reason)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc), 2)
+    console.print_json(json.dumps(out))
 
 
 @forget_app.command("status")

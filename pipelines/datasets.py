@@ -16,6 +16,17 @@ from typing import Any
 TABLES = ("admitted", "quarantine", "replay", "documents", "selections")
 
 
+def id_list(value: Any) -> list[str]:
+    """A row's id-list field as a list of strings: a bare string is one id, never a sequence of characters."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
 def _encode(rows: Iterable[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
 
@@ -49,16 +60,20 @@ class DataStore:
         return dict(self.store.read_json(self._key(table), default={}))
 
     def put_part(self, table: str, part: str, rows: list[dict[str, Any]]) -> str:
-        """Write (or replace) one part; the replaced blob is deleted when no other part uses it."""
-        digest = self.store.put_bytes(_encode(rows))
-        parts = self.parts(table)
-        old = parts.get(part)
-        parts[part] = digest
-        self.store.write_json(self._key(table), parts)
-        if old and old != digest and old not in self._all_digests():
-            self.store.delete_blob(old)
-        return digest
+        """Write (or replace) one part; the pointer moves by compare-and-swap so a concurrent scrub is never undone.
 
+        The replaced blob is deleted only when nothing else names it (blobs are shared by content)."""
+        digest = self.store.put_bytes(_encode(rows))
+        old: dict[str, str | None] = {}
+
+        def change(parts: dict[str, str]) -> dict[str, str]:
+            old["digest"] = parts.get(part)
+            return {**parts, part: digest}
+
+        self.store.update_json(self._key(table), change, default={})
+        if old.get("digest") and old["digest"] != digest and old["digest"] not in self.live_digests():
+            self.store.delete_blob(old["digest"])
+        return digest
     def rows(self, table: str, part: str | None = None) -> list[dict[str, Any]]:
         parts = self.parts(table)
         names = [part] if part is not None else list(parts)
@@ -73,36 +88,55 @@ class DataStore:
         blob = json.dumps(self.parts(table), sort_keys=True).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
-    def _all_digests(self) -> set[str]:
-        return {d for t in TABLES for d in self.store.read_json(f"datasets/{t}.json", default={}).values()}
+    def live_digests(self) -> set[str]:
+        """Every blob some table part names right now."""
+        return {d for t in TABLES for d in self.parts(t).values()}
 
-    def scrub(self, matches: Callable[[dict[str, Any]], bool], dry_run: bool = False) -> ScrubReport:
-        """Remove every matching row from every table; old blobs are deleted (every version on S3)."""
+    def scrub(self, matches: Callable[[dict[str, Any]], bool], dry_run: bool = False,
+              on_stale: Callable[[list[str]], None] | None = None) -> ScrubReport:
+        """Remove every matching row from every table.
+
+        Each table's pointer moves by compare-and-swap. `on_stale` hears the digests about to be replaced *before*
+        the pointer moves (a journal keeps them, so a crash never strands a blob of forgotten rows); without it the
+        replaced blobs are deleted at the end, unless something else still names them."""
         report = ScrubReport()
+        decoded: dict[str, list[dict[str, Any]]] = {}
         stale: list[str] = []
         for table in TABLES:
-            parts = self.parts(table)
-            changed = False
-            for name, digest in list(parts.items()):
-                rows = _decode(self.store.get_bytes(digest))
-                keep = [r for r in rows if not matches(r)]
-                removed = len(rows) - len(keep)
-                if not removed:
+            removed_here: dict[str, int] = {}
+
+            def change(parts: dict[str, str], table: str = table, removed_here: dict = removed_here) -> dict[str, str]:
+                removed_here.clear()
+                new = dict(parts)
+                replaced = []
+                for name, digest in parts.items():
+                    if digest not in decoded:
+                        decoded[digest] = _decode(self.store.get_bytes(digest))
+                    rows = decoded[digest]
+                    keep = [r for r in rows if not matches(r)]
+                    if len(keep) == len(rows):
+                        continue
+                    removed_here[f"{table}/{name}"] = len(rows) - len(keep)
+                    replaced.append(digest)
+                    if not dry_run:
+                        new[name] = self.store.put_bytes(_encode(keep))
+                if replaced and not dry_run:
+                    if on_stale is not None:
+                        on_stale(replaced)
+                    stale.extend(replaced)
+                return new
+
+            if dry_run:
+                change(self.parts(table))
+            elif self.parts(table):
+                self.store.update_json(self._key(table), change, default={})
+            report.rows_removed.update(removed_here)
+        if on_stale is None and not dry_run:
+            live = self.live_digests()
+            for digest in dict.fromkeys(stale):
+                if digest in live:
                     continue
-                report.rows_removed[f"{table}/{name}"] = removed
-                if dry_run:
-                    continue
-                parts[name] = self.store.put_bytes(_encode(keep))
-                stale.append(digest)
-                changed = True
-            if changed:
-                self.store.write_json(self._key(table), parts)
-        live = self._all_digests()
-        for digest in dict.fromkeys(stale):
-            if digest in live:
-                continue
-            result = self.store.delete_blob(digest)
-            report.blobs_deleted.append(digest)
-            holds = getattr(result, "legal_hold", None) or []
-            report.legal_holds.extend({"blob": digest, "detail": h} for h in holds)
+                result = self.store.delete_blob(digest)
+                report.blobs_deleted.append(digest)
+                report.legal_holds.extend({"blob": digest, "detail": h} for h in (getattr(result, "legal_hold", None) or []))
         return report

@@ -59,6 +59,11 @@ class UnlearningSection(MethodChoice):
     max_probe_excess: float = Field(0.15, ge=-1, le=1)
     reference: Literal["auto", "retrain", "unseen"] = "auto"
     calibrate_to_unseen: bool = True
+    # A request whose plan removes more than this share of the rows, subjects or documents waits for a
+    # confirmation by one of `confirm_roles` (not the requester): `.*` must not empty a deployment on its own.
+    max_share: float = Field(0.10, gt=0, le=1)
+    confirm_roles: list[str] = Field(default_factory=lambda: ["governance"], min_length=1)
+    max_scrub_attempts: int = Field(5, ge=1, le=100)
 
 
 class RagSection(_Strict):

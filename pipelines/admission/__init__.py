@@ -5,28 +5,46 @@ Great Expectations is imported only inside `admit_batch`, so importing this pack
 
 from pipelines.admission.admit import (
     DUPLICATE_ID,
+    FIELD_TYPES,
     TOMBSTONED,
     UNPARSEABLE,
     AdmissionResult,
+    FieldType,
     TombstoneSet,
     admit_batch,
     batch_hash,
     build_checks,
+    contains_payment_card,
 )
-from pipelines.admission.config import DEFAULT_PII_PATTERNS, AdmissionConfig
-from pipelines.admission.io import SUPPORTED_SUFFIXES, read_batch
+from pipelines.admission.config import DEFAULT_FORBIDDEN_CHARACTERS, DEFAULT_PII_PATTERNS, AdmissionConfig
+from pipelines.admission.io import (
+    MAX_DEPTH,
+    MAX_LINE_BYTES,
+    SUPPORTED_SUFFIXES,
+    iter_jsonl_lines,
+    parse_jsonl_line,
+    read_batch,
+)
 
 __all__ = [
+    "DEFAULT_FORBIDDEN_CHARACTERS",
     "DEFAULT_PII_PATTERNS",
     "DUPLICATE_ID",
+    "FIELD_TYPES",
+    "MAX_DEPTH",
+    "MAX_LINE_BYTES",
     "SUPPORTED_SUFFIXES",
     "TOMBSTONED",
     "UNPARSEABLE",
     "AdmissionConfig",
     "AdmissionResult",
+    "FieldType",
     "TombstoneSet",
     "admit_batch",
     "batch_hash",
     "build_checks",
+    "contains_payment_card",
+    "iter_jsonl_lines",
+    "parse_jsonl_line",
     "read_batch",
 ]

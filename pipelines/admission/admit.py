@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -94,6 +97,276 @@ def _subject_list(value: Any) -> list[str]:
     return [str(value)]
 
 
+# --- field types: computed in Python, validated by GX through `_type_ok__<field>` columns -------------------------
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _as_json_string(value: Any) -> str:
+    """The value written as a JSON string, for fix hints: 42 -> "42", true -> "true"."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _text_problem(name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return None
+    return f"{name} is not a string (got {_kind(value)})"
+
+
+def _string_problem(name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        return f"{name} must be a string (got list); fix: write {_as_json_string(value[0])}"
+    if isinstance(value, list | dict):
+        return f"{name} must be a string (got {_kind(value)}); fix: write a single JSON string"
+    return f"{name} must be a string (got {_kind(value)}); fix: write {_as_json_string(value)}"
+
+
+def _id_problem(name: str, value: Any) -> str | None:
+    if isinstance(value, str) and not value.strip():
+        return f"{name} must be a non-empty string (got an empty string); fix: write a unique id or leave {name} out"
+    return _string_problem(name, value)
+
+
+def _list_problem(name: str, value: Any, non_empty: bool = False) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        if isinstance(value, dict):
+            return f'{name} must be a list of strings (got dict); fix: write a JSON array such as ["x-1"]'
+        return f"{name} must be a list of strings (got {_kind(value)}); fix: write [{_as_json_string(value)}]"
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            fixed = ", ".join(_as_json_string(v) for v in value if v is not None and not isinstance(v, list | dict))
+            return f"{name} must be a list of strings (got {_kind(item)} at index {index}); fix: write [{fixed}]"
+        if non_empty and not item.strip():
+            return f"{name} must not contain empty strings (index {index} is empty); fix: remove that entry"
+    return None
+
+
+def _subject_ids_problem(name: str, value: Any) -> str | None:
+    return _list_problem(name, value, non_empty=True)
+
+
+def _flag_problem(name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, dict):
+        for key, flag in value.items():
+            if not isinstance(flag, bool):
+                return (
+                    f"{name} must be a bool or a mapping of bools (got {_kind(flag)} for key '{key}'); "
+                    "fix: write true or false for each key"
+                )
+        return None
+    hint = "true" if str(value).strip().lower() in ("1", "true", "yes") else "false"
+    return f"{name} must be a bool or a mapping of bools (got {_kind(value)}); fix: write {hint} (no quotes)"
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """What a field must hold; `problem` gives the reason for a bad value (None for a good or null one)."""
+
+    expected: str
+    problem: Callable[[str, Any], str | None]
+
+
+TEXT_TYPE = FieldType("a string", _text_problem)
+_STRING = FieldType("a string", _string_problem)
+FIELD_TYPES: dict[str, FieldType] = {
+    "id": FieldType("a non-empty string", _id_problem),
+    "subject_ids": FieldType("a list of non-empty strings", _subject_ids_problem),
+    "paraphrases": FieldType("a list of strings", _list_problem),
+    "pii": FieldType("a bool or a mapping of bools", _flag_problem),
+    **{
+        name: _STRING
+        for name in "source license fact_id doc_id subject_id relation subject previous_target kind".split()
+    },
+}
+
+
+def _type_check(name: str, ftype: FieldType) -> Check:
+    def reason(value: Any) -> str:
+        return ftype.problem(name, plain(value)) or f"{name} must be {ftype.expected}"
+
+    return Check(
+        "expect_column_values_to_be_in_set",
+        f"_type_ok__{name}",
+        {"value_set": [True]},
+        f"{name} is {ftype.expected}",
+        reason,
+        row_field=name,
+        derive=lambda value: ftype.problem(name, value) is None,
+    )
+
+
+# --- payment cards: a Luhn test over digit runs, validated by GX through `_pii_card__<column>` columns -------------
+
+_DIGIT_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*")
+_SEPARATOR = re.compile(r"[ -]")
+_CARD_DIGITS = (13, 19)
+_MIN_GROUP = 3  # card numbers are printed in groups of 3-6 digits; shorter groups are lists of small numbers
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        digit = int(char)
+        if index % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def _run_has_card(run: str) -> bool:
+    """Any span of whole digit groups of a run that is 13-19 digits long and Luhn-valid."""
+    groups = _SEPARATOR.split(run)
+    lo, hi = _CARD_DIGITS
+    if len(groups) == 1:
+        return lo <= len(run) <= hi and _luhn_ok(run)
+    for first in range(len(groups)):
+        digits = ""
+        for group in groups[first:]:
+            if len(group) < _MIN_GROUP:
+                break
+            digits += group
+            if len(digits) > hi:
+                break
+            if len(digits) >= lo and _luhn_ok(digits):
+                return True
+    return False
+
+
+def contains_payment_card(text: str) -> bool:
+    """True when `text` holds a Luhn-valid 13-19 digit number, written plain or grouped by single spaces/dashes."""
+    return any(_run_has_card(m.group()) for m in _DIGIT_RUN.finditer(text) if len(m.group()) >= _CARD_DIGITS[0])
+
+
+def _card_check(col: str) -> Check:
+    return Check(
+        "expect_column_values_to_be_in_set",
+        f"_pii_card__{col}",
+        {"value_set": [False]},
+        f"{col} free of pii 'payment_card'",
+        lambda _v, c=col: f"{c} matches pii pattern 'payment_card'",
+        row_field=col,
+        derive=lambda value: isinstance(value, str) and contains_payment_card(value),
+    )
+
+
+# --- forbidden characters: GX regex on text columns, `_chars_ok__<field>` columns for ids and sources ------------
+
+CHARACTER_FIELDS = ("id", "source", "subject_ids", "subject_id")
+_C0_NAMES = (
+    "NUL SOH STX ETX EOT ENQ ACK BEL BS HT LF VT FF CR SO SI DLE DC1 DC2 DC3 DC4 NAK SYN ETB CAN EM SUB ESC FS GS RS US"
+).split()
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _char_name(char: str) -> str:
+    code = ord(char)
+    if code < len(_C0_NAMES):
+        return _C0_NAMES[code]
+    if code == 0x7F:
+        return "DEL"
+    return f"U+{code:04X} {unicodedata.name(char, '')}".strip()
+
+
+def forbidden_found(value: Any, pattern: str) -> list[str]:
+    """Names of the forbidden characters in a string or list of strings, first occurrence first (at most 6)."""
+    rx = re.compile(pattern)
+    names: list[str] = []
+    for text in _strings(value):
+        for match in rx.finditer(text):
+            found = match.group() or text[match.start() : match.start() + 1]
+            label = _char_name(found) if len(found) == 1 else ascii(found)
+            if label and label not in names:
+                names.append(label)
+            if len(names) >= 6:
+                return names
+    return names
+
+
+def _chars_reason(name: str, pattern: str) -> Callable[[Any], str]:
+    def reason(value: Any) -> str:
+        found = ", ".join(forbidden_found(plain(value), pattern)) or "unprintable"
+        return f"{name} contains forbidden control characters ({found}); fix: remove them"
+
+    return reason
+
+
+def _text_chars_check(col: str, pattern: str) -> Check:
+    return Check(
+        "expect_column_values_to_not_match_regex",
+        col,
+        {"regex": pattern},
+        f"{col} free of forbidden characters",
+        _chars_reason(col, pattern),
+    )
+
+
+def _field_chars_check(name: str, pattern: str) -> Check:
+    rx = re.compile(pattern)
+    return Check(
+        "expect_column_values_to_be_in_set",
+        f"_chars_ok__{name}",
+        {"value_set": [True]},
+        f"{name} free of forbidden characters",
+        _chars_reason(name, pattern),
+        row_field=name,
+        derive=lambda value: not any(rx.search(text) for text in _strings(value)),
+    )
+
+
+# --- the suite -----------------------------------------------------------------------------------------------------
+
+
+def _typed_fields(cfg: AdmissionConfig, columns: set[str]) -> list[tuple[str, FieldType]]:
+    """Type rules for the fields this batch has: text columns are strings, the rest come from FIELD_TYPES."""
+    present = columns | {"id"}
+    typed = [(col, TEXT_TYPE) for col in cfg.text_columns if col in columns]
+    typed += [(name, ft) for name, ft in FIELD_TYPES.items() if name in present and name not in cfg.text_columns]
+    return typed
+
+
+def _text_checks(cfg: AdmissionConfig, col: str) -> list[Check]:
+    limit = cfg.max_text_chars
+    checks = [
+        Check(
+            "expect_column_value_lengths_to_be_between",
+            col,
+            {"max_value": limit},
+            f"{col} at most {limit} chars",
+            lambda v, c=col, n=limit: f"{c} longer than {n} characters ({len(str(v))})",
+        )
+    ]
+    for name, pattern in cfg.pii_patterns.items():
+        checks.append(
+            Check(
+                "expect_column_values_to_not_match_regex",
+                col,
+                {"regex": pattern},
+                f"{col} free of pii '{name}'",
+                lambda _v, c=col, p=name: f"{c} matches pii pattern '{p}'",
+            )
+        )
+    if cfg.detect_payment_cards:
+        checks.append(_card_check(col))
+    checks.append(_text_chars_check(col, cfg.forbidden_characters))
+    return checks
+
+
 def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneSet | None) -> list[Check]:
     """The suite for a batch with the given columns: config checks first, then tombstone checks."""
     checks: list[Check] = []
@@ -107,31 +380,15 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
                 lambda _v, c=col: f"missing required field '{c}'",
             )
         )
+    checks.extend(_type_check(name, ftype) for name, ftype in _typed_fields(cfg, columns))
     if cfg.unique_ids:
         checks.append(Check("expect_column_values_to_be_unique", "id", {}, "id unique", lambda _v: DUPLICATE_ID))
     for col in cfg.text_columns:
-        if col not in columns:
-            continue
-        limit = cfg.max_text_chars
-        checks.append(
-            Check(
-                "expect_column_value_lengths_to_be_between",
-                col,
-                {"max_value": limit},
-                f"{col} at most {limit} chars",
-                lambda v, c=col, n=limit: f"{c} longer than {n} characters ({len(str(v))})",
-            )
-        )
-        for name, pattern in cfg.pii_patterns.items():
-            checks.append(
-                Check(
-                    "expect_column_values_to_not_match_regex",
-                    col,
-                    {"regex": pattern},
-                    f"{col} free of pii '{name}'",
-                    lambda _v, c=col, p=name: f"{c} matches pii pattern '{p}'",
-                )
-            )
+        if col in columns:
+            checks.extend(_text_checks(cfg, col))
+    for name in CHARACTER_FIELDS:
+        if (name in columns or name == "id") and name not in cfg.text_columns:
+            checks.append(_field_chars_check(name, cfg.forbidden_characters))
     if "license" in columns or "license" in cfg.required_columns:
         allowed = list(cfg.allowed_licenses)
         shown = ", ".join(allowed)
@@ -145,72 +402,80 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
             )
         )
     if tombstones is not None:
-        checks.append(
-            Check(
-                "expect_column_values_to_not_be_in_set",
-                "id",
-                {"value_set": sorted(map(str, tombstones.row_ids))},
-                "id not tombstoned",
-                lambda _v: TOMBSTONED,
-            )
-        )
-        if "fact_id" in columns:
-            checks.append(
-                Check(
-                    "expect_column_values_to_not_be_in_set",
-                    "fact_id",
-                    {"value_set": sorted(map(str, tombstones.fact_ids))},
-                    "fact not tombstoned",
-                    lambda _v: TOMBSTONED,
-                )
-            )
-        if "doc_id" in columns:
-            checks.append(
-                Check(
-                    "expect_column_values_to_not_be_in_set",
-                    "doc_id",
-                    {"value_set": sorted(map(str, getattr(tombstones, "doc_ids", None) or ()))},
-                    "document not tombstoned",
-                    lambda _v: TOMBSTONED,
-                )
-            )
-        checks.append(
-            Check(
-                "expect_column_values_to_not_be_in_set",
-                "subject_id",
-                {"value_set": sorted(map(str, tombstones.subject_ids))},
-                "subjects not tombstoned",
-                lambda _v: TOMBSTONED,
-                frame=SUBJECT_LINKS,
-            )
-        )
+        checks.extend(_tombstone_checks(columns, tombstones))
     return checks
 
 
+def _tombstone_checks(columns: set[str], tombstones: TombstoneSet) -> list[Check]:
+    checks = [
+        Check(
+            "expect_column_values_to_not_be_in_set",
+            "id",
+            {"value_set": sorted(map(str, tombstones.row_ids))},
+            "id not tombstoned",
+            lambda _v: TOMBSTONED,
+        )
+    ]
+    if "fact_id" in columns:
+        checks.append(
+            Check(
+                "expect_column_values_to_not_be_in_set",
+                "fact_id",
+                {"value_set": sorted(map(str, tombstones.fact_ids))},
+                "fact not tombstoned",
+                lambda _v: TOMBSTONED,
+            )
+        )
+    if "doc_id" in columns:
+        checks.append(
+            Check(
+                "expect_column_values_to_not_be_in_set",
+                "doc_id",
+                {"value_set": sorted(map(str, getattr(tombstones, "doc_ids", None) or ()))},
+                "document not tombstoned",
+                lambda _v: TOMBSTONED,
+            )
+        )
+    checks.append(
+        Check(
+            "expect_column_values_to_not_be_in_set",
+            "subject_id",
+            {"value_set": sorted(map(str, tombstones.subject_ids))},
+            "subjects not tombstoned",
+            lambda _v: TOMBSTONED,
+            frame=SUBJECT_LINKS,
+        )
+    )
+    return checks
+
+
+def _frame_value(col: str, value: Any, cfg: AdmissionConfig) -> Any:
+    """A row value as GX sees it: ids as strings, non-string text blanked (its type check reports it)."""
+    if col in cfg.text_columns and value is not None and not isinstance(value, str):
+        return ""
+    if col in ("id", "fact_id", "doc_id", "license") and value is not None:
+        return str(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True, default=str)  # only nullness matters for other columns
+    return value
+
+
 def _frames(
-    rows: list[dict[str, Any]], positions: list[int], cfg: AdmissionConfig, columns: set[str]
-) -> tuple[dict[str, Any], dict[int, list[str]]]:
-    """Validation frames (rows + exploded subject links) and reasons found before GX (non-string text)."""
+    rows: list[dict[str, Any]], positions: list[int], cfg: AdmissionConfig, columns: set[str], checks: list[Check]
+) -> dict[str, Any]:
+    """Validation frames: rows (with the derived columns the checks need) and exploded subject links."""
     import pandas as pd
 
-    pre: dict[int, list[str]] = {}
     wanted = list(dict.fromkeys([*cfg.required_columns, "id", "license", "fact_id", "doc_id", *cfg.text_columns]))
     data: dict[str, list[Any]] = {ROW_KEY: positions}
     for col in wanted:
         if col not in columns and col not in cfg.required_columns and col != "id":
             continue
-        values: list[Any] = []
-        for pos in positions:
-            value = plain(rows[pos].get(col))
-            if col in cfg.text_columns and value is not None and not isinstance(value, str):
-                pre.setdefault(pos, []).append(f"{col} is not a string (got {type(value).__name__})")
-                value = ""
-            elif col in ("id", "fact_id", "doc_id", "license") and value is not None:
-                value = str(value)
-            elif isinstance(value, list | dict):
-                value = json.dumps(value, sort_keys=True, default=str)  # only nullness matters for other columns
-            values.append(value)
-        data[col] = values
+        data[col] = [_frame_value(col, plain(rows[pos].get(col)), cfg) for pos in positions]
+    for check in checks:
+        if check.derive is not None and check.column not in data:
+            derive, name = check.derive, check.field_name
+            data[check.column] = [derive(plain(rows[pos].get(name))) for pos in positions]
     links: dict[str, list[Any]] = {ROW_KEY: [], "subject_id": []}
     for pos in positions:
         # Both the list column and a single `subject_id` column link a row to a subject.
@@ -218,22 +483,25 @@ def _frames(
         for sid in dict.fromkeys(subjects):
             links[ROW_KEY].append(pos)
             links["subject_id"].append(sid)
-    frames = {
+    return {
         ROWS: pd.DataFrame(data, dtype=object).astype({ROW_KEY: "int64"}),
         SUBJECT_LINKS: pd.DataFrame(links, dtype=object).astype({ROW_KEY: "int64"}),
     }
-    return frames, pre
 
 
 def _expectation_summary(outcome: CheckOutcome) -> dict[str, Any]:
+    """Plain summary; `column` is the field a reviewer fixes, `gx_column` the derived column GX validated."""
     check = outcome.check
-    return {
+    summary = {
         "name": check.name,
-        "column": check.column,
+        "column": check.field_name,
         "description": check.description,
         "success": bool(outcome.success),
         "unexpected_count": int(outcome.unexpected_count),
     }
+    if check.derive is not None:
+        summary["gx_column"] = check.column
+    return summary
 
 
 def admit_batch(
@@ -256,19 +524,18 @@ def admit_batch(
     parsed: list[int] = []
     for pos, row in enumerate(rows):
         if "_parse_error" in row:
-            reasons[pos].append(UNPARSEABLE)
+            # The parser's own message says which line failed and why; "unparseable" stays first for counting.
+            detail = str(row["_parse_error"] or "")
+            reasons[pos].extend([UNPARSEABLE, detail] if detail else [UNPARSEABLE])
         else:
             parsed.append(pos)
     columns = {key for pos in parsed for key in rows[pos]}
     suite_name = f"admission-{cfg.fingerprint()[:12]}"
     checks = build_checks(cfg, columns, tombstones)
-    frames, pre = _frames(rows, parsed, cfg, columns)
-    for pos, found in pre.items():
-        reasons[pos].extend(found)
-    outcomes = run_checks(frames, checks, suite_name)
+    outcomes = run_checks(_frames(rows, parsed, cfg, columns, checks), checks, suite_name)
     for outcome in outcomes:
         for pos in outcome.rows:
-            value = rows[pos].get(outcome.check.column)
+            value = rows[pos].get(outcome.check.field_name)
             reason = outcome.check.reason(value)
             if reason not in reasons[pos]:
                 reasons[pos].append(reason)

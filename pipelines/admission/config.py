@@ -15,6 +15,9 @@ DEFAULT_PII_PATTERNS: dict[str, str] = {
     "phone": r"(?<![\d-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\d-])",
     "us_ssn": r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])",
 }
+# C0 controls except tab/newline/CR, DEL, C1 controls (ESC covers ANSI escape sequences), and the bidirectional
+# embedding/override/isolate characters that make text display differently from what it contains.
+DEFAULT_FORBIDDEN_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 
 
 class AdmissionConfig(BaseModel):
@@ -29,6 +32,10 @@ class AdmissionConfig(BaseModel):
     unique_ids: bool = True
     # Free-text columns that get the length and PII checks when they occur in a batch (QA rows carry prompt/target).
     text_columns: list[str] = Field(default_factory=lambda: ["text", "prompt", "target"])
+    # Luhn-valid 13-19 digit numbers in text columns; a regex alone cannot tell a card number from any long number.
+    detect_payment_cards: bool = True
+    # Regex of characters no text column, id, source or subject id may contain.
+    forbidden_characters: str = DEFAULT_FORBIDDEN_CHARACTERS
 
     @field_validator("required_columns", "text_columns")
     @classmethod
@@ -66,6 +73,20 @@ class AdmissionConfig(BaseModel):
                 raise ValueError(
                     f"pii_patterns['{name}'] is not a valid regular expression ({exc}): {pattern!r}"
                 ) from exc
+        return value
+
+    @field_validator("forbidden_characters")
+    @classmethod
+    def _forbidden(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"forbidden_characters is not a valid regular expression ({exc}): {value!r}") from exc
+        if compiled.search("") is not None:
+            raise ValueError(
+                f"forbidden_characters must not match the empty string (it would reject every row): {value!r}; "
+                "fix: use a character class such as '[\\x00-\\x08]', or '(?!)' to forbid nothing"
+            )
         return value
 
     @classmethod

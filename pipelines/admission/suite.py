@@ -26,7 +26,11 @@ _GX_CLASSES = {
 
 @dataclass(frozen=True)
 class Check:
-    """One expectation plus the sentence a quarantined row gets when it fails it."""
+    """One expectation plus the sentence a quarantined row gets when it fails it.
+
+    A check GX cannot express directly (a type rule, a Luhn test) validates a derived column: `derive` turns the
+    row's `row_field` value into that column's value, and `reason` still gets the original field value.
+    """
 
     name: str
     column: str
@@ -34,6 +38,13 @@ class Check:
     description: str
     reason: Callable[[Any], str]  # failing value -> human-readable reason
     frame: str = ROWS
+    row_field: str | None = None  # the row field behind a derived column
+    derive: Callable[[Any], Any] | None = None  # plain field value -> derived column value
+
+    @property
+    def field_name(self) -> str:
+        """The row field a reviewer has to fix when this check fails."""
+        return self.row_field or self.column
 
 
 @dataclass

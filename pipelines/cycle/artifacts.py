@@ -41,14 +41,21 @@ def index_snapshots(ws: Workspace) -> dict[str, str]:
 
 
 def save_index(ws: Workspace, index: DocumentIndex) -> str:
-    """Store a new index snapshot version; returns its version name (what releases refer to)."""
-    snaps = index_snapshots(ws)
-    version = f"v{len(snaps) + 1:04d}"
-    while version in snaps:
-        version = f"v{int(version[1:]) + 1:04d}"
-    snaps[version] = ws.store.put_bytes(index.to_bytes())
-    ws.store.write_json(SNAPSHOTS_KEY, snaps)
-    return version
+    """Store a new index snapshot version; returns its version name (what releases refer to).
+
+    The snapshot map moves by compare-and-swap, so a scrub running at the same time is never undone."""
+    digest = ws.store.put_bytes(index.to_bytes())
+    chosen: dict[str, str] = {}
+
+    def add(snaps: dict[str, str]) -> dict[str, str]:
+        version = f"v{len(snaps) + 1:04d}"
+        while version in snaps:
+            version = f"v{int(version[1:]) + 1:04d}"
+        chosen["version"] = version
+        return {**snaps, version: digest}
+
+    ws.store.update_json(SNAPSHOTS_KEY, add, default={})
+    return chosen["version"]
 
 
 def load_index(ws: Workspace, version: str) -> DocumentIndex:
@@ -58,20 +65,47 @@ def load_index(ws: Workspace, version: str) -> DocumentIndex:
     return DocumentIndex.from_bytes(ws.store.get_bytes(snaps[version]))
 
 
-def scrub_index_snapshots(ws: Workspace, doc_ids: set[str], subject_ids: set[str], fact_ids: set[str]) -> dict:
-    """Remove forgotten documents from every kept snapshot, rewriting it in place and deleting the old blob."""
-    snaps = index_snapshots(ws)
+def scrub_index_snapshots(ws: Workspace, doc_ids: set[str], subject_ids: set[str], fact_ids: set[str],
+                          on_stale=None) -> dict:
+    """Remove forgotten documents from every kept snapshot; the snapshot map moves once, by compare-and-swap.
+
+    Snapshots share blobs by content (a cycle that adds nothing writes the champion's bytes again), so each
+    distinct blob is rewritten once and every version naming it moves to the new one. The replaced blobs are
+    reported to `on_stale` before the map moves; deleting them is the caller's, once nothing names them."""
     removed: dict[str, int] = {}
-    legal_holds: list = []
-    for version, digest in sorted(snaps.items()):
-        index = DocumentIndex.from_bytes(ws.store.get_bytes(digest))
-        n = index.delete(sorted(doc_ids & set(index.doc_ids())))
-        n += index.delete_where(subject_ids=subject_ids, fact_ids=fact_ids)
-        if not n:
-            continue
-        snaps[version] = ws.store.put_bytes(index.to_bytes())
-        ws.store.write_json(SNAPSHOTS_KEY, snaps)
-        report = ws.store.delete_blob(digest)
-        legal_holds.extend(getattr(report, "legal_hold", None) or [])
-        removed[version] = n
-    return {"removed": removed, "legal_holds": legal_holds}
+    rewritten: dict[str, tuple[str, int]] = {}
+
+    def change(snaps: dict[str, str]) -> dict[str, str]:
+        removed.clear()
+        new = dict(snaps)
+        for version, digest in sorted(snaps.items()):
+            if digest not in rewritten:
+                index = DocumentIndex.from_bytes(ws.store.get_bytes(digest))
+                n = index.delete(sorted(set(doc_ids) & set(index.doc_ids())))
+                n += index.delete_where(subject_ids=subject_ids, fact_ids=fact_ids)
+                rewritten[digest] = (ws.store.put_bytes(index.to_bytes()) if n else digest, n)
+            new[version], n = rewritten[digest]
+            if n:
+                removed[version] = n
+        stale = sorted({d for v, d in snaps.items() if new[v] != d})
+        if stale and on_stale is not None:
+            on_stale(stale)
+        return new
+
+    ws.store.update_json(SNAPSHOTS_KEY, change, default={})
+    return {"removed": dict(removed), "legal_holds": []}
+
+
+def index_holds(ws: Workspace, doc_ids: set[str], subject_ids: set[str], fact_ids: set[str]) -> dict[str, list[str]]:
+    """Per snapshot version, the covered documents it still holds (empty when the scrub is complete)."""
+    out: dict[str, list[str]] = {}
+    cache: dict[str, list[str]] = {}
+    for version, digest in sorted(index_snapshots(ws).items()):
+        if digest not in cache:
+            index = DocumentIndex.from_bytes(ws.store.get_bytes(digest))
+            hits = set(doc_ids) & set(index.doc_ids())
+            hits |= set(index.select_where(subject_ids=subject_ids, fact_ids=fact_ids))
+            cache[digest] = sorted(hits)
+        if cache[digest]:
+            out[version] = cache[digest]
+    return out

@@ -54,9 +54,12 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
         path = pending[0]
     batch = path.stem
     eff = effective_policy(ws, policy, batch)
-    result = admit_batch(read_batch(path), eff.admission, tombstones=ws.requests.tombstones(), batch_name=batch)
+    honoured = _honour_forget_requests(ws, eff, run_id)
+    tombstones = ws.requests.tombstones()
+    result = admit_batch(_read_or_quarantine(path), eff.admission, tombstones=tombstones, batch_name=batch)
+    quarantined = _without_forgotten_content(result.quarantined, path, tombstones)
     ws.data.put_part("admitted", batch, result.admitted)
-    ws.data.put_part("quarantine", batch, result.quarantined)
+    ws.data.put_part("quarantine", batch, quarantined)
     docs = [
         {"id": r["id"], "text": r["text"], "subject_ids": r.get("subject_ids") or [], "fact_id": r.get("fact_id")}
         for r in result.admitted
@@ -66,12 +69,12 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
     done = ws.store.read_json(PROCESSED_KEY, default=[])
     if batch not in done:
         ws.store.write_json(PROCESSED_KEY, [*done, batch])
-    reasons = Counter(reason for r in result.quarantined for reason in r["quarantine_reasons"])
+    reasons = Counter(reason for r in quarantined for reason in r["quarantine_reasons"])
     ws.log.append(
         "system:admission",
         "batch.admitted",
         batch,
-        reason=f"{len(result.admitted)} admitted, {len(result.quarantined)} quarantined",
+        reason=f"{len(result.admitted)} admitted, {len(quarantined)} quarantined",
         run_id=run_id,
         details={"batch_hash": result.batch_hash, "quarantine_reasons": dict(reasons), "policy": eff.label},
     )
@@ -87,8 +90,44 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
         "expectations_md": result.to_markdown(),
         "batch_hash": result.batch_hash,
         "data_snapshot": ws.data.snapshot("admitted"),
+        "forget_requests_scrubbed": [r["request_id"] for r in honoured],
         "seconds": round(result.seconds, 3),
     }
+
+
+def _honour_forget_requests(ws: Workspace, policy: Policy, run_id: str | None) -> list[dict[str, Any]]:
+    """Every pending forget request is scrubbed before anything is admitted or indexed, daemon or not."""
+    from pipelines.forget import honour_pending_requests
+
+    return honour_pending_requests(ws, policy, run_id=run_id)
+
+
+def _without_forgotten_content(quarantined: list[dict[str, Any]], path: Path, tombstones) -> list[dict[str, Any]]:
+    """A row refused because it is tombstoned is recorded by reason only, and leaves the inbox file too: keeping it
+    in quarantine or in the raw batch would keep exactly what was forgotten."""
+    from pipelines.admission import TOMBSTONED
+    from pipelines.forget.plan import ForgetPlan
+    from pipelines.forget.scrub import scrub_inbox_file
+
+    if not any(TOMBSTONED in r["quarantine_reasons"] for r in quarantined):
+        return quarantined
+    scrub_inbox_file(path, ForgetPlan(set(tombstones.row_ids), set(tombstones.subject_ids), set(tombstones.fact_ids),
+                                      set(tombstones.doc_ids)))
+    return [{"id": f"{path.stem}#tombstoned{i}", "quarantine_reasons": r["quarantine_reasons"], "content": "withheld"}
+            if TOMBSTONED in r["quarantine_reasons"] else r for i, r in enumerate(quarantined)]
+
+
+def _read_or_quarantine(path: Path) -> list[dict[str, Any]]:
+    """A file that cannot be read at all is quarantined whole, so it neither blocks the inbox nor vanishes."""
+    try:
+        return read_batch(path)
+    except ValueError as exc:
+        return [{"id": None, "_raw": path.name, "_parse_error": f"file: {exc}"}]
+
+
+def has_new_data(admitted: dict[str, Any]) -> bool:
+    """A batch with no admitted row builds no candidate: there is nothing to learn, index or judge."""
+    return int(admitted.get("admitted") or 0) > 0
 
 
 def _prior_facts(ws: Workspace, batch: str) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,15 @@ forgetting happens in the next candidate (or an urgent unlearning-only cycle) an
 """
 
 from pipelines.forget.plan import ForgetPlan, resolve_selector
-from pipelines.forget.process import process_request, retry_request
+from pipelines.forget.process import (
+    PendingForget,
+    confirm_request,
+    dry_run_report,
+    honour_pending_requests,
+    pending_scrubs,
+    process_request,
+    retry_request,
+)
 
-__all__ = ["ForgetPlan", "process_request", "resolve_selector", "retry_request"]
+__all__ = ["ForgetPlan", "PendingForget", "confirm_request", "dry_run_report", "honour_pending_requests",
+           "pending_scrubs", "process_request", "resolve_selector", "retry_request"]

@@ -1,17 +1,34 @@
-"""Small client for ops scripts: submit a forget request to a request store by URL."""
+"""Filing forget requests from code: the same validation, store and change-log line as `memgov forget`."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
-from .store import RequestStore, StoredRequest
+from .models import ForgetRequest
+from .store import StoredRequest
 
 
-def submit_forget_request(store_url: str, **fields: Any) -> tuple[StoredRequest, bool]:
+def file_request(ws, request: ForgetRequest | dict[str, Any]) -> tuple[StoredRequest, bool]:
+    """Store one request in the workspace's request store and log `forget.received` once (never its cleartext)."""
+    stored, created = ws.requests.submit(request)
+    if created:
+        ws.log.append(f"user:{stored.requester}", "forget.received", stored.request_id, reason=stored.legal_basis,
+                      details={"selector": ws.log.redact(json.dumps(stored.selector, sort_keys=True)),
+                               "urgent": stored.urgent})
+    return stored, created
+
+
+def submit_forget_request(store_url: str | None = None, *, home: str | Path | None = None,
+                          **fields: Any) -> tuple[StoredRequest, bool]:
     """Validate and submit one request; safe to retry (an identical resubmission returns created=False).
 
-    `deadline_days=N` may replace `deadline` for "N days from now"."""
+    `home` is the deployment's state folder (default: MEMGOV_HOME), whose change log records the request;
+    `store_url` overrides its request store (e.g. Postgres). `deadline_days=N` may replace `deadline`."""
+    from pipelines.workspace import Workspace
+
     if "deadline_days" in fields:
         days = fields.pop("deadline_days")
         if "deadline" in fields:
@@ -19,8 +36,8 @@ def submit_forget_request(store_url: str, **fields: Any) -> tuple[StoredRequest,
         if not isinstance(days, int | float) or days <= 0:
             raise ValueError(f"deadline_days must be a positive number, got {days!r}")
         fields["deadline"] = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
-    store = RequestStore(store_url)
+    ws = Workspace.open(home, requests_url=store_url)
     try:
-        return store.submit(fields)
+        return file_request(ws, fields)
     finally:
-        store.close()
+        ws.requests.close()

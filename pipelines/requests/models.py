@@ -18,8 +18,8 @@ SELECTOR_FIELDS = ("row_ids", "subject_ids", "subject", "text_regex")
 
 FIXES = {
     "request_id": "use 1-64 characters from letters, digits, '.', '_' and '-', e.g. 'req-2025-0001'",
-    "requester": "name who asked for the deletion (person or team id)",
-    "reason": "say in words why the data must be forgotten",
+    "requester": "name who asked for the deletion (person or team id, at most 256 characters)",
+    "reason": "say in words why the data must be forgotten (at most 4000 characters)",
     "legal_basis": f"use one of {', '.join(LEGAL_BASES)}",
     "deadline": "give a timezone-aware ISO time in the future, e.g. '2031-01-31T00:00:00+00:00'",
     "urgent": "use true or false",
@@ -27,8 +27,28 @@ FIXES = {
     "row_ids": "give a list of row id strings",
     "subject_ids": "give a list of subject id strings",
     "subject": "give the subject's name as a non-empty string",
-    "text_regex": "give a valid Python regular expression",
+    "text_regex": "give a regular expression in RE2 syntax (no backreferences or lookaround)",
 }
+MAX_REQUESTER = 256
+MAX_REASON = 4000
+MAX_IDS = 10_000
+MAX_REGEX = 1000
+
+
+def compile_selector_regex(pattern: str):
+    """A selector regex runs over every row of every store, so it runs in linear time (RE2) or not at all:
+    a pattern like `(a+)+$` must not be able to stall a deletion that has a legal deadline."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = 64 << 20
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"is not a linear-time (RE2) regular expression ({detail}); fix: drop backreferences "
+                         "and lookaround, or select by subject or row ids instead") from None
 
 
 def format_errors(what: str, exc: ValidationError, fields: dict[str, tuple[str, ...]]) -> str:
@@ -54,10 +74,17 @@ class Selector(BaseModel):
     ForgetRequest its problems are listed with the request's."""
 
     model_config = ConfigDict(extra="forbid")
-    row_ids: list[str] = Field(default_factory=list)
-    subject_ids: list[str] = Field(default_factory=list)
-    subject: str | None = None
-    text_regex: str | None = None
+    row_ids: list[str] = Field(default_factory=list, max_length=MAX_IDS)
+    subject_ids: list[str] = Field(default_factory=list, max_length=MAX_IDS)
+    subject: str | None = Field(None, max_length=512)
+    text_regex: str | None = Field(None, max_length=MAX_REGEX)
+
+    @field_validator("row_ids", "subject_ids", mode="before")
+    @classmethod
+    def _not_a_string(cls, v: Any) -> Any:
+        if isinstance(v, str):  # iterating it would tombstone its characters
+            raise ValueError(f"is a string, not a list; fix: write [{v!r}]")
+        return v
 
     @field_validator("row_ids", "subject_ids")
     @classmethod
@@ -77,10 +104,7 @@ class Selector(BaseModel):
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
         if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"does not compile ({exc}); fix: give a valid Python regular expression") from None
+            compile_selector_regex(v)
         return v
 
     @model_validator(mode="after")
@@ -95,9 +119,9 @@ class ForgetRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     request_id: str
-    requester: str
+    requester: str = Field(max_length=MAX_REQUESTER)
     selector: Selector
-    reason: str
+    reason: str = Field(max_length=MAX_REASON)
     legal_basis: str
     deadline: dt.datetime
     urgent: bool = False

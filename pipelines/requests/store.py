@@ -35,13 +35,17 @@ from sqlalchemy.pool import StaticPool
 
 from .models import ForgetRequest
 
-STATES = ("received", "planned", "applied", "verified", "failed")
+STATES = ("received", "held", "planned", "applied", "verified", "failed")
 TRANSITIONS = {
-    "received": ("planned", "failed"),
+    "received": ("planned", "held", "failed"),
+    # A plan too broad for the policy waits for a named role's confirmation; nothing is changed meanwhile.
+    "held": ("received", "failed"),
     "planned": ("applied", "failed"),
     "applied": ("verified", "failed"),
     "verified": (),
-    "failed": ("planned",),  # an operator's retry (pipelines.forget.retry_request): the data stays scrubbed
+    # An operator's retry (pipelines.forget.retry_request): back to planning when planning failed, else to
+    # model-side forgetting with the data still scrubbed.
+    "failed": ("received", "planned"),
 }
 TOMBSTONE_KINDS = ("row", "subject", "fact", "doc")
 
@@ -78,6 +82,7 @@ class _Request(_Base):
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[str] = mapped_column(String(16), index=True)
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    held_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     planned_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     applied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -201,12 +206,24 @@ class RequestStore:
         self.url = str(url)
         self.engine = _engine_for(self.url)
         _Base.metadata.create_all(self.engine)
+        self._add_missing_columns()
         if self.engine.dialect.name == "sqlite":
             with self.engine.begin() as conn:
                 for ddl in _SQLITE_GUARDS:
                     conn.exec_driver_sql(ddl)
         self._db_salt = self._stored_salt()  # idempotency hashes: must not change between openings
         self._selector_salt = salt or self._db_salt  # e.g. ChangeLog.salt, so log and store hashes agree
+
+    def _add_missing_columns(self) -> None:
+        """Databases made before a column existed get it added (nullable columns only, so no data changes)."""
+        from sqlalchemy import inspect
+
+        have = {c["name"] for c in inspect(self.engine).get_columns("forget_requests")}
+        with self.engine.begin() as conn:
+            for column in _Request.__table__.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE forget_requests ADD COLUMN {column.name} {kind}")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -317,6 +334,18 @@ class RequestStore:
             row.evidence = {**(row.evidence or {}), **evidence}
             if note:
                 row.notes = [*(row.notes or []), {"time": _now().isoformat(), "state": new_state, "note": note}]
+            s.flush()
+            return StoredRequest._from_row(row)
+
+    def update_evidence(self, request_id: str, fn) -> StoredRequest:
+        """Read-modify-write the evidence under the row lock, so two runs cannot both claim one request.
+
+        `fn(state, evidence) -> evidence` may raise to refuse; nothing is written then."""
+        with Session(self.engine) as s, s.begin():
+            row = self._row(s, request_id, lock=True)
+            new = fn(row.state, dict(row.evidence or {}))
+            _canonical(new)
+            row.evidence = new
             s.flush()
             return StoredRequest._from_row(row)
 

@@ -190,8 +190,8 @@ def test_unparseable_jsonl_line_is_quarantined(tmp_path: Path):
     result = admit_batch(rows, AdmissionConfig(), batch_name="upload")
     assert [r["id"] for r in result.admitted] == ["j1"]
     reasons = {r["id"]: r["quarantine_reasons"] for r in result.quarantined}
-    assert reasons["upload#row1"] == [UNPARSEABLE]
-    assert reasons["upload#row2"] == [UNPARSEABLE]
+    assert reasons["upload#row1"] == [UNPARSEABLE, rows[1]["_parse_error"]]
+    assert reasons["upload#row2"] == [UNPARSEABLE, "line 4: expected a JSON object, got list"]
     assert reasons["j2"][0].startswith("licence 'gpl' not allowed")
 
 
