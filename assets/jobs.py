@@ -5,6 +5,7 @@ from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from pipelines.cycle import governance
 from pipelines.forget import process_request
+from pipelines.forget.scrub import scrub_complete
 from pipelines.forget.urgent import urgent_cycle
 
 cycle_job = define_asset_job(
@@ -76,7 +77,8 @@ def process_forget_request(context: OpExecutionContext, config: ForgetConfig, me
     ws = memgov.workspace()
     result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id,
                              policy=memgov.load_policy())
-    if ws.requests.get(config.request_id).urgent and ws.requests.get(config.request_id).state == "planned":
+    req = ws.requests.get(config.request_id)
+    if req.urgent and req.state == "planned" and scrub_complete(req.evidence):
         result["urgent_cycle"] = urgent_cycle(ws, memgov.load_policy(), config.request_id, shared_embedder(),
                                               run_id=context.run_id)
     context.log.info(f"forget request processed: {result.get('state')}")

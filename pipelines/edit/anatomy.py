@@ -1,8 +1,9 @@
-"""Where the editable weights live in common causal-LM families, and how to read their activations.
+"""Where the editable weights live in a causal LM, and how to read their activations.
 
 A rank-one edit writes into the output projection of one MLP (GPT-2 ``mlp.c_proj``, Llama
-``mlp.down_proj``, NeoX ``mlp.dense_4h_to_h``, OPT ``fc2``). GPT-2 stores that weight as Conv1D
-``[in, out]`` while the others use ``nn.Linear`` ``[out, in]``; :class:`MlpOut` hides the difference.
+``mlp.down_proj``, NeoX ``mlp.dense_4h_to_h``, OPT ``fc2``), located through the architecture table
+in pipelines/architectures.py. GPT-2 stores that weight as Conv1D ``[in, out]`` while the others use
+``nn.Linear`` ``[out, in]``; :class:`MlpOut` hides the difference.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from dataclasses import dataclass
 
 import torch
 
+from pipelines.architectures import GUESS_MLP_OUT, UnknownArchitecture, resolve_architecture
+from pipelines.architectures import decoder_layers as _table_layers
 from pipelines.update.common import is_conv1d
 
-_OUT_NAMES = ("mlp.c_proj", "mlp.down_proj", "mlp.dense_4h_to_h", "fc2", "mlp.fc2", "feed_forward.w2")
 
+def decoder_layers(model, allow_guess: bool = False) -> torch.nn.ModuleList:
+    """The stack of transformer blocks, at the path the architecture table gives for this family.
 
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The stack of transformer blocks: the ModuleList whose length is the configured layer count."""
-    n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
-    for _, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise ValueError(f"cannot find the {n} decoder layers of this {model.config.model_type} model")
+    allow_guess: for a family missing from the table, the ModuleList whose length is the configured layer count.
+    """
+    return _table_layers(model, allow_guess=allow_guess)
 
 
 @dataclass
@@ -56,22 +56,33 @@ class MlpOut:
         w.add_(delta.to(w.dtype))
 
 
-def resolve_layer(model, layer: int) -> int:
+def resolve_layer(model, layer: int, allow_guess: bool = False) -> int:
     """Python-style index (negative counts from the end), checked against the model's depth."""
-    n = len(decoder_layers(model))
+    n = len(decoder_layers(model, allow_guess))
     if not -n <= layer < n:
         raise ValueError(f"layer={layer} is out of range for a model with {n} layers (use 0..{n - 1} or -1..-{n})")
     return layer % n
 
 
-def mlp_out(model, layer: int) -> MlpOut:
-    idx = resolve_layer(model, layer)
-    block = decoder_layers(model)[idx]
-    for name in _OUT_NAMES:
-        module = block.get_submodule(name) if _has(block, name) else None
-        if module is not None:
-            return MlpOut(idx, name, module)
-    raise ValueError(f"no MLP output projection ({', '.join(_OUT_NAMES)}) in layer {idx} of this model")
+def mlp_out(model, layer: int, allow_guess: bool = False) -> MlpOut:
+    """The MLP output projection of one decoder layer, named by the architecture table.
+
+    allow_guess: for a family missing from the table, the first of GUESS_MLP_OUT present in the block.
+    """
+    idx = resolve_layer(model, layer, allow_guess)
+    block = decoder_layers(model, allow_guess)[idx]
+    try:
+        names: tuple[str, ...] = (resolve_architecture(model).mlp_out,)
+    except UnknownArchitecture:
+        names = GUESS_MLP_OUT
+    for name in names:
+        if _has(block, name):
+            return MlpOut(idx, name, block.get_submodule(name))
+    model_type = model.config.model_type
+    raise ValueError(
+        f"no MLP output projection ({', '.join(names)}) in layer {idx} of this {model_type!r} model; "
+        f"fix: set mlp_out of the {model_type!r} line in pipelines/architectures.py to the projection's name"
+    )
 
 
 def _has(block: torch.nn.Module, name: str) -> bool:
@@ -117,6 +128,12 @@ def collect_keys(
                 ids[i, : len(c)] = torch.tensor(c)
                 mask[i, : len(c)] = 1
             model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            if captured["x"].dim() != 3:
+                raise ValueError(
+                    f"rank-one edits read per-token activations [batch, tokens, features] at {target.name}, but this "
+                    f"{model.config.model_type!r} model feeds it {list(captured['x'].shape)}; fix: use "
+                    "edit.method finetune_edit for this model"
+                )
             if last_only:
                 last = torch.tensor([len(c) - 1 for c in chunk], device=device)
                 keys = captured["x"][torch.arange(len(chunk), device=device), last].float()

@@ -1,8 +1,8 @@
 """Pieces shared by the update and unlearning methods: QA validation, recall, LoRA wrapping.
 
-Target modules are chosen by model family so that a policy can leave them unset and still get the
-projections that matter (attention and MLP) on GPT-2, Llama-like, NeoX and OPT models; any other
-family falls back to every linear layer inside the decoder blocks.
+Target modules come from the architecture table (pipelines/architectures.py) so that a policy can
+leave them unset and still get the projections that matter (attention and MLP); a family missing from
+the table is refused by name rather than adapted on guessed layers.
 """
 
 from __future__ import annotations
@@ -14,18 +14,8 @@ from typing import Any
 
 import torch
 
+from pipelines.architectures import resolve_architecture
 from pipelines.lm import pick_device, score_qa
-
-KNOWN_TARGETS: dict[str, list[str]] = {
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
-}
 
 
 def check_qa(items: Sequence[dict[str, Any]], field: str, allow_empty: bool = False) -> tuple[list[str], list[str]]:
@@ -59,25 +49,17 @@ def is_conv1d(module: torch.nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"
 
 
-def _decoder_linear_names(model) -> list[str]:
-    names = set()
-    for name, module in model.named_modules():
-        if name.endswith("lm_head") or "embed" in name or "wte" in name:
-            continue
-        if isinstance(module, torch.nn.Linear) or is_conv1d(module):
-            names.add(name.rsplit(".", 1)[-1])
-    return sorted(names)
-
-
 def default_target_modules(model) -> list[str]:
-    """Projections to adapt when the policy names none: by model type, else every decoder linear layer."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in KNOWN_TARGETS:
-        return list(KNOWN_TARGETS[model_type])
-    names = _decoder_linear_names(model)
-    if not names:
-        raise ValueError(f"cannot guess LoRA target modules for model type '{model_type}': set target_modules")
-    return names
+    """Projections to adapt when the policy names none, from the architecture table; all must exist in the model."""
+    arch = resolve_architecture(model)
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in arch.lora_targets if t not in present]
+    if missing:
+        raise ValueError(
+            f"LoRA targets {missing} of the {arch.name!r} entry in pipelines/architectures.py are not in this model; "
+            "fix: set update.params.target_modules in the policy, or correct lora_targets in the table"
+        )
+    return list(arch.lora_targets)
 
 
 def wrap_lora(

@@ -150,6 +150,12 @@ def test_data_under_object_lock_is_recorded_as_a_legal_hold_on_the_request(tmp_p
                       "--reason", "erasure request", **env)
         assert proc.returncode == 0, proc.stderr
         assert len(tick_sensor(ws, "forget_request_sensor")) == 1
+        # One subject of three is a third of this deployment: more than the policy lets a requester remove alone.
+        assert ws.requests.get("req-hold").state == "held"
+        proc = memgov(home, "forget", "confirm", "req-hold", "--by", "erin", "--role", "governance",
+                      "--reason", "the whole case file goes", **env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert len(tick_sensor(ws, "forget_request_sensor")) == 1
 
         req = ws.requests.get("req-hold")
         holds = req.evidence["legal_holds"]

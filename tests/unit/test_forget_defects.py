@@ -186,11 +186,12 @@ def test_a_selector_that_matches_everything_is_held_for_a_named_role(ws, policy)
 
 
 def test_dry_run_prints_counts_per_store_and_names_the_confirmation(ws, tmp_path):
+    import os
     import subprocess
     import sys
 
     write_batch(ws, "b-waiting", [fact(2, 5)])
-    env = {"MEMGOV_HOME": str(ws.home), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "MEMGOV_HOME": str(ws.home), "COLUMNS": "200"}
     proc = subprocess.run([sys.executable, "-m", "memgov", "forget", "--id", "q", "--requester", "x", "--reason", "y",
                            "--regex", ".*", "--dry-run"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr

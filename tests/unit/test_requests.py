@@ -48,7 +48,7 @@ def db(tmp_path) -> RequestStore:
         ({"urgent": "maybe"}, r"urgent: .*fix: use true or false"),
         ({"selector": {}}, r"selector: selects nothing; fix: set at least one of row_ids, subject_ids, subject, "),
         ({"selector": {"names": ["x"]}}, r"selector.names: unknown field; fields are row_ids, subject_ids, subject"),
-        ({"selector": {"text_regex": "(ab"}}, r"selector.text_regex: does not compile .*fix: give a valid Python"),
+        ({"selector": {"text_regex": "(ab"}}, r"selector.text_regex: is not a linear-time \(RE2\) regular expression .*fix: drop backreferences"),
         ({"selector": {"row_ids": ["a", ""]}}, r"selector.row_ids: contains an empty id"),
         ({"colour": "red"}, r"colour: unknown field; fields are request_id, requester, selector, reason, legal_basis"),
     ],
@@ -111,7 +111,7 @@ def test_concurrent_identical_submissions_store_one(db):
 
 def test_state_machine(db):
     db.submit(_fields())
-    with pytest.raises(ValueError, match="cannot go from 'received' to 'applied'; allowed: planned, failed"):
+    with pytest.raises(ValueError, match="cannot go from 'received' to 'applied'; allowed: planned, held, failed"):
         db.transition("req-001", "applied")
     with pytest.raises(ValueError, match="unknown state 'done'"):
         db.transition("req-001", "done")
