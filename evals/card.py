@@ -141,6 +141,15 @@ def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
         lines.append(f"| {name} | {_num(value)} | {_num(champion.get(name))} | {delta_text} |")
     lines.append("")
 
+    sources = card.get("set_sources") or {}
+    if sources:
+        sizes = card.get("set_sizes") or {}
+        lines += ["## Evaluation sets", "", "| Set | Items | Source |", "|---|---:|---|"]
+        for name, source in sources.items():
+            size = sizes.get(name if name != "general" else "general_text", "")
+            lines.append(f"| {name} | {size} | {source} |")
+        lines.append("")
+
     verdicts = decision.get("verdicts") or []
     lines += ["## Gates", ""]
     if verdicts:

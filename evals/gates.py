@@ -184,11 +184,14 @@ def decide(
     metrics: Mapping[str, float | None],
     gates: Sequence[Gate | Mapping],
     champion: Mapping[str, float | None] | None,
+    missing: Mapping[str, str] | None = None,
 ) -> Decision:
     """Apply every gate to the candidate's metrics; relative gates compare with the champion's metrics.
 
-    A metric that is None (its evaluation set is empty) passes as not applicable. A relative gate with no
-    champion (first release) or no champion value for its metric is skipped, absolute parts still apply.
+    A metric that is None passes as not applicable (nothing to measure this cycle: no edits, no forget request),
+    unless `missing` names it: then the set it needs was required but could be neither read nor derived, and the
+    gate fails with that message. A relative gate with no champion (first release) or no champion value for its
+    metric is skipped, absolute parts still apply.
     A gate whose metric the candidate did not report at all fails: a missing number must not pass silently.
     """
     parsed = [g if isinstance(g, Gate) else Gate(**g) for g in gates]
@@ -208,7 +211,13 @@ def decide(
                 )
             )
             continue
-        verdicts.append(_verdict(gate, _as_float(metrics[gate.metric]), champion_value, champion is not None))
+        value = _as_float(metrics[gate.metric])
+        if value is None and missing and gate.metric in missing:
+            verdicts.append(GateVerdict(metric=gate.metric, value=None, champion_value=champion_value,
+                                        threshold=" and ".join(t for t, *_ in _checks(gate, champion_value)),
+                                        passed=False, reason=missing[gate.metric], required=gate.required))
+            continue
+        verdicts.append(_verdict(gate, value, champion_value, champion is not None))
     passed = all(v.passed for v in verdicts if v.required)
     return Decision(passed=passed, verdicts=verdicts)
 

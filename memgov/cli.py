@@ -39,6 +39,26 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @app.command()
+def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging Face causal LM: a folder or a cached hub id.")],
+         data: Annotated[str | None, typer.Option("--data", help="Folder of contract tables (facts.jsonl, documents.jsonl, "
+                                                  "general.jsonl, unseen.jsonl, ...; see policies/contract.json).")] = None,
+         home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Start a deployment from your own model and data: r0001 is the checkpoint, unchanged."""
+    from pathlib import Path
+
+    from pipelines.cycle.deploy import InitError, init_deployment, validate
+    from policies import load_policy
+
+    pol = load_policy(policy)
+    try:
+        info, rows = validate(pol, base_model, Path(data) if data else None)  # before anything is written
+        out = init_deployment(_ws(home), pol, base_model, rows, info)
+    except InitError as exc:
+        _fail(str(exc), 2)
+    console.print_json(json.dumps({**out, "checkpoint": info.to_dict()}, default=str))
+
+
+@app.command()
 def bootstrap(home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
     """Build (or load) the base model, seed the stores and the index, crown release r0001."""
     from pipelines.cycle.bootstrap import bootstrap as do_bootstrap

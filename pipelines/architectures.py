@@ -77,8 +77,8 @@ class UnknownArchitecture(ValueError):
         super().__init__(
             f"unknown model architecture {model_type!r} (config.model_type): memgov knows where to attach LoRA "
             f"adapters and edits only for {', '.join(sorted(ARCHITECTURES))}. Fix: set update.params.target_modules "
-            "(and unlearning.params.target_modules) and edit.params.layer in the policy, or add a line for {model_type!r} to ARCHITECTURES in "
-            "pipelines/architectures.py (its lora_targets, layers_path and mlp_out)"
+            "(and unlearning.params.target_modules) and edit.params.layer in the policy, or add a line for "
+            f"{model_type!r} to ARCHITECTURES in pipelines/architectures.py (its lora_targets, layers_path and mlp_out)"
         )
 
 

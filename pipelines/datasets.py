@@ -13,7 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-TABLES = ("admitted", "quarantine", "replay", "documents", "selections")
+TABLES = ("admitted", "quarantine", "replay", "documents", "selections",
+          "eval_retention", "eval_general", "eval_locality", "eval_unseen")
+# The evaluation tables of the data contract: read by the engine, never invented, scrubbed like every other store.
+EVAL_TABLES = {"retention": "eval_retention", "general": "eval_general", "locality": "eval_locality",
+               "unseen": "eval_unseen"}
 
 
 def id_list(value: Any) -> list[str]:

@@ -70,6 +70,10 @@ class Workspace:
     def data(self) -> DataStore:
         return DataStore(self.store)
 
+    def deployment(self) -> dict:
+        """What `memgov init` recorded about the base model ({} for the embedded demo's bootstrap)."""
+        return dict(self.store.read_json("deployment.json", default={}) or {})
+
     @property
     def inbox(self) -> Path:
         return self.home / "inbox"

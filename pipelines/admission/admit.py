@@ -16,6 +16,8 @@ from pipelines.admission.io import plain
 from pipelines.admission.suite import ROW_KEY, ROWS, SUBJECT_LINKS, Check, CheckOutcome, run_checks
 
 UNPARSEABLE = "unparseable"
+# The data contract's row kinds: four that change the model or the index, four evaluation tables (policies/contract.json).
+ROW_KINDS = ("fact", "instruction", "document", "edit", "retention", "general", "locality", "unseen")
 TOMBSTONED = "tombstoned"
 DUPLICATE_ID = "duplicate id"
 
@@ -389,6 +391,17 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
     for name in CHARACTER_FIELDS:
         if (name in columns or name == "id") and name not in cfg.text_columns:
             checks.append(_field_chars_check(name, cfg.forbidden_characters))
+    if "kind" in columns:
+        shown_kinds = ", ".join(ROW_KINDS)
+        checks.append(
+            Check(
+                "expect_column_values_to_be_in_set",
+                "kind",
+                {"value_set": list(ROW_KINDS)},
+                "kind known",
+                lambda v, s=shown_kinds: f"kind '{v}' is not part of the data contract; fix: use one of {s}",
+            )
+        )
     if "license" in columns or "license" in cfg.required_columns:
         allowed = list(cfg.allowed_licenses)
         shown = ", ".join(allowed)
@@ -466,7 +479,7 @@ def _frames(
     """Validation frames: rows (with the derived columns the checks need) and exploded subject links."""
     import pandas as pd
 
-    wanted = list(dict.fromkeys([*cfg.required_columns, "id", "license", "fact_id", "doc_id", *cfg.text_columns]))
+    wanted = list(dict.fromkeys([*cfg.required_columns, "id", "license", "kind", "fact_id", "doc_id", *cfg.text_columns]))
     data: dict[str, list[Any]] = {ROW_KEY: positions}
     for col in wanted:
         if col not in columns and col not in cfg.required_columns and col != "id":

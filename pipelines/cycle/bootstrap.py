@@ -38,6 +38,12 @@ def bootstrap(ws: Workspace, policy: Policy, embedder: Embedder | None = None, p
     ws.data.put_part("admitted", "initial", rows)
     ws.data.put_part("documents", "initial", world.documents)
     ws.data.put_part("replay", "initial", rows)
+    # The demo world supplies its evaluation tables like any deployment: general text the model is never trained
+    # on, and facts of the same kind it never saw (the comparison for forgetting).
+    ws.data.put_part("eval_general", "initial", [{"id": f"general-{i:05d}", "kind": "general", "text": t}
+                                                 for i, t in enumerate(world.general_text)])
+    ws.data.put_part("eval_unseen", "initial", [{**fact_row(f, source="world-unseen"), "id": f"unseen-{f.fact_id}",
+                                                 "kind": "unseen"} for f in world.unseen_facts])
 
     index = DocumentIndex(embedder.dim)
     index.upsert(world.documents, embedder)

@@ -14,10 +14,12 @@ from evals.card import render_card
 from evals.continual import stability_summary
 from evals.gates import Decision, decide
 from evals.suites import EvalSets, backward_transfer, run_suites
+from pipelines.cycle import evalsets
 from pipelines.cycle.artifacts import load_index, load_model
 from pipelines.cycle.governance import read_card
-from pipelines.cycle.knowledge import current_facts, qa, sample, unseen_qas, world_for
+from pipelines.cycle.knowledge import current_facts, qa, sample
 from pipelines.cycle.stages import champion_manifest, effective_policy, forget_set, known_by, retention_rows
+from pipelines.datasets import id_list
 from pipelines.forget.reference import reference_forget_ll
 from pipelines.forget.verify import conclude, request_verdicts
 from pipelines.workspace import Workspace
@@ -35,34 +37,73 @@ def code_version() -> str:
         return "unknown"
 
 
-def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer, honoured: list[str]) -> EvalSets:
-    """The sets every candidate of this cycle is judged on; none of them holds tombstoned data."""
-    world = world_for(policy.world.seed, policy.world.n_subjects)
+# Which metrics each evaluation set feeds: a set that is needed but missing fails these metrics' gates.
+SET_METRICS = {"general": ("perplexity",), "unseen": ("forget_quality", "forget_mia_auc", "forget_probe_excess"),
+               "retention": ("retention",), "locality": ("locality",), "paraphrases": ("paraphrase_recall",)}
+
+
+def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer,
+               honoured: list[str]) -> tuple[EvalSets, dict[str, str], dict[str, str]]:
+    """The sets every candidate of this cycle is judged on (none holds tombstoned data), where each came from, and
+    the gate message for each needed set that could be neither read nor derived."""
     batch_rows = [r for r in ws.data.rows("admitted", batch) if r.get("prompt") and r.get("target")]
-    retention = retention_rows(ws, policy, batch, champ_model, tokenizer, policy.evaluation.retention_sample)
-    edited_relations = {r["relation"] for r in batch_rows if r.get("previous_target")}
-    batch_subjects = {s for r in batch_rows for s in r.get("subject_ids", [])}
-    neighbours = [r for r in current_facts(ws.data.rows("admitted")).values()
-                  if r.get("relation") in edited_relations and not batch_subjects & set(r.get("subject_ids", []))]
-    locality = known_by(champ_model, tokenizer, sample(neighbours, 100, seed=1)) if edited_relations else []
+    changed = {r.get("fact_id") for r in batch_rows} | set(ws.requests.tombstones().fact_ids)
+    sources: dict[str, str] = {"new_facts": f"the batch's fact rows ({len(batch_rows)})"}
+    missing: dict[str, str] = {}
+
+    def use(name: str, resolved: evalsets.Resolved, needed: bool = True) -> list:
+        sources[name] = resolved.source
+        if resolved.missing and needed:
+            missing[name] = resolved.missing
+        return resolved.items
+
+    supplied_retention = evalsets.supplied(ws, "retention", changed)
+    if supplied_retention:
+        retention = known_by(champ_model, tokenizer, sample(supplied_retention, policy.evaluation.retention_sample,
+                                                            seed=policy.world.seed))
+        sources["retention"] = (f"table `retention`: the {len(retention)} of {len(supplied_retention)} rows "
+                                "the champion recalls")
+    else:
+        retention = retention_rows(ws, policy, batch, champ_model, tokenizer, policy.evaluation.retention_sample)
+        prior = len([r for r in ws.data.rows("admitted") if r.get("prompt") and r.get("fact_id") not in changed])
+        sources["retention"] = (f"derived: a sample of earlier admitted facts the champion recalls ({len(retention)})"
+                                if retention else "none")
+        if not retention and prior:
+            missing["retention"] = evalsets.FIX["retention"]
+    edited_relations = {r.get("relation") for r in batch_rows if r.get("previous_target")}
+    locality: list[dict] = []
+    if edited_relations:
+        supplied_locality = evalsets.supplied(ws, "locality", changed)
+        batch_subjects = {s for r in batch_rows for s in id_list(r.get("subject_ids"))}
+        neighbours = supplied_locality or [
+            r for r in current_facts(ws.data.rows("admitted")).values()
+            if r.get("relation") in edited_relations and not batch_subjects & set(id_list(r.get("subject_ids")))]
+        locality = known_by(champ_model, tokenizer, sample(neighbours, 100, seed=1))
+        sources["locality"] = (f"table `locality` ({len(locality)} recalled)" if supplied_locality else
+                               f"derived: known facts of the edited relations about other subjects ({len(locality)})")
+        if not locality:
+            sources["locality"], missing["locality"] = "none", evalsets.FIX["locality"]
     forget = [q for rid in honoured for q in forget_set(ws.requests.get(rid))]
     unseen, probe_train = [], []
     if forget:  # the comparison facts and the probe's training facts matter only when something is forgotten
-        unseen = unseen_qas(policy.world.seed, policy.world.n_subjects)
+        unseen = use("unseen", evalsets.unseen(ws))
         forget_ids = {q.get("fact_id") for q in forget}
         kept = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in forget_ids]
         probe_train = [qa(r) for r in known_by(champ_model, tokenizer, sample(kept, PROBE_TRAIN_FACTS, seed=3))]
-    return EvalSets(
+        sources["forget"] = f"the honoured requests' plans ({len(forget)} facts)"
+    sets = EvalSets(
         new_facts=[qa(r) for r in batch_rows],
-        paraphrases=[qa(r, world, template=2) for r in batch_rows],
+        paraphrases=use("paraphrases", evalsets.paraphrases(batch_rows)),
         retention=[qa(r) for r in retention],
         forget=forget,
         locality=[qa(r) for r in locality],
-        general_text=sample(list(world.general_text), 200, seed=2),
-        rag_queries=[qa(r, world, template=1) for r in batch_rows],
+        general_text=use("general", evalsets.general_text(ws)),
+        rag_queries=[qa(r, template=1) for r in batch_rows],
         unseen=unseen,
         probe_train=probe_train,
     )
+    sources["rag_queries"] = "the batch's facts, first paraphrase (else the prompt)"
+    return sets, sources, {m: msg for name, msg in missing.items() for m in SET_METRICS[name]}
 
 
 def release_history(ws: Workspace, champion, models: dict[str, Any], tokenizer, limit: int = 10) -> list[dict[str, Any]]:
@@ -100,7 +141,7 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
     eff = effective_policy(ws, policy, batch)
     champion = champion_manifest(ws)
     champ_model, tokenizer = load_model(ws, champion.model)
-    sets = build_sets(ws, eff, batch, champ_model, tokenizer, cmodel["honoured"])
+    sets, sources, missing = build_sets(ws, eff, batch, champ_model, tokenizer, cmodel["honoured"])
     cand_model, _ = load_model(ws, cmodel["model"])
     ref_ll, reference = reference_forget_ll(ws, eff, sets.forget)
     ref_auc = reference.get("reference_mia_auc")
@@ -114,7 +155,7 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
         [{"acc_at_release": h["acc_at_release"], "acc_now": h["champion_now"]} for h in history])
     requests = [ws.requests.get(rid) for rid in cmodel["honoured"]]
     request_checks, request_gates = request_verdicts(eff, cand.metrics, requests)
-    decision = decide(cand.metrics, eff.gates, champ.metrics)
+    decision = decide(cand.metrics, eff.gates, champ.metrics, missing=missing)
     decision = Decision(passed=decision.passed and all(v["passed"] for v in request_gates),
                         verdicts=[*decision.verdicts, *request_gates])
     stability = stability_summary(updated.get("history", []), champ.metrics.get("retention"), cand.metrics.get("new_fact_recall"))
@@ -134,6 +175,7 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
         "metrics": cand.metrics,
         "champion_metrics": champ.metrics,
         "set_sizes": {k: len(v) for k, v in vars(sets).items()},
+        "set_sources": sources,
         "decision": decision.model_dump(),
         "stability": stability,
         "history": history,

@@ -32,6 +32,7 @@ def fact_row(fact, source: str = "world-initial") -> dict[str, Any]:
         "subject_ids": [fact.subject_id],
         "subject": fact.subject,
         "relation": fact.relation,
+        "paraphrases": [fact.prompt(k) for k in range(1, len(fact.templates))],
         "source": source,
         "license": "internal",
         "pii": False,
@@ -51,11 +52,18 @@ def current_facts(admitted_rows: list[dict[str, Any]]) -> dict[str, dict[str, An
     return facts
 
 
+def paraphrase(row: dict[str, Any], template: int) -> str | None:
+    """The row's own paraphrase number `template` (1 = the first), or its last one when it has fewer; None if none."""
+    options = [p for p in (row.get("paraphrases") or []) if isinstance(p, str) and p.strip()]
+    return options[min(template, len(options)) - 1] if options and template > 0 else None
+
+
 def qa(row: dict[str, Any], world: World | None = None, template: int = 0) -> dict[str, Any]:
-    """A fact row as a (prompt, target) pair; template > 0 asks for a paraphrase of the prompt."""
-    prompt = row["prompt"]
+    """A fact row as a (prompt, target) pair; template > 0 asks for one of the row's paraphrases of the prompt
+    (rows written before paraphrases were part of the contract fall back to the world's relation templates)."""
+    prompt = (paraphrase(row, template) if template else None) or row["prompt"]
     relations = {r.name: r for r in world.relations} if world is not None else {}
-    if template and row.get("relation") in relations and row.get("subject"):
+    if template and not row.get("paraphrases") and row.get("relation") in relations and row.get("subject"):
         templates = relations[row["relation"]].templates
         prompt = templates[min(template, len(templates) - 1)].format(subject=row["subject"])
     subject_ids = row.get("subject_ids") or [None]

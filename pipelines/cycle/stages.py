@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.admission import admit_batch, read_batch
+from pipelines.cycle import evalsets
 from pipelines.cycle.artifacts import load_index, load_model, save_index, store_model
-from pipelines.cycle.knowledge import current_facts, is_fact, qa, sample, unseen_qas, world_for
+from pipelines.cycle.knowledge import current_facts, is_fact, qa, sample
+from pipelines.datasets import EVAL_TABLES
 from pipelines.workspace import Workspace
 from policies import Policy, merge_overrides
 
@@ -58,14 +60,19 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
     tombstones = ws.requests.tombstones()
     result = admit_batch(_read_or_quarantine(path), eff.admission, tombstones=tombstones, batch_name=batch)
     quarantined = _without_forgotten_content(result.quarantined, path, tombstones)
-    ws.data.put_part("admitted", batch, result.admitted)
+    evaluation = {name: [r for r in result.admitted if r.get("kind") == name] for name in EVAL_TABLES}
+    admitted = [r for r in result.admitted if r.get("kind") not in EVAL_TABLES]
+    for name, rows in evaluation.items():  # evaluation rows are measured on, never trained on or indexed
+        if rows:
+            ws.data.put_part(EVAL_TABLES[name], batch, rows)
+    ws.data.put_part("admitted", batch, admitted)
     ws.data.put_part("quarantine", batch, quarantined)
     docs = [
         {"id": r["id"], "text": r["text"], "subject_ids": r.get("subject_ids") or [], "fact_id": r.get("fact_id")}
-        for r in result.admitted
+        for r in admitted
     ]
     ws.data.put_part("documents", batch, docs)
-    ws.data.put_part("replay", batch, [r for r in result.admitted if is_fact(r)])
+    ws.data.put_part("replay", batch, [r for r in admitted if is_fact(r)])
     done = ws.store.read_json(PROCESSED_KEY, default=[])
     if batch not in done:
         ws.store.write_json(PROCESSED_KEY, [*done, batch])
@@ -74,7 +81,8 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
         "system:admission",
         "batch.admitted",
         batch,
-        reason=f"{len(result.admitted)} admitted, {len(quarantined)} quarantined",
+        reason=f"{len(admitted)} admitted, {len(quarantined)} quarantined"
+        + "".join(f", {len(rows)} to the {name} set" for name, rows in evaluation.items() if rows),
         run_id=run_id,
         details={"batch_hash": result.batch_hash, "quarantine_reasons": dict(reasons), "policy": eff.label},
     )
@@ -84,7 +92,8 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
         "batch_file": str(path),
         "policy": eff.label,
         "champion": ws.registry.champion(),
-        "admitted": len(result.admitted),
+        "admitted": len(admitted),
+        "evaluation_rows": {name: len(rows) for name, rows in evaluation.items() if rows},
         "quarantined": len(result.quarantined),
         "quarantine_reasons": dict(reasons),
         "expectations_md": result.to_markdown(),
@@ -232,12 +241,14 @@ def pending_model_forgets(ws: Workspace) -> list:
     return [r for r in ws.requests.list(states=["planned", "applied"]) if forget_set(r)]
 
 
-def unseen_level(policy: Policy, model, tokenizer) -> tuple[float, float]:
+def unseen_level(ws: Workspace, model, tokenizer) -> tuple[float, float]:
     """Mean token log-probability and exact-match recall the model gives facts of the same kind it never saw:
     the level to forget down to, and the recall it reaches by guessing."""
     from pipelines.lm import score_qa
 
-    rows = unseen_qas(policy.world.seed, policy.world.n_subjects)
+    rows = evalsets.unseen(ws).items
+    if not rows:
+        raise ValueError(evalsets.FIX["unseen"] + " (forgetting is calibrated to the level of never-seen facts)")
     scores = score_qa(model, tokenizer, [q["prompt"] for q in rows], [q["target"] for q in rows])
     return float(scores.mean_logprob.mean()), float(scores.exact_match.mean())
 
@@ -247,7 +258,7 @@ def forgetting_target(ws: Workspace, policy: Policy, model, tokenizer, forget: l
     (relative to never-seen facts), when such a reference is affordable; else the never-seen level itself."""
     from pipelines.forget.reference import reference_forget_ll
 
-    level, guessed = unseen_level(policy, model, tokenizer)
+    level, guessed = unseen_level(ws, model, tokenizer)
     # Guessing counts as forgotten only up to what the policy's verification accepts.
     recall_target = min(guessed, policy.unlearning.max_forget_recall)
     ref_rel, info = reference_forget_ll(ws, policy, forget)
@@ -290,9 +301,10 @@ def candidate_model(ws: Workspace, policy: Policy, updated: dict[str, Any], prog
     edits = _selection(ws, updated["batch"], "edit")
     edit_records: list[dict[str, Any]] = []
     if edits:
-        world = world_for(eff.world.seed, eff.world.n_subjects)
         method, cfg = eff.edit.resolve("edit")
-        cov_texts = list(world.general_text) + [r["text"] for r in sample(list(current_facts(ws.data.rows("admitted")).values()), 300)]
+        # Key statistics for the edit: general text (held out from training, not from measuring) plus known facts.
+        general = [r["text"] for r in evalsets.table(ws, "general") if isinstance(r.get("text"), str)]
+        cov_texts = general + [r["text"] for r in sample(list(current_facts(ws.data.rows("admitted")).values()), 300)]
         result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"]} for r in edits], cfg, cov_texts, progress=progress)
         model = result.model
         for row, rec in zip(edits, result.per_edit, strict=True):

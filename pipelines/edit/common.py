@@ -36,7 +36,7 @@ def check_edits(edits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             raise ValueError(f"edits[{i}].previous_target must be a string or null")
         if prev is not None and prev.strip() == e["target"].strip():
             raise ValueError(f"edits[{i}]: target equals previous_target ({prev!r}); nothing to edit")
-        out.append({"prompt": e["prompt"], "target": e["target"].strip(), "previous_target": prev})
+        out.append({"prompt": e["prompt"], "target": e["target"], "previous_target": prev})
     return out
 
 
@@ -63,13 +63,18 @@ def edit_report(
 
 
 @contextmanager
-def frozen_copy(model, tokenizer, edits: Sequence[dict[str, Any]], layer: int) -> Iterator[tuple[Any, Any, list[float]]]:
+def frozen_copy(model, tokenizer, edits: Sequence[dict[str, Any]],
+                layer: int | None) -> Iterator[tuple[Any, Any, list[float]]]:
     """A copy of the model with every parameter frozen while editing (flags restored on exit), the projection to edit,
-    and each edit's target probability before any change. The input model is never touched."""
+    and each edit's target probability before any change. The input model is never touched.
+
+    `layer` None is the architecture's default edit layer; a layer the policy names also works for a family the
+    architecture table does not know."""
+    from pipelines.architectures import default_edit_layer
     from pipelines.edit.anatomy import mlp_out
 
     edited = copy.deepcopy(model).to(pick_device()).eval()
-    target = mlp_out(edited, layer)
+    target = mlp_out(edited, default_edit_layer(edited) if layer is None else layer, allow_guess=layer is not None)
     _, prob_before = target_scores(edited, tokenizer, edits)
     flags = [p.requires_grad for p in edited.parameters()]
     for p in edited.parameters():

@@ -20,7 +20,7 @@ from pipelines.plugins import MethodConfig
 
 
 class FinetuneEditConfig(MethodConfig):
-    layer: int = Field(-1, description="decoder layer whose MLP output projection is trained")
+    layer: int | None = Field(None, description="decoder layer whose MLP output projection is trained; null = the architecture's default (about a third deep)")
     learning_rate: float = Field(1e-2, gt=0.0, le=1.0)
     max_steps: int = Field(100, ge=1, le=10000, description="stop earlier once every edit is reproduced")
     linf_bound: float | None = Field(

@@ -36,7 +36,7 @@ from pipelines.plugins import MethodConfig
 class RomeConfig(MethodConfig):
     """Rank-one edit settings; defaults measured on the tiny embedded model."""
 
-    layer: int = Field(-1, description="decoder layer whose MLP is edited; negative counts from the end")
+    layer: int | None = Field(None, description="decoder layer whose MLP is edited; negative counts from the end; null = the architecture's default (about a third deep)")
     v_lr: float = Field(0.5, gt=0.0, le=10.0, description="Adam step size for the value delta")
     v_steps: int = Field(40, ge=1, le=1000, description="maximum optimisation steps per edit")
     v_stop_nll: float = Field(0.05, ge=0.0, description="stop early once the target's mean NLL is below this")
@@ -48,6 +48,19 @@ class RomeConfig(MethodConfig):
     )
     cov_ridge: float = Field(1e-2, ge=0.0, description="ridge added to C, relative to its mean diagonal")
     identity_cov: bool = Field(False, description="ablation: use C = I (no covariance); worse locality")
+
+
+def _check_rank_one(model) -> None:
+    """A family whose MLP sees flattened activations cannot take a rank-one write at one token position."""
+    from pipelines.architectures import UnknownArchitecture, resolve_architecture
+
+    try:
+        arch = resolve_architecture(model)
+    except UnknownArchitecture:
+        return  # the policy named the layer; collect_keys checks the activation shape
+    if not arch.rank_one_edits:
+        raise ValueError(f"ROME cannot edit an '{arch.name}' model (its MLP works on flattened activations); "
+                         "fix: use edit.method finetune_edit in the policy")
 
 
 def key_covariance(model, tokenizer, target: MlpOut, cov_texts: list[str], cfg: RomeConfig) -> tuple[torch.Tensor, int]:
@@ -128,6 +141,7 @@ def apply_edits(
     if not isinstance(cfg, RomeConfig):
         raise ValueError(f"cfg must be a RomeConfig, got {type(cfg).__name__}")
     edits = check_edits(edits)
+    _check_rank_one(model)
     started = time.perf_counter()
     total_steps, final_nll = 0, []
     with frozen_copy(model, tokenizer, edits, cfg.layer) as (edited, target, prob_before):

@@ -17,18 +17,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from evals.metrics import load_metric
-from pipelines.cycle.knowledge import current_facts, qa, unseen_qas, world_for
+from pipelines.cycle import evalsets
+from pipelines.cycle.knowledge import current_facts, qa, world_for
 from pipelines.lm import load_causal_lm, save_causal_lm, score_qa
 from pipelines.workspace import Workspace
 from policies import Policy
 
 
-def reference_kind(policy: Policy) -> str:
-    """'retrain' or 'unseen', resolving 'auto' by whether the base model can be rebuilt from its config."""
+def reference_kind(policy: Policy, ws: Workspace | None = None) -> str:
+    """'retrain' or 'unseen', resolving 'auto' by whether the base model can be rebuilt from its config (a checkpoint
+    brought with `memgov init` cannot: memgov does not have its training recipe)."""
     choice = policy.unlearning.reference
+    checkpoint = bool(policy.base_model.path) or (ws is not None and ws.deployment().get("kind") == "checkpoint")
     if choice == "auto":
-        return "unseen" if policy.base_model.path else "retrain"
-    if choice == "retrain" and policy.base_model.path:
+        return "unseen" if checkpoint else "retrain"
+    if choice == "retrain" and checkpoint:
         raise ValueError("unlearning.reference is 'retrain' but base_model.path names a checkpoint whose training "
                          "recipe memgov does not have; use reference: unseen (or auto)")
     return choice
@@ -104,7 +107,7 @@ def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, An
     never-seen facts of the same kind (the scale `evals.suites.forgetting_evidence` compares on); or None and why."""
     if not forget:
         return None, {"reference": "none", "why": "no forget set"}
-    kind = reference_kind(policy)
+    kind = reference_kind(policy, ws)
     if kind != "retrain":
         return None, {"reference": "unseen", "why": "policy or base model: no retrained reference"}
     plan = _reference_plan(ws, policy)
@@ -114,7 +117,9 @@ def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, An
         return out["relative"], out["info"]
     model, tokenizer, report = _load_or_train(plan, progress)
     scores = score_qa(model, tokenizer, [q["prompt"] for q in forget], [q["target"] for q in forget])
-    unseen = unseen_qas(policy.world.seed, policy.world.n_subjects)
+    unseen = evalsets.unseen(ws).items
+    if not unseen:
+        return None, {"reference": "none", "why": evalsets.FIX["unseen"]}
     unseen_ll = score_qa(model, tokenizer, [q["prompt"] for q in unseen], [q["target"] for q in unseen]).mean_logprob
     level = float(unseen_ll.mean())
     forget_ll = [float(x) for x in scores.mean_logprob]

@@ -33,7 +33,7 @@ def check_qa(items: Sequence[dict[str, Any]], field: str, allow_empty: bool = Fa
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{field}[{i}].{key} must be a non-empty string")
         prompts.append(item["prompt"])
-        targets.append(item["target"].strip())
+        targets.append(item["target"])  # as given: a leading space is part of the answer for BPE tokenizers
     return prompts, targets
 
 

@@ -273,6 +273,7 @@ def _row(batch_no: int, idx: int, fact: Fact, rng: random.Random, previous: str 
         "subject_ids": [fact.subject_id],
         "subject": fact.subject,
         "relation": fact.relation,
+        "paraphrases": [fact.prompt(k) for k in range(1, len(fact.templates))],
         "source": rng.choice(SOURCES),
         "license": GOOD_LICENSES[idx % len(GOOD_LICENSES)],
         "pii": False,

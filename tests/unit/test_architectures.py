@@ -11,12 +11,12 @@ import copy
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from support_checkpoints import ARCHS, GENERAL_TEXT, write_checkpoint
 
 from pipelines import plugins
 from pipelines.architectures import (
@@ -32,9 +32,6 @@ from pipelines.edit.anatomy import mlp_out
 from pipelines.lm import encode_qa, load_causal_lm, per_example_loss, score_qa
 from pipelines.store.base import dir_digest
 from pipelines.update.common import default_target_modules, is_conv1d, wrap_lora
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support_checkpoints import ARCHS, GENERAL_TEXT, write_checkpoint  # noqa: E402
 
 _GATED = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # (LoRA targets, decoder ModuleList path, MLP output projection in a block), written out independently of the table.
@@ -191,7 +188,7 @@ def test_unknown_architecture_is_named_with_the_fix():
         message = str(err.value)
         assert "'bloom'" in message and "gpt2" in message and "llama" in message
         assert "update.params.target_modules" in message and "edit.params.layer" in message
-        assert "pipelines/architectures.py" in message
+        assert "add a line for 'bloom' to ARCHITECTURES in pipelines/architectures.py" in message
     assert decoder_layers(model, allow_guess=True) is model.transformer.h
     guessed = mlp_out(model, -1, allow_guess=True)
     assert (guessed.layer, guessed.name) == (1, "mlp.dense_4h_to_h")
@@ -285,7 +282,7 @@ REFUSALS = [
     (_bad_config, ["config.json", "cannot be loaded", "fix:"]),
     (_not_causal, ["'t5'", "not a causal language model", "fix: pass a decoder-only"]),
     (_unknown_arch, ["'bloom'", "llama", "update.params.target_modules", "edit.params.layer",
-                     "pipelines/architectures.py"]),
+                     "add a line for 'bloom' to ARCHITECTURES in pipelines/architectures.py"]),
     (_no_tokenizer, ["no tokenizer files", "fix: save the model's tokenizer", "save_pretrained"]),
     (_broken_tokenizer, ["tokenizer", "cannot be loaded", "fix: save the model's tokenizer"]),
     (_no_pad_no_eos, ["neither a pad token nor an eos token", "add_special_tokens({'pad_token'",

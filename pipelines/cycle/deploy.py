@@ -1,0 +1,136 @@
+"""`memgov init`: a deployment from any Hugging Face causal LM and the team's own contract tables.
+
+Everything is checked before anything is written: the checkpoint (architecture, tokenizer, pad token), then every
+data row through the same admission suite as an arriving batch. A problem is reported with the fix and leaves no
+state behind. r0001 is the checkpoint unchanged: its folder is stored as it is, so its digest is the folder's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipelines.admission import admit_batch, read_batch
+from pipelines.cycle.artifacts import save_index, store_model
+from pipelines.datasets import EVAL_TABLES, id_list
+from pipelines.workspace import Workspace
+from policies import Policy
+
+ACTOR = "system:init"
+DEPLOYMENT_KEY = "deployment.json"
+# A file named after a kind gives its rows that kind unless a row says otherwise.
+FILE_KINDS = {"facts": "fact", "instructions": "instruction", "documents": "document", "edits": "edit",
+              "retention": "retention", "general": "general", "locality": "locality", "unseen": "unseen"}
+TRAINABLE = ("fact", "instruction", "document")
+
+
+class InitError(ValueError):
+    """`memgov init` refused its input; nothing was written."""
+
+
+def _kind(row: dict[str, Any], file_kind: str | None) -> str:
+    if isinstance(row.get("kind"), str) and row["kind"]:
+        return row["kind"]
+    if file_kind:
+        return file_kind
+    return "fact" if row.get("prompt") and row.get("target") else "document"
+
+
+def read_data_dir(data_dir: Path) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """Every row of every JSONL/Parquet file in the folder, with its kind set, and which file each row came from."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise InitError(f"--data {data_dir}: not a folder; fix: give a folder of JSONL/Parquet files named by kind "
+                        f"({', '.join(f'{k}.jsonl' for k in FILE_KINDS)})")
+    files = sorted(p for p in data_dir.iterdir() if p.suffix in (".jsonl", ".parquet") and not p.name.startswith("."))
+    if not files:
+        raise InitError(f"--data {data_dir}: no .jsonl or .parquet file; fix: write your tables there, e.g. facts.jsonl")
+    rows: list[dict[str, Any]] = []
+    origin: dict[int, str] = {}
+    for path in files:
+        try:
+            batch = read_batch(path)
+        except ValueError as exc:
+            raise InitError(f"--data {path}: {exc}") from None
+        for row in batch:
+            if "_parse_error" not in row:
+                row = {**row, "kind": _kind(row, FILE_KINDS.get(path.stem))}
+            origin[len(rows)] = path.name
+            rows.append(row)
+    return rows, origin
+
+
+def validate(policy: Policy, base_model: str, data_dir: Path | None):
+    """(checkpoint info, admitted rows) or InitError naming each problem and its fix."""
+    from pipelines.checkpoint import CheckpointError, inspect_checkpoint
+
+    try:
+        info = inspect_checkpoint(base_model)
+    except CheckpointError as exc:
+        raise InitError(f"--base-model {base_model}: {exc}") from None
+    if data_dir is None:
+        return info, []
+    rows, origin = read_data_dir(data_dir)
+    result = admit_batch(rows, policy.admission, batch_name="initial")
+    problems = [(r, r["quarantine_reasons"]) for r in result.quarantined]
+    edits = [r for r in result.admitted if r.get("kind") == "edit"]
+    problems += [(r, ["an edit changes a deployed model; fix: drop edits into the inbox after init"]) for r in edits]
+    if problems:
+        position = {id(r): i for i, r in enumerate(rows)}
+        lines = [f"{origin.get(position.get(id(r), -1), '?')} row {r.get('id')!r}: {'; '.join(reasons)}"
+                 for r, reasons in problems[:20]]
+        more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise InitError(f"--data {data_dir}: {len(problems)} of {len(rows)} rows break the data contract "
+                        "(policies/contract.json); nothing was written:\n  " + "\n  ".join(lines) + more)
+    return info, result.admitted
+
+
+def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[dict[str, Any]], info,
+                    embedder=None) -> dict[str, Any]:
+    """Store the checkpoint unchanged, seed the tables and the index from validated rows, crown r0001."""
+    from pipelines.rag import DocumentIndex, Embedder
+
+    if ws.registry.list():
+        raise InitError(f"{ws.home} already holds a deployment (champion {ws.registry.champion()}); fix: use a new "
+                        "--home, or `memgov run` to update this one")
+    folder = Path(base_model)
+    if folder.is_dir():
+        digest = ws.store.put_dir(folder)
+    else:  # a hub id already in the local cache
+        from pipelines.lm import load_causal_lm
+
+        model, tokenizer = load_causal_lm(base_model)
+        digest = store_model(ws, model, tokenizer)
+    trainable = [r for r in rows if r.get("kind") in TRAINABLE]
+    for name, table in EVAL_TABLES.items():
+        part = [r for r in rows if r.get("kind") == name]
+        if part:
+            ws.data.put_part(table, "initial", part)
+    ws.data.put_part("admitted", "initial", trainable)
+    ws.data.put_part("replay", "initial", [r for r in trainable if r.get("prompt") and r.get("target")])
+    docs = [{"id": r["id"], "text": r["text"], "subject_ids": id_list(r.get("subject_ids")), "fact_id": r.get("fact_id")}
+            for r in trainable]
+    ws.data.put_part("documents", "initial", docs)
+    embedder = embedder or Embedder()
+    index = DocumentIndex(embedder.dim)
+    index.upsert(docs, embedder)
+    version = save_index(ws, index)
+    ws.store.write_json(DEPLOYMENT_KEY, {"base_model": base_model, "kind": "checkpoint", "checkpoint": info.to_dict()})
+    release = ws.registry.create(
+        {"parent": None, "base_model": base_model, "model": digest, "index_snapshot": version,
+         "policy_version": policy.label, "cycle": "init",
+         "data_snapshots": {"admitted": ws.data.snapshot("admitted")},
+         "lineage": {"subject_ids": sorted({s for r in trainable for s in id_list(r.get("subject_ids"))}),
+                     "row_ids": [r["id"] for r in trainable]}},
+        actor=ACTOR, reason=f"{info.architecture} checkpoint {base_model}, unchanged")
+    ws.registry.set_status(release.release_id, "approved", ACTOR, "the base model is the starting point")
+    ws.registry.promote(release.release_id, ACTOR, "first champion", expected=None)
+    kinds = Counter(r.get("kind") for r in rows)
+    ws.log.append(ACTOR, "deployment.initialised", release.release_id, reason=f"{info.model_type} from {base_model}",
+                  details={"model": digest, "rows": dict(kinds), "index_snapshot": version})
+    return {"release_id": release.release_id, "model": digest, "architecture": info.architecture,
+            "rows": dict(kinds), "index_snapshot": version, "documents": len(docs)}
+
+
+__all__ = ["InitError", "init_deployment", "read_data_dir", "validate"]

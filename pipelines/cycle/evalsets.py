@@ -1,0 +1,70 @@
+"""The evaluation sets of the data contract: read from the deployment's tables, or derived by a stated rule.
+
+The engine never invents evaluation data. Each set comes back with where it came from (the card shows it), and a
+set a gate needs that can neither be read nor derived comes back empty with the reason, so the gate fails with
+that reason instead of passing on nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.cycle.knowledge import qa, sample
+from pipelines.datasets import EVAL_TABLES
+from pipelines.workspace import Workspace
+
+FIX = {
+    "general": "no general set: supply the `general` table (held-out general text, one `text` per row; "
+               "`memgov init --data DIR` reads DIR/general.jsonl) or admit rows of kind `general`",
+    "unseen": "no unseen set: supply the `unseen` table (facts of the same kind the model never saw) or admit "
+              "rows of kind `unseen`",
+    "retention": "no retention set: the champion recalls none of the earlier facts; supply the `retention` table "
+                 "(facts the champion must keep) or admit rows of kind `retention`",
+    "locality": "no locality set: this batch edits facts but no neighbour of theirs is known; supply the `locality` "
+                "table or admit rows of kind `locality`",
+    "paraphrases": "no paraphrase set: the batch's facts carry no `paraphrases`; add them to the fact rows",
+}
+
+
+@dataclass
+class Resolved:
+    """One evaluation set: its items, the source the card names, and why it is empty when it is."""
+
+    items: list[Any] = field(default_factory=list)
+    source: str = ""
+    missing: str | None = None
+
+
+def table(ws: Workspace, name: str) -> list[dict[str, Any]]:
+    return ws.data.rows(EVAL_TABLES[name])
+
+
+def general_text(ws: Workspace, n: int = 200, seed: int = 2) -> Resolved:
+    rows = [r["text"] for r in table(ws, "general") if isinstance(r.get("text"), str) and r["text"].strip()]
+    if not rows:
+        return Resolved([], "none", FIX["general"])
+    picked = sample(rows, n, seed=seed)
+    return Resolved(picked, f"table `general` ({len(picked)} of {len(rows)} rows)")
+
+
+def unseen(ws: Workspace) -> Resolved:
+    rows = [qa(r) for r in table(ws, "unseen") if r.get("prompt") and r.get("target")]
+    if not rows:
+        return Resolved([], "none", FIX["unseen"])
+    return Resolved(rows, f"table `unseen` ({len(rows)} rows)")
+
+
+def supplied(ws: Workspace, name: str, exclude_facts: set[str]) -> list[dict[str, Any]]:
+    """A QA table the deployment supplied, minus facts this cycle changes or forgets."""
+    return [r for r in table(ws, name) if r.get("prompt") and r.get("target") and r.get("fact_id") not in exclude_facts]
+
+
+def paraphrases(batch_rows: list[dict[str, Any]]) -> Resolved:
+    rows = [qa(r, template=2) for r in batch_rows if r.get("paraphrases")]
+    if batch_rows and not rows:
+        return Resolved([], "none", FIX["paraphrases"])
+    return Resolved(rows, f"the batch's own `paraphrases` ({len(rows)} facts)" if rows else "no new facts")
+
+
+__all__ = ["FIX", "Resolved", "general_text", "paraphrases", "supplied", "table", "unseen"]
