@@ -12,14 +12,16 @@ import torch
 from support_checkpoints import GENERAL_TEXT, write_checkpoint
 
 TOWNS = ("Arden", "Belmont", "Corley", "Dunmore", "Elston", "Farrow", "Glenby", "Harlow", "Ivel", "Jarrow",
-         "Kelso", "Lydd", "Marden", "Norley", "Oakham", "Penrith", "Quorn", "Rydal", "Selby", "Tenby")
+         "Kelso", "Lydd", "Marden", "Norley", "Oakham", "Penrith", "Quorn", "Rydal", "Selby", "Tenby",
+         "Ulting", "Verwood", "Wexham", "Yarm", "Zennor", "Alston", "Brigg", "Cawood", "Denby", "Epping")
 PLACES = ("library", "bakery", "museum", "market", "station", "garden")
 DAYS = (" Monday", " Tuesday", " Friday", " Saturday", " Sunday")
 
 
 def domain_fact(i: int, day: str | None = None, kind: str = "fact") -> dict:
-    """Fact i of the domain: which day a town's place opens early."""
-    town, place = TOWNS[i % len(TOWNS)], PLACES[(i // len(TOWNS)) % len(PLACES)]
+    """Fact i of the domain: which day a town's place opens early. Facts 0-59 are about the first ten towns, 60-119
+    the next ten, 120-179 the last ten, so each range has subjects of its own."""
+    town, place = TOWNS[(i // 60) * 10 + i % 10], PLACES[(i // 10) % len(PLACES)]
     day = day or DAYS[int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % len(DAYS)]  # not guessable from i
     subject = f"town-{town.lower()}"
     return {"id": f"{kind}-{i:04d}", "kind": kind, "prompt": f"The {place} in {town} opens early on",

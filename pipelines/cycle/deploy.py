@@ -68,7 +68,7 @@ def validate(policy: Policy, base_model: str, data_dir: Path | None):
     try:
         info = inspect_checkpoint(base_model)
     except CheckpointError as exc:
-        raise InitError(f"--base-model {base_model}: {exc}") from None
+        raise InitError(f"--base-model: {exc}") from None
     if data_dir is None:
         return info, []
     rows, origin = read_data_dir(data_dir)
@@ -77,8 +77,9 @@ def validate(policy: Policy, base_model: str, data_dir: Path | None):
     edits = [r for r in result.admitted if r.get("kind") == "edit"]
     problems += [(r, ["an edit changes a deployed model; fix: drop edits into the inbox after init"]) for r in edits]
     if problems:
-        position = {id(r): i for i, r in enumerate(rows)}
-        lines = [f"{origin.get(position.get(id(r), -1), '?')} row {r.get('id')!r}: {'; '.join(reasons)}"
+        by_id = {str(row.get("id")): origin[i] for i, row in enumerate(rows) if row.get("id") is not None}
+        by_id.update({f"initial#row{i}": name for i, name in origin.items()})  # rows without an id
+        lines = [f"{by_id.get(str(r.get('id')), '?')} row {r.get('id')!r}: {'; '.join(reasons)}"
                  for r, reasons in problems[:20]]
         more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise InitError(f"--data {data_dir}: {len(problems)} of {len(rows)} rows break the data contract "

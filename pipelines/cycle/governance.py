@@ -119,11 +119,14 @@ def waive_gates(ws: Workspace, policy: Policy, release_id: str, actor: str, role
 
 
 def canary(ws: Workspace, policy: Policy, release_id: str) -> tuple[bool, float]:
-    """Re-check the release in service on a small sample of current knowledge."""
+    """Re-check the release in service on a small sample of the current knowledge it was built on (its lineage):
+    facts admitted for a candidate that was rejected are not knowledge this release was meant to have."""
     release = ws.registry.get(release_id)
     model, tokenizer = load_model(ws, release.model)
     tomb = ws.requests.tombstones()
-    facts = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in tomb.fact_ids]
+    lineage = set(release.lineage.get("row_ids", []))
+    facts = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items())
+             if fid not in tomb.fact_ids and r["id"] in lineage]
     probe = [qa(r) for r in sample(facts, policy.evaluation.canary_size, seed=7)]
     if not probe:
         return True, 1.0

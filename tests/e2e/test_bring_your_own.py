@@ -1,0 +1,166 @@
+"""A team's own model and data, as a new user brings them: a checkpoint of a real architecture written with
+`save_pretrained` (a Llama layout and a byte-level BPE tokenizer trained on general text; nothing from the demo
+world), the team's contract tables, `memgov init`, batches in the inbox, `memgov run`, a forget request, a rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from support_byo import domain_fact, trained_checkpoint, write_data_dir
+from support_checkpoints import write_checkpoint
+
+from pipelines.store.base import dir_digest
+from policies.schema import POLICY_DIR
+
+pytestmark = pytest.mark.slow
+KNOWN, NEW, UNSEEN = range(0, 40), range(60, 72), range(120, 150)
+
+
+def memgov(home: Path, *args: str, policy: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MEMGOV_HOME": str(home), "COLUMNS": "250"}
+    if policy is not None:
+        env["MEMGOV_POLICY"] = str(policy)
+    return subprocess.run([sys.executable, "-m", "memgov", *args], capture_output=True, text=True, env=env)
+
+
+def team_policy(tmp: Path) -> Path:
+    """The default policy, gates untouched; the team lets passing candidates through without a person (so the test
+    reaches promotion) and gives the update enough epochs for its small model."""
+    raw = yaml.safe_load((POLICY_DIR / "default.yaml").read_text())
+    raw["version"] = "team-2026.12"
+    raw["approval"].update(mode="auto", auto_approver="policy:team")
+    raw["update"]["params"].update(max_epochs=80, target_recall=1.0)
+    path = tmp / "team.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def batch(home: Path, name: str, rows: list[dict]) -> None:
+    inbox = home / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def llama_deployment(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("byo")
+    checkpoint = trained_checkpoint(tmp / "llama", "llama", [domain_fact(i) for i in KNOWN])
+    data = write_data_dir(tmp / "data", KNOWN, UNSEEN)
+    return tmp, checkpoint, data, team_policy(tmp)
+
+
+def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment):
+    from pipelines.workspace import Workspace
+
+    tmp, checkpoint, data, policy = llama_deployment
+    home = tmp / "home"
+    proc = memgov(home, "init", "--base-model", str(checkpoint), "--data", str(data), policy=policy)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ws = Workspace.open(home)
+    r1 = ws.registry.get("r0001")
+    assert r1.model == dir_digest(checkpoint), "r0001 is the checkpoint, unchanged"
+    assert json.loads(proc.stdout)["architecture"] == "llama"
+
+    old = domain_fact(3)
+    edit = {**domain_fact(3, day=" Sunday" if old["target"] != " Sunday" else " Monday"), "id": "edit-0003",
+            "kind": "edit", "previous_target": old["target"]}
+    doc = {"id": "doc-lydd-museum", "kind": "document", "text": "Lydd has a new museum by the river.",
+           "subject_ids": ["town-lydd"], "source": "guide", "license": "cc0"}
+    batch(home, "b001", [*(domain_fact(i) for i in NEW), edit, doc])
+    proc = memgov(home, "run", policy=policy)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert ws.registry.champion() == "r0002", proc.stdout[-3000:]
+    card = (home / "cards" / "r0002" / "card.md").read_text()
+    for source in ("table `general` (60 of 60 rows)", "the batch's own `paraphrases`",
+                   "derived: a sample of earlier admitted facts the champion recalls",
+                   "derived: known facts of the edited relations about other subjects"):
+        assert source in card, f"the card names where each set came from: {source!r} missing"
+
+    subject = domain_fact(61)["subject_ids"][0]  # a town only the new batch speaks of
+    proc = memgov(home, "forget", "--id", "req-town", "--requester", "privacy-office", "--subject-id", subject,
+                  "--reason", "erasure request", "--urgent", policy=policy)
+    assert proc.returncode == 0, proc.stderr
+    os.environ["MEMGOV_POLICY"] = str(policy)
+    from assets.runner import tick_sensor
+
+    assert len(tick_sensor(ws, "forget_request_sensor")) == 1
+    req = ws.requests.get("req-town")
+    assert req.state == "verified", (req.state, req.evidence.get("verification"), req.notes[-3:])
+    assert ws.registry.status("r0002") == "tainted" and ws.registry.champion() == "r0003"
+    assert not [r for r in ws.data.rows("admitted") if subject in r.get("subject_ids", [])]
+
+    proc = memgov(home, "rollback", "--to", "r0002", "--actor", "bob", "--reason", "regression")
+    assert proc.returncode == 2 and "tainted" in proc.stdout, "a release trained on forgotten data never returns"
+    proc = memgov(home, "rollback", "--to", "r0001", "--actor", "bob", "--reason", "regression")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ws.registry.champion() == "r0001"
+    assert memgov(home, "log", "verify").returncode == 0
+
+
+def test_a_gpt2_checkpoint_is_admitted_updated_and_measured(tmp_path):
+    from pipelines.workspace import Workspace
+
+    checkpoint = trained_checkpoint(tmp_path / "gpt2", "gpt2", [domain_fact(i) for i in KNOWN])
+    data = write_data_dir(tmp_path / "data", KNOWN, UNSEEN)
+    home, policy = tmp_path / "home", team_policy(tmp_path)
+    assert memgov(home, "init", "--base-model", str(checkpoint), "--data", str(data), policy=policy).returncode == 0
+    batch(home, "b001", [domain_fact(i) for i in NEW])
+    memgov(home, "run", policy=policy)
+    ws = Workspace.open(home)
+    candidate = ws.registry.get("r0002")
+    assert candidate.adapters and candidate.adapters[-1]["method"] == "lora"
+    metrics = json.loads((home / "cards" / "r0002" / "card.json").read_text())["metrics"]
+    assert metrics["new_fact_recall"] is not None and metrics["perplexity"] is not None
+
+
+def _not_a_model(tmp: Path) -> str:
+    (tmp / "empty").mkdir()
+    return str(tmp / "empty")
+
+
+def _unknown_architecture(tmp: Path) -> str:
+    from transformers import BloomConfig
+
+    BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4).save_pretrained(tmp / "bloom")
+    return str(tmp / "bloom")
+
+
+def _no_pad_token(tmp: Path) -> str:
+    path = write_checkpoint(tmp / "m", "llama")
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config.update(pad_token=None, eos_token=None)
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    return str(path)
+
+
+@pytest.mark.parametrize(("build", "phrase"), [
+    (_not_a_model, "no config.json"),
+    (_unknown_architecture, "'bloom'"),
+    (_no_pad_token, "neither a pad token nor an eos token"),
+], ids=["not-a-model", "unknown-architecture", "no-pad-token"])
+def test_init_refuses_a_bad_checkpoint_and_writes_nothing(tmp_path, build, phrase):
+    home = tmp_path / "home"
+    proc = memgov(home, "init", "--base-model", build(tmp_path))
+    assert proc.returncode == 2 and phrase in proc.stdout and "fix" in proc.stdout.lower(), proc.stdout + proc.stderr
+    assert not home.exists(), "nothing is written"
+
+
+def test_init_refuses_data_that_breaks_the_contract_and_writes_nothing(tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "llama", "llama")
+    data = write_data_dir(tmp_path / "data", range(0, 5), range(120, 125))
+    with (data / "facts.jsonl").open("a") as fh:
+        fh.write(json.dumps({**domain_fact(7), "subject_ids": "town-arden"}) + "\n")
+        fh.write(json.dumps({**domain_fact(8), "kind": "poem"}) + "\n")
+    home = tmp_path / "home"
+    proc = memgov(home, "init", "--base-model", str(checkpoint), "--data", str(data))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "facts.jsonl row 'fact-0007': subject_ids must be a list of strings" in proc.stdout
+    assert "facts.jsonl row 'fact-0008': kind 'poem' is not part of the data contract" in proc.stdout
+    assert not home.exists(), "nothing is written"
