@@ -56,7 +56,7 @@ def llama_deployment(tmp_path_factory):
     return tmp, checkpoint, data, team_policy(tmp)
 
 
-def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment):
+def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment, monkeypatch):
     from pipelines.workspace import Workspace
 
     tmp, checkpoint, data, policy = llama_deployment
@@ -87,7 +87,8 @@ def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment):
     proc = memgov(home, "forget", "--id", "req-town", "--requester", "privacy-office", "--subject-id", subject,
                   "--reason", "erasure request", "--urgent", policy=policy)
     assert proc.returncode == 0, proc.stderr
-    os.environ["MEMGOV_POLICY"] = str(policy)
+    monkeypatch.setenv("MEMGOV_POLICY", str(policy))
+    monkeypatch.setenv("MEMGOV_HOME", str(home))  # the sensor's resource finds the deployment by it
     from assets.runner import tick_sensor
 
     assert len(tick_sensor(ws, "forget_request_sensor")) == 1
