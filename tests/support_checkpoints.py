@@ -172,3 +172,20 @@ def write_checkpoint(dest: Path, arch: str, *, with_pad: bool = True, chat_templ
     dest = Path(dest)
     shutil.copytree(_build(arch, with_pad, chat_template), dest, dirs_exist_ok=True)
     return dest
+
+
+def write_unknown_architecture(dest: Path) -> Path:
+    """A real transformers causal LM family that the architecture table does not know (BLOOM), config only."""
+    from transformers import BloomConfig
+
+    BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4).save_pretrained(dest)
+    return Path(dest)
+
+
+def write_without_pad_or_eos(dest: Path) -> Path:
+    """A Llama checkpoint whose tokenizer names neither a pad nor an eos token."""
+    path = write_checkpoint(dest, "llama")
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config.update(pad_token=None, eos_token=None)
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    return path

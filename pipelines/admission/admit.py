@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pipelines.admission.config import AdmissionConfig
 from pipelines.admission.io import plain
 from pipelines.admission.suite import ROW_KEY, ROWS, SUBJECT_LINKS, Check, CheckOutcome, run_checks
+from pipelines.datasets import id_list
 
 UNPARSEABLE = "unparseable"
 # The data contract's row kinds: four that change the model or the index, four evaluation tables (policies/contract.json).
@@ -87,16 +88,6 @@ def batch_hash(rows: list[dict[str, Any]]) -> str:
         digest.update(json.dumps(plain(row), sort_keys=True, separators=(",", ":"), default=str).encode())
         digest.update(b"\n")
     return digest.hexdigest()
-
-
-def _subject_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list | tuple | set | frozenset):
-        return [str(v) for v in value if v is not None]
-    return [str(value)]
 
 
 # --- field types: computed in Python, validated by GX through `_type_ok__<field>` columns -------------------------
@@ -492,7 +483,7 @@ def _frames(
     links: dict[str, list[Any]] = {ROW_KEY: [], "subject_id": []}
     for pos in positions:
         # Both the list column and a single `subject_id` column link a row to a subject.
-        subjects = _subject_list(rows[pos].get("subject_ids")) + _subject_list(rows[pos].get("subject_id"))
+        subjects = id_list(rows[pos].get("subject_ids")) + id_list(rows[pos].get("subject_id"))
         for sid in dict.fromkeys(subjects):
             links[ROW_KEY].append(pos)
             links["subject_id"].append(sid)

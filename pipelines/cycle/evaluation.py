@@ -51,9 +51,9 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
     sources: dict[str, str] = {"new_facts": f"the batch's fact rows ({len(batch_rows)})"}
     missing: dict[str, str] = {}
 
-    def use(name: str, resolved: evalsets.Resolved, needed: bool = True) -> list:
+    def use(name: str, resolved: evalsets.Resolved) -> list:
         sources[name] = resolved.source
-        if resolved.missing and needed:
+        if resolved.missing:
             missing[name] = resolved.missing
         return resolved.items
 

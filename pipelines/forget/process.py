@@ -60,7 +60,7 @@ def dry_run_report(ws: Workspace, plan: ForgetPlan, policy: Policy | None) -> di
     index = index_holds(ws, plan.doc_ids | plan.row_ids, plan.subject_ids, plan.fact_ids)
     return {
         "dry_run": True,
-        "stores": {"tables": {t: n for t, n in plan.per_table.items()},
+        "stores": {"tables": dict(plan.per_table),
                    "index_snapshots": {v: len(d) for v, d in index.items()},
                    "inbox": inbox_holds(ws.inbox, plan)},
         "tombstones": {k: len(v) for k, v in plan.ids().items()},
@@ -85,16 +85,17 @@ def _plan_or_hold(ws: Workspace, req, rules: UnlearningSection, run_id: str | No
         plan = resolve_selector(ws.data, req.selector)
     except Exception as exc:  # noqa: BLE001 - a request that cannot be planned fails with the reason, retryable
         return _fail(ws, req.request_id, f"planning failed: {type(exc).__name__}: {exc}", {}, run_id)
-    over = {k: v for k, v in plan.shares().items() if v > rules.max_share}
+    shares = plan.shares()
+    over = {k: v for k, v in shares.items() if v > rules.max_share}
     confirmed = (req.evidence or {}).get("confirmation")
     if over and not confirmed:
         why = ", ".join(f"{k} {v:.1%}" for k, v in sorted(over.items()))
         note = f"plan covers {why} of the deployment (policy max_share {rules.max_share:.0%}); " \
                f"a {' or '.join(rules.confirm_roles)} must confirm it"
-        ws.requests.transition(req.request_id, "held", {"plan_summary": plan.summary(), "shares": plan.shares(),
+        ws.requests.transition(req.request_id, "held", {"plan_summary": plan.summary(), "shares": shares,
                                                         "confirmation_needed": list(rules.confirm_roles)}, note=note)
         ws.log.append(ACTOR, "forget.held", req.request_id, reason=note, run_id=run_id,
-                      details={"shares": {k: round(v, 4) for k, v in plan.shares().items()}})
+                      details={"shares": {k: round(v, 4) for k, v in shares.items()}})
         return {"request_id": req.request_id, "state": "held", "reason": note}
     # The journal's plan is written with the state change itself: a planned request always knows what to scrub.
     started = {**journal(ws.requests.get(req.request_id).evidence), "plan": plan.ids(), "done": {}, "stale": [],
@@ -198,7 +199,7 @@ def honour_pending_requests(ws: Workspace, policy: Policy, run_id: str | None = 
             raise PendingForget(f"forget request {req.request_id} is being scrubbed by another run; this cycle "
                                 "builds no candidate until it completes (run again after it)")
         results.append(process_request(ws, req.request_id, embedder=embedder, run_id=run_id, policy=policy))
-    stuck = [r for r in pending_scrubs(ws)]
+    stuck = pending_scrubs(ws)
     if stuck:
         detail = "; ".join(f"{r.request_id} ({(journal(r.evidence).get('attempts') or [{}])[-1].get('error', r.state)})"
                            for r in stuck)

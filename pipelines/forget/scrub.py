@@ -124,22 +124,27 @@ def _rewrite(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _scrub_jsonl(path: Path, plan: ForgetPlan) -> int:
+def _covered_line(plan: ForgetPlan, raw: bytes, row: dict[str, Any]) -> bool:
+    """A parsed row by its fields; a line that could not be parsed by its text."""
+    return plan.matches(row) or ("_parse_error" in row and plan.matches_raw(raw.decode("utf-8", "backslashreplace")))
+
+
+def _scrub_jsonl(path: Path, plan: ForgetPlan, dry_run: bool) -> int:
     from pipelines.admission.io import iter_jsonl_lines
 
     keep: list[bytes] = []
     removed = 0
     for _lineno, raw, row in iter_jsonl_lines(path):
-        if plan.matches(row) or ("_parse_error" in row and plan.matches_raw(raw.decode("utf-8", "backslashreplace"))):
+        if _covered_line(plan, raw, row):
             removed += 1
         else:
             keep.append(raw)
-    if removed:
+    if removed and not dry_run:
         _rewrite(path, b"".join(k + b"\n" for k in keep))
     return removed
 
 
-def _scrub_parquet(path: Path, plan: ForgetPlan) -> int:
+def _scrub_parquet(path: Path, plan: ForgetPlan, dry_run: bool) -> int:
     import pandas as pd
 
     from pipelines.admission.io import plain
@@ -150,7 +155,7 @@ def _scrub_parquet(path: Path, plan: ForgetPlan) -> int:
         return 0
     drop = [plan.matches({str(k): plain(v) for k, v in rec.items()}) for rec in frame.to_dict(orient="records")]
     removed = sum(drop)
-    if removed:
+    if removed and not dry_run:
         kept = frame[[not d for d in drop]].reset_index(drop=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".parquet")
         os.close(fd)
@@ -159,51 +164,31 @@ def _scrub_parquet(path: Path, plan: ForgetPlan) -> int:
     return removed
 
 
-def scrub_inbox_file(path: Path, plan: ForgetPlan) -> int:
-    """One raw batch file rewritten without the covered rows; returns how many went."""
+def scrub_inbox_file(path: Path, plan: ForgetPlan, dry_run: bool = False) -> int:
+    """One raw batch file rewritten without the covered rows; returns how many went (or would, on a dry run)."""
     if path.suffix == ".jsonl":
-        return _scrub_jsonl(path, plan)
-    return _scrub_parquet(path, plan) if path.suffix == ".parquet" else 0
+        return _scrub_jsonl(path, plan, dry_run)
+    return _scrub_parquet(path, plan, dry_run) if path.suffix == ".parquet" else 0
 
 
-def scrub_inbox(inbox: Path, plan: ForgetPlan) -> dict[str, int]:
+def scrub_inbox(inbox: Path, plan: ForgetPlan, dry_run: bool = False) -> dict[str, int]:
     """Raw batch files (JSONL and Parquet) rewritten without the covered rows; unparseable lines are judged by
-    their text. Each file is replaced atomically."""
+    their text. Each file is replaced atomically. A dry run only counts."""
     removed: dict[str, int] = {}
     if not inbox.exists():
         return removed
     for path in sorted(inbox.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        n = scrub_inbox_file(path, plan)
+        n = scrub_inbox_file(path, plan, dry_run)
         if n:
             removed[path.name] = n
     return removed
 
 
 def inbox_holds(inbox: Path, plan: ForgetPlan) -> dict[str, int]:
-    """Covered rows still in the inbox, per file (a dry run of `scrub_inbox`)."""
-    import pandas as pd
-
-    from pipelines.admission.io import iter_jsonl_lines, plain
-
-    out: dict[str, int] = {}
-    if not inbox.exists():
-        return out
-    for path in sorted(inbox.iterdir()):
-        n = 0
-        if path.suffix == ".jsonl" and not path.name.startswith("."):
-            n = sum(1 for _l, raw, row in iter_jsonl_lines(path)
-                    if plan.matches(row) or ("_parse_error" in row and plan.matches_raw(raw.decode("utf-8", "replace"))))
-        elif path.suffix == ".parquet" and not path.name.startswith("."):
-            try:
-                records = pd.read_parquet(path).to_dict(orient="records")
-            except Exception:  # noqa: BLE001
-                records = []
-            n = sum(1 for rec in records if plan.matches({str(k): plain(v) for k, v in rec.items()}))
-        if n:
-            out[path.name] = n
-    return out
+    """Covered rows still in the inbox, per file."""
+    return scrub_inbox(inbox, plan, dry_run=True)
 
 
 def store_holds(ws: Workspace, plan: ForgetPlan) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support_byo import domain_fact, trained_checkpoint, write_data_dir
-from support_checkpoints import write_checkpoint
+from support_checkpoints import write_checkpoint, write_unknown_architecture, write_without_pad_or_eos
 
 from pipelines.store.base import dir_digest
 from policies.schema import POLICY_DIR
@@ -127,18 +127,11 @@ def _not_a_model(tmp: Path) -> str:
 
 
 def _unknown_architecture(tmp: Path) -> str:
-    from transformers import BloomConfig
-
-    BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4).save_pretrained(tmp / "bloom")
-    return str(tmp / "bloom")
+    return str(write_unknown_architecture(tmp / "bloom"))
 
 
 def _no_pad_token(tmp: Path) -> str:
-    path = write_checkpoint(tmp / "m", "llama")
-    config = json.loads((path / "tokenizer_config.json").read_text())
-    config.update(pad_token=None, eos_token=None)
-    (path / "tokenizer_config.json").write_text(json.dumps(config))
-    return str(path)
+    return str(write_without_pad_or_eos(tmp / "m"))
 
 
 @pytest.mark.parametrize(("build", "phrase"), [

@@ -16,7 +16,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from support_checkpoints import ARCHS, GENERAL_TEXT, write_checkpoint
+from support_checkpoints import (
+    ARCHS,
+    GENERAL_TEXT,
+    write_checkpoint,
+    write_unknown_architecture,
+    write_without_pad_or_eos,
+)
 
 from pipelines import plugins
 from pipelines.architectures import (
@@ -241,10 +247,7 @@ def _not_causal(tmp: Path) -> str:
 
 
 def _unknown_arch(tmp: Path) -> str:
-    from transformers import BloomConfig
-
-    BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4).save_pretrained(tmp / "bloom")
-    return str(tmp / "bloom")
+    return str(write_unknown_architecture(tmp / "bloom"))
 
 
 def _no_tokenizer(tmp: Path) -> str:
@@ -261,9 +264,7 @@ def _broken_tokenizer(tmp: Path) -> str:
 
 
 def _no_pad_no_eos(tmp: Path) -> str:
-    path = write_checkpoint(tmp / "m", "llama")
-    _edit_json(path / "tokenizer_config.json", pad_token=None, eos_token=None)
-    return str(path)
+    return str(write_without_pad_or_eos(tmp / "m"))
 
 
 def _vocab_too_big(tmp: Path) -> str:
