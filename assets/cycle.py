@@ -39,7 +39,8 @@ def selected_samples(context: AssetExecutionContext, admitted_batch: dict, memgo
         return
     value = stages.select(memgov.workspace(), memgov.load_policy(), admitted_batch, progress=memgov.progress)
     yield _out(value, context, method=value["method"], samples=value["n_samples"], replay=value["n_replay"],
-                pruned=value["n_pruned"], edits=value["n_edits"], prune_reasons=MetadataValue.json(value["prune_reasons"]))
+                pruned=value["n_pruned"], edits=value["n_edits"], instructions=value.get("n_instructions"),
+                documents=value.get("n_documents"), prune_reasons=MetadataValue.json(value["prune_reasons"]))
 
 @asset(group_name=GROUP, op_tags=GPU_TAGS)
 def candidate_update(context: AssetExecutionContext, selected_samples: dict, memgov: MemgovResource) -> Output:

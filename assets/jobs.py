@@ -4,9 +4,9 @@ from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from pipelines.cycle import governance
+from pipelines.cycle.urgent import urgent_cycle
 from pipelines.forget import process_request
 from pipelines.forget.scrub import scrub_complete
-from pipelines.forget.urgent import urgent_cycle
 
 cycle_job = define_asset_job(
     "governed_cycle",

@@ -1,4 +1,5 @@
-"""Continual evaluation of one update: the old-knowledge probe curve recorded while the update trained.
+"""Continual evaluation: the old-knowledge probe curve recorded while an update trained, and backward transfer
+over the release history.
 
 The trainer records points `{"step", "loss", "new_acc", "probe_acc"}` (probe = a sample of old facts);
 this module turns them into the card's stability section. The numbers themselves are defined in the
@@ -11,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evals.metrics import load_metric
-from evals.suites import backward_transfer
 
 
 def stability_metrics(
@@ -57,6 +57,33 @@ def stability_summary(
     out["acc_before"] = before
     out.update(stability_metrics([p["acc"] for p in curve], before, current_acc))
     return out
+
+
+def backward_transfer(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """Backward transfer (BWT, Lopez-Paz & Ranzato 2017) over a release history.
+
+    Each entry is one earlier release i (the candidate itself excluded) with
+    - "acc_at_release": R_i,i, the recall of release i's new facts measured when i was released;
+    - "acc_now": R_T,i, the recall of the same facts by the model being evaluated now.
+
+        BWT = 1/(T-1) * sum_i (R_T,i - R_i,i)
+
+    Negative values mean forgetting of earlier updates, positive values that later updates helped them.
+    Entries where either value is None (empty fact set, facts since forgotten on purpose) are left out;
+    with no usable entry the result is None.
+    """
+    deltas: list[float] = []
+    for i, entry in enumerate(history):
+        for key in ("acc_at_release", "acc_now"):
+            if key not in entry:
+                raise ValueError(f"history[{i}] lacks '{key}'; each entry needs 'acc_at_release' and 'acc_now'")
+        before, now = entry["acc_at_release"], entry["acc_now"]
+        if before is None or now is None:
+            continue
+        deltas.append(float(now) - float(before))
+    if not deltas:
+        return None
+    return sum(deltas) / len(deltas)
 
 
 __all__ = ["backward_transfer", "stability_metrics", "stability_summary"]

@@ -192,7 +192,8 @@ def decide(
     unless `missing` names it: then the set it needs was required but could be neither read nor derived, and the
     gate fails with that message. A relative gate with no champion (first release) or no champion value for its
     metric is skipped, absolute parts still apply.
-    A gate whose metric the candidate did not report at all fails: a missing number must not pass silently.
+    A gate whose metric the candidate did not report at all fails: a missing number must not pass silently (with
+    `missing`'s message for it when there is one, e.g. instruction_score on a batch without instructions).
     """
     parsed = [g if isinstance(g, Gate) else Gate(**g) for g in gates]
     verdicts: list[GateVerdict] = []
@@ -206,7 +207,7 @@ def decide(
                     champion_value=champion_value,
                     threshold=" and ".join(t for t, *_ in _checks(gate, champion_value)),
                     passed=False,
-                    reason=f"metric '{gate.metric}' missing from the candidate's results",
+                    reason=(missing or {}).get(gate.metric) or f"metric '{gate.metric}' missing from the candidate's results",
                     required=gate.required,
                 )
             )

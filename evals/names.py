@@ -25,7 +25,11 @@ FORGET_METRICS: frozenset[str] = frozenset(
 )
 STABILITY_METRICS: tuple[str, ...] = ("min_acc", "wc_acc", "final_acc", "stability_gap")
 HISTORY_METRICS: tuple[str, ...] = ("backward_transfer",)
-KNOWN_METRICS: tuple[str, ...] = SUITE_METRICS + STABILITY_METRICS + HISTORY_METRICS
+# Reported only when the batch has instruction rows (absent otherwise, so a gate on it cannot pass on nothing).
+INSTRUCTION_METRICS: tuple[str, ...] = ("instruction_score",)
+# How instruction_score scores a response (policy evaluation.instruction_metric): keys of the token_f1 module.
+INSTRUCTION_SCORERS: tuple[str, ...] = ("exact_match", "token_f1")
+KNOWN_METRICS: tuple[str, ...] = SUITE_METRICS + INSTRUCTION_METRICS + STABILITY_METRICS + HISTORY_METRICS
 
 # Lower values are better for these; used to colour deltas, never to flip a gate's direction.
 LOWER_IS_BETTER: frozenset[str] = frozenset(

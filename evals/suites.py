@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evals.metrics import load_metric
-from evals.names import SUITE_METRICS
+from evals.names import INSTRUCTION_SCORERS, SUITE_METRICS
 
 QA = dict[str, Any]
 
@@ -31,10 +31,11 @@ class EvalSets:
     rag_queries: list[QA] = field(default_factory=list)
     unseen: list[QA] = field(default_factory=list)  # facts of the forget set's kind that no model was trained on
     probe_train: list[QA] = field(default_factory=list)  # kept facts the representation probe is fitted on
+    instructions: list[QA] = field(default_factory=list)  # rendered prompt and expected response per instruction
 
     def __post_init__(self) -> None:
         for name in ("new_facts", "paraphrases", "retention", "forget", "locality", "rag_queries", "unseen",
-                     "probe_train"):
+                     "probe_train", "instructions"):
             for i, row in enumerate(getattr(self, name)):
                 if not isinstance(row, Mapping) or not isinstance(row.get("prompt"), str) or not isinstance(
                     row.get("target"), str
@@ -94,6 +95,24 @@ def _text_log_likelihood(model, tokenizer, texts: Sequence[str], batch_size: int
     if was_training:
         model.train()
     return means, counts
+
+
+def instruction_suite(model, tokenizer, rows: Sequence[QA], scorer: str = "exact_match") -> tuple[float, dict]:
+    """Greedy responses to the instruction prompts, scored against the expected responses by the policy's scorer
+    (normalised exact match or token F1, both from the token_f1 module); the detail keeps both and each item's F1."""
+    from pipelines.lm import answer_budget, greedy_answers
+
+    if scorer not in INSTRUCTION_SCORERS:
+        raise ValueError(f"instruction scorer must be one of {', '.join(INSTRUCTION_SCORERS)}, got {scorer!r}")
+    references = [r["target"] for r in rows]
+    budgets = [answer_budget(tokenizer, ref) for ref in references]
+    answers = greedy_answers(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=budgets)
+    metric = load_metric("token_f1")
+    out = metric.compute(predictions=answers, references=references)
+    per_item = sys.modules[type(metric).__module__]._f1
+    detail = {"n": len(rows), "metric": scorer, "f1": out["f1"], "exact_match": out["exact_match"],
+              "per_item_f1": {i: per_item(a, ref) for i, a, ref in zip(_ids(rows), answers, references, strict=True)}}
+    return out["f1" if scorer == "token_f1" else "exact_match"], detail
 
 
 COMPARISON_REFERENCE = "forget set under a reference model retrained without it"
@@ -157,6 +176,7 @@ def run_suites(
     rag_k: int = 3,
     reference_forget_ll: Sequence[float] | None = None,
     reference_mia_auc: float | None = None,
+    instruction_metric: str = "exact_match",
 ) -> SuiteResults:
     """Measure every suite metric (names in `evals.names.SUITE_METRICS`) for one model.
 
@@ -165,6 +185,8 @@ def run_suites(
     forget set's per-item log-likelihoods under a model retrained without it, when one could be trained, each
     minus that model's mean log-likelihood on `sets.unseen` (see `pipelines.forget.reference`), and
     `reference_mia_auc` the membership-inference AUC that model shows (the target for ours).
+    With instruction rows, `instruction_score` is added, scored by `instruction_metric` ("exact_match" or
+    "token_f1"); without them it is absent, so that a gate on it fails instead of passing on nothing.
     """
     metrics: dict[str, float | None] = dict.fromkeys(SUITE_METRICS)
     details: dict[str, Any] = {"sizes": sets.sizes()}
@@ -184,6 +206,12 @@ def run_suites(
         evidence, details["forgetting"] = forgetting_evidence(model, tokenizer, sets, forget_scores.mean_logprob,
                                                               reference_forget_ll, reference_mia_auc)
         metrics.update(evidence)
+
+    if sets.instructions:
+        metrics["instruction_score"], details["instructions"] = instruction_suite(model, tokenizer, sets.instructions,
+                                                                                  instruction_metric)
+    else:
+        details["instructions"] = {"n": 0, "metric": instruction_metric}
 
     if sets.general_text:
         means, counts = _text_log_likelihood(model, tokenizer, sets.general_text)
@@ -217,42 +245,4 @@ def run_suites(
     return SuiteResults(metrics=metrics, details=details)
 
 
-def stability_metrics(
-    curve: Sequence[float],
-    acc_before: float,
-    current_acc: float | None = None,
-) -> dict[str, float | None]:
-    """min_acc, wc_acc, final_acc and stability_gap of one probe curve (see `evals.continual`)."""
-    from evals.continual import stability_metrics as _stability
-
-    return _stability(curve, acc_before, current_acc)
-
-
-def backward_transfer(history: Sequence[Mapping[str, Any]]) -> float | None:
-    """Backward transfer (BWT, Lopez-Paz & Ranzato 2017) over a release history.
-
-    Each entry is one earlier release i (the candidate itself excluded) with
-    - "acc_at_release": R_i,i, the recall of release i's new facts measured when i was released;
-    - "acc_now": R_T,i, the recall of the same facts by the model being evaluated now.
-
-        BWT = 1/(T-1) * sum_i (R_T,i - R_i,i)
-
-    Negative values mean forgetting of earlier updates, positive values that later updates helped them.
-    Entries where either value is None (empty fact set, facts since forgotten on purpose) are left out;
-    with no usable entry the result is None.
-    """
-    deltas: list[float] = []
-    for i, entry in enumerate(history):
-        for key in ("acc_at_release", "acc_now"):
-            if key not in entry:
-                raise ValueError(f"history[{i}] lacks '{key}'; each entry needs 'acc_at_release' and 'acc_now'")
-        before, now = entry["acc_at_release"], entry["acc_now"]
-        if before is None or now is None:
-            continue
-        deltas.append(float(now) - float(before))
-    if not deltas:
-        return None
-    return sum(deltas) / len(deltas)
-
-
-__all__ = ["EvalSets", "SuiteResults", "backward_transfer", "forgetting_evidence", "run_suites", "stability_metrics"]
+__all__ = ["EvalSets", "SuiteResults", "forgetting_evidence", "instruction_suite", "run_suites"]

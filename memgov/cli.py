@@ -59,16 +59,6 @@ def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging
 
 
 @app.command()
-def bootstrap(home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
-    """Build (or load) the base model, seed the stores and the index, crown release r0001."""
-    from pipelines.cycle.bootstrap import bootstrap as do_bootstrap
-    from policies import load_policy
-
-    result = do_bootstrap(_ws(home), load_policy(policy))
-    console.print(result)
-
-
-@app.command()
 def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; default: the oldest unprocessed.")] = "",
         home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
     """Run one governed cycle through Dagster (recorded in the local instance, visible in the UI)."""
@@ -79,7 +69,7 @@ def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; defaul
 
     os.environ["MEMGOV_POLICY"] = policy
     ws = _ws(home)
-    _ensure_bootstrap(ws, policy)
+    _ensure_deployment(ws, policy)
     if not batch and not pending_batches(ws):
         _fail(f"no new batch in {ws.inbox}: drop a .jsonl or .parquet file there (or run `memgov demo`)")
     from assets.runner import run_cycle
@@ -90,12 +80,24 @@ def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; defaul
         raise typer.Exit(1)
 
 
-def _ensure_bootstrap(ws, policy: str) -> None:
-    if not ws.registry.list():
-        from pipelines.cycle.bootstrap import bootstrap as do_bootstrap
-        from policies import load_policy
+def _ensure_deployment(ws, policy: str) -> None:
+    """A first `memgov run` with `base_model.path` (and `base_model.data`) in the policy is `memgov init` with them."""
+    if ws.registry.list():
+        return
+    from pathlib import Path
 
-        do_bootstrap(ws, load_policy(policy))
+    from pipelines.cycle.deploy import InitError, init_deployment, validate
+    from policies import load_policy
+
+    pol = load_policy(policy)
+    if not pol.base_model.path:
+        _fail(f"no deployment in {ws.home}: run `memgov init --base-model PATH_OR_ID --data DIR` (or set "
+              "base_model.path and base_model.data in the policy), or `memgov demo` for the demo world", 2)
+    try:
+        info, rows = validate(pol, pol.base_model.path, Path(pol.base_model.data) if pol.base_model.data else None)
+        init_deployment(ws, pol, pol.base_model.path, rows, info)
+    except InitError as exc:
+        _fail(str(exc), 2)
 
 
 @app.command()
@@ -164,7 +166,7 @@ def forget(
             return
         req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason=reason,
                             legal_basis=legal_basis, deadline=datetime.now(UTC) + timedelta(days=deadline_days), urgent=urgent)
-        from pipelines.requests.client import file_request
+        from pipelines.ops import file_request
 
         stored, created = file_request(ws, req)
     except ValueError as exc:

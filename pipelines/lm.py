@@ -86,7 +86,23 @@ def encode_qa(tokenizer, prompts: Sequence[str], targets: Sequence[str], with_eo
 def encode_texts(tokenizer, texts: Sequence[str]) -> EncodedQA:
     """Plain language-modelling batch: every real token after bos carries loss."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    rows = [bos + _ids(tokenizer, t) + [tokenizer.eos_token_id] for t in texts]
+    return encode_token_rows(tokenizer, [bos + _ids(tokenizer, t) + [tokenizer.eos_token_id] for t in texts])
+
+
+def text_windows(tokenizer, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Each text as bos + tokens + eos, cut into windows of at most max_tokens (each window after the first gets
+    its own bos), so that a long document trains within the model's context."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    step = max(1, max_tokens - len(bos))
+    windows: list[list[int]] = []
+    for text in texts:
+        ids = _ids(tokenizer, text) + [tokenizer.eos_token_id]
+        windows += [bos + ids[i : i + step] for i in range(0, len(ids), step)]
+    return windows
+
+
+def encode_token_rows(tokenizer, rows: Sequence[list[int]]) -> EncodedQA:
+    """Right-padded language-modelling batch of token id rows: every token after the first carries loss."""
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -118,10 +134,17 @@ class QAScores:
     exact_match: np.ndarray  # bool per example
     logprob: np.ndarray  # summed log-probability of the target tokens
     n_tokens: np.ndarray
+    n_correct: np.ndarray | None = None  # target tokens that are the argmax given the gold prefix
 
     @property
     def mean_logprob(self) -> np.ndarray:
         return self.logprob / np.maximum(self.n_tokens, 1)
+
+    @property
+    def token_accuracy(self) -> np.ndarray:
+        """Share of each target's tokens predicted given the gold prefix: exact match's partial credit."""
+        correct = self.n_correct if self.n_correct is not None else self.exact_match * self.n_tokens
+        return correct / np.maximum(self.n_tokens, 1)
 
 
 @torch.no_grad()
@@ -129,7 +152,7 @@ def score_qa(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], b
     """Exact match and target log-likelihood for each (prompt, target), eos excluded."""
     was_training = model.training
     model.eval()
-    em, lp, nt = [], [], []
+    em, lp, nt, nc = [], [], [], []
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
         batch = encode_qa(tokenizer, prompts[start : start + batch_size], targets[start : start + batch_size], with_eos=False)
@@ -143,11 +166,12 @@ def score_qa(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], b
         em.append(hit.all(1).cpu().numpy())
         lp.append((logp * valid).sum(1).cpu().numpy())
         nt.append(valid.sum(1).cpu().numpy())
+        nc.append((hit & valid).sum(1).cpu().numpy())
     if was_training:
         model.train()
     if not em:
-        return QAScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, int))
-    return QAScores(np.concatenate(em), np.concatenate(lp), np.concatenate(nt))
+        return QAScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, int), np.zeros(0, int))
+    return QAScores(np.concatenate(em), np.concatenate(lp), np.concatenate(nt), np.concatenate(nc))
 
 
 def exact_match(model, tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> np.ndarray:
@@ -155,22 +179,40 @@ def exact_match(model, tokenizer, prompts: Sequence[str], targets: Sequence[str]
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 4) -> list[str]:
-    """Greedy continuation of each prompt up to eos: what a user of the model would see."""
+def greedy_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int | Sequence[int] = 4) -> list[str]:
+    """Greedy continuation of each prompt up to eos: what a user of the model would see. max_new_tokens is one
+    budget for all prompts or one per prompt (a long reference answer needs a longer budget)."""
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(budgets) != len(prompts):
+        raise ValueError(f"max_new_tokens: {len(budgets)} budgets for {len(prompts)} prompts")
+    was_training = model.training
+    model.eval()
+    answers = [_greedy(model, tokenizer, prompt, budget) for prompt, budget in zip(prompts, budgets, strict=True)]
+    if was_training:
+        model.train()
+    return answers
+
+
+def _greedy(model, tokenizer, prompt: str, budget: int) -> str:
+    """One greedy decode, the whole sequence re-read each step (no key/value cache: its call shape differs across
+    transformers releases, and answers are short)."""
     device = next(model.parameters()).device
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    answers = []
-    for prompt in prompts:
-        ids = torch.tensor([bos + _ids(tokenizer, prompt)], device=device)
-        out: list[int] = []
-        for _ in range(max_new_tokens):
-            nxt = int(model(input_ids=ids).logits[0, -1].argmax())
-            if nxt == tokenizer.eos_token_id:
-                break
-            out.append(nxt)
-            ids = torch.cat([ids, torch.tensor([[nxt]], device=device)], 1)
-        answers.append(tokenizer.decode(out, skip_special_tokens=True).strip())
-    return answers
+    ids = torch.tensor([bos + _ids(tokenizer, prompt)], device=device)
+    out: list[int] = []
+    for _ in range(budget):
+        nxt = int(model(input_ids=ids).logits[0, -1].argmax())
+        if nxt == tokenizer.eos_token_id:
+            break
+        out.append(nxt)
+        ids = torch.cat([ids, torch.tensor([[nxt]], device=device)], 1)
+    return tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def answer_budget(tokenizer, reference: str, slack: int = 2) -> int:
+    """Tokens to generate for an answer scored against `reference`: its length plus a little, so a model that
+    runs on past the reference is caught while one that stops at eos is never cut short."""
+    return len(_ids(tokenizer, " " + reference)) + slack
 
 
 @torch.no_grad()

@@ -71,7 +71,7 @@ class Workspace:
         return DataStore(self.store)
 
     def deployment(self) -> dict:
-        """What `memgov init` recorded about the base model ({} for the embedded demo's bootstrap)."""
+        """What `memgov init` recorded about the base checkpoint ({} before init)."""
         return dict(self.store.read_json("deployment.json", default={}) or {})
 
     @property

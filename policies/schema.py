@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from evals.gates import Gate
 from pipelines import plugins
 from pipelines.admission import AdmissionConfig
-from pipelines.world.basemodel import BaseModelConfig
 
 POLICY_DIR = Path(__file__).resolve().parent
 
@@ -38,16 +37,13 @@ class MethodChoice(_Strict):
         return method, method.config(self.params)
 
 
-class WorldSection(_Strict):
-    seed: int = 0
-    n_subjects: int = Field(120, ge=10, le=20000)
-
-
 class BaseModelSection(_Strict):
-    """Either a Hugging Face path/id (production) or the tiny model built from the demo world."""
+    """The deployment's checkpoint: a Hugging Face folder or cached id (what `memgov init --base-model` takes)."""
 
     path: str | None = None
-    tiny: BaseModelConfig = Field(default_factory=BaseModelConfig)
+    data: str | None = Field(None, description="folder of contract tables for the first start (`--data`)")
+    tiny: dict[str, Any] | None = Field(
+        None, description="a client's own model recipe (the demo's tiny model); the engine never reads it")
 
 
 class UnlearningSection(MethodChoice):
@@ -70,7 +66,15 @@ class RagSection(_Strict):
     top_k: int = Field(3, ge=1, le=50)
 
 
+class TrainingSection(_Strict):
+    """Which admitted row kinds feed the update method besides facts (edits never do: they go to the edit method)."""
+
+    instructions: bool = True
+    documents: bool = Field(False, description="continued pre-training on the batch's documents (loss on every token)")
+
+
 class EvaluationSection(_Strict):
+    instruction_metric: Literal["exact_match", "token_f1"] = "exact_match"
     retention_sample: int = Field(300, ge=10)
     probe_size: int = Field(100, ge=10)
     canary_size: int = Field(50, ge=5)
@@ -95,11 +99,14 @@ class RetentionSection(_Strict):
 class Policy(_Strict):
     version: str
     description: str = ""
-    world: WorldSection = Field(default_factory=WorldSection)
+    seed: int = Field(0, description="seed of every sample the engine draws (retention, probes, replay)")
+    world: dict[str, Any] | None = Field(
+        None, description="a client's own section (the demo world's seed and size); the engine never reads it")
     base_model: BaseModelSection = Field(default_factory=BaseModelSection)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     selection: MethodChoice = Field(default_factory=lambda: MethodChoice(method="cluster_score"))
     update: MethodChoice = Field(default_factory=lambda: MethodChoice(method="lora"))
+    training: TrainingSection = Field(default_factory=TrainingSection)
     edit: MethodChoice = Field(default_factory=lambda: MethodChoice(method="rome"))
     unlearning: UnlearningSection = Field(default_factory=lambda: UnlearningSection(method="grad_diff"))
     rag: RagSection = Field(default_factory=RagSection)

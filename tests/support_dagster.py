@@ -215,17 +215,12 @@ def copy_deployment(src: Path, dest: Path) -> Path:
 
 
 def other_initial_subject(ws) -> str:
-    """A subject of the initial world that no forget request has covered yet."""
-    from pipelines.cycle.knowledge import world_for
-    from policies import load_policy
-
-    policy = load_policy("default")
-    world = world_for(policy.world.seed, policy.world.n_subjects)
+    """A subject of the deployment's initial facts (after the first) that no forget request has covered yet."""
     tomb = ws.requests.tombstones()
-    for fact in world.facts[1:]:
-        if fact.subject_id not in tomb.subject_ids:
-            return fact.subject
-    raise AssertionError("every subject of the demo world is already forgotten")
+    for row in ws.data.rows("admitted", "initial")[1:]:
+        if row.get("subject") and not set(row.get("subject_ids") or []) & set(tomb.subject_ids):
+            return row["subject"]
+    raise AssertionError("every initial subject is already forgotten")
 
 
 def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cycle.artifacts import save_index
+from pipelines.artifacts import save_index
 from pipelines.rag import DocumentIndex
 from pipelines.workspace import Workspace
 
@@ -72,7 +72,7 @@ def small_deployment(home: Path, n_subjects: int = 24, facts_per_subject: int = 
 
 
 def file(ws: Workspace, request_id: str, requester: str = "privacy-office", **selector) -> None:
-    from pipelines.requests.client import file_request
+    from pipelines.ops import file_request
 
     file_request(ws, {"request_id": request_id, "requester": requester, "selector": selector,
                       "reason": "erasure request", "legal_basis": "gdpr_art17",
@@ -91,7 +91,7 @@ def write_batch(ws: Workspace, name: str, rows: list[dict | str | bytes]) -> Pat
 def holdings(ws: Workspace, subjects: set[str], row_ids: set[str] = frozenset(), fact_ids: set[str] = frozenset()) -> dict:
     """Where any row or document of these subjects (or with these ids) still lives: tables, index snapshots, inbox
     files. Independent of the scrub's own verification: it reads the stores directly."""
-    from pipelines.cycle.artifacts import index_snapshots
+    from pipelines.artifacts import index_snapshots
     from pipelines.datasets import TABLES, id_list
 
     out: dict = {}

@@ -11,8 +11,8 @@ from evals.bench.common import markdown_table, write_result
 
 def run() -> list[dict]:
     from assets.runner import run_cycle
+    from memgov.demo.deploy import deploy_demo
     from memgov.report import cycle_outputs
-    from pipelines.cycle.bootstrap import bootstrap, stage_demo_batches
     from pipelines.workspace import Workspace
     from policies import load_policy
 
@@ -26,8 +26,7 @@ def run() -> list[dict]:
         os.symlink(cache, home / "models")
         ws = Workspace.open(home)
         policy = load_policy("demo")
-        bootstrap(ws, policy, progress=False)
-        stage_demo_batches(ws, policy)
+        deploy_demo(ws, policy, progress=False)
         for _ in range(2):
             outs = cycle_outputs(run_cycle(ws))
             seconds = {k: v["seconds"] for k, v in outs.items() if v and "seconds" in v}

@@ -36,7 +36,7 @@ def model_config(n_facts: int, n_relations: int = 5):
     names on 200, then 600 subjects first (`curriculum_start`) takes the plateau away.
     Up to 1,000 facts the demo's own model is used unchanged.
     """
-    from pipelines.world.basemodel import BaseModelConfig
+    from memgov.demo.model import BaseModelConfig
 
     n_subjects = max(20, n_facts // n_relations)
     if n_facts <= 1000:
@@ -57,10 +57,11 @@ def run_size(n_facts: int, methods: list[str], cache: Path) -> list[dict]:
     from sklearn.metrics import roc_auc_score
 
     from evals.probe import linear_probe
+    from memgov.demo.model import build_model, ensure_base_model
+    from memgov.demo.world import generate_world, qas
     from pipelines import plugins
     from pipelines.lm import load_causal_lm
-    from pipelines.world import generate_world, qas
-    from pipelines.world.basemodel import build_model, ensure_base_model, train_on_facts
+    from pipelines.recipe import train_on_facts
 
     n_relations = 5
     cfg = model_config(n_facts, n_relations)
@@ -80,7 +81,7 @@ def run_size(n_facts: int, methods: list[str], cache: Path) -> list[dict]:
     reference = build_model(cfg, tok)
     train_rows = [q for k in cfg.paraphrases_in_training for f, q in zip(world.facts, qas(world.facts, k), strict=True)
                   if f.subject_id not in forget_ids]
-    train_on_facts(reference, tok, train_rows, world.general_text, cfg, progress=False, eval_qas=retain_eval)
+    train_on_facts(reference, tok, train_rows, world.general_text, cfg.recipe(), progress=False, eval_qas=retain_eval)
     t_retrain = time.perf_counter() - t0
     # Forget quality compares likelihoods relative to each model's own never-seen level, as the pipeline does
     # (evals.suites.forgetting_evidence); the raw comparison is reported beside it.

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.admission import admit_batch, read_batch
-from pipelines.cycle.artifacts import save_index, store_model
+from pipelines.artifacts import save_index, store_model
 from pipelines.datasets import EVAL_TABLES, id_list
+from pipelines.recipe import read_recipe
 from pipelines.workspace import Workspace
 from policies import Policy
 
@@ -117,7 +118,8 @@ def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[d
     index = DocumentIndex(embedder.dim)
     index.upsert(docs, embedder)
     version = save_index(ws, index)
-    ws.store.write_json(DEPLOYMENT_KEY, {"base_model": base_model, "kind": "checkpoint", "checkpoint": info.to_dict()})
+    ws.store.write_json(DEPLOYMENT_KEY, {"base_model": base_model, "model": digest, "checkpoint": info.to_dict(),
+                                         "recipe": folder.is_dir() and read_recipe(folder) is not None})
     release = ws.registry.create(
         {"parent": None, "base_model": base_model, "model": digest, "index_snapshot": version,
          "policy_version": policy.label, "cycle": "init",

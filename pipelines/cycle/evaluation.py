@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from evals.card import render_card
-from evals.continual import stability_summary
+from evals.continual import backward_transfer, stability_summary
 from evals.gates import Decision, decide
-from evals.suites import EvalSets, backward_transfer, run_suites
-from pipelines.cycle import evalsets
-from pipelines.cycle.artifacts import load_index, load_model
+from evals.suites import EvalSets, run_suites
+from pipelines import evalsets
+from pipelines.artifacts import load_index, load_model
 from pipelines.cycle.governance import read_card
-from pipelines.cycle.knowledge import current_facts, qa, sample
-from pipelines.cycle.stages import champion_manifest, effective_policy, forget_set, known_by, retention_rows
+from pipelines.cycle.stages import champion_manifest, effective_policy, retention_rows
 from pipelines.datasets import id_list
+from pipelines.forget.model_side import forget_set
 from pipelines.forget.reference import reference_forget_ll
 from pipelines.forget.verify import conclude, request_verdicts
+from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
+from pipelines.training import instruction_pairs
 from pipelines.workspace import Workspace
 from policies import Policy
 
@@ -39,7 +41,20 @@ def code_version() -> str:
 
 # Which metrics each evaluation set feeds: a set that is needed but missing fails these metrics' gates.
 SET_METRICS = {"general": ("perplexity",), "unseen": ("forget_quality", "forget_mia_auc", "forget_probe_excess"),
-               "retention": ("retention",), "locality": ("locality",), "paraphrases": ("paraphrase_recall",)}
+               "retention": ("retention",), "locality": ("locality",), "paraphrases": ("paraphrase_recall",),
+               "instructions": ("instruction_score",)}
+INSTRUCTION_SAMPLE = 200  # greedy generation per response: enough to measure, bounded in cost
+NO_INSTRUCTIONS = ("no instruction rows in this batch: instruction_score is measured on the batch's own instruction "
+                   "rows; fix: make the gate `required: false` if batches without instructions may pass")
+
+
+def instruction_set(ws: Workspace, policy: Policy, batch: str, tokenizer) -> tuple[list[dict], str]:
+    """The batch's instruction rows as rendered prompt and expected response (a sample when there are many),
+    and the card's line saying where they came from and how they are scored."""
+    pairs = instruction_pairs(ws.data.rows("admitted", batch), tokenizer)
+    picked = sample(pairs, INSTRUCTION_SAMPLE, seed=policy.seed)
+    of = f"{len(picked)} of {len(pairs)}" if len(picked) < len(pairs) else str(len(pairs))
+    return picked, f"the batch's instruction rows ({of}), scored by {policy.evaluation.instruction_metric}"
 
 
 def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer,
@@ -60,12 +75,12 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
     supplied_retention = evalsets.supplied(ws, "retention", changed)
     if supplied_retention:
         retention = known_by(champ_model, tokenizer, sample(supplied_retention, policy.evaluation.retention_sample,
-                                                            seed=policy.world.seed))
+                                                            seed=policy.seed))
         sources["retention"] = (f"table `retention`: the {len(retention)} of {len(supplied_retention)} rows "
                                 "the champion recalls")
     else:
         retention = retention_rows(ws, policy, batch, champ_model, tokenizer, policy.evaluation.retention_sample)
-        prior = len([r for r in ws.data.rows("admitted") if r.get("prompt") and r.get("fact_id") not in changed])
+        prior = len([r for r in ws.data.rows("admitted") if is_fact(r) and r.get("fact_id") not in changed])
         sources["retention"] = (f"derived: a sample of earlier admitted facts the champion recalls ({len(retention)})"
                                 if retention else "none")
         if not retention and prior:
@@ -91,6 +106,11 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
         kept = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in forget_ids]
         probe_train = [qa(r) for r in known_by(champ_model, tokenizer, sample(kept, PROBE_TRAIN_FACTS, seed=3))]
         sources["forget"] = f"the honoured requests' plans ({len(forget)} facts)"
+    instructions, source = instruction_set(ws, policy, batch, tokenizer)
+    if instructions:
+        sources["instructions"] = source
+    else:
+        missing["instructions"] = NO_INSTRUCTIONS
     sets = EvalSets(
         new_facts=[qa(r) for r in batch_rows],
         paraphrases=use("paraphrases", evalsets.paraphrases(batch_rows)),
@@ -101,6 +121,7 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
         rag_queries=[qa(r, template=1) for r in batch_rows],
         unseen=unseen,
         probe_train=probe_train,
+        instructions=instructions,
     )
     sources["rag_queries"] = "the batch's facts, first paraphrase (else the prompt)"
     return sets, sources, {m: msg for name, msg in missing.items() for m in SET_METRICS[name]}
@@ -145,10 +166,11 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
     cand_model, _ = load_model(ws, cmodel["model"])
     ref_ll, reference = reference_forget_ll(ws, eff, sets.forget)
     ref_auc = reference.get("reference_mia_auc")
+    scorer = eff.evaluation.instruction_metric
     cand = run_suites(cand_model, tokenizer, sets, index=load_index(ws, cindex["index_snapshot"]), embedder=embedder,
-                      reference_forget_ll=ref_ll, reference_mia_auc=ref_auc)
+                      reference_forget_ll=ref_ll, reference_mia_auc=ref_auc, instruction_metric=scorer)
     champ = run_suites(champ_model, tokenizer, sets, index=load_index(ws, champion.index_snapshot), embedder=embedder,
-                       reference_forget_ll=ref_ll, reference_mia_auc=ref_auc)
+                       reference_forget_ll=ref_ll, reference_mia_auc=ref_auc, instruction_metric=scorer)
     history = release_history(ws, champion, {"acc_now": cand_model, "champion_now": champ_model}, tokenizer)
     cand.metrics["backward_transfer"] = backward_transfer(history)
     champ.metrics["backward_transfer"] = backward_transfer(
@@ -227,7 +249,7 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
         "card_digest": card_digest,
         "card_md": (cards_dir / "card.md").read_text(),
         "honoured": cmodel["honoured"],
-        "n_facts_changed": len([r for r in batch_rows if r.get("prompt")]),
+        "n_facts_changed": len([r for r in batch_rows if is_fact(r)]),  # instruction rows have a prompt too
         "seconds": round(time.perf_counter() - t0, 3),
     }
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from evals.names import FORGET_METRICS
-from pipelines.cycle.artifacts import load_model
-from pipelines.cycle.knowledge import current_facts, qa, sample
+from pipelines.artifacts import load_model
 from pipelines.forget.verify import bounds, conclude, request_checks
+from pipelines.knowledge import current_facts, qa, sample
 from pipelines.lm import exact_match
 from pipelines.workspace import Workspace
 from policies import Policy

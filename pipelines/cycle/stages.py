@@ -9,11 +9,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipelines import evalsets, training
 from pipelines.admission import admit_batch, read_batch
-from pipelines.cycle import evalsets
-from pipelines.cycle.artifacts import load_index, load_model, save_index, store_model
-from pipelines.cycle.knowledge import current_facts, is_fact, qa, sample
+from pipelines.artifacts import load_index, load_model, save_index, store_model
 from pipelines.datasets import EVAL_TABLES
+from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
+from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
 from pipelines.workspace import Workspace
 from policies import Policy, merge_overrides
 
@@ -41,7 +42,7 @@ def effective_policy(ws: Workspace, policy: Policy, batch: str) -> Policy:
 def champion_manifest(ws: Workspace):
     champ = ws.registry.champion()
     if champ is None:
-        raise RuntimeError("no champion release: run `memgov bootstrap` (or `memgov run`, which bootstraps) first")
+        raise RuntimeError("no champion release: run `memgov init --base-model PATH --data DIR` (or `memgov demo`) first")
     return ws.registry.get(champ)
 
 
@@ -145,10 +146,13 @@ def _prior_facts(ws: Workspace, batch: str) -> dict[str, dict[str, Any]]:
 
 
 def select(ws: Workspace, policy: Policy, admitted: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Route changed facts to the edit queue and let the selection plugin pick training samples plus replay."""
+    """Route changed facts to the edit queue and let the selection plugin pick training samples plus replay:
+    the batch's new facts and (policy training.instructions) its instructions, rendered as prompt and response.
+    With training.documents the batch's documents are kept for continued pre-training beside them."""
     t0 = time.perf_counter()
     eff = effective_policy(ws, policy, admitted["batch"])
-    rows = [r for r in ws.data.rows("admitted", admitted["batch"]) if is_fact(r)]
+    batch_rows = ws.data.rows("admitted", admitted["batch"])
+    rows = [r for r in batch_rows if is_fact(r)]
     edits = [r for r in rows if r.get("previous_target")]
     train_rows = [r for r in rows if not r.get("previous_target")]
     batch_facts = {r.get("fact_id") for r in rows}
@@ -156,16 +160,21 @@ def select(ws: Workspace, policy: Policy, admitted: dict[str, Any], progress: bo
     pool = [current[r["fact_id"]] for r in ws.data.rows("replay") if r.get("fact_id") in current]
     pool = [r for r in pool if r.get("fact_id") not in batch_facts]
     model, tokenizer = load_model(ws, champion_manifest(ws).model)
+    if eff.training.instructions:
+        train_rows += training.instruction_rows(batch_rows, tokenizer)
     method, cfg = eff.selection.resolve("selection")
     result = method.impl(train_rows, model, tokenizer, cfg, pool)
+    documents = _training_documents(batch_rows) if eff.training.documents else []
     chosen = [{**r, "role": "sample"} for r in result.samples] + [{**r, "role": "replay"} for r in result.replay]
-    chosen += [{**r, "role": "edit"} for r in edits]
+    chosen += [{**r, "role": "edit"} for r in edits] + [{**r, "role": "document"} for r in documents]
     ws.data.put_part("selections", admitted["batch"], chosen)
     return {
         **{k: admitted[k] for k in ("cycle", "batch", "champion")},
         "method": eff.selection.method,
         "n_candidates": len(train_rows),
         "n_samples": len(result.samples),
+        "n_instructions": sum(training.is_instruction(r) for r in result.samples),
+        "n_documents": len(documents),
         "n_replay": len(result.replay),
         "n_pruned": len(result.pruned),
         "n_edits": len(edits),
@@ -175,18 +184,14 @@ def select(ws: Workspace, policy: Policy, admitted: dict[str, Any], progress: bo
     }
 
 
+def _training_documents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The batch's document rows as the selection cache keeps them: id and subjects (a scrub finds them), text."""
+    return [{"id": r["id"], "kind": r["kind"], "text": r["text"], "subject_ids": r.get("subject_ids") or [],
+             "fact_id": r.get("fact_id")} for r in rows if training.is_document(r)]
+
+
 def _selection(ws: Workspace, batch: str, role: str) -> list[dict[str, Any]]:
     return [r for r in ws.data.rows("selections", batch) if r.get("role") == role]
-
-
-def known_by(model, tokenizer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The subset of fact rows a model recalls exactly: the facts whose loss a candidate must not cause."""
-    from pipelines.lm import exact_match
-
-    if not rows:
-        return []
-    hits = exact_match(model, tokenizer, [r["prompt"] for r in rows], [r["target"] for r in rows])
-    return [r for r, hit in zip(rows, hits, strict=True) if hit]
 
 
 def retention_rows(ws: Workspace, policy: Policy, batch: str, model, tokenizer, n: int) -> list[dict[str, Any]]:
@@ -194,7 +199,7 @@ def retention_rows(ws: Workspace, policy: Policy, batch: str, model, tokenizer, 
     exclude = {r.get("fact_id") for r in ws.data.rows("admitted", batch)}
     exclude |= set(ws.requests.tombstones().fact_ids)
     prior = [r for fid, r in sorted(_prior_facts(ws, batch).items()) if fid not in exclude]
-    return known_by(model, tokenizer, sample(prior, n, seed=policy.world.seed))
+    return known_by(model, tokenizer, sample(prior, n, seed=policy.seed))
 
 
 def update(ws: Workspace, policy: Policy, selected: dict[str, Any], progress: bool = True) -> dict[str, Any]:
@@ -203,20 +208,26 @@ def update(ws: Workspace, policy: Policy, selected: dict[str, Any], progress: bo
     eff = effective_policy(ws, policy, selected["batch"])
     champion = champion_manifest(ws)
     samples = _selection(ws, selected["batch"], "sample")
-    if not samples:
-        return {**selected, "adapter": None, "model": champion.model, "history": [], "stats": {"skipped": "no samples"}}
+    texts = [r["text"] for r in _selection(ws, selected["batch"], "document")]
+    counts = {"n_instructions": sum(training.is_instruction(r) for r in samples), "n_documents": len(texts)}
+    if not samples and not texts:
+        return {**selected, "adapter": None, "model": champion.model, "history": [], "stats": {"skipped": "no samples"},
+                **counts}
     replay = _selection(ws, selected["batch"], "replay")
     model, tokenizer = load_model(ws, champion.model)
     probe = [qa(r) for r in retention_rows(ws, eff, selected["batch"], model, tokenizer, eff.evaluation.probe_size)]
     method, cfg = eff.update.resolve("update")
-    result = method.impl(model, tokenizer, [qa(r) for r in samples], [qa(r) for r in replay], cfg, probe=probe, progress=progress)
+    extra = {"texts": texts} if texts else {}  # methods written before documents trained keep working without them
+    result = method.impl(model, tokenizer, [training.training_item(r) for r in samples], [qa(r) for r in replay], cfg,
+                         probe=probe, progress=progress, **extra)
     adapter = ws.store.put_dir(Path(result.adapter_dir))
     merged = store_model(ws, result.model, tokenizer)
     ws.log.append(
         "system:update",
         "adapter.trained",
         adapter,
-        reason=f"{eff.update.method} on {len(samples)} samples + {len(replay)} replay",
+        reason=f"{eff.update.method} on {len(samples)} samples ({counts['n_instructions']} instructions) + "
+               f"{len(replay)} replay" + (f" + {len(texts)} documents" if texts else ""),
         details={"cycle": selected["cycle"], "params": cfg.model_dump(), "model": merged},
     )
     return {
@@ -225,72 +236,11 @@ def update(ws: Workspace, policy: Policy, selected: dict[str, Any], progress: bo
         "params": cfg.model_dump(mode="json"),
         "adapter": adapter,
         "model": merged,
+        **counts,
         "history": result.history,
         "stats": result.stats,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def forget_set(request) -> list[dict[str, Any]]:
-    """The cleartext facts a request asked to forget, kept in the request store (never in the log)."""
-    return list((request.evidence or {}).get("plan", {}).get("forget_qas", []))
-
-
-def pending_model_forgets(ws: Workspace) -> list:
-    """Requests already scrubbed from data and index whose model-side forgetting has not been released yet."""
-    return [r for r in ws.requests.list(states=["planned", "applied"]) if forget_set(r)]
-
-
-def unseen_level(ws: Workspace, model, tokenizer) -> tuple[float, float]:
-    """Mean token log-probability and exact-match recall the model gives facts of the same kind it never saw:
-    the level to forget down to, and the recall it reaches by guessing."""
-    from pipelines.lm import score_qa
-
-    rows = evalsets.unseen(ws).items
-    if not rows:
-        raise ValueError(evalsets.FIX["unseen"] + " (forgetting is calibrated to the level of never-seen facts)")
-    scores = score_qa(model, tokenizer, [q["prompt"] for q in rows], [q["target"] for q in rows])
-    return float(scores.mean_logprob.mean()), float(scores.exact_match.mean())
-
-
-def forgetting_target(ws: Workspace, policy: Policy, model, tokenizer, forget: list[dict[str, Any]]) -> dict[str, Any]:
-    """The likelihood level to forget down to: where a model retrained without the data puts the forget set
-    (relative to never-seen facts), when such a reference is affordable; else the never-seen level itself."""
-    from pipelines.forget.reference import reference_forget_ll
-
-    level, guessed = unseen_level(ws, model, tokenizer)
-    # Guessing counts as forgotten only up to what the policy's verification accepts.
-    recall_target = min(guessed, policy.unlearning.max_forget_recall)
-    ref_rel, info = reference_forget_ll(ws, policy, forget)
-    if not ref_rel:
-        return {"floor_logprob": level, "unseen_recall": recall_target, "target": "never-seen facts of the same kind"}
-    offset = sum(ref_rel) / len(ref_rel)
-    return {"floor_logprob": min(0.0, level + offset), "unseen_recall": recall_target, "target": "retrained reference",
-            "offset": offset}
-
-
-def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: list, progress: bool = True):
-    """Run the policy's unlearning method for the given requests; returns the model and a record per request."""
-    if not requests:
-        return model, []
-    forget = [q for r in requests for q in forget_set(r)]
-    forget_ids = {q["fact_id"] for q in forget}
-    retain_pool = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items()) if fid not in forget_ids]
-    retain = [qa(r) for r in known_by(model, tokenizer, sample(retain_pool, 400, seed=policy.world.seed))]
-    method, cfg = policy.unlearning.resolve("unlearn")
-    calibration: dict[str, Any] = {}
-    if policy.unlearning.calibrate_to_unseen and "floor_logprob" in type(cfg).model_fields:
-        calibration = forgetting_target(ws, policy, model, tokenizer, forget)
-        cfg = cfg.model_copy(update={k: calibration[k] for k in ("floor_logprob", "unseen_recall")})
-    result = method.impl(model, tokenizer, forget, retain, cfg, progress=progress)
-    result.stats["calibration"] = calibration
-    records = []
-    for req in requests:
-        records.append({"request_id": req.request_id, "method": policy.unlearning.method, "stats": result.stats})
-        if req.state == "planned":
-            ws.requests.transition(req.request_id, "applied", {"unlearning": result.stats}, note="model-side forgetting applied")
-        ws.log.append("system:unlearn", "forget.model_applied", req.request_id, reason=policy.unlearning.method, details=result.stats)
-    return result.model, records
 
 
 def candidate_model(ws: Workspace, policy: Policy, updated: dict[str, Any], progress: bool = True) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.cycle.artifacts import load_index
+from pipelines.artifacts import load_index
 from pipelines.forget.plan import ForgetPlan, resolve_selector
 from pipelines.forget.scrub import (
     ACTOR,
@@ -52,7 +52,7 @@ def _rules(policy: Policy | None) -> UnlearningSection:
 
 def dry_run_report(ws: Workspace, plan: ForgetPlan, policy: Policy | None) -> dict[str, Any]:
     """What a request would remove, store by store, and whether the policy needs a confirmation first."""
-    from pipelines.cycle.artifacts import index_holds
+    from pipelines.artifacts import index_holds
 
     rules = _rules(policy)
     shares = plan.shares()

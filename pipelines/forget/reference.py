@@ -1,10 +1,10 @@
 """The gold-standard comparison for forgetting: a model retrained from scratch without the forget set.
 
-Affordable only when the base model's training recipe is known and small (the tiny world model); for a
-production checkpoint the evidence falls back to facts of the same kind the model never saw, and says so.
-The reference is trained on every current fact except the tombstoned ones, with the base model's own
-config, and cached by a hash of its config and training rows, so two requests over the same knowledge
-pay for it once.
+Affordable only when the base checkpoint carries its own training recipe (pipelines/recipe.py: a small model
+trained from its config on the deployment's facts, as the demo's is); for any other checkpoint the evidence
+falls back to facts of the same kind the model never saw, and says so. The reference is trained on every
+current fact except the tombstoned ones, from the base checkpoint's own config and tokenizer, and cached by a
+hash of the recipe and the training rows, so two requests over the same knowledge pay for it once.
 """
 
 from __future__ import annotations
@@ -17,23 +17,38 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from evals.metrics import load_metric
-from pipelines.cycle import evalsets
-from pipelines.cycle.knowledge import current_facts, qa, world_for
+from pipelines import evalsets
+from pipelines.artifacts import model_path
+from pipelines.knowledge import current_facts, qa
 from pipelines.lm import load_causal_lm, save_causal_lm, score_qa
+from pipelines.recipe import TrainingRecipe, fresh_from_config, read_recipe, train_on_facts
 from pipelines.workspace import Workspace
 from policies import Policy
 
 
-def reference_kind(policy: Policy, ws: Workspace | None = None) -> str:
-    """'retrain' or 'unseen', resolving 'auto' by whether the base model can be rebuilt from its config (a checkpoint
-    brought with `memgov init` cannot: memgov does not have its training recipe)."""
+def base_checkpoint(ws: Workspace) -> Path | None:
+    """Local folder of the deployment's base checkpoint (r0001's model), or None before `init`."""
+    digest = ws.deployment().get("model")
+    return model_path(ws, digest) if digest else None
+
+
+def base_recipe(ws: Workspace) -> tuple[TrainingRecipe, list[str], Path] | None:
+    """(recipe, texts, folder) when the base checkpoint records how it was trained, else None."""
+    folder = base_checkpoint(ws)
+    found = read_recipe(folder) if folder is not None else None
+    return (*found, folder) if found else None
+
+
+def reference_kind(policy: Policy, ws: Workspace) -> str:
+    """'retrain' or 'unseen', resolving 'auto' by whether the base checkpoint carries its training recipe."""
     choice = policy.unlearning.reference
-    checkpoint = bool(policy.base_model.path) or (ws is not None and ws.deployment().get("kind") == "checkpoint")
+    retrainable = base_recipe(ws) is not None
     if choice == "auto":
-        return "unseen" if checkpoint else "retrain"
-    if choice == "retrain" and checkpoint:
-        raise ValueError("unlearning.reference is 'retrain' but base_model.path names a checkpoint whose training "
-                         "recipe memgov does not have; use reference: unseen (or auto)")
+        return "retrain" if retrainable else "unseen"
+    if choice == "retrain" and not retrainable:
+        raise ValueError("unlearning.reference is 'retrain' but the base checkpoint carries no training recipe "
+                         "(training_recipe.json, see pipelines/recipe.py), so it cannot be retrained without the "
+                         "forget set; fix: set unlearning.reference to 'unseen' (or 'auto')")
     return choice
 
 
@@ -54,50 +69,48 @@ def _qa_pairs(rows: list[dict[str, Any]]) -> list[list[str]]:
 class _Plan(NamedTuple):
     """What today's reference is trained on and where it is cached, known before any training."""
 
-    cfg: Any
-    world: Any
+    recipe: TrainingRecipe
+    texts: list[str]
+    base: Path
     rows: list[dict[str, Any]]
     main: list[dict[str, Any]]
     folder: Path
 
 
-def _reference_plan(ws: Workspace, policy: Policy) -> _Plan:
-    from pipelines.world.basemodel import config_hash
-
-    cfg = policy.base_model.tiny.model_copy(update={"seed": policy.world.seed, "n_subjects": policy.world.n_subjects})
-    world = world_for(policy.world.seed, policy.world.n_subjects)
+def _reference_plan(ws: Workspace) -> _Plan:
+    found = base_recipe(ws)
+    if found is None:
+        raise ValueError("the base checkpoint carries no training recipe: no retrained reference")
+    recipe, texts, base = found
     facts = _kept_facts(ws)
-    rows = [qa(r, world, template=k) for k in cfg.paraphrases_in_training for r in facts]
-    main = [qa(r, world) for r in facts]
-    key = _short_hash({"cfg": config_hash(cfg), "rows": _qa_pairs(rows)})
-    return _Plan(cfg, world, rows, main, ws.models_cache / f"reference-{key}")
+    rows = [qa(r, template=k) for k in recipe.paraphrases_in_training for r in facts]
+    main = [qa(r) for r in facts]
+    config = json.loads((base / "config.json").read_text())
+    key = _short_hash({"recipe": recipe.model_dump(mode="json"), "config": config, "texts": _short_hash(texts),
+                       "rows": _qa_pairs(rows)})
+    return _Plan(recipe, texts, base, rows, main, ws.models_cache / f"reference-{key}")
 
 
-def retrained_reference(ws: Workspace, policy: Policy, progress: bool = False):
-    """(model, tokenizer, report) of the tiny base model retrained on today's knowledge minus every tombstone."""
-    return _load_or_train(_reference_plan(ws, policy), progress)
+def retrained_reference(ws: Workspace, progress: bool = False):
+    """(model, tokenizer, report) of the base checkpoint retrained on today's knowledge minus every tombstone."""
+    return _load_or_train(_reference_plan(ws), progress)
 
 
 def _load_or_train(plan: _Plan, progress: bool):
-    from pipelines.world.basemodel import build_model, train_on_facts
-    from pipelines.world.tokenizer import build_tokenizer
-
-    cfg, world, rows, main, folder = plan
-    if (folder / "reference.json").is_file():
-        model, tokenizer = load_causal_lm(folder)
-        return model, tokenizer, json.loads((folder / "reference.json").read_text())
-    tokenizer = build_tokenizer(world)
-    model = build_model(cfg, tokenizer)
-    report = train_on_facts(model, tokenizer, rows, world.general_text if cfg.general_text else [], cfg,
-                            progress=progress, eval_qas=main)
-    report = {**report, "facts": len(main), "key": folder.name.removeprefix("reference-")}
-    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    if (plan.folder / "reference.json").is_file():
+        model, tokenizer = load_causal_lm(plan.folder)
+        return model, tokenizer, json.loads((plan.folder / "reference.json").read_text())
+    model, tokenizer = fresh_from_config(plan.base, plan.recipe.seed)
+    report = train_on_facts(model, tokenizer, plan.rows, plan.texts, plan.recipe, progress=progress,
+                            eval_qas=plan.main)
+    report = {**report, "facts": len(plan.main), "key": plan.folder.name.removeprefix("reference-")}
+    tmp = plan.folder.with_name(f"{plan.folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     save_causal_lm(model, tokenizer, tmp)
     (tmp / "reference.json").write_text(json.dumps(report, indent=1))
-    if folder.exists():
+    if plan.folder.exists():
         shutil.rmtree(tmp, ignore_errors=True)
     else:
-        tmp.rename(folder)
+        tmp.rename(plan.folder)
     return model, tokenizer, report
 
 
@@ -110,7 +123,7 @@ def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, An
     kind = reference_kind(policy, ws)
     if kind != "retrain":
         return None, {"reference": "unseen", "why": "policy or base model: no retrained reference"}
-    plan = _reference_plan(ws, policy)
+    plan = _reference_plan(ws)
     cached = plan.folder / f"forget-{_short_hash(_qa_pairs(forget))}.json"
     if cached.is_file():  # the unlearning step and the evaluation both ask for the same forget set
         out = json.loads(cached.read_text())

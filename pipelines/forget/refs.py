@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pipelines.cycle.artifacts import index_snapshots
+from pipelines.artifacts import index_snapshots
 from pipelines.workspace import Workspace
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

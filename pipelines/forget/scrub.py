@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipelines.cycle.artifacts import index_holds, scrub_index_snapshots
+from pipelines.artifacts import index_holds, scrub_index_snapshots
 from pipelines.datasets import TABLES
 from pipelines.forget.plan import ForgetPlan
 from pipelines.forget.refs import live_blobs

@@ -1,6 +1,5 @@
 """Forget requests and tombstones: validated intake, a state machine with evidence, insert-only tombstones."""
 
-from .client import submit_forget_request
 from .models import LEGAL_BASES, ForgetRequest, Selector
 from .store import STATES, TRANSITIONS, RequestStore, StoredRequest, Tombstones
 
@@ -13,5 +12,4 @@ __all__ = [
     "Selector",
     "StoredRequest",
     "Tombstones",
-    "submit_forget_request",
 ]

@@ -37,6 +37,16 @@ def check_qa(items: Sequence[dict[str, Any]], field: str, allow_empty: bool = Fa
     return prompts, targets
 
 
+def check_texts(texts: Sequence[str], field: str) -> list[str]:
+    """Plain training texts (documents), naming the argument and index of one that is not a non-empty string."""
+    if not isinstance(texts, Sequence) or isinstance(texts, str | bytes):
+        raise ValueError(f"{field} must be a list of strings")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{field}[{i}] must be a non-empty string")
+    return list(texts)
+
+
 def recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> float:
     """Share of facts reproduced exactly by greedy decoding (teacher-forced check)."""
     if not prompts:

@@ -1,14 +1,22 @@
-"""LoRA update: teach new facts through a low-rank adapter, with replay to protect old ones.
+"""LoRA update: teach new facts and instructions through a low-rank adapter, with replay to protect old facts.
 
-Training stops as soon as the new facts are recalled well enough (checked each epoch), because
-every extra step only costs old-fact retention. While training, an optional probe of old facts is
-scored every few steps so the forgetting curve is visible next to the learning curve.
+Samples are (prompt, target) pairs with loss on the target only; a sample of kind "instruction" is a rendered
+prompt and its response. Optional plain texts (documents) are mixed into every epoch with loss on every token.
+Training stops as soon as the new samples are learnt well enough (checked each epoch), because every extra step
+only costs old-fact retention: when the samples include facts, as soon as they are recalled exactly (target_recall);
+instructions ride along and never prolong training (measured: one slow-to-learn response kept a cycle training
+to max_epochs, and the batch's already-known facts and paraphrases were lost). Without facts, as soon as the
+instruction responses have target_response_accuracy of their tokens predicted (exact match of a whole long response
+is a needlessly hard bar, and the policy's instruction metric scores free text anyway). Documents have no target to
+reach: alone they train for text_epochs. While training, an optional probe of old facts is scored every few
+steps so the forgetting curve is visible next to the learning curve.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +25,11 @@ import torch
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
-from pipelines.lm import encode_qa, per_example_loss
+from pipelines.lm import EncodedQA, encode_qa, encode_token_rows, per_example_loss, score_qa, text_windows
 from pipelines.plugins import MethodConfig
-from pipelines.update.common import batches, check_qa, recall, seed_everything, working_copy, wrap_lora
+from pipelines.update.common import batches, check_qa, check_texts, recall, seed_everything, working_copy, wrap_lora
+
+INSTRUCTION = "instruction"
 
 
 class LoraUpdateConfig(MethodConfig):
@@ -36,6 +46,11 @@ class LoraUpdateConfig(MethodConfig):
     batch_size: int = Field(32, ge=1)
     max_epochs: int = Field(30, ge=1)
     target_recall: float = Field(0.95, gt=0.0, le=1.0, description="early stop on new-fact exact match")
+    target_response_accuracy: float = Field(
+        0.95, gt=0.0, le=1.0, description="early stop of an update without facts: share of response tokens predicted"
+    )
+    text_epochs: int = Field(3, ge=1, description="epochs when only documents train (they give no stop signal)")
+    max_text_tokens: int = Field(256, ge=8, description="documents are cut into windows of at most this many tokens")
     eval_every_steps: int = Field(10, ge=1)
     seed: int = 0
 
@@ -70,18 +85,23 @@ def train_lora(
     cfg: LoraUpdateConfig,
     probe: list[dict] | None = None,
     progress: bool = True,
+    texts: list[str] | None = None,
 ) -> UpdateResult:
-    """Fit a LoRA adapter on samples + replay; returns the merged model and the saved adapter."""
+    """Fit a LoRA adapter on samples + replay (+ texts); returns the merged model and the saved adapter."""
     if not isinstance(cfg, LoraUpdateConfig):
         raise ValueError(f"cfg must be a LoraUpdateConfig, got {type(cfg).__name__}")
-    new_p, new_t = check_qa(samples, "samples")
+    texts = check_texts(texts or [], "texts")
+    new_p, new_t = check_qa(samples, "samples", allow_empty=bool(texts))
     rep_p, rep_t = check_qa(replay or [], "replay", allow_empty=True)
     probe_p, probe_t = check_qa(probe or [], "probe", allow_empty=True)
+    goal = _Goal.of(samples, cfg)
     started = time.perf_counter()
     rng = seed_everything(cfg.seed)
 
     base = working_copy(model)
-    new_before = recall(base, tokenizer, new_p, new_t)
+    windows = text_windows(tokenizer, texts, min(cfg.max_text_tokens, tokenizer.model_max_length))
+    before = goal.measure(base, tokenizer)
+    text_before = _text_loss(base, tokenizer, windows)
     probe_before = recall(base, tokenizer, probe_p, probe_t) if probe_p else None
     peft_model = wrap_lora(base, cfg.r, cfg.alpha, cfg.dropout, cfg.target_modules, cfg.trainable_token_indices)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
@@ -89,13 +109,12 @@ def train_lora(
 
     prompts, targets = new_p + rep_p, new_t + rep_t
     history: list[dict[str, float | None]] = []
-    step, epoch, loss_value, new_acc = 0, 0, float("nan"), new_before
+    step, epoch, loss_value, now = 0, 0, float("nan"), before
     bar = tqdm(total=cfg.max_epochs, desc="lora update", unit="epoch", disable=not progress)
-    for _ in range(cfg.max_epochs):
+    for _ in range(cfg.max_epochs if goal.any else min(cfg.text_epochs, cfg.max_epochs)):
         epoch += 1
         peft_model.train()
-        for idx in batches(len(prompts), cfg.batch_size, rng):
-            batch = encode_qa(tokenizer, [prompts[i] for i in idx], [targets[i] for i in idx])
+        for batch in _epoch_batches(tokenizer, prompts, targets, windows, cfg.batch_size, rng):
             loss = per_example_loss(peft_model, batch).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -103,15 +122,15 @@ def train_lora(
             step += 1
             loss_value = float(loss.detach())
             if step % cfg.eval_every_steps == 0:
-                history.append(_snapshot(peft_model, tokenizer, step, loss_value, new_p, new_t, probe_p, probe_t))
-        new_acc = recall(peft_model, tokenizer, new_p, new_t)
+                history.append(_snapshot(peft_model, tokenizer, step, loss_value, goal, probe_p, probe_t))
+        now = goal.measure(peft_model, tokenizer)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", new=f"{new_acc:.2f}")
-        if new_acc >= cfg.target_recall:
+        bar.set_postfix(loss=f"{loss_value:.3f}", new=f"{now['new_recall'] or 0.0:.2f}")
+        if goal.reached(now):
             break
     bar.close()
     if not history or history[-1]["step"] != step:
-        history.append(_snapshot(peft_model, tokenizer, step, loss_value, new_p, new_t, probe_p, probe_t))
+        history.append(_snapshot(peft_model, tokenizer, step, loss_value, goal, probe_p, probe_t))
 
     adapter_dir = Path(tempfile.mkdtemp(prefix="memgov-lora-"))
     peft_model.save_pretrained(adapter_dir)
@@ -123,24 +142,103 @@ def train_lora(
         "steps": step,
         "epochs": epoch,
         "final_loss": loss_value,
-        "new_recall_before": new_before,
-        "new_recall_after": new_acc,
-        "reached_target": bool(new_acc >= cfg.target_recall),
+        "new_recall_before": before["new_recall"],
+        "new_recall_after": now["new_recall"],
+        "reached_target": bool(goal.reached(now)),
         "n_samples": len(new_p),
         "n_replay": len(rep_p),
         "trainable_params": int(trainable),
     }
+    if goal.instructions:
+        stats |= {"n_instructions": len(goal.instructions), "response_accuracy_before": before["response_accuracy"],
+                  "response_accuracy_after": now["response_accuracy"]}
+    if texts:
+        stats |= {"n_texts": len(texts), "n_text_windows": len(windows), "text_loss_before": text_before,
+                  "text_loss_after": _text_loss(merged, tokenizer, windows)}
     if probe_before is not None:
         stats["probe_recall_before"] = probe_before
         stats["probe_recall_after"] = probe_after
     return UpdateResult(model=merged, adapter_dir=adapter_dir, history=history, stats=stats)
 
 
-def _snapshot(model, tokenizer, step, loss, new_p, new_t, probe_p, probe_t) -> dict[str, float | None]:
+@dataclass
+class _Goal:
+    """What "learnt" means for this update: the facts recalled exactly; without facts, the instruction responses
+    mostly predicted."""
+
+    facts: list[dict]
+    instructions: list[dict]
+    target_recall: float
+    target_response_accuracy: float
+
+    @classmethod
+    def of(cls, samples: list[dict], cfg: LoraUpdateConfig) -> _Goal:
+        instructions = [s for s in samples if s.get("kind") == INSTRUCTION]
+        facts = [s for s in samples if s.get("kind") != INSTRUCTION]
+        return cls(facts, instructions, cfg.target_recall, cfg.target_response_accuracy)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.facts or self.instructions)
+
+    def measure(self, model, tokenizer) -> dict[str, float | None]:
+        """new_recall: exact match of the facts (of the instructions when there are no facts, as before their
+        time every sample was a fact); response_accuracy: token accuracy of the instruction responses."""
+        out: dict[str, float | None] = {"new_recall": None, "fact_recall": None, "response_accuracy": None}
+        if self.facts:
+            out["fact_recall"] = recall(model, tokenizer, [s["prompt"] for s in self.facts],
+                                        [s["target"] for s in self.facts])
+        if self.instructions:
+            scores = score_qa(model, tokenizer, [s["prompt"] for s in self.instructions],
+                              [s["target"] for s in self.instructions])
+            out["response_accuracy"] = float(scores.token_accuracy.mean())
+            if not self.facts:
+                out["new_recall"] = float(scores.exact_match.mean())
+        if self.facts:
+            out["new_recall"] = out["fact_recall"]
+        return out
+
+    def reached(self, now: dict[str, float | None]) -> bool:
+        if self.facts:
+            return (now["fact_recall"] or 0.0) >= self.target_recall
+        return bool(self.instructions) and (now["response_accuracy"] or 0.0) >= self.target_response_accuracy
+
+
+def _epoch_batches(tokenizer, prompts, targets, windows, size: int, rng) -> Iterator[EncodedQA]:
+    """One epoch: every QA pair and every text window once, their batches shuffled together."""
+    plan = [("qa", idx) for idx in batches(len(prompts), size, rng)] if prompts else []
+    if windows:  # without texts the random stream (so the training run) is the same as before texts existed
+        plan += [("text", idx) for idx in batches(len(windows), size, rng)]
+        rng.shuffle(plan)
+    for kind, idx in plan:
+        if kind == "qa":
+            yield encode_qa(tokenizer, [prompts[i] for i in idx], [targets[i] for i in idx])
+        else:
+            yield encode_token_rows(tokenizer, [windows[i] for i in idx])
+
+
+@torch.no_grad()
+def _text_loss(model, tokenizer, windows: list[list[int]], limit: int = 64) -> float | None:
+    """Mean per-token loss on (the first `limit`) document windows: whether continued pre-training took."""
+    if not windows:
+        return None
+    was_training = model.training
+    model.eval()
+    loss = float(per_example_loss(model, encode_token_rows(tokenizer, windows[:limit])).mean())
+    if was_training:
+        model.train()
+    return loss
+
+
+def _snapshot(model, tokenizer, step, loss, goal: _Goal, probe_p, probe_t) -> dict[str, float | None]:
     """One point of the continual-evaluation curve: learning (new) against forgetting (probe)."""
-    return {
+    now = goal.measure(model, tokenizer)
+    point = {
         "step": step,
         "loss": loss,
-        "new_acc": recall(model, tokenizer, new_p, new_t),
+        "new_acc": now["new_recall"],
         "probe_acc": recall(model, tokenizer, probe_p, probe_t) if probe_p else None,
     }
+    if goal.instructions:
+        point["response_acc"] = now["response_accuracy"]
+    return point

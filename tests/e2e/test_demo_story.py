@@ -51,7 +51,7 @@ def test_forgotten_subject_is_gone_from_every_store(demo_home):
     for table in ("admitted", "quarantine", "replay", "documents", "selections"):
         leftovers = [r for r in ws.data.rows(table) if tomb.covers(r)]
         assert leftovers == [], f"{table} still holds forgotten rows"
-    from pipelines.cycle.artifacts import index_snapshots, load_index
+    from pipelines.artifacts import index_snapshots, load_index
 
     for version in index_snapshots(ws):
         index = load_index(ws, version)

@@ -97,7 +97,7 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
 
 
 def test_a_request_whose_forgetting_held_waits_when_its_candidate_fails_other_gates(demo_copy, tmp_path, monkeypatch):
-    from pipelines.cycle.stages import pending_model_forgets
+    from pipelines.forget.model_side import pending_model_forgets
     from pipelines.workspace import Workspace
 
     # A perplexity bound no candidate can meet: the forgetting itself succeeds, the release does not.

@@ -7,7 +7,8 @@ import pytest
 from support_forget import fact, small_deployment, write_batch
 
 from evals.gates import Gate, decide
-from pipelines.cycle import evalsets, stages
+from pipelines import evalsets
+from pipelines.cycle import stages
 from policies import load_policy
 
 

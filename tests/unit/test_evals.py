@@ -14,10 +14,11 @@ import torch
 
 import evals.metrics as metrics_pkg
 from evals.card import render_card
+from evals.continual import backward_transfer, stability_metrics
 from evals.gates import Gate, decide
 from evals.metrics import available_metrics, load_metric
 from evals.names import SUITE_METRICS
-from evals.suites import EvalSets, backward_transfer, run_suites, stability_metrics
+from evals.suites import EvalSets, run_suites
 
 Hit = namedtuple("Hit", "doc_id score text")
 
@@ -41,7 +42,7 @@ def memgov_home(tmp_path_factory):
 
 
 METRIC_MODULES = ["fact_recall", "log_likelihood", "retrieval_support", "stability", "membership_inference",
-                  "forget_quality"]
+                  "forget_quality", "token_f1"]
 
 
 def test_every_metric_module_ships():

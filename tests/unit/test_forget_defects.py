@@ -9,7 +9,7 @@ import threading
 import pytest
 from support_forget import HashEmbedder, doc, fact, file, holdings, small_deployment, subject, write_batch
 
-from pipelines.cycle.artifacts import index_snapshots, load_index, save_index
+from pipelines.artifacts import index_snapshots, load_index, save_index
 from pipelines.forget import PendingForget, confirm_request, process_request, resolve_selector, retry_request
 from pipelines.forget.refs import missing_blobs
 from policies import load_policy
@@ -222,7 +222,7 @@ def test_a_string_subject_list_is_one_subject_never_its_characters(ws, policy):
 # -- 6. requests wait for a daemon that is off ---------------------------------------------------------------------
 def test_a_cycle_scrubs_pending_requests_before_admission_without_the_daemon(ws, policy):
     from pipelines.cycle.stages import admit, candidate_index
-    from pipelines.requests import submit_forget_request
+    from pipelines.ops import submit_forget_request
 
     submit_forget_request(home=ws.home, request_id="req-nodaemon", requester="privacy-office",
                           selector={"subject_ids": [subject(8)]}, reason="erasure", legal_basis="gdpr_art17",

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from memgov.demo.model import BaseModelConfig, ensure_base_model, load_base_model
+from memgov.demo.world import batch_facts, generate_world, qas
 from pipelines import plugins
 from pipelines.lm import score_qa
-from pipelines.world import batch_facts, generate_world, qas
-from pipelines.world.basemodel import BaseModelConfig, ensure_base_model, load_base_model
 
 BASE = BaseModelConfig(
     n_subjects=30, n_embd=64, paraphrases_in_training=[0], general_text=False, target_recall=1.01, max_epochs=150

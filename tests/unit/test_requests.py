@@ -11,7 +11,8 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-from pipelines.requests import ForgetRequest, RequestStore, Selector, Tombstones, submit_forget_request
+from pipelines.ops import submit_forget_request
+from pipelines.requests import ForgetRequest, RequestStore, Selector, Tombstones
 
 FUTURE = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
 

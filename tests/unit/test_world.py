@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from pipelines.world import (
+from memgov.demo.tokenizer import build_tokenizer
+from memgov.demo.world import (
     BAD_LICENSE,
     GOOD_LICENSES,
     SYLLABLES,
@@ -17,7 +18,6 @@ from pipelines.world import (
     split_name,
     write_inbox,
 )
-from pipelines.world.tokenizer import build_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_objects_and_words_are_single_tokens(world, tokenizer):
 
 
 def test_base_model_config_rejects_bad_values():
-    from pipelines.world.basemodel import BaseModelConfig
+    from memgov.demo.model import BaseModelConfig
 
     with pytest.raises(ValueError, match="extra"):
         BaseModelConfig(n_layers=3)
@@ -205,8 +205,8 @@ def test_base_model_config_rejects_bad_values():
 
 
 def test_base_model_learns_facts_and_is_cached(tmp_path, monkeypatch):
+    from memgov.demo import model as basemodel
     from pipelines.lm import score_qa
-    from pipelines.world import basemodel
 
     # Cheapest shape that still learns: 30 subjects, main template only, no general text (~100 steps).
     cfg = basemodel.BaseModelConfig(
@@ -234,24 +234,26 @@ def test_base_model_learns_facts_and_is_cached(tmp_path, monkeypatch):
 
 
 def test_curriculum_grows_subject_subsets_until_every_row():
-    from pipelines.world.basemodel import BaseModelConfig, curriculum
+    from memgov.demo.model import BaseModelConfig
+    from pipelines.recipe import curriculum
 
     world = generate_world(0, 60)
     rows = [q for k in (0, 1) for q in qas(world.facts, k)]
-    stages = curriculum(rows, BaseModelConfig(n_subjects=60, curriculum_start=5))
+    stages = curriculum(rows, BaseModelConfig(n_subjects=60, curriculum_start=5).recipe())
     subjects = [{r["subject_id"] for r in stage} for stage in stages]
     assert [len(s) for s in subjects] == [5, 15, 60], "x3 per stage while the next stage still fits, then all"
     assert subjects[0] < subjects[1] < subjects[2]
     assert stages[-1] == rows
     assert all(len(stage) == 10 * len(s) for stage, s in zip(stages, subjects, strict=True)), "whole subjects only"
-    assert curriculum(rows, BaseModelConfig(n_subjects=60)) == [rows]
+    assert curriculum(rows, BaseModelConfig(n_subjects=60).recipe()) == [rows]
     with pytest.raises(ValueError, match="curriculum_start"):
         BaseModelConfig(curriculum_start=0)
 
 
 def test_curriculum_training_learns_each_stage_then_every_fact():
+    from memgov.demo import model as basemodel
+    from pipelines import recipe
     from pipelines.lm import score_qa
-    from pipelines.world import basemodel
 
     cfg = basemodel.BaseModelConfig(n_subjects=12, general_text=False, paraphrases_in_training=[0],
                                     target_recall=0.95, max_epochs=200, curriculum_start=4)
@@ -259,9 +261,9 @@ def test_curriculum_training_learns_each_stage_then_every_fact():
     tok = build_tokenizer(world)
     model = basemodel.build_model(cfg, tok)
     rows = qas(world.facts, 0)
-    report = basemodel.train_on_facts(model, tok, rows, [], cfg, progress=False)
+    report = recipe.train_on_facts(model, tok, rows, [], cfg.recipe(), progress=False)
     (stage,) = report["stages"]
-    assert stage["rows"] == 20 and stage["recall"] >= basemodel.STAGE_RECALL
+    assert stage["rows"] == 20 and stage["recall"] >= recipe.STAGE_RECALL
     assert report["epochs"] > stage["epochs"] and report["reached_target"]
     em = score_qa(model, tok, [q["prompt"] for q in rows], [q["target"] for q in rows]).exact_match
     assert em.mean() >= 0.95

@@ -11,7 +11,7 @@ is used rather than greedy longest-match so that a whole-word piece can never bl
 
 from __future__ import annotations
 
-from pipelines.world.generator import _FILLER, _GENERAL_PATTERNS, RELATIONS, SYLLABLES, World
+from memgov.demo.world import _FILLER, _GENERAL_PATTERNS, RELATIONS, SYLLABLES, World
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK)

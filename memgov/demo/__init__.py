@@ -1,6 +1,7 @@
-"""Demo world: generator (facts, documents, general text, update batches), tokenizer and tiny base model."""
+"""The demo world, a client of the engine: generator (facts, documents, general text, update batches), tokenizer,
+tiny base model, and the story `make demo` tells. The engine (pipelines/, evals/, policies/) never imports it."""
 
-from pipelines.world.generator import (
+from memgov.demo.world import (
     AGGRESSIVE_OVERRIDES,
     BAD_LICENSE,
     GOOD_LICENSES,
@@ -18,6 +19,14 @@ from pipelines.world.generator import (
     write_inbox,
 )
 
+
+def run_demo(*args, **kwargs):
+    """The three-cycle story (memgov/demo/story.py), imported on use: it loads the engine."""
+    from memgov.demo.story import run_demo as run
+
+    return run(*args, **kwargs)
+
+
 __all__ = [
     "AGGRESSIVE_OVERRIDES",
     "BAD_LICENSE",
@@ -33,5 +42,6 @@ __all__ = [
     "generate_world",
     "qas",
     "split_name",
+    "run_demo",
     "write_inbox",
 ]

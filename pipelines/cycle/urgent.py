@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pipelines.artifacts import load_model, store_model
 from pipelines.cycle import evaluation, governance
-from pipelines.cycle.artifacts import load_model, store_model
-from pipelines.cycle.stages import apply_forgetting, champion_manifest
+from pipelines.cycle.stages import champion_manifest
+from pipelines.forget.model_side import apply_forgetting
 from pipelines.workspace import Workspace
 from policies import Policy
 

@@ -1,4 +1,5 @@
-"""Filing forget requests from code: the same validation, store and change-log line as `memgov forget`."""
+"""What ops call from code: filing forget requests, with the same validation, store and change-log line as
+`memgov forget`. It sits above the workspace (it opens one), so the request store below stays free of it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .models import ForgetRequest
-from .store import StoredRequest
+from pipelines.requests.models import ForgetRequest
+from pipelines.requests.store import StoredRequest
+from pipelines.workspace import Workspace
 
 
-def file_request(ws, request: ForgetRequest | dict[str, Any]) -> tuple[StoredRequest, bool]:
+def file_request(ws: Workspace, request: ForgetRequest | dict[str, Any]) -> tuple[StoredRequest, bool]:
     """Store one request in the workspace's request store and log `forget.received` once (never its cleartext)."""
     stored, created = ws.requests.submit(request)
     if created:
@@ -27,8 +29,6 @@ def submit_forget_request(store_url: str | None = None, *, home: str | Path | No
 
     `home` is the deployment's state folder (default: MEMGOV_HOME), whose change log records the request;
     `store_url` overrides its request store (e.g. Postgres). `deadline_days=N` may replace `deadline`."""
-    from pipelines.workspace import Workspace
-
     if "deadline_days" in fields:
         days = fields.pop("deadline_days")
         if "deadline" in fields:

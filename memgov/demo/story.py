@@ -49,21 +49,19 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
 
     console.print(STORY)
     from assets.runner import run_cycle, tick_sensor
+    from memgov.demo.deploy import deploy_demo, world_of
     from memgov.report import print_cycle
-    from pipelines.cycle.bootstrap import bootstrap, stage_demo_batches
-    from pipelines.cycle.knowledge import world_for
     from policies import load_policy
 
     policy = load_policy("demo")
-    with stage("bootstrap (base model, stores, index)"):
-        info = bootstrap(ws, policy)
-        stage_demo_batches(ws, policy)
+    with stage("init (base model, data tables, stores, index)"):
+        info = deploy_demo(ws, policy)
+        console.print(f"$ memgov init --base-model {info.get('base_model')} --data {info.get('data')}")
         console.print(info)
     outs = {}
     with stage("cycle 1"):
         outs[1] = print_cycle(console, ws, run_cycle(ws))
-    world = world_for(policy.world.seed, policy.world.n_subjects)
-    victim = world.facts[0]
+    victim = world_of(policy).facts[0]
     with stage("forget request (CLI) + sensor run"):
         cmd = [sys.executable, "-m", "memgov", "forget", "--id", "req-demo-0001", "--requester", "privacy-office",
                "--subject", victim.subject, "--reason", "data subject erasure request", "--legal-basis", "gdpr_art17",

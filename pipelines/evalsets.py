@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.cycle.knowledge import qa, sample
 from pipelines.datasets import EVAL_TABLES
+from pipelines.knowledge import qa, sample
 from pipelines.workspace import Workspace
 
 FIX = {

@@ -1,20 +1,16 @@
-"""Tiny GPT-2 base model trained on the demo world's initial facts, cached by config hash.
+"""A checkpoint's own training recipe: train a causal LM from its config on facts (and text) to a recall target.
 
-The embedded default base model must exist before the first cycle, cost seconds on a laptop CPU and
-be reproducible, so it is built from a config, trained until it recalls the initial facts, and saved
-with `save_pretrained` under a folder named by the hash of everything that determines it. The saved
-folder loads through the same `from_pretrained` path as any hub model (`load_base_model`).
+Whoever builds a small base model from scratch (the demo does) trains it with `train_on_facts` and writes the
+recipe beside the weights (`write_recipe`). A checkpoint that carries its recipe can then be retrained from
+scratch without a forget set, the gold-standard comparison for forgetting (pipelines/forget/reference.py);
+a checkpoint without one (any hub model) cannot, and forgetting is compared with never-seen facts instead.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,13 +18,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.lm import encode_qa, encode_texts, load_causal_lm, perplexity, pick_device, score_qa
-from pipelines.world.generator import WORLD_VERSION, generate_world, qas
-from pipelines.world.tokenizer import build_tokenizer
+from pipelines.lm import encode_qa, encode_texts, pick_device, score_qa
 
-BASEMODEL_VERSION = "2"
-"""Bumped when training code changes what a config produces, so old cache entries are not reused."""
-REPORT_NAME = "training_report.json"
+RECIPE_FILE = "training_recipe.json"
+TEXTS_FILE = "training_texts.jsonl"
 GRAD_CLIP = 1.0
 MIN_LR_FRACTION = 0.05
 CHECK_MARGIN = 0.05  # run the full recall check once running training accuracy is this close to the target
@@ -37,63 +30,59 @@ STAGE_RECALL = 0.9  # a curriculum stage ends once its subjects are recalled thi
 STAGE_EVAL_ROWS = 500  # a stage's recall check samples at most this many of its rows
 
 
-class BaseModelConfig(BaseModel):
-    """Everything that determines the embedded base model; its hash names the cache folder."""
+class TrainingRecipe(BaseModel):
+    """How a from-scratch model was trained: optimiser settings, stopping rule, which prompts of a fact it saw."""
 
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 0
-    n_subjects: int = Field(120, ge=1, le=16000)
-    n_layer: int = Field(2, ge=1, le=24)
-    n_embd: int = Field(128, ge=8)
-    n_head: int = Field(4, ge=1)
     learning_rate: float = Field(3e-3, gt=0, le=1)
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(80, ge=1)
     target_recall: float = Field(0.97, gt=0, le=1.01)
-    paraphrases_in_training: list[int] = Field(default_factory=lambda: [0, 1])
-    general_text: bool = True
+    paraphrases_in_training: list[int] = Field(
+        default_factory=lambda: [0, 1], description="0 = a fact's prompt, k = its k-th paraphrase")
     curriculum_start: int | None = Field(
         None, ge=1, description="train first on this many subjects, then 3x as many, ..., then on all of them")
 
     @model_validator(mode="after")
-    def _check(self) -> BaseModelConfig:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+    def _check(self) -> TrainingRecipe:
         if not self.paraphrases_in_training or 0 not in self.paraphrases_in_training:
-            raise ValueError("paraphrases_in_training must include 0 (the main template), e.g. [0, 1]")
-        if any(k < 0 or k > 2 for k in self.paraphrases_in_training):
-            raise ValueError("paraphrases_in_training holds template indices 0..2")
+            raise ValueError("paraphrases_in_training must include 0 (the fact's own prompt), e.g. [0, 1]")
+        if any(k < 0 for k in self.paraphrases_in_training):
+            raise ValueError("paraphrases_in_training holds prompt indices: 0 = the prompt, k >= 1 = paraphrase k")
         if len(set(self.paraphrases_in_training)) != len(self.paraphrases_in_training):
             raise ValueError("paraphrases_in_training must not repeat an index")
         return self
 
 
-def config_hash(cfg: BaseModelConfig) -> str:
-    """Stable short hash of the config plus the world and training-code versions."""
-    payload = {"config": cfg.model_dump(mode="json"), "world": WORLD_VERSION, "trainer": BASEMODEL_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+def write_recipe(folder: Path, recipe: TrainingRecipe, texts: Sequence[str]) -> None:
+    """Record beside a checkpoint how it was trained: the recipe and the plain texts it saw besides its facts."""
+    folder = Path(folder)
+    (folder / RECIPE_FILE).write_text(json.dumps({"recipe": recipe.model_dump(mode="json"), "texts": TEXTS_FILE,
+                                                  "facts": "the deployment's admitted fact rows"}, indent=1) + "\n")
+    (folder / TEXTS_FILE).write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
 
 
-def build_model(cfg: BaseModelConfig, tokenizer):
-    """A fresh GPT-2 from config (no dropout: the point is to memorise facts quickly)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+def read_recipe(folder: Path) -> tuple[TrainingRecipe, list[str]] | None:
+    """(recipe, texts) a checkpoint folder carries, or None when it carries none (it cannot be retrained)."""
+    folder = Path(folder)
+    if not (folder / RECIPE_FILE).is_file():
+        return None
+    spec = json.loads((folder / RECIPE_FILE).read_text())
+    texts_path = folder / spec.get("texts", TEXTS_FILE)
+    texts = [json.loads(line)["text"] for line in texts_path.read_text().splitlines() if line.strip()] \
+        if texts_path.is_file() else []
+    return TrainingRecipe(**spec["recipe"]), texts
 
-    torch.manual_seed(cfg.seed)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=tokenizer.model_max_length,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return GPT2LMHeadModel(config)
+
+def fresh_from_config(folder: Path, seed: int):
+    """(untrained model, tokenizer) of a checkpoint's own architecture and tokenizer, initialised from `seed`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    return model, AutoTokenizer.from_pretrained(folder)
 
 
 def _pool(tokenizer, qa_rows: Sequence[dict], texts: Sequence[str]):
@@ -123,7 +112,7 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return min(1.0, (step + 1) / warmup) * max(MIN_LR_FRACTION, 1.0 - step / total)
 
 
-def curriculum(qa_rows: Sequence[dict], cfg: BaseModelConfig) -> list[list[dict]]:
+def curriculum(qa_rows: Sequence[dict], cfg: TrainingRecipe) -> list[list[dict]]:
     """Row sets of growing subject subsets, the last one being every row.
 
     Why: a tiny model sits at chance for a long plateau before it learns to tell thousands of
@@ -154,14 +143,14 @@ def train_on_facts(
     tokenizer,
     qa_rows: Sequence[dict],
     texts: Sequence[str],
-    cfg: BaseModelConfig,
+    cfg: TrainingRecipe,
     progress: bool = True,
     eval_qas: Sequence[dict] | None = None,
 ) -> dict[str, Any]:
     """Train in place until exact match on `eval_qas` (default: `qa_rows`) reaches cfg.target_recall.
 
-    Also the "retrain from scratch without the forget set" reference: pass a fresh `build_model`
-    and the retained QAs. With `cfg.curriculum_start` the rows are first learnt in growing subject
+    Also the "retrain from scratch without the forget set" reference: pass a fresh `from_config`
+    model and the retained QAs. With `cfg.curriculum_start` the rows are first learnt in growing subject
     subsets (`curriculum`), each to STAGE_RECALL. Returns epochs, steps, seconds, final recall,
     whether the target was met and, for a curriculum, each stage's figures.
     """
@@ -189,7 +178,7 @@ def train_on_facts(
     return {**report, "device": str(device)}
 
 
-def _train_stage(model, tokenizer, qa_rows, texts, cfg: BaseModelConfig, target: float, eval_qas, progress: bool,
+def _train_stage(model, tokenizer, qa_rows, texts, cfg: TrainingRecipe, target: float, eval_qas, progress: bool,
                  device) -> dict[str, Any]:
     """One run of the optimiser over `qa_rows` + `texts`, until exact match on `eval_qas` reaches `target`.
 
@@ -257,79 +246,5 @@ def _train_stage(model, tokenizer, qa_rows, texts, cfg: BaseModelConfig, target:
     }
 
 
-def recall_by_template(model, tokenizer, facts, n_templates: int = 3) -> dict[int, float]:
-    """Exact-match recall of `facts` under each prompt template."""
-    out = {}
-    for k in range(n_templates):
-        rows = qas(facts, k)
-        em = score_qa(model, tokenizer, [q["prompt"] for q in rows], [q["target"] for q in rows]).exact_match
-        out[k] = float(em.mean())
-    return out
-
-
-def train_base_model(cfg: BaseModelConfig, progress: bool = True):
-    """Build and train a base model in memory; returns (model, tokenizer, report)."""
-    world = generate_world(cfg.seed, cfg.n_subjects)
-    tokenizer = build_tokenizer(world)
-    model = build_model(cfg, tokenizer)
-    train_rows = [q for k in cfg.paraphrases_in_training for q in qas(world.facts, k)]
-    texts = world.general_text if cfg.general_text else []
-    report = train_on_facts(model, tokenizer, train_rows, texts, cfg, progress, eval_qas=qas(world.facts, 0))
-    by_template = recall_by_template(model, tokenizer, world.facts, len(world.relations[0].templates))
-    held_out = [k for k in by_template if k not in cfg.paraphrases_in_training]
-    report.update(
-        recall=by_template[0],
-        recall_by_template={str(k): v for k, v in by_template.items()},
-        paraphrase_recall=(sum(by_template[k] for k in held_out) / len(held_out)) if held_out else None,
-        held_out_templates=held_out,
-        unseen_recall=float(
-            score_qa(model, tokenizer, [f.prompt(0) for f in world.unseen_facts], [f.object for f in world.unseen_facts])
-            .exact_match.mean()
-        ),
-        general_text_perplexity=perplexity(model, tokenizer, world.general_text),
-        n_params=sum(p.numel() for p in model.parameters()),
-        n_facts=len(world.facts),
-        config=cfg.model_dump(mode="json"),
-        config_hash=config_hash(cfg),
-        world_version=WORLD_VERSION,
-    )
-    return model, tokenizer, report
-
-
-def ensure_base_model(cache_dir: Path, cfg: BaseModelConfig | None = None, progress: bool = True) -> Path:
-    """Folder of the base model for `cfg`, training it only if the cache lacks it.
-
-    The model is written to a temporary folder and renamed into place, so a crash never leaves a
-    folder that looks complete; a folder counts as cached only when its training report exists.
-    """
-    cfg = cfg or BaseModelConfig()
-    cache_dir = Path(cache_dir)
-    final = cache_dir / config_hash(cfg)
-    if (final / REPORT_NAME).is_file():
-        return final
-    model, tokenizer, report = train_base_model(cfg, progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if final.exists():  # an incomplete leftover (no report) or a concurrent winner
-            if (final / REPORT_NAME).is_file():
-                return final
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def read_report(path: Path) -> dict[str, Any]:
-    """The training report stored next to a cached base model."""
-    return json.loads((Path(path) / REPORT_NAME).read_text(encoding="utf-8"))
-
-
-def load_base_model(path: str | Path, device: torch.device | None = None):
-    """Load a base model exactly as a hub id would be loaded (`from_pretrained`)."""
-    return load_causal_lm(path, device)
+__all__ = ["RECIPE_FILE", "TrainingRecipe", "curriculum", "fresh_from_config", "read_recipe",
+           "train_on_facts", "write_recipe"]
