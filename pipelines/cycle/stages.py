@@ -15,6 +15,7 @@ from pipelines.artifacts import load_index, load_model, save_index, store_model
 from pipelines.datasets import EVAL_TABLES
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
+from pipelines.selection.common import KNOWN
 from pipelines.workspace import Workspace
 from policies import Policy, merge_overrides
 
@@ -165,7 +166,11 @@ def select(ws: Workspace, policy: Policy, admitted: dict[str, Any], progress: bo
     method, cfg = eff.selection.resolve("selection")
     result = method.impl(train_rows, model, tokenizer, cfg, pool)
     documents = _training_documents(batch_rows) if eff.training.documents else []
-    chosen = [{**r, "role": "sample"} for r in result.samples] + [{**r, "role": "replay"} for r in result.replay]
+    # A batch fact the champion already knows needs no training, but it must be kept like any old fact: it is not in
+    # the replay pool (a batch's facts supersede their old versions there), so it joins the replay here.
+    known = [r for r in result.pruned if r.get("prune_reason") == KNOWN and is_fact(r)]
+    chosen = [{**r, "role": "sample"} for r in result.samples]
+    chosen += [{**r, "role": "replay"} for r in [*result.replay, *known]]
     chosen += [{**r, "role": "edit"} for r in edits] + [{**r, "role": "document"} for r in documents]
     ws.data.put_part("selections", admitted["batch"], chosen)
     return {
@@ -175,7 +180,8 @@ def select(ws: Workspace, policy: Policy, admitted: dict[str, Any], progress: bo
         "n_samples": len(result.samples),
         "n_instructions": sum(training.is_instruction(r) for r in result.samples),
         "n_documents": len(documents),
-        "n_replay": len(result.replay),
+        "n_replay": len(result.replay) + len(known),
+        "n_known_kept": len(known),
         "n_pruned": len(result.pruned),
         "n_edits": len(edits),
         "prune_reasons": dict(Counter(r.get("prune_reason", "?") for r in result.pruned)),
@@ -243,26 +249,35 @@ def update(ws: Workspace, policy: Policy, selected: dict[str, Any], progress: bo
     }
 
 
+def edit_key_texts(ws: Workspace, taught: list[dict[str, Any]], n_known: int = 600) -> list[str]:
+    """Texts whose keys the edit must leave alone: general text (held out from training, not from measuring), the
+    prompts of the facts this cycle taught, and prompts of known facts. Measured on the demo's cycle 2 (20 ROME
+    edits after a LoRA update on 40 new facts): with fact sentences in the key statistics the edits cost 0.975 ->
+    0.80 of the new facts' recall; with these prompts 0.875 (0.95 with rome's cov_positions "both")."""
+    general = [r["text"] for r in evalsets.table(ws, "general") if isinstance(r.get("text"), str)]
+    known = sample(list(current_facts(ws.data.rows("admitted")).values()), n_known)
+    return general + [r["prompt"] for r in taught if not r.get("previous_target")] + [r["prompt"] for r in known]
+
+
 def candidate_model(ws: Workspace, policy: Policy, updated: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """Champion + adapter, then the queued knowledge edits, then pending forget requests: the model to be judged."""
     t0 = time.perf_counter()
     eff = effective_policy(ws, policy, updated["batch"])
     model, tokenizer = load_model(ws, updated["model"])
     edits = _selection(ws, updated["batch"], "edit")
+    taught = [r for r in ws.data.rows("admitted", updated["batch"]) if is_fact(r)]  # what this candidate must keep
     edit_records: list[dict[str, Any]] = []
     if edits:
         method, cfg = eff.edit.resolve("edit")
-        # Key statistics for the edit: general text (held out from training, not from measuring) plus known facts.
-        general = [r["text"] for r in evalsets.table(ws, "general") if isinstance(r.get("text"), str)]
-        cov_texts = general + [r["text"] for r in sample(list(current_facts(ws.data.rows("admitted")).values()), 300)]
-        result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"]} for r in edits], cfg, cov_texts, progress=progress)
+        result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"]} for r in edits], cfg,
+                             edit_key_texts(ws, taught), progress=progress)
         model = result.model
         for row, rec in zip(edits, result.per_edit, strict=True):
             edit_records.append({"row_id": row["id"], "fact_id": row.get("fact_id"), "method": eff.edit.method, "success": bool(rec.get("success"))})
             ws.log.append("system:edit", "edit.applied", row["id"], reason=f"{eff.edit.method}: fact {row.get('fact_id')} changed",
                           details={"success": bool(rec.get("success")), "cycle": updated["cycle"]})
     requests = pending_model_forgets(ws)
-    model, unlearning = apply_forgetting(ws, eff, model, tokenizer, requests, progress)
+    model, unlearning = apply_forgetting(ws, eff, model, tokenizer, requests, progress, keep=taught)
     digest = store_model(ws, model, tokenizer)
     return {
         **{k: updated[k] for k in ("cycle", "batch", "champion")},

@@ -15,6 +15,10 @@ almost untouched. C is estimated once, edits are applied one after another. Pass
 the model knows as cov_texts (general text alone is weaker): on the 600-fact default model, 20
 sequential edits at the last layer took 20/20 with locality 1.00 (also on facts whose prompts were
 not in C); general-text C gave 19/20 and 0.95, an identity C 16/20 and 0.80, layer 0 13/20.
+Which tokens' keys enter C (cov_positions) matters most for the facts a cycle has just taught: on the demo's
+cycle 2 (20 edits after a LoRA update on 40 new facts, prompts in cov_texts) keys at every token kept 0.875 of
+them, last tokens only 0.975, both averaged 0.95; on a 2-layer Llama with 53 prompts last tokens alone left C
+ill-conditioned (0.75 kept) while every token and both kept 1.0.
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ class RomeConfig(MethodConfig):
     clamp_factor: float = Field(4.0, gt=0.0, description="max ||delta|| as a multiple of ||W k*||")
     v_weight_decay: float = Field(1e-3, ge=0.0, description="penalty on ||delta||^2 / ||W k*||^2")
     n_cov_tokens: int = Field(1000, ge=16, description="token activations used to estimate the key covariance")
-    cov_positions: Literal["all", "last"] = Field(
-        "all", description="tokens whose keys enter C: every token, or only each text's last token"
-    )
+    cov_positions: Literal["all", "last", "both"] = Field(
+        "all", description="tokens whose keys enter C: every token, only each text's last token (where a prompt's "
+        "answer is assembled: the keys an edit must not move), or both, each second moment weighted equally")
     cov_ridge: float = Field(1e-2, ge=0.0, description="ridge added to C, relative to its mean diagonal")
     identity_cov: bool = Field(False, description="ablation: use C = I (no covariance); worse locality")
 
@@ -71,10 +75,15 @@ def key_covariance(model, tokenizer, target: MlpOut, cov_texts: list[str], cfg: 
         raise ValueError("cov_texts must be a non-empty list of non-empty strings (general text of the domain)")
     texts = list(cov_texts)
     random.Random(0).shuffle(texts)  # a mixed list (prompts + prose) then contributes evenly within the token budget
-    keys = collect_keys(model, tokenizer, target, texts, cfg.n_cov_tokens, last_only=cfg.cov_positions == "last")
-    cov = keys.T @ keys / keys.shape[0]
+    parts = {"all": [False], "last": [True], "both": [False, True]}[cfg.cov_positions]
+    moments, n_keys = [], 0
+    for last_only in parts:
+        keys = collect_keys(model, tokenizer, target, texts, cfg.n_cov_tokens, last_only=last_only)
+        moments.append(keys.T @ keys / keys.shape[0])
+        n_keys += int(keys.shape[0])
+    cov = sum(moments) / len(moments)
     ridge = cfg.cov_ridge * cov.diagonal().mean().clamp(min=1e-8)
-    return cov + ridge * torch.eye(cov.shape[0], device=cov.device), int(keys.shape[0])
+    return cov + ridge * torch.eye(cov.shape[0], device=cov.device), n_keys
 
 
 def _key_and_value(model, tokenizer, target: MlpOut, prompt: str) -> tuple[torch.Tensor, torch.Tensor, int]:

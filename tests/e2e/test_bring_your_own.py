@@ -77,9 +77,6 @@ def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment, monke
                    "prompt": "Where is the library in Arden?", "response": "Next to the market.",
                    "subject_ids": [], "source": "guide", "license": "cc0"}
     batch(home, "b001", [*(domain_fact(i) for i in NEW), edit, doc, instruction])
-    # Measured before trained on: this batch's gate on new facts has a one-fact margin, which training on one more
-    # sample can move (tests/unit/test_instruction_training.py shows instructions training).
-    (home / "inbox" / "b001.policy.json").write_text(json.dumps({"training": {"instructions": False}}))
     proc = memgov(home, "run", policy=policy)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ws.registry.champion() == "r0002", proc.stdout[-3000:]
@@ -90,7 +87,7 @@ def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment, monke
                    "the batch's instruction rows (1), scored by exact_match"):
         assert source in card, f"the card names where each set came from: {source!r} missing"
     trained = [e for e in ws.log.events() if e["action"] == "adapter.trained"]
-    assert "(0 instructions)" in trained[-1]["reason"], "the batch's policy kept the instruction out of training"
+    assert "(1 instructions)" in trained[-1]["reason"], "the instruction row trained with the batch's facts"
     assert "instruction_score" in json.loads((home / "cards" / "r0002" / "card.json").read_text())["metrics"]
 
     subject = domain_fact(61)["subject_ids"][0]  # a town only the new batch speaks of
