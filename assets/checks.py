@@ -1,23 +1,29 @@
-"""Gates as blocking asset checks: a failed gate stops the release asset in the same run."""
+"""The gates as an asset check: the UI shows each verdict beside the measured card.
 
+The check reports the decision the release step acts on (both call `pipelines.cycle.verdict.judge`); it does not
+block, so a rejected candidate is still registered and rejected by the release step, read as a verdict.
+"""
 
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from assets.cycle import evaluation_card
+from assets.resources import MemgovResource
 from evals.gates import verdicts_markdown
+from pipelines.cycle.records import Measurement
+from pipelines.cycle.release import gate_decision
 
 
-@asset_check(asset=evaluation_card, blocking=True, description="Every gate of the policy passes (thresholds in policies/*.yaml).")
-def gates(evaluation_card: dict) -> AssetCheckResult:
-    verdicts = evaluation_card["verdicts"]
-    failed = [v["metric"] for v in verdicts if not v["passed"]]
+@asset_check(asset=evaluation_card, description="Every gate of the policy passes (thresholds in policies/*.yaml).")
+def gates(evaluation_card: Measurement, memgov: MemgovResource) -> AssetCheckResult:
+    decision = gate_decision(memgov.workspace(), memgov.load_policy(), evaluation_card)
+    verdicts = [v.model_dump() for v in decision.verdicts]
     return AssetCheckResult(
-        passed=evaluation_card["passed"],
+        passed=decision.passed,
         severity=AssetCheckSeverity.ERROR,
-        description="failed: " + ", ".join(failed) if failed else "all gates passed",
+        description=decision.summary(),
         metadata={
-            "release": evaluation_card["release_id"],
+            "candidate": evaluation_card.card["release_id"],
             "verdicts": MetadataValue.md(verdicts_markdown(verdicts)),
-            **{f"metric/{k}": float(v) for k, v in evaluation_card["metrics"].items() if v is not None},
+            **{f"metric/{k}": float(v) for k, v in evaluation_card.metrics.items() if v is not None},
         },
     )

@@ -80,7 +80,7 @@ def process_forget_request(context: OpExecutionContext, config: ForgetConfig, me
     req = ws.requests.get(config.request_id)
     if req.urgent and req.state == "planned" and scrub_complete(req.evidence):
         result["urgent_cycle"] = urgent_cycle(ws, memgov.load_policy(), config.request_id, shared_embedder(),
-                                              run_id=context.run_id)
+                                              run_id=context.run_id).model_dump()
     context.log.info(f"forget request processed: {result.get('state')}")
     return result
 

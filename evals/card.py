@@ -85,7 +85,7 @@ def _forgetting_section(forgetting: Mapping[str, Any]) -> list[str]:
     lines += ["| Check | Before (champion) | After (candidate) |", "|---|---:|---:|"]
     before, after = forgetting.get("before") or {}, forgetting.get("after") or {}
     for key in ("forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_mia_reference",
-                "forget_probe_excess",
+                "forget_probe_excess", "forget_probe_p",
                 "probe_forget_accuracy", "probe_unseen_accuracy"):
         if key in before or key in after:
             lines.append(f"| {key} | {_num(before.get(key))} | {_num(after.get(key))} |")

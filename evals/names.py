@@ -17,11 +17,13 @@ SUITE_METRICS: tuple[str, ...] = (
     "forget_mia_auc",
     "forget_mia_reference",
     "forget_probe_excess",
+    "forget_probe_p",
     "rag_support",
 )
 # The checks a forget request must pass before it is verified (gates on these cannot be waived).
 FORGET_METRICS: frozenset[str] = frozenset(
-    {"forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_probe_excess"}
+    {"forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_probe_excess",
+     "forget_probe_p"}
 )
 STABILITY_METRICS: tuple[str, ...] = ("min_acc", "wc_acc", "final_acc", "stability_gap")
 HISTORY_METRICS: tuple[str, ...] = ("backward_transfer",)

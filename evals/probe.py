@@ -14,6 +14,7 @@ across answers (0.27-0.30 vs 0.02-0.05), so the probe has room to show a drop af
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,19 @@ def _answer_embedding(model, tokenizer, target: str) -> np.ndarray:
     return model.get_output_embeddings().weight[ids].detach().float().mean(0).cpu().numpy()
 
 
+def more_hits_p(hits: int, n: int, other_hits: int, other_n: int) -> float:
+    """One-sided Fisher exact test: the chance of `hits` or more of `n` if both groups read equally well.
+
+    On a forget set of five facts one lucky read is an excess of 0.2 over a floor near zero; the p-value says
+    whether that is evidence of residual knowledge (1 of 5 against 1 of 60: p = 0.15) or not yet (2 of 5: 0.014)."""
+    total, drawn = n + other_n, hits + other_hits
+    if n == 0 or drawn == 0:
+        return 1.0
+    denominator = math.comb(total, n)
+    return min(1.0, sum(math.comb(drawn, k) * math.comb(total - drawn, n - k)
+                        for k in range(hits, min(n, drawn) + 1)) / denominator)
+
+
 @dataclass
 class ProbeResult:
     forget_accuracy: float
@@ -59,14 +73,22 @@ class ProbeResult:
     train_accuracy: float
     n_train: int
     n_candidates: int
+    n_forget: int = 0
+    n_unseen: int = 0
 
     @property
     def excess(self) -> float:
         """How much better the probe names forgotten answers than never-seen ones (0 = nothing left to read)."""
         return self.forget_accuracy - self.unseen_accuracy
 
+    @property
+    def p_value(self) -> float:
+        """How likely the forget set's reads are if it were no more readable than never-seen facts."""
+        return more_hits_p(round(self.forget_accuracy * self.n_forget), self.n_forget,
+                           round(self.unseen_accuracy * self.n_unseen), self.n_unseen)
+
     def as_dict(self) -> dict[str, Any]:
-        return {**vars(self), "excess": self.excess}
+        return {**vars(self), "excess": self.excess, "p_value": self.p_value}
 
 
 def linear_probe(model, tokenizer, retain: Sequence[QA], forget: Sequence[QA], unseen: Sequence[QA],
@@ -96,7 +118,9 @@ def linear_probe(model, tokenizer, retain: Sequence[QA], forget: Sequence[QA], u
         train_accuracy=accuracy(retain, x_train),
         n_train=len(retain),
         n_candidates=len(candidates),
+        n_forget=len(forget),
+        n_unseen=len(unseen),
     )
 
 
-__all__ = ["ProbeResult", "linear_probe", "prompt_states"]
+__all__ = ["ProbeResult", "linear_probe", "more_hits_p", "prompt_states"]

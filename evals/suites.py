@@ -131,7 +131,7 @@ def forgetting_evidence(model, tokenizer, sets: EvalSets, forget_ll: Sequence[fl
     from pipelines.lm import score_qa
 
     metrics: dict[str, float | None] = {"forget_quality": None, "forget_mia_auc": None, "forget_mia_reference": None,
-                                        "forget_probe_excess": None}
+                                        "forget_probe_excess": None, "forget_probe_p": None}
     if not sets.forget or not sets.unseen:
         return metrics, {"skipped": "no forget set" if not sets.forget else "no never-seen facts to compare with"}
     import evaluate
@@ -163,6 +163,7 @@ def forgetting_evidence(model, tokenizer, sets: EvalSets, forget_ll: Sequence[fl
     probe = linear_probe(model, tokenizer, sets.probe_train, sets.forget, sets.unseen)
     if probe is not None:
         metrics["forget_probe_excess"] = probe.excess
+        metrics["forget_probe_p"] = probe.p_value
         detail["probe"] = probe.as_dict()
     return metrics, detail
 

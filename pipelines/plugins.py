@@ -1,16 +1,20 @@
 """Method registry: selection, update, edit and unlearning methods are plugins chosen by name in a policy.
 
-A method is a typed pydantic config plus an implementation callable. Registering the same
-(kind, name) twice, or a name that is not a lowercase identifier, is an error so that a policy
-name always resolves to exactly one implementation.
+A method is a typed pydantic config plus an implementation callable. Each kind has one Protocol below, so the
+cycle calls every method of a kind the same way; `register` refuses an implementation whose parameters do not
+match its kind's call shape (a method that cannot take documents or key texts fails when it is registered,
+not in the middle of a cycle). Registering the same (kind, name) twice, or a name that is not a lowercase
+identifier, is an error so that a policy name always resolves to exactly one implementation.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -42,6 +46,108 @@ class Method:
             raise ValueError(f"invalid parameters for {self.kind} method '{self.name}': {problems}") from exc
 
 
+# What each kind of method returns: the other half of its call shape.
+
+
+@dataclass
+class SelectionResult:
+    """What a selector chose and why the rest was left out.
+
+    samples: chosen rows, each with "score" (the current model's per-token NLL on the target, None when the
+    method does not score) and "cluster"; pruned: left-out rows with "prune_reason"; replay: old rows drawn
+    from the replay pool (with "cluster" and "replay": True); stats: counts for the UI and benchmarks.
+    """
+
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    pruned: list[dict[str, Any]] = field(default_factory=list)
+    replay: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def training_rows(self) -> list[dict[str, Any]]:
+        """Selected samples followed by replay rows: what the trainer receives."""
+        return self.samples + self.replay
+
+
+@dataclass
+class UpdateResult:
+    model: Any  # merged plain transformers model
+    adapter_dir: Path
+    history: list[dict[str, float | None]] = field(default_factory=list)
+    stats: dict[str, float | int | bool] = field(default_factory=dict)
+
+
+@dataclass
+class EditResult:
+    model: Any
+    per_edit: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, float | int | bool | str] = field(default_factory=dict)
+
+
+@dataclass
+class UnlearnResult:
+    model: Any  # merged plain transformers model
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class SelectionMethod(Protocol):
+    """Choose training rows from a batch's candidates (facts and rendered instructions) and draw replay from the
+    pool of earlier facts; `model` scores rows, methods that do not score ignore it."""
+
+    def __call__(self, rows: list[dict[str, Any]], model: Any, tokenizer: Any, cfg: Any,
+                 replay_pool: list[dict[str, Any]] | None) -> SelectionResult: ...
+
+
+class UpdateMethod(Protocol):
+    """Train from the champion: samples and replay are {"prompt", "target"} items (loss on the target), texts are
+    documents for continued pre-training (loss on every token), probe is a held-out slice of known facts the
+    method may watch for forgetting. Returns a merged model and the adapter it trained."""
+
+    def __call__(self, model: Any, tokenizer: Any, samples: list[dict[str, Any]], replay: list[dict[str, Any]],
+                 cfg: Any, *, probe: list[dict[str, Any]] | None = None, texts: Sequence[str] | None = None,
+                 progress: bool = True) -> UpdateResult: ...
+
+
+class EditMethod(Protocol):
+    """Rewrite facts in place: edits are {"prompt", "target", "previous_target"}; key_texts sample the keys the
+    model sees (general text, known prompts) for the edit's statistics; protect are prompts whose answers must
+    not move at all (facts the cycle just taught). Methods without key statistics may ignore both."""
+
+    def __call__(self, model: Any, tokenizer: Any, edits: list[dict[str, Any]], cfg: Any, key_texts: list[str],
+                 *, protect: Sequence[str] | None = None, progress: bool = True) -> EditResult: ...
+
+
+class UnlearnMethod(Protocol):
+    """Make the model forget the forget items while keeping the retain items."""
+
+    def __call__(self, model: Any, tokenizer: Any, forget: list[dict[str, Any]], retain: list[dict[str, Any]],
+                 cfg: Any, *, progress: bool = True) -> UnlearnResult: ...
+
+
+PROTOCOLS: dict[str, type] = {"selection": SelectionMethod, "update": UpdateMethod, "edit": EditMethod,
+                              "unlearn": UnlearnMethod}
+
+
+def _check_call_shape(kind: str, name: str, impl: Callable[..., Any]) -> None:
+    """The implementation takes its kind's parameters under the same names, in the same order."""
+    wanted = [p for p in inspect.signature(PROTOCOLS[kind].__call__).parameters.values() if p.name != "self"]
+    try:
+        have = inspect.signature(impl).parameters
+    except (TypeError, ValueError):
+        raise ValueError(f"{kind} method '{name}': its implementation has no inspectable signature") from None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in have.values()) and len(have) == 1:
+        return
+    positional = [p.name for p in have.values()
+                  if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    expected_positional = [p.name for p in wanted if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    missing = [p.name for p in wanted if p.name not in have]
+    if missing or positional[:len(expected_positional)] != expected_positional:
+        shape = ", ".join(p.name if p.kind is not inspect.Parameter.KEYWORD_ONLY else f"{p.name}=" for p in wanted)
+        raise ValueError(f"{kind} method '{name}' must be callable as ({shape}) like every {kind} method"
+                         + (f"; it lacks: {', '.join(missing)}" if missing else f"; it takes ({', '.join(positional)})"))
+
+
 _REGISTRY: dict[tuple[str, str], Method] = {}
 
 
@@ -55,6 +161,7 @@ def register(kind: str, name: str, config_cls: type[MethodConfig], impl: Callabl
         raise ValueError(f"{kind} method '{name}' is already registered")
     if not (isinstance(config_cls, type) and issubclass(config_cls, MethodConfig)):
         raise ValueError(f"{kind} method '{name}': config_cls must subclass MethodConfig")
+    _check_call_shape(kind, name, impl)
     method = Method(kind, name, config_cls, impl)
     _REGISTRY[(kind, name)] = method
     return method

@@ -53,6 +53,8 @@ class UnlearningSection(MethodChoice):
     max_mia_auc_gap: float = Field(0.25, ge=0, le=0.5)
     min_forget_quality: float = Field(0.05, ge=0, le=1)
     max_probe_excess: float = Field(0.15, ge=-1, le=1)
+    probe_alpha: float = Field(0.05, gt=0, lt=1, description="an excess above max_probe_excess fails the probe check "
+                               "only when it is significant: one-sided Fisher exact p-value below this")
     reference: Literal["auto", "retrain", "unseen"] = "auto"
     calibrate_to_unseen: bool = True
     # A request whose plan removes more than this share of the rows, subjects or documents waits for a

@@ -29,9 +29,9 @@ def run() -> list[dict]:
         deploy_demo(ws, policy, progress=False)
         for _ in range(2):
             outs = cycle_outputs(run_cycle(ws))
-            seconds = {k: v["seconds"] for k, v in outs.items() if v and "seconds" in v}
+            seconds = {k: v.seconds for k, v in outs.items() if v is not None}
             total = sum(seconds.values())
-            rows.append({"cycle": outs["admitted_batch"]["cycle"], "cycle s": total,
+            rows.append({"cycle": outs["admitted_batch"].cycle, "cycle s": total,
                          "evaluation s": seconds.get("evaluation_card", 0.0),
                          "evaluation share": seconds.get("evaluation_card", 0.0) / total})
     return rows

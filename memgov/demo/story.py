@@ -95,11 +95,11 @@ def summarize(console: Console, ws, outs: dict, timings: dict[str, float]) -> in
     metrics.add_column("metric")
     for n in outs:
         metrics.add_column(f"cycle {n}")
-    names = sorted({k for o in outs.values() if o.get("evaluation_card") for k in o["evaluation_card"]["metrics"]})
+    names = sorted({k for o in outs.values() if o.get("evaluation_card") for k in o["evaluation_card"].metrics})
     for name in names:
         row = []
         for o in outs.values():
-            value = (o.get("evaluation_card") or {}).get("metrics", {}).get(name)
+            value = o["evaluation_card"].metrics.get(name) if o.get("evaluation_card") else None
             row.append("-" if value is None else f"{value:.3f}")
         metrics.add_row(name, *row)
     console.print(metrics)
@@ -110,19 +110,18 @@ def summarize(console: Console, ws, outs: dict, timings: dict[str, float]) -> in
         stage_times.add_row(name, f"{secs:.1f}")
     for n, o in outs.items():
         for asset, value in o.items():
-            if value and "seconds" in value:
-                stage_times.add_row(f"  cycle {n} / {asset}", f"{value['seconds']:.1f}")
+            if value is not None:
+                stage_times.add_row(f"  cycle {n} / {asset}", f"{value.seconds:.1f}")
     console.print(stage_times)
     verify = ws.log.verify()
     console.print(f"evaluation cards: {ws.home / 'cards'}")
     console.print(f"change log: {ws.home / 'changelog.jsonl'} ({verify.n_events} events, verify: {'OK' if verify.ok else 'BROKEN'})")
     console.print(f"peak memory: {peak_memory_mib():.0f} MiB")
-    rel2 = (outs[2].get("evaluation_card") or {}).get("release_id")
-    rel3 = outs[3].get("evaluation_card") or {}
+    rel1, rel2, rel3 = (outs[n].get("release") for n in (1, 2, 3))
     story = {
-        "cycle 1 promoted": bool(outs[1].get("release")) and outs[1]["release"]["status"] == "champion",
-        "cycle 2 is champion": champion is not None and champion == rel2,
-        "cycle 3 rejected by a gate": bool(rel3) and not rel3.get("passed", True),
+        "cycle 1 promoted": rel1 is not None and rel1.status == "champion",
+        "cycle 2 is champion": champion is not None and rel2 is not None and champion == rel2.release_id,
+        "cycle 3 rejected by a gate": rel3 is not None and rel3.status == "rejected" and not rel3.passed,
         "forget request verified": ws.requests.get("req-demo-0001").state == "verified",
         "change log verifies": verify.ok,
     }

@@ -1,8 +1,7 @@
-"""Measure a candidate and its champion on the same sets, apply the policy's gates, register the candidate."""
+"""Measure a candidate and its champion on the same sets and render the evaluation card."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import time
@@ -12,16 +11,17 @@ from typing import Any
 
 from evals.card import render_card
 from evals.continual import backward_transfer, stability_summary
-from evals.gates import Decision, decide
 from evals.suites import EvalSets, run_suites
 from pipelines import evalsets
 from pipelines.artifacts import load_index, load_model
 from pipelines.cycle.governance import read_card
+from pipelines.cycle.records import CandidateModel, Measurement
 from pipelines.cycle.stages import champion_manifest, effective_policy, retention_rows
+from pipelines.cycle.verdict import judge
 from pipelines.datasets import id_list
 from pipelines.forget.model_side import forget_set
 from pipelines.forget.reference import reference_forget_ll
-from pipelines.forget.verify import conclude, request_verdicts
+from pipelines.forget.verify import gate_evidence, request_verdicts
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
 from pipelines.training import instruction_pairs
 from pipelines.workspace import Workspace
@@ -40,7 +40,8 @@ def code_version() -> str:
 
 
 # Which metrics each evaluation set feeds: a set that is needed but missing fails these metrics' gates.
-SET_METRICS = {"general": ("perplexity",), "unseen": ("forget_quality", "forget_mia_auc", "forget_probe_excess"),
+SET_METRICS = {"general": ("perplexity",), "unseen": ("forget_quality", "forget_mia_auc", "forget_probe_excess",
+                                                                  "forget_probe_p"),
                "retention": ("retention",), "locality": ("locality",), "paraphrases": ("paraphrase_recall",),
                "instructions": ("instruction_score",)}
 INSTRUCTION_SAMPLE = 200  # greedy generation per response: enough to measure, bounded in cost
@@ -155,19 +156,22 @@ def release_history(ws: Workspace, champion, models: dict[str, Any], tokenizer, 
     return entries
 
 
-def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dict[str, Any], cindex: dict[str, Any],
-             embedder, run_id: str | None = None) -> dict[str, Any]:
+def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snapshot: str, embedder,
+            training_history: list[dict[str, Any]] | None = None) -> Measurement:
+    """Every suite on the candidate and on its champion, on the same sets; the card rendered into the store.
+
+    Nothing is registered or decided here: the release step does that with the measurement this returns.
+    """
     t0 = time.perf_counter()
-    batch = cmodel["batch"]
-    eff = effective_policy(ws, policy, batch)
-    champion = champion_manifest(ws)
+    eff = effective_policy(ws, policy, candidate.batch)
+    champion = ws.registry.get(candidate.champion) if candidate.champion else champion_manifest(ws)
     champ_model, tokenizer = load_model(ws, champion.model)
-    sets, sources, missing = build_sets(ws, eff, batch, champ_model, tokenizer, cmodel["honoured"])
-    cand_model, _ = load_model(ws, cmodel["model"])
+    sets, sources, missing = build_sets(ws, eff, candidate.batch, champ_model, tokenizer, candidate.honoured)
+    cand_model, _ = load_model(ws, candidate.model)
     ref_ll, reference = reference_forget_ll(ws, eff, sets.forget)
     ref_auc = reference.get("reference_mia_auc")
     scorer = eff.evaluation.instruction_metric
-    cand = run_suites(cand_model, tokenizer, sets, index=load_index(ws, cindex["index_snapshot"]), embedder=embedder,
+    cand = run_suites(cand_model, tokenizer, sets, index=load_index(ws, index_snapshot), embedder=embedder,
                       reference_forget_ll=ref_ll, reference_mia_auc=ref_auc, instruction_metric=scorer)
     champ = run_suites(champ_model, tokenizer, sets, index=load_index(ws, champion.index_snapshot), embedder=embedder,
                        reference_forget_ll=ref_ll, reference_mia_auc=ref_auc, instruction_metric=scorer)
@@ -175,25 +179,22 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
     cand.metrics["backward_transfer"] = backward_transfer(history)
     champ.metrics["backward_transfer"] = backward_transfer(
         [{"acc_at_release": h["acc_at_release"], "acc_now": h["champion_now"]} for h in history])
-    requests = [ws.requests.get(rid) for rid in cmodel["honoured"]]
-    request_checks, request_gates = request_verdicts(eff, cand.metrics, requests)
-    decision = decide(cand.metrics, eff.gates, champ.metrics, missing=missing)
-    decision = Decision(passed=decision.passed and all(v["passed"] for v in request_gates),
-                        verdicts=[*decision.verdicts, *request_gates])
-    stability = stability_summary(updated.get("history", []), champ.metrics.get("retention"), cand.metrics.get("new_fact_recall"))
-
-    parent = champion
-    batch_rows = ws.data.rows("admitted", batch)
-    lineage = {
-        "subject_ids": sorted(set(parent.lineage.get("subject_ids", [])) | {s for r in batch_rows for s in r.get("subject_ids", [])}),
-        "row_ids": sorted(set(parent.lineage.get("row_ids", [])) | {r["id"] for r in batch_rows}),
-    }
+    evidence = {rid: gate_evidence(ws.requests.get(rid).evidence) for rid in candidate.honoured}
+    measured = Measurement(
+        **candidate.carry(), policy=eff.label, model=candidate.model, adapter=candidate.adapter,
+        adapter_method=candidate.adapter_method, index_snapshot=index_snapshot, edits=candidate.edits,
+        unlearning=candidate.unlearning, honoured=candidate.honoured, metrics=cand.metrics,
+        champion_metrics=champ.metrics, missing=missing, forget_evidence=evidence, card={}, card_digest="", card_md="")
+    decision = judge(measured, eff)
+    request_checks, _ = request_verdicts(eff, cand.metrics, evidence)
+    stability = stability_summary(training_history or [], champ.metrics.get("retention"),
+                                  cand.metrics.get("new_fact_recall"))
     card = {
-        "release_id": f"candidate of {cmodel['cycle']} (child of {champion.release_id})",
-        "cycle": cmodel["cycle"],
+        "release_id": f"candidate of {candidate.cycle} (child of {champion.release_id})",
+        "cycle": candidate.cycle,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": {"data": ws.data.snapshot("admitted"), "model": cmodel["model"], "champion": champion.release_id,
-                     "policy": eff.label, "code": code_version(), "index": cindex["index_snapshot"]},
+        "versions": {"data": ws.data.snapshot("admitted"), "model": candidate.model, "champion": champion.release_id,
+                     "policy": eff.label, "code": code_version(), "index": index_snapshot},
         "metrics": cand.metrics,
         "champion_metrics": champ.metrics,
         "set_sizes": {k: len(v) for k, v in vars(sets).items()},
@@ -201,63 +202,21 @@ def evaluate(ws: Workspace, policy: Policy, updated: dict[str, Any], cmodel: dic
         "decision": decision.model_dump(),
         "stability": stability,
         "history": history,
-        "forgetting": _forgetting(cand, champ, reference, request_checks) if requests else {},
-        "notes": f"{len(cmodel['edits'])} edits, {len(cmodel['honoured'])} forget requests honoured",
+        "forgetting": _forgetting(cand, champ, reference, request_checks) if candidate.honoured else {},
+        "notes": f"{len(candidate.edits)} edits, {len(candidate.honoured)} forget requests honoured",
     }
     with tempfile.TemporaryDirectory(dir=ws.work_dir) as tmp:
         render_card(card, Path(tmp))
-        card_digest = ws.store.put_dir(Path(tmp))
-        release = ws.registry.create(
-            {
-                "parent": champion.release_id,
-                "base_model": champion.base_model,
-                "model": cmodel["model"],
-                "adapters": [*champion.adapters, *([{"digest": updated["adapter"], "method": updated.get("method"),
-                                                      "cycle": cmodel["cycle"]}] if updated.get("adapter") else [])],
-                "edits": [*champion.edits, *cmodel["edits"]],
-                "unlearning": [*champion.unlearning, *cmodel["unlearning"]],
-                "tombstones_honoured": sorted(set(champion.tombstones_honoured) | set(cmodel["honoured"])),
-                "index_snapshot": cindex["index_snapshot"],
-                "policy_version": eff.label,
-                "data_snapshots": {"admitted": ws.data.snapshot("admitted"), "batch": batch},
-                "lineage": lineage,
-                "evaluation_card": card_digest,
-                "cycle": cmodel["cycle"],
-            },
-            actor=f"cycle:{cmodel['cycle']}",
-            reason="candidate measured",
-        )
-        cards_dir = ws.home / "cards" / release.release_id
-        shutil.rmtree(cards_dir, ignore_errors=True)
-        shutil.copytree(tmp, cards_dir)
-    failed = [v for v in card["decision"]["verdicts"] if not v["passed"]]
-    ws.log.append("system:gates", "gates.passed" if decision.passed else "gates.failed", release.release_id,
-                  reason="; ".join(f"{v['metric']} {v['value']} vs {v['threshold']}" for v in failed) or "all gates passed",
-                  run_id=run_id, details={"metrics": cand.metrics})
-    if not decision.passed:
-        ws.registry.set_status(release.release_id, "rejected", "system:gates",
-                               "failed gates: " + ", ".join(v["metric"] for v in failed), run_id=run_id)
-        settle_requests_after_rejection(ws, release.release_id, requests, request_checks, card, run_id)
-    return {
-        "cycle": cmodel["cycle"],
-        "release_id": release.release_id,
-        "passed": decision.passed,
-        "metrics": cand.metrics,
-        "champion_metrics": champ.metrics,
-        "verdicts": card["decision"]["verdicts"],
-        "card_dir": str(cards_dir),
-        "card_digest": card_digest,
-        "card_md": (cards_dir / "card.md").read_text(),
-        "honoured": cmodel["honoured"],
-        "n_facts_changed": len([r for r in batch_rows if is_fact(r)]),  # instruction rows have a prompt too
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+        card_md = (Path(tmp) / "card.md").read_text()
+        digest = ws.store.put_dir(Path(tmp))
+    return measured.model_copy(update={"card": card, "card_digest": digest, "card_md": card_md,
+                                       "seconds": round(time.perf_counter() - t0, 3)})
 
 
 def _forgetting(cand, champ, reference: dict[str, Any], checks: dict[str, dict[str, bool]]) -> dict[str, Any]:
     """The card's forgetting section: before (champion) and after (candidate), the comparison used, per-request checks."""
     keys = ("forget_recall", "forget_log_likelihood", "forget_quality", "forget_mia_auc", "forget_mia_reference",
-            "forget_probe_excess")
+            "forget_probe_excess", "forget_probe_p")
 
     def side(results) -> dict[str, Any]:
         probe = (results.details.get("forgetting") or {}).get("probe") or {}
@@ -273,18 +232,3 @@ def _forgetting(cand, champ, reference: dict[str, Any], checks: dict[str, dict[s
         "details": detail,
         "requests": checks,
     }
-
-
-def settle_requests_after_rejection(ws: Workspace, release_id: str, requests: list, checks: dict[str, dict[str, bool]],
-                                    card: dict[str, Any], run_id: str | None) -> None:
-    """A request whose own checks failed is `failed` with the reasons; one rejected for other gates waits for the next candidate."""
-    for req in requests:
-        failed = [k for k, ok in checks.get(req.request_id, {}).items() if not ok]
-        if failed and req.state in ("planned", "applied"):
-            evidence = {"verification": {"release": release_id, "checks": checks[req.request_id],
-                                         "forgetting": card.get("forgetting", {}), "metrics": card["metrics"]}}
-            conclude(ws, req.request_id, "failed", evidence,
-                     f"candidate {release_id} rejected, checks failed: {', '.join(failed)}; champion unchanged", run_id)
-        elif not failed:
-            conclude(ws, req.request_id, "deferred", {},
-                     f"forgetting held but {release_id} failed other gates; retried with the next candidate", run_id)

@@ -188,18 +188,6 @@ def fail_forget_requests(ws: Workspace, release_id: str, reasons: list[str]) -> 
     return failed
 
 
-def release_stage(ws: Workspace, policy: Policy, evaluation: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
-    """After the gates: auto-approve where the policy says so, otherwise wait for a human decision."""
-    rid = evaluation["release_id"]
-    if not evaluation["passed"]:
-        return {"release_id": rid, "status": "rejected", "champion": ws.registry.champion()}
-    if policy.approval.mode == "auto":
-        return decide_release(ws, policy, rid, "approve", policy.approval.auto_approver, "policy",
-                              "gates passed; policy auto-approves", run_id=run_id)
-    ws.log.append("system:release", "approval.requested", rid, reason="gates passed; waiting for an approver", run_id=run_id)
-    return {"release_id": rid, "status": "candidate", "champion": ws.registry.champion(), "waiting_for": "approval"}
-
-
 def rollback(ws: Workspace, to_release: str, actor: str, reason: str) -> dict[str, Any]:
     """Serve an earlier release again: model, adapters, edits and index snapshot move together."""
     ws.registry.rollback(to_release, actor, reason)

@@ -1,5 +1,5 @@
-"""The stages of one cycle. Each takes the workspace, the effective policy and the previous stage's summary
-(plain JSON-able dicts holding artifact references) and returns its own summary."""
+"""The stages of one cycle. Each takes the workspace, the policy and the previous stage's typed record
+(pipelines.cycle.records: artifact references and counts) and returns its own."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from pipelines import evalsets, training
 from pipelines.admission import admit_batch, read_batch
 from pipelines.artifacts import load_index, load_model, save_index, store_model
+from pipelines.cycle.records import Admitted, CandidateIndex, CandidateModel, EditRecord, Selected, Updated
 from pipelines.datasets import EVAL_TABLES
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
@@ -47,7 +48,7 @@ def champion_manifest(ws: Workspace):
     return ws.registry.get(champ)
 
 
-def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: str | None = None) -> Admitted:
     """Validate one batch with the policy's GX suite; admitted rows go to the data store, the rest to quarantine."""
     if batch_file:
         path = Path(batch_file) if Path(batch_file).exists() else ws.inbox / batch_file
@@ -88,22 +89,12 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
         run_id=run_id,
         details={"batch_hash": result.batch_hash, "quarantine_reasons": dict(reasons), "policy": eff.label},
     )
-    return {
-        "cycle": batch,
-        "batch": batch,
-        "batch_file": str(path),
-        "policy": eff.label,
-        "champion": ws.registry.champion(),
-        "admitted": len(admitted),
-        "evaluation_rows": {name: len(rows) for name, rows in evaluation.items() if rows},
-        "quarantined": len(result.quarantined),
-        "quarantine_reasons": dict(reasons),
-        "expectations_md": result.to_markdown(),
-        "batch_hash": result.batch_hash,
-        "data_snapshot": ws.data.snapshot("admitted"),
-        "forget_requests_scrubbed": [r["request_id"] for r in honoured],
-        "seconds": round(result.seconds, 3),
-    }
+    return Admitted(
+        cycle=batch, batch=batch, champion=ws.registry.champion(), batch_file=str(path), policy=eff.label,
+        admitted=len(admitted), evaluation_rows={name: len(rows) for name, rows in evaluation.items() if rows},
+        quarantined=len(result.quarantined), quarantine_reasons=dict(reasons), expectations_md=result.to_markdown(),
+        batch_hash=result.batch_hash, data_snapshot=ws.data.snapshot("admitted"),
+        forget_requests_scrubbed=[r["request_id"] for r in honoured], seconds=round(result.seconds, 3))
 
 
 def _honour_forget_requests(ws: Workspace, policy: Policy, run_id: str | None) -> list[dict[str, Any]]:
@@ -136,28 +127,23 @@ def _read_or_quarantine(path: Path) -> list[dict[str, Any]]:
         return [{"id": None, "_raw": path.name, "_parse_error": f"file: {exc}"}]
 
 
-def has_new_data(admitted: dict[str, Any]) -> bool:
-    """A batch with no admitted row builds no candidate: there is nothing to learn, index or judge."""
-    return int(admitted.get("admitted") or 0) > 0
-
-
 def _prior_facts(ws: Workspace, batch: str) -> dict[str, dict[str, Any]]:
     rows = [r for part, _ in ws.data.parts("admitted").items() if part != batch for r in ws.data.rows("admitted", part)]
     return current_facts(rows)
 
 
-def select(ws: Workspace, policy: Policy, admitted: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+def select(ws: Workspace, policy: Policy, admitted: Admitted, progress: bool = True) -> Selected:
     """Route changed facts to the edit queue and let the selection plugin pick training samples plus replay:
     the batch's new facts and (policy training.instructions) its instructions, rendered as prompt and response.
     With training.documents the batch's documents are kept for continued pre-training beside them."""
     t0 = time.perf_counter()
-    eff = effective_policy(ws, policy, admitted["batch"])
-    batch_rows = ws.data.rows("admitted", admitted["batch"])
+    eff = effective_policy(ws, policy, admitted.batch)
+    batch_rows = ws.data.rows("admitted", admitted.batch)
     rows = [r for r in batch_rows if is_fact(r)]
     edits = [r for r in rows if r.get("previous_target")]
     train_rows = [r for r in rows if not r.get("previous_target")]
     batch_facts = {r.get("fact_id") for r in rows}
-    current = _prior_facts(ws, admitted["batch"])
+    current = _prior_facts(ws, admitted.batch)
     pool = [current[r["fact_id"]] for r in ws.data.rows("replay") if r.get("fact_id") in current]
     pool = [r for r in pool if r.get("fact_id") not in batch_facts]
     model, tokenizer = load_model(ws, champion_manifest(ws).model)
@@ -172,22 +158,13 @@ def select(ws: Workspace, policy: Policy, admitted: dict[str, Any], progress: bo
     chosen = [{**r, "role": "sample"} for r in result.samples]
     chosen += [{**r, "role": "replay"} for r in [*result.replay, *known]]
     chosen += [{**r, "role": "edit"} for r in edits] + [{**r, "role": "document"} for r in documents]
-    ws.data.put_part("selections", admitted["batch"], chosen)
-    return {
-        **{k: admitted[k] for k in ("cycle", "batch", "champion")},
-        "method": eff.selection.method,
-        "n_candidates": len(train_rows),
-        "n_samples": len(result.samples),
-        "n_instructions": sum(training.is_instruction(r) for r in result.samples),
-        "n_documents": len(documents),
-        "n_replay": len(result.replay) + len(known),
-        "n_known_kept": len(known),
-        "n_pruned": len(result.pruned),
-        "n_edits": len(edits),
-        "prune_reasons": dict(Counter(r.get("prune_reason", "?") for r in result.pruned)),
-        "stats": result.stats,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    ws.data.put_part("selections", admitted.batch, chosen)
+    return Selected(
+        **admitted.carry(), method=eff.selection.method, n_candidates=len(train_rows), n_samples=len(result.samples),
+        n_instructions=sum(training.is_instruction(r) for r in result.samples), n_documents=len(documents),
+        n_replay=len(result.replay) + len(known), n_known_kept=len(known), n_pruned=len(result.pruned),
+        n_edits=len(edits), prune_reasons=dict(Counter(r.get("prune_reason", "?") for r in result.pruned)),
+        stats=result.stats, seconds=round(time.perf_counter() - t0, 3))
 
 
 def _training_documents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -208,24 +185,23 @@ def retention_rows(ws: Workspace, policy: Policy, batch: str, model, tokenizer, 
     return known_by(model, tokenizer, sample(prior, n, seed=policy.seed))
 
 
-def update(ws: Workspace, policy: Policy, selected: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+def update(ws: Workspace, policy: Policy, selected: Selected, progress: bool = True) -> Updated:
     """Train the policy's update method (a LoRA adapter by default) on the selected samples, from the champion."""
     t0 = time.perf_counter()
-    eff = effective_policy(ws, policy, selected["batch"])
+    eff = effective_policy(ws, policy, selected.batch)
     champion = champion_manifest(ws)
-    samples = _selection(ws, selected["batch"], "sample")
-    texts = [r["text"] for r in _selection(ws, selected["batch"], "document")]
+    samples = _selection(ws, selected.batch, "sample")
+    texts = [r["text"] for r in _selection(ws, selected.batch, "document")]
     counts = {"n_instructions": sum(training.is_instruction(r) for r in samples), "n_documents": len(texts)}
     if not samples and not texts:
-        return {**selected, "adapter": None, "model": champion.model, "history": [], "stats": {"skipped": "no samples"},
-                **counts}
-    replay = _selection(ws, selected["batch"], "replay")
+        return Updated(**selected.carry(), method=None, params={}, adapter=None, model=champion.model, history=[],
+                       stats={"skipped": "no samples"}, **counts)
+    replay = _selection(ws, selected.batch, "replay")
     model, tokenizer = load_model(ws, champion.model)
-    probe = [qa(r) for r in retention_rows(ws, eff, selected["batch"], model, tokenizer, eff.evaluation.probe_size)]
+    probe = [qa(r) for r in retention_rows(ws, eff, selected.batch, model, tokenizer, eff.evaluation.probe_size)]
     method, cfg = eff.update.resolve("update")
-    extra = {"texts": texts} if texts else {}  # methods written before documents trained keep working without them
     result = method.impl(model, tokenizer, [training.training_item(r) for r in samples], [qa(r) for r in replay], cfg,
-                         probe=probe, progress=progress, **extra)
+                         probe=probe, texts=texts, progress=progress)
     adapter = ws.store.put_dir(Path(result.adapter_dir))
     merged = store_model(ws, result.model, tokenizer)
     ws.log.append(
@@ -234,19 +210,11 @@ def update(ws: Workspace, policy: Policy, selected: dict[str, Any], progress: bo
         adapter,
         reason=f"{eff.update.method} on {len(samples)} samples ({counts['n_instructions']} instructions) + "
                f"{len(replay)} replay" + (f" + {len(texts)} documents" if texts else ""),
-        details={"cycle": selected["cycle"], "params": cfg.model_dump(), "model": merged},
+        details={"cycle": selected.cycle, "params": cfg.model_dump(), "model": merged},
     )
-    return {
-        **{k: selected[k] for k in ("cycle", "batch", "champion")},
-        "method": eff.update.method,
-        "params": cfg.model_dump(mode="json"),
-        "adapter": adapter,
-        "model": merged,
-        **counts,
-        "history": result.history,
-        "stats": result.stats,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    return Updated(**selected.carry(), method=eff.update.method, params=cfg.model_dump(mode="json"), adapter=adapter,
+                   model=merged, **counts, history=result.history, stats=result.stats,
+                   seconds=round(time.perf_counter() - t0, 3))
 
 
 def edit_key_texts(ws: Workspace, taught: list[dict[str, Any]], n_known: int = 600) -> list[str]:
@@ -259,56 +227,44 @@ def edit_key_texts(ws: Workspace, taught: list[dict[str, Any]], n_known: int = 6
     return general + [r["prompt"] for r in taught if not r.get("previous_target")] + [r["prompt"] for r in known]
 
 
-def candidate_model(ws: Workspace, policy: Policy, updated: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+def candidate_model(ws: Workspace, policy: Policy, updated: Updated, progress: bool = True) -> CandidateModel:
     """Champion + adapter, then the queued knowledge edits, then pending forget requests: the model to be judged."""
     t0 = time.perf_counter()
-    eff = effective_policy(ws, policy, updated["batch"])
-    model, tokenizer = load_model(ws, updated["model"])
-    edits = _selection(ws, updated["batch"], "edit")
-    taught = [r for r in ws.data.rows("admitted", updated["batch"]) if is_fact(r)]  # what this candidate must keep
-    edit_records: list[dict[str, Any]] = []
+    eff = effective_policy(ws, policy, updated.batch)
+    model, tokenizer = load_model(ws, updated.model)
+    edits = _selection(ws, updated.batch, "edit")
+    taught = [r for r in ws.data.rows("admitted", updated.batch) if is_fact(r)]  # what this candidate must keep
+    edit_records: list[EditRecord] = []
     if edits:
         method, cfg = eff.edit.resolve("edit")
         result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"]} for r in edits], cfg,
-                             edit_key_texts(ws, taught), progress=progress)
+                             edit_key_texts(ws, taught), protect=[r["prompt"] for r in taught
+                                                                   if not r.get("previous_target")],
+                             progress=progress)
         model = result.model
         for row, rec in zip(edits, result.per_edit, strict=True):
-            edit_records.append({"row_id": row["id"], "fact_id": row.get("fact_id"), "method": eff.edit.method, "success": bool(rec.get("success"))})
+            edit_records.append(EditRecord(row_id=row["id"], fact_id=row.get("fact_id"), method=eff.edit.method,
+                                           success=bool(rec.get("success"))))
             ws.log.append("system:edit", "edit.applied", row["id"], reason=f"{eff.edit.method}: fact {row.get('fact_id')} changed",
-                          details={"success": bool(rec.get("success")), "cycle": updated["cycle"]})
+                          details={"success": bool(rec.get("success")), "cycle": updated.cycle})
     requests = pending_model_forgets(ws)
     model, unlearning = apply_forgetting(ws, eff, model, tokenizer, requests, progress, keep=taught)
-    digest = store_model(ws, model, tokenizer)
-    return {
-        **{k: updated[k] for k in ("cycle", "batch", "champion")},
-        "adapter": updated.get("adapter"),
-        "model": digest,
-        "edits": edit_records,
-        "unlearning": unlearning,
-        "honoured": [r.request_id for r in requests],
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    return CandidateModel(**updated.carry(), adapter=updated.adapter, adapter_method=updated.method,
+                          model=store_model(ws, model, tokenizer), edits=edit_records, unlearning=unlearning,
+                          honoured=[r.request_id for r in requests], seconds=round(time.perf_counter() - t0, 3))
 
 
-def candidate_index(ws: Workspace, policy: Policy, admitted: dict[str, Any], embedder) -> dict[str, Any]:
+def candidate_index(ws: Workspace, policy: Policy, admitted: Admitted, embedder) -> CandidateIndex:
     """The champion's index plus this batch's documents (incremental upsert), minus anything tombstoned."""
     t0 = time.perf_counter()
     index = load_index(ws, champion_manifest(ws).index_snapshot)
-    report = index.upsert(ws.data.rows("documents", admitted["batch"]), embedder)
+    report = index.upsert(ws.data.rows("documents", admitted.batch), embedder)
     tomb = ws.requests.tombstones()
     removed = index.delete(sorted(set(tomb.doc_ids) & set(index.doc_ids())))
     removed += index.delete_where(subject_ids=set(tomb.subject_ids), fact_ids=set(tomb.fact_ids))
     version = save_index(ws, index)
     ws.log.append("system:rag", "index.refreshed", version, reason=f"+{report.added} ~{report.updated} -{removed}",
-                  details={"cycle": admitted["cycle"], "fingerprint": index.fingerprint()})
-    return {
-        **{k: admitted[k] for k in ("cycle", "batch", "champion")},
-        "index_snapshot": version,
-        "added": report.added,
-        "updated": report.updated,
-        "unchanged": report.unchanged,
-        "removed": removed,
-        "n_docs": len(index),
-        "fingerprint": index.fingerprint(),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+                  details={"cycle": admitted.cycle, "fingerprint": index.fingerprint()})
+    return CandidateIndex(**admitted.carry(), index_snapshot=version, added=report.added, updated=report.updated,
+                          unchanged=report.unchanged, removed=removed, n_docs=len(index),
+                          fingerprint=index.fingerprint(), seconds=round(time.perf_counter() - t0, 3))

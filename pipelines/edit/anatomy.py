@@ -146,5 +146,5 @@ def collect_keys(
     finally:
         handle.remove()
     if not rows:
-        raise ValueError("cov_texts gave no tokens: pass general text (a few hundred sentences) for the key covariance")
+        raise ValueError("key_texts gave no tokens: pass general text (a few hundred sentences) for the key covariance")
     return torch.cat(rows)[:max_tokens]

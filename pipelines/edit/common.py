@@ -7,17 +7,9 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.lm import pick_device, score_qa
-
-
-@dataclass
-class EditResult:
-    model: Any
-    per_edit: list[dict[str, Any]] = field(default_factory=list)
-    stats: dict[str, float | int | bool | str] = field(default_factory=dict)
 
 
 def check_edits(edits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

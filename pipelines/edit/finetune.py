@@ -9,14 +9,15 @@ change away from other facts' keys it tends to disturb more of them.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from pipelines.edit.common import EditResult, base_stats, check_edits, edit_report, frozen_copy, target_scores
+from pipelines.edit.common import base_stats, check_edits, edit_report, frozen_copy, target_scores
 from pipelines.lm import encode_qa, per_example_loss
-from pipelines.plugins import MethodConfig
+from pipelines.plugins import EditResult, MethodConfig
 
 
 class FinetuneEditConfig(MethodConfig):
@@ -33,10 +34,13 @@ def finetune_edits(
     tokenizer,
     edits: list[dict],
     cfg: FinetuneEditConfig,
-    cov_texts: list[str] | None = None,
+    key_texts: list[str] | None = None,
+    *,
+    protect: Sequence[str] | None = None,
     progress: bool = True,
 ) -> EditResult:
-    """Fine-tune one projection on all edit prompts jointly; cov_texts is accepted for interface parity."""
+    """Fine-tune one projection on all edit prompts jointly; it keeps no key statistics, so key_texts and protect
+    are unused."""
     if not isinstance(cfg, FinetuneEditConfig):
         raise ValueError(f"cfg must be a FinetuneEditConfig, got {type(cfg).__name__}")
     edits = check_edits(edits)

@@ -12,11 +12,11 @@ token, the value W k is what it writes into the residual stream. To change one f
 
 Using C instead of the identity keeps keys of other facts (which share C's dominant directions)
 almost untouched. C is estimated once, edits are applied one after another. Pass prompts of facts
-the model knows as cov_texts (general text alone is weaker): on the 600-fact default model, 20
+the model knows as key_texts (general text alone is weaker): on the 600-fact default model, 20
 sequential edits at the last layer took 20/20 with locality 1.00 (also on facts whose prompts were
 not in C); general-text C gave 19/20 and 0.95, an identity C 16/20 and 0.80, layer 0 13/20.
 Which tokens' keys enter C (cov_positions) matters most for the facts a cycle has just taught: on the demo's
-cycle 2 (20 edits after a LoRA update on 40 new facts, prompts in cov_texts) keys at every token kept 0.875 of
+cycle 2 (20 edits after a LoRA update on 40 new facts, prompts in key_texts) keys at every token kept 0.875 of
 them, last tokens only 0.975, both averaged 0.95; on a 2-layer Llama with 53 prompts last tokens alone left C
 ill-conditioned (0.75 kept) while every token and both kept 1.0.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -32,9 +33,9 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from pipelines.edit.anatomy import MlpOut, collect_keys, prompt_ids
-from pipelines.edit.common import EditResult, base_stats, check_edits, edit_report, frozen_copy, target_scores
+from pipelines.edit.common import base_stats, check_edits, edit_report, frozen_copy, target_scores
 from pipelines.lm import encode_qa
-from pipelines.plugins import MethodConfig
+from pipelines.plugins import EditResult, MethodConfig
 
 
 class RomeConfig(MethodConfig):
@@ -52,6 +53,8 @@ class RomeConfig(MethodConfig):
         "answer is assembled: the keys an edit must not move), or both, each second moment weighted equally")
     cov_ridge: float = Field(1e-2, ge=0.0, description="ridge added to C, relative to its mean diagonal")
     identity_cov: bool = Field(False, description="ablation: use C = I (no covariance); worse locality")
+    protect_tol: float = Field(1e-3, ge=0.0, lt=1.0, description="directions of the protected keys whose energy is "
+                               "above this fraction of the largest are held fixed (null-space projection)")
 
 
 def _check_rank_one(model) -> None:
@@ -67,13 +70,13 @@ def _check_rank_one(model) -> None:
                          "fix: use edit.method finetune_edit in the policy")
 
 
-def key_covariance(model, tokenizer, target: MlpOut, cov_texts: list[str], cfg: RomeConfig) -> tuple[torch.Tensor, int]:
+def key_covariance(model, tokenizer, target: MlpOut, key_texts: list[str], cfg: RomeConfig) -> tuple[torch.Tensor, int]:
     """Uncentred second moment E[k k^T] of the projection's inputs (with a relative ridge), and its token count."""
     if cfg.identity_cov:
         return torch.eye(target.in_features, device=target.module.weight.device), 0
-    if not cov_texts or not all(isinstance(t, str) and t.strip() for t in cov_texts):
-        raise ValueError("cov_texts must be a non-empty list of non-empty strings (general text of the domain)")
-    texts = list(cov_texts)
+    if not key_texts or not all(isinstance(t, str) and t.strip() for t in key_texts):
+        raise ValueError("key_texts must be a non-empty list of non-empty strings (general text of the domain)")
+    texts = list(key_texts)
     random.Random(0).shuffle(texts)  # a mixed list (prompts + prose) then contributes evenly within the token budget
     parts = {"all": [False], "last": [True], "both": [False, True]}[cfg.cov_positions]
     moments, n_keys = [], 0
@@ -84,6 +87,17 @@ def key_covariance(model, tokenizer, target: MlpOut, cov_texts: list[str], cfg: 
     cov = sum(moments) / len(moments)
     ridge = cfg.cov_ridge * cov.diagonal().mean().clamp(min=1e-8)
     return cov + ridge * torch.eye(cov.shape[0], device=cov.device), n_keys
+
+
+def null_space(keys: torch.Tensor, tol: float) -> torch.Tensor | None:
+    """Projector onto the complement of the span of `keys` [n, in] (directions with energy above tol x the
+    largest): a write W + d u^T with u in that complement leaves W k unchanged for every protected k."""
+    if keys.shape[0] == 0:
+        return None
+    gram = keys.double().T @ keys.double()
+    values, vectors = torch.linalg.eigh(gram)
+    span = vectors[:, values > tol * values.max().clamp(min=1e-12)]
+    return torch.eye(gram.shape[0], dtype=torch.float64, device=keys.device) - span @ span.T
 
 
 def _key_and_value(model, tokenizer, target: MlpOut, prompt: str) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -144,9 +158,14 @@ def _optimise_delta(model, tokenizer, target: MlpOut, edit: dict, pos: int, v0: 
 
 
 def apply_edits(
-    model, tokenizer, edits: list[dict], cfg: RomeConfig, cov_texts: list[str], progress: bool = True
+    model, tokenizer, edits: list[dict], cfg: RomeConfig, key_texts: list[str], *,
+    protect: Sequence[str] | None = None, progress: bool = True
 ) -> EditResult:
-    """Apply edits one after another to a copy of the model; returns it with a per-edit report."""
+    """Apply edits one after another to a copy of the model; returns it with a per-edit report.
+
+    The keys of `protect` (prompts whose answers must not move, e.g. facts this cycle just taught) and of every
+    edit already written are held fixed: each write is projected onto their null space (AlphaEdit's constraint)
+    while C still shapes it for everything else."""
     if not isinstance(cfg, RomeConfig):
         raise ValueError(f"cfg must be a RomeConfig, got {type(cfg).__name__}")
     edits = check_edits(edits)
@@ -154,21 +173,35 @@ def apply_edits(
     started = time.perf_counter()
     total_steps, final_nll = 0, []
     with frozen_copy(model, tokenizer, edits, cfg.layer) as (edited, target, prob_before):
-        cov, n_tokens = key_covariance(edited, tokenizer, target, cov_texts, cfg)
+        cov, n_tokens = key_covariance(edited, tokenizer, target, key_texts, cfg)
         cov_inv = torch.linalg.inv(cov.double())
+        edit_prompts = {e["prompt"] for e in edits}
+        held = [t for t in dict.fromkeys(protect or []) if t not in edit_prompts]
+        fixed = (collect_keys(edited, tokenizer, target, held, len(held), last_only=True) if held
+                 else torch.zeros(0, target.in_features, device=target.module.weight.device))
+        projected = 0
         for edit in tqdm(edits, desc=f"rome edits (layer {target.layer})", unit="edit", disable=not progress):
             k, v0, pos = _key_and_value(edited, tokenizer, target, edit["prompt"])
             delta, steps, nll = _optimise_delta(edited, tokenizer, target, edit, pos, v0, cfg)
             total_steps += steps
             final_nll.append(nll)
-            u = (cov_inv @ k.double()).float()
+            u = cov_inv @ k.double()
+            projector = null_space(fixed, cfg.protect_tol)
+            if projector is not None:
+                kept = projector @ u
+                if float(kept @ k.double()) > 1e-6 * float(u @ k.double()):  # room left to write k* alone
+                    u, projected = kept, projected + 1
+            u = u.float()
             target.add_rank_one(u / (k @ u), delta)
+            fixed = torch.cat([fixed, k[None].to(fixed.dtype)])
 
     hits, prob_after = target_scores(edited, tokenizer, edits)
     per_edit = edit_report(edits, prob_before, hits, prob_after)
     stats = {
         **base_stats(started, edits, hits, target),
         "cov_tokens": n_tokens,
+        "protected_keys": len(held),
+        "edits_projected": projected,
         "v_steps_total": total_steps,
         "mean_final_nll": sum(final_nll) / len(final_nll),
     }

@@ -25,7 +25,8 @@ def request_checks(policy: Policy, metrics: dict[str, Any], evidence: dict[str, 
         "forget_recall": ok("forget_recall", lambda v: v <= u.max_forget_recall),
         "forget_quality": ok("forget_quality", lambda v: v >= u.min_forget_quality),
         "membership_inference": ok("forget_mia_auc", lambda v: abs(v - target) <= u.max_mia_auc_gap),
-        "representation_probe": ok("forget_probe_excess", lambda v: v <= u.max_probe_excess),
+        "representation_probe": ok("forget_probe_excess", lambda v: v <= u.max_probe_excess)
+        or ok("forget_probe_p", lambda p: p >= u.probe_alpha),
         "retain_recall": ok("retention", lambda v: v >= u.min_retain_recall),
         "index_clean": bool((evidence or {}).get("index_clean", False)),
     }
@@ -37,23 +38,25 @@ def bounds(policy: Policy) -> dict[str, str]:
         "forget_recall": f"<= {u.max_forget_recall}",
         "forget_quality": f">= {u.min_forget_quality}",
         "membership_inference": f"|auc - reference auc (0.5 without a reference)| <= {u.max_mia_auc_gap}",
-        "representation_probe": f"excess <= {u.max_probe_excess}",
+        "representation_probe": f"excess <= {u.max_probe_excess}, or not significant (p >= {u.probe_alpha})",
         "retain_recall": f">= {u.min_retain_recall}",
         "index_clean": "no forgotten document retrieved",
     }
 
 
-def request_verdicts(policy: Policy, metrics: dict[str, Any], requests: list) -> tuple[dict[str, dict[str, bool]], list[dict]]:
-    """Per-request checks, and one gate verdict per request for the card (a failed request blocks the candidate)."""
+def request_verdicts(policy: Policy, metrics: dict[str, Any],
+                     evidence: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, bool]], list[dict]]:
+    """Per-request checks (evidence: request id -> its scrub evidence), and one gate verdict per request for the
+    card (a failed request blocks the candidate). Pure: the gate decision calls it."""
     checks: dict[str, dict[str, bool]] = {}
     verdicts: list[dict] = []
     limits = bounds(policy)
-    for req in requests:
-        held = request_checks(policy, metrics, req.evidence)
-        checks[req.request_id] = held
+    for rid, found in evidence.items():
+        held = request_checks(policy, metrics, found)
+        checks[rid] = held
         failed = [k for k, v in held.items() if not v]
         verdicts.append({
-            "metric": f"forget_request:{req.request_id}", "value": float(len(held) - len(failed)),
+            "metric": f"forget_request:{rid}", "value": float(len(held) - len(failed)),
             "champion_value": None, "threshold": f"all {len(held)} forgetting checks hold",
             "passed": not failed, "required": True,
             "reason": "every check held" if not failed else "; ".join(f"{k} {limits[k]}" for k in failed) + " failed",
@@ -61,7 +64,12 @@ def request_verdicts(policy: Policy, metrics: dict[str, Any], requests: list) ->
     return checks, verdicts
 
 
-__all__ = ["bounds", "request_checks", "request_verdicts"]
+def gate_evidence(evidence: dict[str, Any] | None) -> dict[str, Any]:
+    """What of a request's evidence its checks read: the scrub's finding on the index (never the forgotten data)."""
+    return {"index_clean": bool((evidence or {}).get("index_clean", False))}
+
+
+__all__ = ["bounds", "gate_evidence", "request_checks", "request_verdicts"]
 
 
 def conclude(ws, request_id: str, state: str, evidence: dict[str, Any], reason: str, run_id: str | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipelines.datasets import id_list
 from pipelines.rag.embedder import text_hash
 
 _MAGIC = b"MEMGOV-FAISS\x01"
@@ -50,14 +51,6 @@ def _faiss():
     import faiss
 
     return faiss
-
-
-def _subjects(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]
 
 
 class DocumentIndex:
@@ -163,7 +156,7 @@ class DocumentIndex:
     @staticmethod
     def _meta_for(doc: dict[str, Any]) -> dict[str, Any]:
         meta = {k: v for k, v in doc.items() if k != "id"}
-        meta["subject_ids"] = _subjects(doc.get("subject_ids"))
+        meta["subject_ids"] = id_list(doc.get("subject_ids"))
         meta["fact_id"] = None if doc.get("fact_id") is None else str(doc["fact_id"])
         meta["text_hash"] = text_hash(doc["text"])
         # Round-trip through JSON now so that a snapshot reloads to exactly the same metadata.

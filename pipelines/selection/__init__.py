@@ -1,12 +1,12 @@
 """Dynamic sample selection: which admitted rows a cycle trains on, and which old rows it replays.
 
-Methods are plugins of kind "selection", chosen by name in a policy. Every method has the signature
-`impl(rows, model, tokenizer, cfg, replay_pool) -> SelectionResult`.
+Methods are plugins of kind "selection", chosen by name in a policy, each callable as
+`pipelines.plugins.SelectionMethod`.
 """
 
-from pipelines.plugins import register
+from pipelines.plugins import SelectionResult, register
 from pipelines.selection.cluster_score import SelectionConfig, select_samples
-from pipelines.selection.common import SelectionResult, assign_clusters, replay_count
+from pipelines.selection.common import assign_clusters, replay_count
 from pipelines.selection.everything import AllSelectionConfig, select_all
 
 METHODS = {

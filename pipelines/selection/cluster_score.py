@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from pipelines.plugins import MethodConfig
+from pipelines.plugins import MethodConfig, SelectionResult
 from pipelines.selection.common import (
     BUDGET,
     CLUSTER_CAP,
@@ -22,7 +22,6 @@ from pipelines.selection.common import (
     NEAR_DUPLICATE,
     NO_FACT,
     Row,
-    SelectionResult,
     assign_clusters,
     build_stats,
     draw_replay,

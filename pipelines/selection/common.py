@@ -6,7 +6,6 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 Row = dict[str, Any]
@@ -17,26 +16,6 @@ NEAR_DUPLICATE = "near_duplicate"
 KNOWN = "known"
 CLUSTER_CAP = "cluster_cap"
 BUDGET = "budget"
-
-
-@dataclass
-class SelectionResult:
-    """What a selector chose and why the rest was left out.
-
-    samples: chosen rows, each with "score" (the current model's per-token NLL on the target, None when the
-    method does not score) and "cluster"; pruned: left-out rows with "prune_reason"; replay: old rows drawn
-    from the replay pool (with "cluster" and "replay": True); stats: counts for the UI and benchmarks.
-    """
-
-    samples: list[Row] = field(default_factory=list)
-    pruned: list[Row] = field(default_factory=list)
-    replay: list[Row] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def training_rows(self) -> list[Row]:
-        """Selected samples followed by replay rows: what the trainer receives."""
-        return self.samples + self.replay
 
 
 def is_fact(row: Any) -> bool:

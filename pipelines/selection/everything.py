@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipelines.plugins import MethodConfig
+from pipelines.plugins import MethodConfig, SelectionResult
 from pipelines.selection.common import (
     NO_FACT,
     Row,
-    SelectionResult,
     assign_clusters,
     build_stats,
     draw_replay,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,15 +22,8 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from pipelines.lm import EncodedQA, encode_qa, per_example_loss
-from pipelines.plugins import MethodConfig
+from pipelines.plugins import MethodConfig, UnlearnResult
 from pipelines.update.common import check_qa, recall, seed_everything, working_copy, wrap_lora
-
-
-@dataclass
-class UnlearnResult:
-    model: Any  # merged plain transformers model
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class AdapterUnlearnConfig(MethodConfig):

@@ -10,7 +10,8 @@ import torch
 from pydantic import Field
 
 from pipelines.lm import per_example_loss
-from pipelines.unlearn.common import AdapterUnlearnConfig, UnlearnResult, run_adapter_unlearning
+from pipelines.plugins import UnlearnResult
+from pipelines.unlearn.common import AdapterUnlearnConfig, run_adapter_unlearning
 
 
 class GradAscentConfig(AdapterUnlearnConfig):
@@ -18,7 +19,7 @@ class GradAscentConfig(AdapterUnlearnConfig):
 
 
 def grad_ascent(
-    model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradAscentConfig, progress: bool = True
+    model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradAscentConfig, *, progress: bool = True
 ) -> UnlearnResult:
     """Maximise the forget NLL until the forget target is met; retain is only measured."""
     if not isinstance(cfg, GradAscentConfig):

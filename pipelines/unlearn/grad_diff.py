@@ -11,7 +11,8 @@ import torch
 from pydantic import Field
 
 from pipelines.lm import per_example_loss
-from pipelines.unlearn.common import AdapterUnlearnConfig, UnlearnResult, run_adapter_unlearning
+from pipelines.plugins import UnlearnResult
+from pipelines.unlearn.common import AdapterUnlearnConfig, run_adapter_unlearning
 
 
 class GradDiffConfig(AdapterUnlearnConfig):
@@ -19,7 +20,7 @@ class GradDiffConfig(AdapterUnlearnConfig):
 
 
 def grad_diff(
-    model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradDiffConfig, progress: bool = True
+    model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradDiffConfig, *, progress: bool = True
 ) -> UnlearnResult:
     """Forget with capped gradient ascent + retain NLL on a LoRA adapter; returns a merged copy."""
     if not isinstance(cfg, GradDiffConfig):

@@ -12,7 +12,8 @@ import torch
 from pydantic import Field
 
 from pipelines.lm import encode_qa
-from pipelines.unlearn.common import AdapterUnlearnConfig, UnlearnResult, run_adapter_unlearning, sequence_logprob
+from pipelines.plugins import UnlearnResult
+from pipelines.unlearn.common import AdapterUnlearnConfig, run_adapter_unlearning, sequence_logprob
 
 
 class NpoConfig(AdapterUnlearnConfig):
@@ -20,7 +21,7 @@ class NpoConfig(AdapterUnlearnConfig):
 
 
 def npo(
-    model, tokenizer, forget: list[dict], retain: list[dict], cfg: NpoConfig, progress: bool = True
+    model, tokenizer, forget: list[dict], retain: list[dict], cfg: NpoConfig, *, progress: bool = True
 ) -> UnlearnResult:
     """NPO on a LoRA adapter with retain NLL; returns a merged copy."""
     if not isinstance(cfg, NpoConfig):

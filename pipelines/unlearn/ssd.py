@@ -20,8 +20,7 @@ import torch
 from pydantic import Field
 
 from pipelines.lm import encode_qa, per_example_loss
-from pipelines.plugins import MethodConfig
-from pipelines.unlearn.common import UnlearnResult
+from pipelines.plugins import MethodConfig, UnlearnResult
 from pipelines.update.common import check_qa, recall, working_copy
 
 
@@ -54,7 +53,7 @@ def _importance(model, tokenizer, prompts: list[str], targets: list[str], batch_
 
 
 def ssd(
-    model, tokenizer, forget: list[dict], retain: list[dict], cfg: SsdConfig, progress: bool = True
+    model, tokenizer, forget: list[dict], retain: list[dict], cfg: SsdConfig, *, progress: bool = True
 ) -> UnlearnResult:
     """Dampen forget-specific parameters of a copy of the model; no training loop."""
     if not isinstance(cfg, SsdConfig):

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from pipelines.lm import EncodedQA, encode_qa, encode_token_rows, per_example_loss, score_qa, text_windows
-from pipelines.plugins import MethodConfig
+from pipelines.plugins import MethodConfig, UpdateResult
 from pipelines.update.common import batches, check_qa, check_texts, recall, seed_everything, working_copy, wrap_lora
 
 INSTRUCTION = "instruction"
@@ -69,23 +68,16 @@ class LoraUpdateConfig(MethodConfig):
         return value
 
 
-@dataclass
-class UpdateResult:
-    model: Any  # merged plain transformers model
-    adapter_dir: Path
-    history: list[dict[str, float | None]] = field(default_factory=list)
-    stats: dict[str, float | int | bool] = field(default_factory=dict)
-
-
 def train_lora(
     model,
     tokenizer,
     samples: list[dict],
     replay: list[dict],
     cfg: LoraUpdateConfig,
+    *,
     probe: list[dict] | None = None,
+    texts: Sequence[str] | None = None,
     progress: bool = True,
-    texts: list[str] | None = None,
 ) -> UpdateResult:
     """Fit a LoRA adapter on samples + replay (+ texts); returns the merged model and the saved adapter."""
     if not isinstance(cfg, LoraUpdateConfig):

@@ -54,6 +54,12 @@ def file_urgent_request(ws, home: Path, policy: Path, request_id: str, rank: int
     return subject
 
 
+def reasons(ws, request_id: str) -> list[str]:
+    """The request's log lines and its verification checks: what a failed assertion should show."""
+    checks = (ws.requests.get(request_id).evidence.get("verification") or {}).get("checks")
+    return [f"{e['action']}: {e['reason']}" for e in ws.log.events() if e["object"] == request_id] + [str(checks)]
+
+
 def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_champion(demo_copy, tmp_path, monkeypatch):
     from pipelines.cycle.governance import decide_release
     from pipelines.workspace import Workspace
@@ -86,7 +92,7 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
     proc = memgov(demo_copy, "forget", "retry", "req-weak", "--by", "privacy-lead",
                   "--reason", "back to the default unlearning settings", MEMGOV_POLICY="default")
     assert proc.returncode == 0, proc.stderr
-    assert ws.requests.get("req-weak").state == "applied"
+    assert ws.requests.get("req-weak").state == "applied", reasons(ws, "req-weak")
     (retried,) = {r.release_id for r in ws.registry.list()} - releases_before - {new}
     assert ws.registry.status(retried) == "candidate" and ws.registry.champion() == champion
     decide_release(ws, load_policy("default"), retried, "approve", "bob", "ml-lead", "forgetting evidence reviewed")
@@ -115,7 +121,7 @@ def test_a_request_whose_forgetting_held_waits_when_its_candidate_fails_other_ga
     (new,) = {r.release_id for r in ws.registry.list()} - releases_before
     assert ws.registry.status(new) == "rejected" and ws.registry.champion() == champion
     req = ws.requests.get("req-wait")
-    assert req.state == "applied", "its own checks held, so the request is neither verified nor failed"
+    assert req.state == "applied", f"its own checks held, so the request is neither verified nor failed: {reasons(ws, 'req-wait')}"
     assert "req-wait" in [r.request_id for r in pending_model_forgets(ws)], "the next candidate honours it again"
     deferred = [e for e in ws.log.events() if e["object"] == "req-wait" and e["action"] == "forget.deferred"]
     assert len(deferred) == 1 and new in deferred[0]["reason"]

@@ -158,10 +158,10 @@ def test_rome_edit_runs_and_moves_the_target(ckpt):
     cfg = rome.config({"layer": default_edit_layer(ckpt.model), "v_steps": 8, "n_cov_tokens": 256})
     weights = {k: v.clone() for k, v in ckpt.model.state_dict().items()}
     if ARCHITECTURES[ckpt.arch].rank_one_edits:
-        res = rome.impl(ckpt.model, ckpt.tokenizer, edits, cfg, cov_texts=GENERAL_TEXT, progress=False)
+        res = rome.impl(ckpt.model, ckpt.tokenizer, edits, cfg, key_texts=GENERAL_TEXT, progress=False)
     else:
         with pytest.raises(ValueError, match=rf"'{ckpt.arch}' model.*fix: use edit.method finetune_edit"):
-            rome.impl(ckpt.model, ckpt.tokenizer, edits, cfg, cov_texts=GENERAL_TEXT, progress=False)
+            rome.impl(ckpt.model, ckpt.tokenizer, edits, cfg, key_texts=GENERAL_TEXT, progress=False)
         finetune = plugins.get("edit", "finetune_edit")
         res = finetune.impl(ckpt.model, ckpt.tokenizer, edits, finetune.config({"layer": 1, "max_steps": 5}),
                             progress=False)

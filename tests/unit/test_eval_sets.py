@@ -51,7 +51,7 @@ def test_rows_of_an_evaluation_kind_go_to_their_table_and_are_never_trained_on(w
                "license": "cc0", "subject_ids": []}
     write_batch(ws, "b-eval", [general, {**fact(91), "kind": "unseen"}, {**fact(3, 4), "kind": "fact"}])
     out = stages.admit(ws, policy, "b-eval.jsonl")
-    assert out["evaluation_rows"] == {"general": 1, "unseen": 1} and out["admitted"] == 1
+    assert out.evaluation_rows == {"general": 1, "unseen": 1} and out.admitted == 1
     assert [r["id"] for r in ws.data.rows("eval_general", "b-eval")] == ["gen-1"]
     assert {r["id"] for r in ws.data.rows("documents", "b-eval")} == {fact(3, 4)["id"]}, "not indexed"
     assert {r["id"] for r in ws.data.rows("replay", "b-eval")} == {fact(3, 4)["id"]}, "not replayed"

@@ -106,7 +106,7 @@ def test_a_poison_line_is_quarantined_and_neither_blocks_intake_nor_forgetting(w
     write_batch(ws, "b-poison", [good, "[" * 100_000 + "]" * 100_000, b'{"id": "bad-utf8", "text": "caf\xe9"}',
                 {**fact(41)}])
     out = admit(ws, policy, "b-poison.jsonl")
-    assert (out["admitted"], out["quarantined"]) == (2, 2)
+    assert (out.admitted, out.quarantined) == (2, 2)
     assert pending_batches(ws) == [], "the batch is processed, not retried first forever"
     reasons = {r["id"]: r["quarantine_reasons"] for r in ws.data.rows("quarantine", "b-poison")}
     assert all("unparseable" in rs for rs in reasons.values())
@@ -230,14 +230,14 @@ def test_a_cycle_scrubs_pending_requests_before_admission_without_the_daemon(ws,
     assert _events(ws, "forget.received", "req-nodaemon"), "filed from code, logged like the CLI"
     write_batch(ws, "b-next", [fact(8, 7), fact(30)])  # the forgotten subject arrives again, with a new fact
     out = admit(ws, policy, "b-next.jsonl")
-    assert out["forget_requests_scrubbed"] == ["req-nodaemon"]
-    assert (out["admitted"], out["quarantined"]) == (1, 0), "the inbox is scrubbed before the batch is read"
+    assert out.forget_requests_scrubbed == ["req-nodaemon"]
+    assert (out.admitted, out.quarantined) == (1, 0), "the inbox is scrubbed before the batch is read"
     index = candidate_index(ws, policy, out, HashEmbedder())
-    assert not load_index(ws, index["index_snapshot"]).select_where(subject_ids=[subject(8)])
+    assert not load_index(ws, index.index_snapshot).select_where(subject_ids=[subject(8)])
     assert holdings(ws, {subject(8)}) == {}
     write_batch(ws, "b-later", [fact(8, 9)])
     later = admit(ws, policy, "b-later.jsonl")
-    assert later["quarantine_reasons"] == {"tombstoned": 1}, "and its tombstone keeps it out afterwards"
+    assert later.quarantine_reasons == {"tombstoned": 1}, "and its tombstone keeps it out afterwards"
 
 
 # -- 7. admission lets through what it claims to stop ---------------------------------------------------------------

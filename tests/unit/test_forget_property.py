@@ -112,15 +112,15 @@ class ForgettingMachine(RuleBasedStateMachine):
         write_batch(self.ws, f"b{n:03d}", rows)
         self.recent = list(subjects)
         admitted = stages.admit(self.ws, POLICY, f"b{n:03d}.jsonl")
-        if not stages.has_new_data(admitted):
+        if not admitted.has_new_data:
             return
-        chosen = self.ws.data.rows("admitted", admitted["batch"])
-        self.ws.data.put_part("selections", admitted["batch"], [{**r, "role": "sample"} for r in chosen])
+        chosen = self.ws.data.rows("admitted", admitted.batch)
+        self.ws.data.put_part("selections", admitted.batch, [{**r, "role": "sample"} for r in chosen])
         index = stages.candidate_index(self.ws, POLICY, admitted, self.embedder)
         champion = self.ws.registry.get(self.ws.registry.champion())
         self.ws.registry.create(
             {"parent": champion.release_id, "base_model": champion.base_model, "model": champion.model,
-             "index_snapshot": index["index_snapshot"], "policy_version": "test", "cycle": admitted["batch"],
+             "index_snapshot": index.index_snapshot, "policy_version": "test", "cycle": admitted.batch,
              "lineage": {"subject_ids": sorted({s for r in chosen for s in r["subject_ids"]}),
                          "row_ids": [r["id"] for r in chosen]}},
             actor="system:cycle", reason="candidate")

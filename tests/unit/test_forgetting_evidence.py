@@ -100,10 +100,33 @@ def test_each_check_fails_on_its_own(metric, value, check):
     assert [k for k, ok in checks.items() if not ok] == [check]
 
 
+@pytest.mark.parametrize("forget_hits, unseen_hits, holds", [
+    (1, 1, True),   # one lucky read of five: excess 0.18, p = 0.15, not evidence of residual knowledge
+    (2, 1, False),  # two of five: p = 0.014
+    (5, 0, False),
+    (0, 3, True),
+])
+def test_the_probe_check_fails_on_a_significant_excess_only(forget_hits, unseen_hits, holds):
+    from evals.probe import ProbeResult
+
+    probe = ProbeResult(forget_accuracy=forget_hits / 5, unseen_accuracy=unseen_hits / 60, train_accuracy=0.8,
+                        n_train=500, n_candidates=60, n_forget=5, n_unseen=60)
+    metrics = {**GOOD, "forget_probe_excess": probe.excess, "forget_probe_p": probe.p_value}
+    assert request_checks(POLICY, metrics, {"index_clean": True})["representation_probe"] is holds
+    assert request_checks(POLICY, {**metrics, "forget_probe_p": None}, {"index_clean": True})[
+        "representation_probe"] is (probe.excess <= POLICY.unlearning.max_probe_excess), "without a p-value: the bound"
+
+
+def test_more_hits_p_is_the_hypergeometric_tail():
+    from evals.probe import more_hits_p
+
+    assert more_hits_p(1, 5, 1, 60) == pytest.approx(1 - (60 * 59) / (65 * 64))
+    assert more_hits_p(0, 5, 4, 60) == 1.0 and more_hits_p(3, 3, 0, 3) == pytest.approx(1 / 20)
+
+
 def test_request_verdicts_block_the_candidate_and_name_the_bound():
-    req = SimpleNamespace(request_id="req-1", evidence={"index_clean": False})
     loose = merge_overrides(POLICY, {"unlearning": {"max_mia_auc_gap": 0.45}}, "loose.yaml")
-    checks, verdicts = request_verdicts(loose, {**GOOD, "forget_mia_auc": 0.9}, [req])
+    checks, verdicts = request_verdicts(loose, {**GOOD, "forget_mia_auc": 0.9}, {"req-1": {"index_clean": False}})
     assert checks["req-1"]["membership_inference"] and not checks["req-1"]["index_clean"]
     (v,) = verdicts
     assert v["metric"] == "forget_request:req-1" and not v["passed"] and "index_clean" in v["reason"]

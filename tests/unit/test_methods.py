@@ -98,9 +98,9 @@ def _run_edit(tiny, method) -> None:
         objects = [o for o in tiny.world.relation(f["relation"]).objects if o != f["target"]]
         edits.append({"prompt": f["prompt"], "target": rng.choice(objects), "previous_target": f["target"]})
     others = [f for f in tiny.known if f not in chosen]
-    cov_texts = [f["prompt"] for f in tiny.known] + tiny.world.general_text
+    key_texts = [f["prompt"] for f in tiny.known] + tiny.world.general_text
     before = _weights(tiny.model)
-    res = method.impl(tiny.model, tiny.tokenizer, edits, method.config(), cov_texts=cov_texts, progress=False)
+    res = method.impl(tiny.model, tiny.tokenizer, edits, method.config(), key_texts=key_texts, progress=False)
     floors = EDIT_FLOORS.get(method.name, EDIT_FLOORS["default"])
     assert _unchanged(tiny.model, before), "the input model's weights changed"
     assert len(res.per_edit) == len(edits)
@@ -207,10 +207,10 @@ def test_bad_inputs_name_the_problem(tiny):
         "previous_target": tiny.known[0]["target"],
     }
     with pytest.raises(ValueError, match="previous_target"):
-        rome.impl(tiny.model, tiny.tokenizer, [edit], rome.config(), cov_texts=["a b"], progress=False)
+        rome.impl(tiny.model, tiny.tokenizer, [edit], rome.config(), key_texts=["a b"], progress=False)
     edit["target"] = "Ashford" if edit["previous_target"] != "Ashford" else "Oakhaven"
     with pytest.raises(ValueError, match="layer=7"):
-        rome.impl(tiny.model, tiny.tokenizer, [edit], rome.config({"layer": 7}), cov_texts=["a b"], progress=False)
+        rome.impl(tiny.model, tiny.tokenizer, [edit], rome.config({"layer": 7}), key_texts=["a b"], progress=False)
     gd = plugins.get("unlearn", "grad_diff")
     with pytest.raises(ValueError, match="retain is empty"):
         gd.impl(tiny.model, tiny.tokenizer, tiny.known[:2], [], gd.config(), progress=False)
@@ -229,3 +229,28 @@ def test_registry_refuses_duplicates_and_bad_names():
         plugins.register("train", "lora2", lora.config_cls, lora.impl)
     with pytest.raises(ValueError, match=r"available: .*grad_diff"):
         plugins.get("unlearn", "forget_everything")
+
+
+def test_every_registered_method_has_its_kinds_call_shape():
+    for kind in plugins.KINDS:
+        for name in plugins.available(kind):
+            plugins._check_call_shape(kind, name, plugins.get(kind, name).impl)  # raises on a mismatch
+
+
+def test_a_method_without_its_kinds_call_shape_is_refused_at_registration():
+    lora = plugins.get("update", "lora")
+
+    def no_documents(model, tokenizer, samples, replay, cfg, probe=None, progress=True):  # predates `texts`
+        raise AssertionError("never called")
+
+    def swapped(tokenizer, model, samples, replay, cfg, *, probe=None, texts=None, progress=True):
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match=r"update method 'old_lora' must be callable as .*lacks: texts"):
+        plugins.register("update", "old_lora", lora.config_cls, no_documents)
+    with pytest.raises(ValueError, match=r"update method 'swapped' .*takes \(tokenizer, model"):
+        plugins.register("update", "swapped", lora.config_cls, swapped)
+    with pytest.raises(ValueError, match=r"edit method 'keyless' .*lacks: key_texts"):
+        plugins.register("edit", "keyless", plugins.get("edit", "rome").config_cls,
+                         lambda model, tokenizer, edits, cfg, progress=True: None)
+    assert "old_lora" not in plugins.available("update") and "keyless" not in plugins.available("edit")
