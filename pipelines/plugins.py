@@ -111,11 +111,11 @@ class UpdateMethod(Protocol):
 
 class EditMethod(Protocol):
     """Rewrite facts in place: edits are {"prompt", "target", "previous_target"}; key_texts sample the keys the
-    model sees (general text, known prompts) for the edit's statistics; protect are prompts whose answers must
-    not move at all (facts the cycle just taught). Methods without key statistics may ignore both."""
+    model sees (general text, known prompts) for the edit's statistics; protect are facts ({"prompt", "target"})
+    whose answers must not move at all (those the cycle just taught)."""
 
     def __call__(self, model: Any, tokenizer: Any, edits: list[dict[str, Any]], cfg: Any, key_texts: list[str],
-                 *, protect: Sequence[str] | None = None, progress: bool = True) -> EditResult: ...
+                 *, protect: Sequence[dict[str, Any]] | None = None, progress: bool = True) -> EditResult: ...
 
 
 class UnlearnMethod(Protocol):

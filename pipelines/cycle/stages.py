@@ -238,8 +238,7 @@ def candidate_model(ws: Workspace, policy: Policy, updated: Updated, progress: b
     if edits:
         method, cfg = eff.edit.resolve("edit")
         result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"]} for r in edits], cfg,
-                             edit_key_texts(ws, taught), protect=[r["prompt"] for r in taught
-                                                                   if not r.get("previous_target")],
+                             edit_key_texts(ws, taught), protect=[qa(r) for r in taught if not r.get("previous_target")],
                              progress=progress)
         model = result.model
         for row, rec in zip(edits, result.per_edit, strict=True):

@@ -16,7 +16,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from pipelines.edit.common import base_stats, check_edits, edit_report, frozen_copy, target_scores
-from pipelines.lm import encode_qa, per_example_loss
+from pipelines.lm import encode_qa, exact_match, per_example_loss
 from pipelines.plugins import EditResult, MethodConfig
 
 
@@ -29,6 +29,14 @@ class FinetuneEditConfig(MethodConfig):
     )
 
 
+def _kept(model, tokenizer, facts: list[dict], share: bool = False):
+    """Whether every protected fact still gets its answer (or, with share, the fraction that does)."""
+    if not facts:
+        return 1.0 if share else True
+    hits = exact_match(model, tokenizer, [q["prompt"] for q in facts], [q["target"] for q in facts])
+    return float(hits.mean()) if share else bool(hits.all())
+
+
 def finetune_edits(
     model,
     tokenizer,
@@ -36,11 +44,11 @@ def finetune_edits(
     cfg: FinetuneEditConfig,
     key_texts: list[str] | None = None,
     *,
-    protect: Sequence[str] | None = None,
+    protect: Sequence[dict] | None = None,
     progress: bool = True,
 ) -> EditResult:
-    """Fine-tune one projection on all edit prompts jointly; it keeps no key statistics, so key_texts and protect
-    are unused."""
+    """Fine-tune one projection on all edit prompts jointly; it keeps no key statistics, so key_texts is unused.
+    Protected facts are trained to keep their answers beside the edits (their likelihood joins the loss)."""
     if not isinstance(cfg, FinetuneEditConfig):
         raise ValueError(f"cfg must be a FinetuneEditConfig, got {type(cfg).__name__}")
     edits = check_edits(edits)
@@ -52,17 +60,23 @@ def finetune_edits(
         original = weight.detach().clone()
         opt = torch.optim.Adam([weight], lr=cfg.learning_rate)
         batch = encode_qa(tokenizer, [e["prompt"] for e in edits], [e["target"] for e in edits], with_eos=False)
+        edited_prompts = {e["prompt"] for e in edits}
+        kept = [q for q in protect or [] if q["prompt"] not in edited_prompts]
+        keep = encode_qa(tokenizer, [q["prompt"] for q in kept], [q["target"] for q in kept], with_eos=False) if kept else None
         for _ in tqdm(range(cfg.max_steps), desc="finetune edits", unit="step", disable=not progress):
             step += 1
             loss = per_example_loss(edited, batch).mean()
+            if keep is not None:
+                loss = loss + per_example_loss(edited, keep).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             if cfg.linf_bound is not None:
                 with torch.no_grad():
                     weight.copy_(original + (weight - original).clamp(-cfg.linf_bound, cfg.linf_bound))
-            if all(target_scores(edited, tokenizer, edits)[0]):
+            if all(target_scores(edited, tokenizer, edits)[0]) and _kept(edited, tokenizer, kept):
                 break
     hits, prob_after = target_scores(edited, tokenizer, edits)
-    stats = {**base_stats(started, edits, hits, target), "steps": step}
+    stats = {**base_stats(started, edits, hits, target), "steps": step,
+             "protected_kept": _kept(edited, tokenizer, kept, share=True)}
     return EditResult(model=edited, per_edit=edit_report(edits, prob_before, hits, prob_after), stats=stats)
