@@ -97,6 +97,18 @@ def _forgetting_section(forgetting: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _overrides_section(overrides: Mapping[str, Any] | None) -> list[str]:
+    """What the batch's own sidecar changed of the policy (or why it was quarantined), with its content hash."""
+    if not overrides:
+        return []
+    lines = ["## Batch policy overrides", "", f"`{overrides.get('file')}` (sha256 `{overrides.get('sha256', '')[:16]}`)", ""]
+    if overrides.get("refused"):
+        lines += ["Quarantined, nothing applied:", ""] + [f"- {r}" for r in overrides["refused"]]
+    else:
+        lines += [f"- `{k}` = {v}" for k, v in (overrides.get("applied") or {}).items()]
+    return [*lines, ""]
+
+
 def _history_section(history: list[Mapping[str, Any]]) -> list[str]:
     """Backward transfer: each earlier release's facts, recalled then and by this candidate now."""
     if not history:
@@ -127,6 +139,7 @@ def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
         if part not in ("data", "model", "policy", "code"):
             lines.append(f"| {part} | `{version}` |")
     lines.append("")
+    lines += _overrides_section(card.get("batch_overrides"))
 
     metrics = card.get("metrics") or {}
     champion = card.get("champion_metrics") or {}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evals.gates import Gate
 from pipelines import plugins
@@ -116,6 +117,18 @@ class Policy(_Strict):
     gates: list[Gate]
     approval: ApprovalSection = Field(default_factory=ApprovalSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
+    batch_overrides: list[str] = Field(
+        default_factory=list, description="the training hyper-parameters a batch's <batch>.policy.json may set, as "
+        "dotted keys (update.params.learning_rate); nothing else of the policy can be changed by data")
+
+    @field_validator("batch_overrides")
+    @classmethod
+    def _training_only(cls, keys: list[str]) -> list[str]:
+        bad = [k for k in keys if not re.fullmatch(r"(selection|update)\.params\.[a-z][a-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"batch_overrides may name training hyper-parameters only (selection.params.<name> or "
+                             f"update.params.<name>), not: {', '.join(bad)}")
+        return keys
 
     @model_validator(mode="after")
     def _methods_exist(self) -> Policy:

@@ -15,8 +15,9 @@ from evals.suites import EvalSets, run_suites
 from pipelines import evalsets
 from pipelines.artifacts import load_index, load_model
 from pipelines.cycle.governance import read_card
+from pipelines.cycle.overrides import effective_policy, reviewed
 from pipelines.cycle.records import CandidateModel, Measurement
-from pipelines.cycle.stages import champion_manifest, effective_policy, retention_rows
+from pipelines.cycle.stages import champion_manifest, retention_rows
 from pipelines.cycle.verdict import judge
 from pipelines.datasets import id_list
 from pipelines.forget.model_side import forget_set
@@ -203,6 +204,7 @@ def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snap
         "stability": stability,
         "history": history,
         "forgetting": _forgetting(cand, champ, reference, request_checks) if candidate.honoured else {},
+        "batch_overrides": (lambda o: o.model_dump() if o else None)(reviewed(ws, candidate.batch)),
         "notes": f"{len(candidate.edits)} edits, {len(candidate.honoured)} forget requests honoured",
     }
     with tempfile.TemporaryDirectory(dir=ws.work_dir) as tmp:

@@ -11,8 +11,8 @@ import time
 
 from evals.gates import Decision
 from pipelines.cycle import governance
+from pipelines.cycle.overrides import effective_policy
 from pipelines.cycle.records import Measurement, ReleaseOutcome
-from pipelines.cycle.stages import effective_policy
 from pipelines.cycle.verdict import judge
 from pipelines.forget.verify import conclude, request_verdicts
 from pipelines.workspace import Workspace

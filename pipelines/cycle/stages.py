@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,13 +11,15 @@ from typing import Any
 from pipelines import evalsets, training
 from pipelines.admission import admit_batch, read_batch
 from pipelines.artifacts import load_index, load_model, save_index, store_model
+from pipelines.cycle import overrides
+from pipelines.cycle.overrides import effective_policy
 from pipelines.cycle.records import Admitted, CandidateIndex, CandidateModel, EditRecord, Selected, Updated
 from pipelines.datasets import EVAL_TABLES
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
 from pipelines.selection.common import KNOWN
 from pipelines.workspace import Workspace
-from policies import Policy, merge_overrides
+from policies import Policy
 
 PROCESSED_KEY = "cycles/processed.json"
 
@@ -31,14 +32,6 @@ def pending_batches(ws: Workspace) -> list[Path]:
     done = set(ws.store.read_json(PROCESSED_KEY, default=[]))
     files = sorted(p for p in ws.inbox.glob("*") if p.suffix in (".jsonl", ".parquet"))
     return [p for p in files if p.stem not in done]
-
-
-def effective_policy(ws: Workspace, policy: Policy, batch: str) -> Policy:
-    """The policy plus the batch's own overrides (``<batch>.policy.json`` beside it), validated like a file."""
-    sidecar = ws.inbox / f"{batch}.policy.json"
-    if not sidecar.exists():
-        return policy
-    return merge_overrides(policy, json.loads(sidecar.read_text()), str(sidecar))
 
 
 def champion_manifest(ws: Workspace):
@@ -58,6 +51,7 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
             raise NoNewBatch(f"no new batch in {ws.inbox}: drop a .jsonl or .parquet file there")
         path = pending[0]
     batch = path.stem
+    overrides.review(ws, policy, batch, run_id=run_id)
     eff = effective_policy(ws, policy, batch)
     honoured = _honour_forget_requests(ws, eff, run_id)
     tombstones = ws.requests.tombstones()
