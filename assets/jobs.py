@@ -55,12 +55,14 @@ def gate_waiver():
 class RollbackConfig(Config):
     to_release: str
     actor: str
+    role: str
     reason: str
 
 @op
 def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov: MemgovResource) -> dict:
     """Serve an earlier release again; refused for releases tainted by a forget request."""
-    result = governance.rollback(memgov.workspace(), config.to_release, config.actor, config.reason)
+    result = governance.rollback(memgov.workspace(), memgov.load_policy(), config.to_release, config.actor, config.role,
+                                 config.reason, run_id=context.run_id)
     context.log.info(f"rolled back: {result}")
     return result
 

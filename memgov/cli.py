@@ -284,13 +284,16 @@ def waive(release_id: str, by: Annotated[str, typer.Option(help="Who takes respo
 
 @app.command()
 def rollback(to: Annotated[str, typer.Option("--to", help="Release to serve again.")],
-             actor: Annotated[str, typer.Option()] = "ops", reason: Annotated[str, typer.Option()] = "manual rollback",
-             home: HomeOpt = None) -> None:
+             actor: Annotated[str, typer.Option(help="Who rolls back.")],
+             role: Annotated[str, typer.Option(help="A role from the policy's approval.rollback_roles.")],
+             reason: Annotated[str, typer.Option(help="Why.")],
+             policy: PolicyOpt = "default", home: HomeOpt = None) -> None:
     """Serve an earlier release again; releases tainted by forget requests are refused."""
     from pipelines.cycle.governance import rollback as do_rollback
+    from policies import load_policy
 
     try:
-        console.print(do_rollback(_ws(home), to, actor, reason))
+        console.print(do_rollback(_ws(home), load_policy(policy), to, actor, role, reason))
     except (ValueError, KeyError) as exc:
         _fail(str(exc), 2)
 

@@ -92,6 +92,8 @@ class ApprovalSection(_Strict):
     two_approvers_above_facts: int = Field(200, ge=0)
     expiry_hours: float = Field(72, gt=0)
     waiver_roles: list[str] = Field(default_factory=lambda: ["governance"])
+    rollback_roles: list[str] = Field(default_factory=lambda: ["ml-lead", "governance"],
+                                      description="who may put an earlier release back in service")
 
 
 class RetentionSection(_Strict):

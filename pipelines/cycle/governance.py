@@ -51,6 +51,17 @@ def approvers_needed(policy: Policy, card: dict[str, Any]) -> int:
     return 2 if changed > policy.approval.two_approvers_above_facts else 1
 
 
+def refuse_if_stale(ws: Workspace, release) -> None:
+    """A candidate's gates compared it with its parent: promoting it over any other champion would serve a model
+    nobody compared with what is in service (and could bring back what the newer champion dropped)."""
+    champion = ws.registry.champion()
+    if release.parent != champion:
+        raise ApprovalRefused(
+            f"release {release.release_id} was judged against {release.parent or 'no champion'}, but the champion is "
+            f"now {champion}; it cannot be promoted over a champion it was not compared with: re-run its cycle to "
+            f"judge it against {champion}")
+
+
 def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str, approver: str, role: str,
                    reason: str, run_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """The single code path for approvals and rejections from the UI job, the CLI and auto-approval."""
@@ -70,6 +81,8 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
         raise ApprovalRefused(f"role '{role}' may not decide releases; allowed roles: {', '.join(policy.approval.roles)}")
     if policy.approval.forbid_self_approval and approver in requesters(ws, release):
         raise ApprovalRefused(f"{approver} requested a change in {release_id} and cannot also approve it")
+    if decision == "approve":
+        refuse_if_stale(ws, release)
     now = now or datetime.now(UTC)
     if decision == "approve" and now - _created(release) > timedelta(hours=policy.approval.expiry_hours):
         raise ApprovalRefused(
@@ -136,6 +149,7 @@ def canary(ws: Workspace, policy: Policy, release_id: str) -> tuple[bool, float]
 
 def promote_with_canary(ws: Workspace, policy: Policy, release_id: str, actor: str, reason: str,
                         run_id: str | None = None) -> dict[str, Any]:
+    refuse_if_stale(ws, ws.registry.get(release_id))
     previous = ws.registry.champion()
     if not ws.registry.promote(release_id, actor, reason, expected=previous):
         raise RuntimeError(f"promotion of {release_id} lost a race: the champion moved away from {previous}")
@@ -188,7 +202,15 @@ def fail_forget_requests(ws: Workspace, release_id: str, reasons: list[str]) -> 
     return failed
 
 
-def rollback(ws: Workspace, to_release: str, actor: str, reason: str) -> dict[str, Any]:
-    """Serve an earlier release again: model, adapters, edits and index snapshot move together."""
-    ws.registry.rollback(to_release, actor, reason)
+def rollback(ws: Workspace, policy: Policy, to_release: str, actor: str, role: str, reason: str,
+             run_id: str | None = None) -> dict[str, Any]:
+    """Serve an earlier release again: model, adapters, edits and index snapshot move together. Only a role the
+    policy names under approval.rollback_roles may do it, with a reason."""
+    actor, role, reason = actor.strip(), role.strip(), reason.strip()
+    if not actor or not reason:
+        raise ApprovalRefused("a rollback needs who does it (--actor) and why (--reason)")
+    if role not in policy.approval.rollback_roles:
+        allowed = ", ".join(policy.approval.rollback_roles) or "none: this policy allows no rollback"
+        raise ApprovalRefused(f"role '{role}' may not roll back; approval.rollback_roles in the policy: {allowed}")
+    ws.registry.rollback(to_release, actor, f"{reason} (role {role}, policy {policy.label})", run_id=run_id)
     return {"champion": ws.registry.champion()}

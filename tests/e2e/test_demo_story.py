@@ -121,7 +121,7 @@ def test_rollback_to_a_tainted_release_is_refused(demo_copy):
     ws = Workspace.open(demo_copy)
     tainted = next(r.release_id for r in ws.registry.list() if r.status == "tainted")
     champion = ws.registry.champion()
-    result = memgov(demo_copy, "rollback", "--to", tainted, "--actor", "oncall", "--reason", "test")
+    result = memgov(demo_copy, "rollback", "--to", tainted, "--actor", "oncall", "--role", "ml-lead", "--reason", "test")
     assert result.returncode != 0 and "tainted" in result.stdout
     assert Workspace.open(demo_copy).registry.champion() == champion
 

@@ -216,9 +216,9 @@ def test_a_release_that_failed_its_canary_cannot_be_rolled_back_to(ws):
     assert decide_release(ws, strict, rid, "approve", "bob", "ml-lead", "card reviewed")["rolled_back_to"] == "r0003"
     assert ws.registry.status(rid) == "withdrawn"
     with pytest.raises(ValueError, match="canary"):
-        rollback(ws, rid, "ops", "try the new one again")
+        rollback(ws, POLICY, rid, "ops", "ml-lead", "try the new one again")
     assert ws.registry.champion() == "r0003"
-    proc = memgov(ws.home, "rollback", "--to", rid)
+    proc = memgov(ws.home, "rollback", "--to", rid, "--actor", "ops", "--role", "ml-lead", "--reason", "retry")
     assert proc.returncode == 2 and "failed its canary" in _flat(proc)
 
 
@@ -237,16 +237,39 @@ def test_a_failed_canary_with_a_tainted_previous_champion_reports_instead_of_rai
     assert "canary.failed" in actions_on(ws, rid) and "canary.rollback_refused" in actions_on(ws, rid)
 
 
+def test_a_candidate_judged_against_an_earlier_champion_is_not_promoted(ws):
+    first, second = candidate(ws), candidate(ws)  # both compared with r0003
+    decide_release(ws, POLICY, first, "approve", "bob", "ml-lead", "card reviewed")
+    assert ws.registry.champion() == first
+    with pytest.raises(ApprovalRefused, match=f"{second} was judged against r0003, but the champion is now {first}"):
+        decide_release(ws, POLICY, second, "approve", "carol", "governance", "card reviewed")
+    proc = memgov(ws.home, "approve", second, "--approver", "carol", "--role", "governance", "--reason", "reviewed")
+    assert proc.returncode == 2 and "re-run its cycle" in _flat(proc)
+    assert ws.registry.champion() == first and ws.registry.status(second) == "candidate"
+    decide_release(ws, POLICY, second, "reject", "carol", "governance", "stale: judged against r0003")
+    assert ws.registry.status(second) == "rejected", "a stale candidate can still be rejected"
+
+
 # -- rollback -------------------------------------------------------------------------------------------------------
+def test_a_rollback_needs_a_role_the_policy_names(ws):
+    rid = candidate(ws)
+    decide_release(ws, POLICY, rid, "approve", "bob", "ml-lead", "card reviewed")
+    proc = memgov(ws.home, "rollback", "--to", "r0003", "--actor", "nobody", "--role", "visitor", "--reason", "x")
+    assert proc.returncode == 2 and "role 'visitor' may not roll back" in _flat(proc)
+    proc = memgov(ws.home, "rollback", "--to", "r0003", "--actor", "nobody", "--reason", "x")
+    assert proc.returncode == 2 and "--role" in _flat(proc), "no role, no rollback"
+    assert ws.registry.champion() == rid and "release.rolled_back" not in actions_on(ws, "r0003")
+
+
 def test_rollback_to_a_tainted_release_is_refused(ws):
-    proc = memgov(ws.home, "rollback", "--to", "r0002", "--actor", "bob", "--reason", "regression")
+    proc = memgov(ws.home, "rollback", "--to", "r0002", "--actor", "bob", "--role", "ml-lead", "--reason", "regression")
     out = _flat(proc)
     assert proc.returncode != 0, out
     assert "tainted" in out and DEMO_FORGET in out
     assert ws.registry.champion() == "r0003"
     for target, why in (("r0001", "tainted"), ("r0004", "rejected")):
         with pytest.raises(ValueError, match=why):
-            rollback(ws, target, "bob", "regression")
+            rollback(ws, POLICY, target, "bob", "ml-lead", "regression")
     assert ws.registry.champion() == "r0003"
     assert not [e for e in ws.log.events() if e["action"] == "release.rolled_back"]
 
@@ -258,13 +281,16 @@ def test_approve_then_roll_back_to_the_retired_champion_and_the_log_verifies(ws)
     assert ws.registry.champion() == rid and ws.registry.status("r0003") == "retired"
     assert "canary.passed" in actions_on(ws, rid)
 
-    proc = memgov(ws.home, "rollback", "--to", "r0003", "--actor", "carol", "--reason", "regression in production")
+    proc = memgov(ws.home, "rollback", "--to", "r0003", "--actor", "carol", "--role", "governance",
+                  "--reason", "regression in production")
     assert proc.returncode == 0, _flat(proc)
     assert ws.registry.champion() == "r0003"
     assert ws.registry.status(rid) == "retired"
     back = [e for e in ws.log.events() if e["action"] == "release.rolled_back"]
     assert len(back) == 1
-    assert (back[0]["object"], back[0]["actor"], back[0]["reason"]) == ("r0003", "carol", "regression in production")
+    assert (back[0]["object"], back[0]["actor"]) == ("r0003", "carol")
+    assert back[0]["reason"] == f"regression in production (role governance, policy {POLICY.label})", \
+        "the role and the policy applied are on the event"
     assert back[0]["details"]["previous"] == rid
 
     proc = memgov(ws.home, "log", "verify")
