@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 from dagster import Definitions, load_assets_from_modules
 
 from assets import cycle
 from assets.checks import gates
 from assets.jobs import cycle_job, forget_request, gate_waiver, release_decision, rollback
-from assets.resources import local_resource, s3_resource
+from assets.resources import deployment_resource
 from assets.sensors import forget_request_sensor, new_batch_sensor, nightly_cycle
 
 defs = Definitions(
@@ -18,5 +16,5 @@ defs = Definitions(
     jobs=[cycle_job, release_decision, gate_waiver, rollback, forget_request],
     sensors=[new_batch_sensor, forget_request_sensor],
     schedules=[nightly_cycle],
-    resources={"memgov": s3_resource() if os.environ.get("MEMGOV_STORE", "").startswith("s3://") else local_resource()},
+    resources={"memgov": deployment_resource()},
 )

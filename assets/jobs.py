@@ -24,8 +24,9 @@ class DecisionConfig(Config):
 @op
 def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: MemgovResource) -> dict:
     """Apply an approver's decision under the policy's rules; approval promotes by compare-and-swap."""
-    result = governance.decide_release(memgov.workspace(), memgov.load_policy(), config.release_id, config.decision,
-                                       config.approver, config.role, config.reason, run_id=context.run_id)
+    ws, policy = memgov.governed()
+    result = governance.decide_release(ws, policy, config.release_id, config.decision, config.approver, config.role,
+                                       config.reason, run_id=context.run_id)
     context.log.info(f"decision recorded: {result}")
     return result
 
@@ -43,8 +44,9 @@ class WaiverConfig(Config):
 @op
 def waive_gates(context: OpExecutionContext, config: WaiverConfig, memgov: MemgovResource) -> dict:
     """The logged exception to a failed gate, by a role the policy names; the release still needs approval."""
-    result = governance.waive_gates(memgov.workspace(), memgov.load_policy(), config.release_id, config.waived_by,
-                                    config.role, config.reason, config.gates, run_id=context.run_id)
+    ws, policy = memgov.governed()
+    result = governance.waive_gates(ws, policy, config.release_id, config.waived_by, config.role, config.reason,
+                                    config.gates, run_id=context.run_id)
     context.log.info(f"waiver recorded: {result}")
     return result
 
@@ -61,8 +63,9 @@ class RollbackConfig(Config):
 @op
 def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov: MemgovResource) -> dict:
     """Serve an earlier release again; refused for releases tainted by a forget request."""
-    result = governance.rollback(memgov.workspace(), memgov.load_policy(), config.to_release, config.actor, config.role,
-                                 config.reason, run_id=context.run_id)
+    ws, policy = memgov.governed()
+    result = governance.rollback(ws, policy, config.to_release, config.actor, config.role, config.reason,
+                                 run_id=context.run_id)
     context.log.info(f"rolled back: {result}")
     return result
 
@@ -76,12 +79,11 @@ class ForgetConfig(Config):
 @op(tags=GPU_TAGS)
 def process_forget_request(context: OpExecutionContext, config: ForgetConfig, memgov: MemgovResource) -> dict:
     """Scrub the request's data from every store at once; urgent requests also get an unlearning-only candidate."""
-    ws = memgov.workspace()
-    result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id,
-                             policy=memgov.load_policy())
+    ws, policy = memgov.governed()
+    result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id, policy=policy)
     req = ws.requests.get(config.request_id)
     if req.urgent and req.state == "planned" and scrub_complete(req.evidence):
-        result["urgent_cycle"] = urgent_cycle(ws, memgov.load_policy(), config.request_id, shared_embedder(),
+        result["urgent_cycle"] = urgent_cycle(ws, policy, config.request_id, shared_embedder(),
                                               run_id=context.run_id).model_dump()
     context.log.info(f"forget request processed: {result.get('state')}")
     return result

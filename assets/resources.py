@@ -43,6 +43,26 @@ class MemgovResource(ConfigurableResource):
     def load_policy(self) -> Policy:
         return load_policy(self.policy or os.environ.get("MEMGOV_POLICY", "default"))
 
+    def governed(self) -> tuple[Workspace, Policy]:
+        """The deployment's own stores and policy, for the jobs that decide (approve, waive, roll back, forget).
+
+        The Launchpad and GraphQL let a launcher rewrite a resource's config; for these jobs that would let the
+        person deciding pick the rules, so any field that differs from the deployment's is refused by name."""
+        expected = deployment_resource()
+        changed = [name for name in GOVERNED_FIELDS if getattr(self, name) != getattr(expected, name)]
+        if changed:
+            raise LaunchOverrideRefused(
+                f"governance jobs run on the deployment's own policy and stores; this launch sets "
+                f"{', '.join(f'memgov.{name}' for name in changed)}: remove the resources block from the run config")
+        return self.workspace(), self.load_policy()
+
+
+GOVERNED_FIELDS = ("home", "store_url", "requests_url", "policy")
+
+
+class LaunchOverrideRefused(ValueError):
+    """A governance job launched with resource config that points it at another policy or store."""
+
 
 def local_resource() -> MemgovResource:
     return MemgovResource()
@@ -51,3 +71,8 @@ def local_resource() -> MemgovResource:
 def s3_resource() -> MemgovResource:
     """Production variant: artifacts and the change-log mirror in S3, requests in Postgres (from the environment)."""
     return MemgovResource(store_url=os.environ.get("MEMGOV_STORE", ""), requests_url=os.environ.get("MEMGOV_REQUESTS_URL", ""))
+
+
+def deployment_resource() -> MemgovResource:
+    """What this deployment's environment configures: S3 when MEMGOV_STORE names a bucket, else the local folder."""
+    return s3_resource() if os.environ.get("MEMGOV_STORE", "").startswith("s3://") else local_resource()

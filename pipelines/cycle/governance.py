@@ -88,7 +88,7 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
         raise ApprovalRefused(
             f"the approval window of {policy.approval.expiry_hours} h for {release_id} has expired; re-run the cycle"
         )
-    ws.registry.add_approval(release_id, approver, role, decision, reason)
+    ws.registry.add_approval(release_id, approver, role, decision, reason, policy=policy.label)
     if decision == "reject":
         ws.registry.set_status(release_id, "rejected", approver, reason, run_id=run_id)
         return {"release_id": release_id, "status": "rejected", "champion": ws.registry.champion()}

@@ -150,8 +150,10 @@ class Registry:
         self.log.append(actor, f"release.{new}", release_id, reason, run_id, details={"from": current})
         return self.get(release_id)
 
-    def add_approval(self, release_id: str, approver: str, role: str, decision: str, reason: str) -> Release:
-        """Record one reviewer's decision; whether it suffices is the policy's business, not the registry's."""
+    def add_approval(self, release_id: str, approver: str, role: str, decision: str, reason: str,
+                     policy: str | None = None) -> Release:
+        """Record one reviewer's decision (and the policy it was taken under); whether it suffices is the policy's
+        business, not the registry's."""
         _require(approver, "approver")
         _require(role, "role")
         _require(reason, "reason")
@@ -160,11 +162,11 @@ class Registry:
         current = self.status(release_id)
         if current not in ("candidate", "approved"):
             raise ValueError(f"release {release_id} is '{current}'; approvals are recorded only for candidates")
-        entry = {"approver": approver, "role": role, "decision": decision, "reason": reason, "time": _now()}
+        entry = {"approver": approver, "role": role, "decision": decision, "reason": reason, "time": _now(),
+                 **({"policy": policy} if policy else {})}
         self.store.update_json(RECORDS + release_id, lambda r: {**r, "approvals": [*r["approvals"], entry]})
-        self.log.append(
-            approver, "release.approval_recorded", release_id, reason, details={"role": role, "decision": decision}
-        )
+        self.log.append(approver, "release.approval_recorded", release_id, reason,
+                        details={"role": role, "decision": decision, **({"policy": policy} if policy else {})})
         return self.get(release_id)
 
     def _swap_champion(

@@ -22,6 +22,7 @@ from support_dagster import (
 )
 
 from pipelines.workspace import Workspace
+from policies import load_policy
 
 JOB = "release_decision"
 
@@ -63,6 +64,15 @@ def test_release_decision_through_graphql(demo_copy: Path, waiting_release: str,
         assert ws.registry.status(release_id) == "candidate"
         assert ws.registry.get(release_id).approvals == []
 
+        # The launcher may not pick the rules: a resources block pointing the job at the demo policy (which
+        # auto-approves) is refused by name before anything is decided.
+        overridden = {**decision_config(release_id), "resources": {"memgov": {"config": {"policy": "demo"}}}}
+        run_id = client.submit_job_execution(JOB, repository_location_name=location, run_config=overridden)
+        assert wait_for_run(client, run_id) == "FAILURE"
+        messages = "\n".join(failure_messages(server, run_id))
+        assert "this launch sets memgov.policy: remove the resources block" in messages, messages
+        assert Workspace.open(home).registry.get(release_id).approvals == []
+
         # An allowed approver: the run succeeds and the champion pointer moves to the candidate.
         run_id = client.submit_job_execution(JOB, repository_location_name=location,
                                              run_config=decision_config(release_id, reason="card reviewed via the API"))
@@ -79,6 +89,8 @@ def test_release_decision_through_graphql(demo_copy: Path, waiting_release: str,
     assert len(approved) == 1 and approved[0]["actor"] == APPROVER
     assert approved[0]["reason"] == "card reviewed via the API"
     assert approved[0].get("run_id") == run_id, "the change log should name the Dagster run that approved"
+    (recorded,) = [e for e in events if e["action"] == "release.approval_recorded"]
+    assert recorded["details"]["policy"] == load_policy("default").label, "the policy applied is on the decision"
     promoted = [e for e in events if e["action"] == "release.promoted"]
     assert promoted and promoted[-1]["actor"] == APPROVER
     assert ws.log.verify().ok
