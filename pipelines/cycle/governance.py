@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,13 @@ def read_card(ws: Workspace, release) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=ws.work_dir) as tmp:
         ws.store.get_dir(release.evaluation_card, Path(tmp) / "card")
         return json.loads((Path(tmp) / "card" / "card.json").read_text())
+
+
+def same_person(name: str) -> str:
+    """The form two names are compared in: "Privacy-Office", "privacy-office " and a full-width look-alike are one
+    person to the no-self-approval and two-approver rules (typed names are not identities; this only stops the
+    cheapest evasions)."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
 
 
 def requesters(ws: Workspace, release) -> set[str]:
@@ -79,7 +87,7 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
     automatic = approver == policy.approval.auto_approver and policy.approval.mode == "auto"
     if not automatic and role not in policy.approval.roles:
         raise ApprovalRefused(f"role '{role}' may not decide releases; allowed roles: {', '.join(policy.approval.roles)}")
-    if policy.approval.forbid_self_approval and approver in requesters(ws, release):
+    if policy.approval.forbid_self_approval and same_person(approver) in {same_person(n) for n in requesters(ws, release)}:
         raise ApprovalRefused(f"{approver} requested a change in {release_id} and cannot also approve it")
     if decision == "approve":
         refuse_if_stale(ws, release)
@@ -93,7 +101,7 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
         ws.registry.set_status(release_id, "rejected", approver, reason, run_id=run_id)
         return {"release_id": release_id, "status": "rejected", "champion": ws.registry.champion()}
     card = read_card(ws, release)
-    approvals = {a["approver"] for a in ws.registry.get(release_id).approvals if a["decision"] == "approve"}
+    approvals = {same_person(a["approver"]) for a in ws.registry.get(release_id).approvals if a["decision"] == "approve"}
     needed = approvers_needed(policy, card)
     if len(approvals) < needed:
         return {"release_id": release_id, "status": "candidate", "champion": ws.registry.champion(),

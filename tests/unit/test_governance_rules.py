@@ -208,3 +208,13 @@ def test_reject_marks_rejected_keeps_champion_and_closes_the_decision(ws, tmp_pa
     with pytest.raises(ApprovalRefused, match="'rejected'"):
         decide_release(ws, POLICY, rid, "approve", "bob", "ml-lead", "changed my mind")
     assert promotions == []
+
+
+def test_case_and_look_alike_letters_do_not_make_another_person(ws, tmp_path, promotions):
+    _file_request(ws, "req-8", "privacy-office")
+    rid = _candidate(ws, tmp_path, new_facts=LIMIT + 1, honoured=("req-8",))
+    with pytest.raises(ApprovalRefused, match="Privacy-Office requested a change"):
+        decide_release(ws, POLICY, rid, "approve", "Privacy-Office", "governance", "not my own request, surely")
+    decide_release(ws, POLICY, rid, "approve", "alice", "ml-lead", "ok")
+    again = decide_release(ws, POLICY, rid, "approve", "ＡＬＩＣＥ", "governance", "full-width letters")
+    assert again["status"] == "candidate" and promotions == [], "'ＡＬＩＣＥ' is alice a second time"
