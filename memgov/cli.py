@@ -312,13 +312,19 @@ def log_show(n: Annotated[int, typer.Option("-n", help="Last N events.")] = 30, 
 
 @log_app.command("verify")
 def log_verify(home: HomeOpt = None) -> None:
-    """Prove the hash chain whole; exits non-zero naming the first bad line."""
-    result = _ws(home).log.verify()
-    if result.ok:
-        console.print(f"change log OK: {result.n_events} events, hash chain intact")
-        return
-    console.print(f"[red]change log BROKEN at line {result.first_bad_line}: {result.problem}[/red]")
-    raise typer.Exit(1)
+    """Prove the hash chain whole and every release's anchor in it; exits non-zero naming the first problem."""
+    from pipelines.registry.anchors import anchor_problems
+
+    ws = _ws(home)
+    result = ws.log.verify()
+    if not result.ok:
+        console.print(f"[red]change log BROKEN at line {result.first_bad_line}: {result.problem}[/red]")
+        raise typer.Exit(1)
+    checked, problems = anchor_problems(ws.registry, ws.log)
+    if problems:
+        console.print("[red]change log BROKEN: " + "; ".join(problems) + "[/red]")
+        raise typer.Exit(1)
+    console.print(f"change log OK: {result.n_events} events, hash chain intact, {checked} release anchors hold")
 
 
 @app.command()

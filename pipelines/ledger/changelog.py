@@ -173,6 +173,11 @@ class ChangeLog:
             self._mirror_one(event)
         return len(missing)
 
+    def head(self) -> dict | None:
+        """The last event's sequence number and hash: what a release manifest anchors."""
+        last = self._last_event()
+        return {"seq": last["seq"], "hash": last["hash"]} if last else None
+
     def events(self) -> list[dict]:
         if not self.path.exists():
             return []

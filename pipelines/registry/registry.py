@@ -63,6 +63,7 @@ class Registry:
             history=record["history"],
             taint=record.get("taint", []),
             waivers=record.get("waivers", []),
+            log_head=manifest.get("log_head"),
         )
 
     def status(self, release_id: str) -> str:
@@ -90,6 +91,9 @@ class Registry:
         n = self.store.update_json(COUNTER_KEY, lambda v: (v or 0) + 1)
         release_id = f"r{n:04d}"
         manifest = {**fields, "release_id": release_id, "created_at": _now(), "created_by": actor}
+        head = self.log.head() if self.log is not None else None
+        if head is not None:
+            manifest["log_head"] = head
         digest = self.store.put_bytes(canonical_json(manifest))
         record = {"release_id": release_id, "manifest": digest, "status": "candidate", "approvals": [], "history": []}
         if not self.store.compare_and_swap(RECORDS + release_id, None, json.dumps(record, sort_keys=True, indent=1)):

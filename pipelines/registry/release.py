@@ -122,7 +122,9 @@ class Release:
     history: list[dict] = field(default_factory=list)
     taint: list[dict] = field(default_factory=list)
     waivers: list[dict] = field(default_factory=list)
+    log_head: dict | None = None  # {"seq", "hash"} of the change log when the release was registered
 
     @property
     def manifest(self) -> dict:
-        return {k: getattr(self, k) for k in MANIFEST_KEYS}
+        anchor = {"log_head": self.log_head} if self.log_head is not None else {}
+        return {**{k: getattr(self, k) for k in MANIFEST_KEYS}, **anchor}
