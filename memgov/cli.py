@@ -101,9 +101,26 @@ def _ensure_deployment(ws, policy: str) -> None:
 
 
 @app.command()
-def status(home: HomeOpt = None) -> None:
-    """Champion, candidates and pending forget requests."""
+def history(home: HomeOpt = None) -> None:
+    """Which release served from when to when, who put it there and who approved it (from the change log)."""
+    from pipelines.registry.history import service_periods
+
+    table = Table(title="release history")
+    for col in ("release", "from", "until", "how", "by", "reason", "approved by"):
+        table.add_column(col)
+    for p in service_periods(_ws(home).log.events()):
+        table.add_row(p.release_id, p.start[:19], (p.end or "now")[:19], p.how, p.by, p.reason, "; ".join(p.approvals))
+    console.print(table)
+
+
+@app.command()
+def status(at: Annotated[str | None, typer.Option("--at", help="An ISO time: which release served then.")] = None,
+           home: HomeOpt = None) -> None:
+    """Champion, candidates and pending forget requests; with --at, the release in service at that time."""
     ws = _ws(home)
+    if at is not None:
+        _serving_at(ws, at)
+        return
     champion = ws.registry.champion()
     table = Table(title=f"releases (champion: {champion or 'none'})")
     for col in ("release", "status", "cycle", "parent", "index", "created"):
@@ -119,6 +136,23 @@ def status(home: HomeOpt = None) -> None:
     for req in pending:
         req_table.add_row(req.request_id, req.state, req.requester, str(req.deadline)[:19], str(req.urgent))
     console.print(req_table)
+
+
+def _serving_at(ws, at: str) -> None:
+    from pipelines.registry.history import service_periods, serving_at
+
+    try:
+        when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--at {at!r} is not an ISO time; fix: give e.g. 2026-12-01T14:30:00Z", 2)
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    period = serving_at(service_periods(ws.log.events()), when)
+    if period is None:
+        console.print(f"no release was in service at {when.isoformat()}")
+        return
+    approved = "; ".join(period.approvals) or "no approval recorded (initial or automatic release)"
+    console.print(f"at {when.isoformat()}: [bold]{period.release_id}[/bold] served ({period.how} by {period.by} at "
+                  f"{period.start[:19]}: {period.reason}; approved by {approved})")
 
 
 @forget_app.callback(invoke_without_command=True)
