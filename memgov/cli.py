@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -44,7 +45,6 @@ def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging
                                                   "general.jsonl, unseen.jsonl, ...; see policies/contract.json).")] = None,
          home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
     """Start a deployment from your own model and data: r0001 is the checkpoint, unchanged."""
-    from pathlib import Path
 
     from pipelines.cycle.deploy import InitError, init_deployment, validate
     from policies import load_policy
@@ -80,11 +80,25 @@ def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; defaul
         raise typer.Exit(1)
 
 
+@app.command()
+def submit(file: Annotated[Path, typer.Argument(help="A .jsonl or .parquet batch of contract rows.")],
+           by: Annotated[str, typer.Option(help="Who submits it (may not approve the release trained on it).")],
+           name: Annotated[str | None, typer.Option(help="Batch name in the inbox (default: the file's stem).")] = None,
+           home: HomeOpt = None) -> None:
+    """Put a batch into the inbox, recording who submitted it and the file's hash."""
+    from pipelines.cycle.submission import submit as do_submit
+
+    try:
+        done = do_submit(_ws(home), file, by, name)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    console.print(f"batch [bold]{done.batch}[/bold] submitted by {done.submitted_by} (sha256 {done.sha256[:12]})")
+
+
 def _ensure_deployment(ws, policy: str) -> None:
     """A first `memgov run` with `base_model.path` (and `base_model.data`) in the policy is `memgov init` with them."""
     if ws.registry.list():
         return
-    from pathlib import Path
 
     from pipelines.cycle.deploy import InitError, init_deployment, validate
     from policies import load_policy

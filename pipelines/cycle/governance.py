@@ -38,8 +38,11 @@ def same_person(name: str) -> str:
 
 
 def requesters(ws: Workspace, release) -> set[str]:
-    """Who asked for the changes in a release: they may not approve it themselves."""
+    """Who asked for the changes in a release (its creator, waivers, the batch's submitter, the requesters of the
+    forget requests it honours): they may not approve it themselves."""
     names = {release.created_by} | {w["actor"] for w in release.waivers}
+    if (release.data_snapshots or {}).get("submitted_by"):
+        names.add(release.data_snapshots["submitted_by"])
     for rid in release.tombstones_honoured:
         try:
             names.add(ws.requests.get(rid).requester)

@@ -13,6 +13,7 @@ from evals.gates import Decision
 from pipelines.cycle import governance
 from pipelines.cycle.overrides import effective_policy
 from pipelines.cycle.records import Measurement, ReleaseOutcome
+from pipelines.cycle.submission import submitter
 from pipelines.cycle.verdict import judge
 from pipelines.forget.verify import conclude, request_verdicts
 from pipelines.workspace import Workspace
@@ -48,7 +49,8 @@ def register(ws: Workspace, measurement: Measurement):
             "tombstones_honoured": sorted(set(parent.tombstones_honoured) | set(m.honoured)),
             "index_snapshot": m.index_snapshot,
             "policy_version": m.policy,
-            "data_snapshots": {"admitted": ws.data.snapshot("admitted"), "batch": m.batch},
+            "data_snapshots": {"admitted": ws.data.snapshot("admitted"), "batch": m.batch,
+                               "submitted_by": submitter(ws, m.batch)},
             "lineage": lineage,
             "evaluation_card": m.card_digest,
             "cycle": m.cycle,

@@ -11,7 +11,7 @@ from typing import Any
 from pipelines import evalsets, training
 from pipelines.admission import admit_batch, read_batch
 from pipelines.artifacts import load_index, load_model, save_index, store_model
-from pipelines.cycle import overrides
+from pipelines.cycle import overrides, submission
 from pipelines.cycle.overrides import effective_policy
 from pipelines.cycle.records import Admitted, CandidateIndex, CandidateModel, EditRecord, Selected, Updated
 from pipelines.datasets import EVAL_TABLES
@@ -51,6 +51,7 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
             raise NoNewBatch(f"no new batch in {ws.inbox}: drop a .jsonl or .parquet file there")
         path = pending[0]
     batch = path.stem
+    submitted = submission.record_at_admission(ws, path) if path.is_file() else None
     overrides.review(ws, policy, batch, run_id=run_id)
     eff = effective_policy(ws, policy, batch)
     honoured = _honour_forget_requests(ws, eff, run_id)
@@ -81,7 +82,9 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
         reason=f"{len(admitted)} admitted, {len(quarantined)} quarantined"
         + "".join(f", {len(rows)} to the {name} set" for name, rows in evaluation.items() if rows),
         run_id=run_id,
-        details={"batch_hash": result.batch_hash, "quarantine_reasons": dict(reasons), "policy": eff.label},
+        details={"batch_hash": result.batch_hash, "quarantine_reasons": dict(reasons), "policy": eff.label,
+                 "submitted_by": submitted.submitted_by if submitted else None,
+                 **({"submitter_note": submitted.note} if submitted and submitted.note else {})},
     )
     return Admitted(
         cycle=batch, batch=batch, champion=ws.registry.champion(), batch_file=str(path), policy=eff.label,
