@@ -193,12 +193,21 @@ def _engine_for(url: str):
     def _connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None  # let SQLAlchemy issue BEGIN itself (below)
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
+        dbapi_conn.execute("PRAGMA secure_delete=ON")  # purged cleartext is overwritten on disk, not left in free pages
 
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no lost read-modify-write
 
     return engine
+
+
+def _without_cleartext(evidence: dict) -> dict:
+    plan = dict(evidence.get("plan") or {})
+    if "forget_qas" in plan:
+        qas = plan.pop("forget_qas") or []
+        plan["forget_qas_purged"] = {"n": len(qas), "fact_ids": sorted({str(q.get("fact_id")) for q in qas})}
+    return {**evidence, "plan": plan} if "plan" in evidence else evidence
 
 
 class RequestStore:
@@ -380,7 +389,8 @@ class RequestStore:
         }
 
     def purge_cleartext(self, request_id: str) -> StoredRequest:
-        """Drop the cleartext selector of a verified request; the salted selector_hash remains for audit."""
+        """Drop the cleartext of a verified request: its selector (the salted selector_hash remains for audit) and the
+        forgotten facts' prompts and answers in its plan (their count and fact ids remain)."""
         with Session(self.engine) as s, s.begin():
             row = self._row(s, request_id, lock=True)
             if row.state != "verified":
@@ -389,6 +399,7 @@ class RequestStore:
                 )
             if row.purged_at is None:
                 row.selector = None
+                row.evidence = _without_cleartext(row.evidence or {})
                 row.purged_at = _now()
             s.flush()
             return StoredRequest._from_row(row)

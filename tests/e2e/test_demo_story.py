@@ -20,6 +20,14 @@ def memgov(home: Path, *args: str, check: bool = False) -> subprocess.CompletedP
     return subprocess.run([sys.executable, "-m", "memgov", *args], capture_output=True, text=True, env=env, check=check)
 
 
+def forgotten_subject() -> str:
+    """The name the demo's forget request gives (the story files it for the world's first fact's subject)."""
+    from memgov.demo.deploy import world_of
+    from policies import load_policy
+
+    return world_of(load_policy("demo")).facts[0].subject
+
+
 def test_story_releases_and_champion(demo_home):
     ws = Workspace.open(demo_home)
     releases = {r.release_id: r for r in ws.registry.list()}
@@ -100,9 +108,13 @@ def test_log_tells_the_story_without_personal_data_and_verifies(demo_home):
     approvals = [e for e in ws.log.events() if e["action"] == "release.approved" and e["object"] != "r0001"]
     assert len(approvals) == 2 and all(e["actor"] == "policy:demo" for e in approvals), "demo approvals are the policy's"
     text = (demo_home / "changelog.jsonl").read_text()
-    selector = ws.requests.get("req-demo-0001").selector
-    assert selector and selector["subject"], "the request store keeps the cleartext selector until it is purged"
-    assert selector["subject"] not in text, "a forgotten subject's name is in the change log"
+    verified = ws.requests.get("req-demo-0001")
+    assert verified.state == "verified" and verified.selector is None and verified.purged_at, \
+        "a verified request keeps no cleartext selector"
+    assert "forget_qas" not in verified.evidence["plan"] and verified.evidence["plan"]["forget_qas_purged"]["n"] == 5
+    subject = forgotten_subject()
+    assert subject not in text, "a forgotten subject's name is in the change log"
+    assert subject not in json.dumps(verified.evidence) + json.dumps(verified.notes), "nor in the request's evidence"
     assert memgov(demo_home, "log", "verify").returncode == 0
 
 
@@ -128,16 +140,15 @@ def test_rollback_to_a_tainted_release_is_refused(demo_copy):
 
 def test_resubmitted_forgotten_row_is_quarantined_as_tombstoned(demo_copy):
     ws = Workspace.open(demo_copy)
-    plan = ws.requests.get("req-demo-0001").evidence["plan"]
-    forgotten = plan["forget_qas"][0]
-    tomb = ws.requests.tombstones()
-    row = {"id": "resubmit-1", "kind": "fact", "text": f"{forgotten['prompt']} {forgotten['target']}",
-           "prompt": forgotten["prompt"], "target": forgotten["target"], "previous_target": None,
-           "fact_id": forgotten["fact_id"], "subject_ids": sorted(tomb.subject_ids)[:1], "source": "crm",
-           "license": "internal", "pii": False}
+    from memgov.demo.deploy import fact_row, world_of
+    from policies import load_policy
+
+    purged = ws.requests.get("req-demo-0001").evidence["plan"]["forget_qas_purged"]  # ids and a count, no text
+    world = world_of(load_policy("demo"))
+    forgotten = next(f for f in world.facts if f.fact_id in purged["fact_ids"])  # the source knows what it sent
+    row = {**fact_row(forgotten, source="crm", prefix="resubmit"), "previous_target": None}
     (ws.inbox / "batch_004_resubmission.jsonl").write_text(json.dumps(row) + "\n")
     from pipelines.cycle.stages import admit
-    from policies import load_policy
 
     result = admit(ws, load_policy("demo"), "batch_004_resubmission.jsonl")
     assert result.admitted == 0 and result.quarantine_reasons == {"tombstoned": 1}
