@@ -113,6 +113,18 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
     return promote_with_canary(ws, policy, release_id, approver, reason, run_id)
 
 
+def _authorised(actor: str, role: str, reason: str, roles: list[str], doing: str, key: str, missing: str,
+                allows_none: str) -> tuple[str, str, str]:
+    """Who acts, in which role and why, checked against the roles the policy names for this act."""
+    actor, role, reason = actor.strip(), role.strip(), reason.strip()
+    if not actor or not reason:
+        raise ApprovalRefused(missing)
+    if role not in roles:
+        allowed = ", ".join(roles) or f"none: this policy allows no {allows_none}"
+        raise ApprovalRefused(f"role '{role}' may not {doing}; approval.{key} in the policy: {allowed}")
+    return actor, role, reason
+
+
 def waive_gates(ws: Workspace, policy: Policy, release_id: str, actor: str, role: str, reason: str,
                 gates: list[str], run_id: str | None = None) -> dict[str, Any]:
     """The one exception to "a failed gate blocks promotion": a logged waiver by a role the policy names.
@@ -120,12 +132,8 @@ def waive_gates(ws: Workspace, policy: Policy, release_id: str, actor: str, role
     The waiver must name every failed required gate (nothing is waived by accident) and only returns the
     release to 'candidate': it still needs approvals, and whoever waived cannot also approve it.
     """
-    actor, role, reason = actor.strip(), role.strip(), reason.strip()
-    if not actor or not reason:
-        raise ApprovalRefused("waiver needs who waives (--by) and why (--reason)")
-    if role not in policy.approval.waiver_roles:
-        allowed = ", ".join(policy.approval.waiver_roles) or "none: this policy allows no waivers"
-        raise ApprovalRefused(f"role '{role}' may not waive gates; approval.waiver_roles in the policy: {allowed}")
+    actor, role, reason = _authorised(actor, role, reason, policy.approval.waiver_roles, "waive gates", "waiver_roles",
+                                      "waiver needs who waives (--by) and why (--reason)", "waivers")
     card = read_card(ws, ws.registry.get(release_id))
     failed = sorted(v["metric"] for v in card.get("decision", {}).get("verdicts", [])
                     if not v["passed"] and v.get("required", True))
@@ -217,11 +225,8 @@ def rollback(ws: Workspace, policy: Policy, to_release: str, actor: str, role: s
              run_id: str | None = None) -> dict[str, Any]:
     """Serve an earlier release again: model, adapters, edits and index snapshot move together. Only a role the
     policy names under approval.rollback_roles may do it, with a reason."""
-    actor, role, reason = actor.strip(), role.strip(), reason.strip()
-    if not actor or not reason:
-        raise ApprovalRefused("a rollback needs who does it (--actor) and why (--reason)")
-    if role not in policy.approval.rollback_roles:
-        allowed = ", ".join(policy.approval.rollback_roles) or "none: this policy allows no rollback"
-        raise ApprovalRefused(f"role '{role}' may not roll back; approval.rollback_roles in the policy: {allowed}")
+    actor, role, reason = _authorised(actor, role, reason, policy.approval.rollback_roles, "roll back",
+                                      "rollback_roles", "a rollback needs who does it (--actor) and why (--reason)",
+                                      "rollback")
     ws.registry.rollback(to_release, actor, f"{reason} (role {role}, policy {policy.label})", run_id=run_id)
     return {"champion": ws.registry.champion()}
