@@ -20,8 +20,11 @@ app = typer.Typer(help="Governed model updates: admit, select, update, forget, g
                   no_args_is_help=True, pretty_exceptions_enable=False)
 forget_app = typer.Typer(help="File a forget request (see `memgov forget --help`) or show one (`memgov forget status ID`).")
 log_app = typer.Typer(help="The tamper-evident change log.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys and the deployment's keyring (who holds which key, which roles).",
+                       no_args_is_help=True)
 app.add_typer(forget_app, name="forget")
 app.add_typer(log_app, name="log")
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 HomeOpt = Annotated[str | None, typer.Option("--home", envvar="MEMGOV_HOME", help="State folder (default ./.memgov).")]
@@ -289,61 +292,146 @@ def forget_status(request_id: str, home: HomeOpt = None) -> None:
     console.print_json(json.dumps(out, default=str))
 
 
-def _decide(decision: str, release_id: str, approver: str, role: str, reason: str, home: str | None, policy: str) -> None:
-    from pipelines.cycle.governance import ApprovalRefused, decide_release
+KeyOpt = Annotated[Path | None, typer.Option("--key", envvar="MEMGOV_KEY",
+                                               help="Your Ed25519 private key file (memgov keys new); signs the act.")]
+SignedOpt = Annotated[Path | None, typer.Option("--signed", help="A decision already signed with `memgov sign`.")]
+
+
+def _envelope(ws, action: str, subject: dict, key: Path | None, signed_file: Path | None, role: str, reason: str,
+              details: dict | None = None) -> dict:
+    """The signed statement for this act: read from --signed, or made now with --key; neither is refused."""
+    from pipelines.trust.decisions import sign_statement, statement
+    from pipelines.trust.keys import KeyError_
+
+    if signed_file is not None:
+        try:
+            return json.loads(signed_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            _fail(f"--signed {signed_file}: not a readable signed decision ({exc})", 2)
+    if key is None:
+        _fail(f"an unsigned {action} is refused: sign it with your key (--key FILE or MEMGOV_KEY; create one with "
+              "`memgov keys new FILE` and have it granted with `memgov keys grant`) or pass --signed FILE", 2)
+    if not role.strip() or not reason.strip():
+        _fail("--role and --reason are required: the role the keyring grants you and why", 2)
+    try:
+        return sign_statement(key, statement(action, subject, role, reason, details))
+    except KeyError_ as exc:
+        _fail(str(exc), 2)
+
+
+def _governed(ws, policy: str, act):
+    """Run one governance act; a refusal is a one-line verdict (exit 2), never a traceback."""
+    from pipelines.cycle.governance import ApprovalRefused
+    from pipelines.registry.registry import RecordTampered
+    from pipelines.trust.decisions import SignatureRefused
     from policies import load_policy
 
     try:
-        result = decide_release(_ws(home), load_policy(policy), release_id, decision, approver, role, reason)
-    except (ApprovalRefused, ValueError, KeyError) as exc:
-        _fail(str(exc), 2)
-    console.print(result)
+        return act(load_policy(policy))
+    except (ApprovalRefused, SignatureRefused, RecordTampered, ValueError, KeyError) as exc:
+        _fail(str(exc).strip("'\""), 2)
 
 
-@app.command()
-def approve(release_id: str, approver: Annotated[str, typer.Option()], role: Annotated[str, typer.Option()],
-            reason: Annotated[str, typer.Option()], home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
-    """Approve a candidate (same rules and code path as the approval job in the UI)."""
-    _decide("approve", release_id, approver, role, reason, home, policy)
-
-
-@app.command()
-def reject(release_id: str, approver: Annotated[str, typer.Option()], role: Annotated[str, typer.Option()],
-           reason: Annotated[str, typer.Option()], home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
-    """Reject a candidate."""
-    _decide("reject", release_id, approver, role, reason, home, policy)
-
-
-@app.command()
-def waive(release_id: str, by: Annotated[str, typer.Option(help="Who takes responsibility for the waiver.")],
-          role: Annotated[str, typer.Option(help="Their role; must be in the policy's approval.waiver_roles.")],
-          gate: Annotated[list[str], typer.Option(help="A failed gate the waiver covers; repeat for each.")],
-          reason: Annotated[str, typer.Option()], home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
-    """Waive the failed gates of a rejected candidate (logged); it then still needs its approvals."""
-    from pipelines.cycle.governance import ApprovalRefused, waive_gates
-    from policies import load_policy
-
+def _release(ws, release_id: str):
     try:
-        result = waive_gates(_ws(home), load_policy(policy), release_id, by, role, reason, list(gate))
-    except (ApprovalRefused, ValueError, KeyError) as exc:
-        _fail(str(exc), 2)
-    console.print(result)
+        return ws.registry.get(release_id)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc).strip("'\""), 2)
+
+
+def _decide(decision: str, release_id: str, approver: str | None, role: str, reason: str, key: Path | None,
+            signed_file: Path | None, home: str | None, policy: str) -> None:
+    from pipelines.cycle.governance import decide_signed
+    from pipelines.trust.decisions import release_subject
+
+    ws = _ws(home)
+    envelope = _envelope(ws, decision, release_subject(_release(ws, release_id)), key, signed_file, role, reason)
+    console.print(_governed(ws, policy, lambda pol: decide_signed(ws, pol, release_id, decision, envelope, approver)))
+
+
+ApproverOpt = Annotated[str | None, typer.Option(help="Optional: must be the key holder's name in the keyring.")]
+RoleOpt = Annotated[str, typer.Option(help="A role the keyring grants you and the policy allows for this act.")]
+ReasonOpt = Annotated[str, typer.Option(help="Why; signed with the decision.")]
+
+
+@app.command()
+def approve(release_id: str, role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
+            approver: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Approve a candidate with a signed decision (same rules as the UI's approval job)."""
+    _decide("approve", release_id, approver, role, reason, key, signed, home, policy)
+
+
+@app.command()
+def reject(release_id: str, role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
+           approver: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Reject a candidate with a signed decision."""
+    _decide("reject", release_id, approver, role, reason, key, signed, home, policy)
+
+
+@app.command()
+def waive(release_id: str,
+          gate: Annotated[list[str] | None, typer.Option(help="A failed gate the waiver covers; repeat for each.")] = None,
+          role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
+          by: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+    """Waive the failed gates of a rejected candidate (signed, logged); it then still needs its approvals."""
+    from pipelines.cycle.governance import waive_signed
+    from pipelines.trust.decisions import release_subject
+
+    ws = _ws(home)
+    subject = release_subject(_release(ws, release_id))
+    envelope = _envelope(ws, "waive", subject, key, signed, role, reason, {"gates": sorted(gate or [])})
+    console.print(_governed(ws, policy, lambda pol: waive_signed(ws, pol, release_id, envelope, by)))
 
 
 @app.command()
 def rollback(to: Annotated[str, typer.Option("--to", help="Release to serve again.")],
-             actor: Annotated[str, typer.Option(help="Who rolls back.")],
-             role: Annotated[str, typer.Option(help="A role from the policy's approval.rollback_roles.")],
-             reason: Annotated[str, typer.Option(help="Why.")],
-             policy: PolicyOpt = "default", home: HomeOpt = None) -> None:
-    """Serve an earlier release again; releases tainted by forget requests are refused."""
-    from pipelines.cycle.governance import rollback as do_rollback
-    from policies import load_policy
+             role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
+             actor: ApproverOpt = None, policy: PolicyOpt = "default", home: HomeOpt = None) -> None:
+    """Serve an earlier release again (signed; a role from approval.rollback_roles); tainted releases are refused."""
+    from pipelines.cycle.governance import rollback_signed
+    from pipelines.trust.decisions import release_subject
 
-    try:
-        console.print(do_rollback(_ws(home), load_policy(policy), to, actor, role, reason))
-    except (ValueError, KeyError) as exc:
-        _fail(str(exc), 2)
+    ws = _ws(home)
+    subject = release_subject(_release(ws, to), champion=ws.registry.champion())
+    envelope = _envelope(ws, "rollback", subject, key, signed, role, reason)
+    console.print(_governed(ws, policy, lambda pol: rollback_signed(ws, pol, to, envelope, actor)))
+
+
+@app.command()
+def sign(action: Annotated[str, typer.Argument(help="approve | reject | waive | rollback")],
+         release_id: Annotated[str, typer.Argument(help="The release decided on (for rollback: the target).")],
+         key: Annotated[Path, typer.Option("--key", envvar="MEMGOV_KEY", help="Your private key file.")],
+         role: RoleOpt, reason: ReasonOpt,
+         out: Annotated[Path, typer.Option("--out", help="Where to write the signed decision (JSON).")],
+         gate: Annotated[list[str] | None, typer.Option(help="waive: a failed gate it covers (repeat).")] = None,
+         home: HomeOpt = None) -> None:
+    """Sign a decision for someone else to file (`memgov approve ID --signed FILE`); it covers this release's
+    current manifest, weights and card digests (and, for a rollback, the champion it replaces)."""
+    from pipelines.trust.decisions import release_subject
+
+    ws = _ws(home)
+    release = _release(ws, release_id)
+    subject = release_subject(release, champion=ws.registry.champion()) if action == "rollback" else release_subject(release)
+    details = {"gates": sorted(gate or [])} if action == "waive" else None
+    if action not in ("approve", "reject", "waive", "rollback"):
+        _fail(f"action {action!r}: sign one of approve, reject, waive, rollback", 2)
+    envelope = _envelope(ws, action, subject, key, None, role, reason, details)
+    out.write_text(json.dumps(envelope, indent=1), encoding="utf-8")
+    console.print(f"signed {action} of {release_id} written to {out}")
+
+
+@app.command()
+def verify(release_id: str, home: HomeOpt = None) -> None:
+    """Check a release: its signed attestation, its sealed status record and the digest of every artifact."""
+    ws = _ws(home)
+    _release(ws, release_id)
+    problems = ws.registry.release_problems(release_id)
+    if problems:
+        console.print("[red]release " + release_id + " does NOT verify:[/red]\n  " + "\n  ".join(problems))
+        raise typer.Exit(1)
+    release = ws.registry.get(release_id)
+    console.print(f"release {release_id} verifies: attestation signed by the system key, status record "
+                  f"'{release.status}' sealed and logged, manifest and artifacts match their digests")
 
 
 @log_app.command("show")
@@ -360,19 +448,94 @@ def log_show(n: Annotated[int, typer.Option("-n", help="Last N events.")] = 30, 
 
 @log_app.command("verify")
 def log_verify(home: HomeOpt = None) -> None:
-    """Prove the hash chain whole and every release's anchor in it; exits non-zero naming the first problem."""
+    """Prove the hash chain whole, every release's anchor in it and, with a mirror, every version of every mirrored
+    event; exits 1 naming each problem, 2 when the mirror is misconfigured or cannot be read."""
+    from pipelines.ledger.mirror import MirrorUnavailable
     from pipelines.registry.anchors import anchor_problems
 
     ws = _ws(home)
-    result = ws.log.verify()
+    try:
+        log = ws.log
+    except ValueError as exc:  # MEMGOV_LOG_MIRROR or MEMGOV_LOG_RETENTION_DAYS is wrong
+        _fail(str(exc), 2)
+    result = log.verify()
     if not result.ok:
         console.print(f"[red]change log BROKEN at line {result.first_bad_line}: {result.problem}[/red]")
-        raise typer.Exit(1)
-    checked, problems = anchor_problems(ws.registry, ws.log)
+    checked, problems = anchor_problems(ws.registry, log) if result.ok else (0, [])
+    try:
+        mirrored = [text for _, text in log.mirror_problems()] if log.mirror is not None else []
+    except MirrorUnavailable as exc:
+        _fail(f"{exc}; the mirror was not checked", 1 if problems or not result.ok else 2)
+    problems += mirrored[:20] + ([f"... and {len(mirrored) - 20} more mirror problems"] if len(mirrored) > 20 else [])
     if problems:
         console.print("[red]change log BROKEN: " + "; ".join(problems) + "[/red]")
+    if problems or not result.ok:
         raise typer.Exit(1)
-    console.print(f"change log OK: {result.n_events} events, hash chain intact, {checked} release anchors hold")
+    mirror = f", every event held once in the mirror {log.mirror.uri}" if log.mirror else ", no mirror configured"
+    console.print(f"change log OK: {result.n_events} events, hash chain intact, {checked} release anchors hold{mirror}")
+
+
+@keys_app.command("new")
+def keys_new(path: Annotated[Path, typer.Argument(help="Where to write the private key (mode 600).")]) -> None:
+    """Create your signing key; give the printed public key to whoever administers the keyring."""
+    from pipelines.trust.keys import KeyError_, generate
+
+    try:
+        public = generate(path)
+    except KeyError_ as exc:
+        _fail(str(exc), 2)
+    console.print(public)
+
+
+@keys_app.command("grant")
+def keys_grant(name: Annotated[str, typer.Argument(help="The person, as decisions will record them.")],
+               role: Annotated[list[str], typer.Option(help="A role granted (repeat).")],
+               by: Annotated[str, typer.Option(help="The administrator making the change (logged).")],
+               reason: Annotated[str, typer.Option(help="Why (logged).")],
+               key: Annotated[list[str] | None, typer.Option("--key", help="A public key 'ed25519:…' (repeat).")] = None,
+               home: HomeOpt = None) -> None:
+    """Grant a person keys and roles in the keyring (deployment configuration); the change is logged."""
+    from pipelines.trust.grants import grant
+    from pipelines.trust.keys import KeyError_
+
+    try:
+        ws = _ws(home)
+        console.print(grant(ws.home, ws.log, name, list(key or []), list(role), by, reason))
+    except (KeyError_, ValueError) as exc:
+        _fail(str(exc), 2)
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOpt = None) -> None:
+    """People in the keyring, their key ids and roles."""
+    from pipelines.trust.keys import key_id
+
+    ring = _ws(home).keyring()
+    table = Table(title="keyring")
+    for col in ("person", "keys", "roles", "UI password"):
+        table.add_column(col)
+    for name, person in sorted(ring.people.items()):
+        table.add_row(name, ", ".join(key_id(k) for k in person.keys), ", ".join(person.roles),
+                      "set" if person.password else "-")
+    console.print(table)
+
+
+@keys_app.command("password")
+def keys_password(name: str, by: Annotated[str, typer.Option(help="The administrator (logged).")],
+                  password_file: Annotated[Path | None, typer.Option(help="Read the password from this file "
+                                                                     "instead of the prompt.")] = None,
+                  home: HomeOpt = None) -> None:
+    """Set a person's password for the UI's local login (stored as an scrypt hash in the keyring)."""
+    from pipelines.trust.grants import set_password
+
+    secret = (password_file.read_text(encoding="utf-8").strip() if password_file
+              else typer.prompt("password", hide_input=True, confirmation_prompt=True))
+    try:
+        ws = _ws(home)
+        set_password(ws.home, ws.log, name, secret, by)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    console.print(f"UI password set for {name}")
 
 
 @app.command()

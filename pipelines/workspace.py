@@ -1,7 +1,9 @@
 """One handle on the durable state of a memgov deployment: artifact store, change log, registry, requests, data.
 
 Local default: everything under MEMGOV_HOME (./.memgov). Production: MEMGOV_STORE=s3://bucket/prefix (with
-MEMGOV_S3_ENDPOINT for any S3-compatible endpoint) and MEMGOV_REQUESTS_URL=postgresql+psycopg://… .
+MEMGOV_S3_ENDPOINT for any S3-compatible endpoint) and MEMGOV_REQUESTS_URL=postgresql+psycopg://… . The change
+log's mirror lives apart from the artifacts: MEMGOV_LOG_MIRROR=s3://bucket/prefix, by default the bucket
+`<artifact-bucket>-log` (see pipelines/ledger/mirror.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from pipelines.datasets import DataStore
 from pipelines.ledger import ChangeLog
+from pipelines.ledger.mirror import open_log_mirror
 from pipelines.registry import Registry
 from pipelines.requests import RequestStore
 from pipelines.store import ArtifactStore, open_store
@@ -55,12 +58,25 @@ class Workspace:
 
     @cached_property
     def log(self) -> ChangeLog:
-        mirror = self.store if self.store_url.startswith("s3://") else None
-        return ChangeLog(self.home / "changelog.jsonl", mirror=mirror)
+        """Mirrored in its own locked bucket, never in the artifact store: one writer must not hold both."""
+        return ChangeLog(self.home / "changelog.jsonl", mirror=open_log_mirror(self.store_url))
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry(self.store, self.log)
+        return Registry(self.store, self.log, signer=self.system_key)
+
+    @cached_property
+    def system_key(self):
+        """The deployment's signing key (created with the keyring on first use); see pipelines.trust.keyring."""
+        from pipelines.trust.keyring import system_key
+
+        return system_key(self.home)
+
+    def keyring(self):
+        """Read fresh each time: a grant made by `memgov keys grant` takes effect at once."""
+        from pipelines.trust.keyring import load
+
+        return load(self.home)
 
     @cached_property
     def requests(self) -> RequestStore:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from pipelines.artifacts import load_model
 from pipelines.forget.verify import bounds, conclude, request_checks
 from pipelines.knowledge import current_facts, qa, sample
 from pipelines.lm import exact_match
+from pipelines.trust.decisions import SignedBy, refuse_replay, release_subject, verify_decision
+from pipelines.trust.keyring import same_person
 from pipelines.workspace import Workspace
 from policies import Policy
 
@@ -28,13 +29,6 @@ def read_card(ws: Workspace, release) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=ws.work_dir) as tmp:
         ws.store.get_dir(release.evaluation_card, Path(tmp) / "card")
         return json.loads((Path(tmp) / "card" / "card.json").read_text())
-
-
-def same_person(name: str) -> str:
-    """The form two names are compared in: "Privacy-Office", "privacy-office " and a full-width look-alike are one
-    person to the no-self-approval and two-approver rules (typed names are not identities; this only stops the
-    cheapest evasions)."""
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
 
 
 def requesters(ws: Workspace, release) -> set[str]:
@@ -73,9 +67,30 @@ def refuse_if_stale(ws: Workspace, release) -> None:
             f"judge it against {champion}")
 
 
+def signed(ws: Workspace, envelope: Any, action: str, subject: dict[str, Any], claimed: str | None = None) -> SignedBy:
+    """Who signed this decision, checked against the keyring, the subject and the log (one signature, one act);
+    a name given beside the signature must be the signer's."""
+    who = verify_decision(ws.keyring(), envelope, action, subject)
+    if claimed and same_person(claimed) != same_person(who.person):
+        raise ApprovalRefused(f"the decision is signed by {who.person}'s key but claims to be {claimed}'s; "
+                              "a decision is recorded under the signer's name only")
+    refuse_replay(ws.log.events(), who)
+    return who
+
+
+def decide_signed(ws: Workspace, policy: Policy, release_id: str, decision: str, envelope: Any,
+                  claimed: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """An approval or rejection from outside the UI: the signer's keyring identity and granted role decide."""
+    who = signed(ws, envelope, decision, release_subject(ws.registry.get(release_id)), claimed)
+    return decide_release(ws, policy, release_id, decision, who.person, who.role, who.reason, run_id=run_id,
+                          proof=who.proof())
+
+
 def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str, approver: str, role: str,
-                   reason: str, run_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """The single code path for approvals and rejections from the UI job, the CLI and auto-approval."""
+                   reason: str, run_id: str | None = None, now: datetime | None = None,
+                   proof: dict | None = None) -> dict[str, Any]:
+    """The single code path for approvals and rejections from the UI job, the CLI and auto-approval; callers
+    establish who `approver` is (a verified signature, the authenticated UI user, or the system)."""
     if decision not in ("approve", "reject"):
         raise ApprovalRefused(f"decision must be 'approve' or 'reject', got {decision!r}")
     approver, role, reason = approver.strip(), role.strip(), reason.strip()
@@ -99,9 +114,9 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
         raise ApprovalRefused(
             f"the approval window of {policy.approval.expiry_hours} h for {release_id} has expired; re-run the cycle"
         )
-    ws.registry.add_approval(release_id, approver, role, decision, reason, policy=policy.label)
+    ws.registry.add_approval(release_id, approver, role, decision, reason, policy=policy.label, proof=proof)
     if decision == "reject":
-        ws.registry.set_status(release_id, "rejected", approver, reason, run_id=run_id)
+        ws.registry.set_status(release_id, "rejected", approver, reason, run_id=run_id, proof=proof)
         return {"release_id": release_id, "status": "rejected", "champion": ws.registry.champion()}
     card = read_card(ws, release)
     approvals = {same_person(a["approver"]) for a in ws.registry.get(release_id).approvals if a["decision"] == "approve"}
@@ -109,7 +124,7 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
     if len(approvals) < needed:
         return {"release_id": release_id, "status": "candidate", "champion": ws.registry.champion(),
                 "waiting_for": f"{needed - len(approvals)} more distinct approver(s)"}
-    ws.registry.set_status(release_id, "approved", approver, reason, run_id=run_id)
+    ws.registry.set_status(release_id, "approved", approver, reason, run_id=run_id, proof=proof)
     return promote_with_canary(ws, policy, release_id, approver, reason, run_id)
 
 
@@ -125,8 +140,18 @@ def _authorised(actor: str, role: str, reason: str, roles: list[str], doing: str
     return actor, role, reason
 
 
+def waive_signed(ws: Workspace, policy: Policy, release_id: str, envelope: Any, claimed: str | None = None,
+                 run_id: str | None = None) -> dict[str, Any]:
+    """A waiver from outside the UI: the gates it covers are part of what was signed."""
+    statement = envelope.get("statement", {}) if isinstance(envelope, dict) else {}
+    gates = list((statement.get("details") or {}).get("gates") or [])
+    who = signed(ws, envelope, "waive", release_subject(ws.registry.get(release_id)), claimed)
+    return waive_gates(ws, policy, release_id, who.person, who.role, who.reason, gates, run_id=run_id,
+                       proof=who.proof())
+
+
 def waive_gates(ws: Workspace, policy: Policy, release_id: str, actor: str, role: str, reason: str,
-                gates: list[str], run_id: str | None = None) -> dict[str, Any]:
+                gates: list[str], run_id: str | None = None, proof: dict | None = None) -> dict[str, Any]:
     """The one exception to "a failed gate blocks promotion": a logged waiver by a role the policy names.
 
     The waiver must name every failed required gate (nothing is waived by accident) and only returns the
@@ -145,7 +170,7 @@ def waive_gates(ws: Workspace, policy: Policy, release_id: str, actor: str, role
     if forgetting:
         raise ApprovalRefused(f"{release_id} failed forgetting checks ({', '.join(forgetting)}); forgetting is owed "
                               "to the people who asked for it and cannot be waived")
-    ws.registry.waive(release_id, actor, role, reason, named, run_id=run_id)
+    ws.registry.waive(release_id, actor, role, reason, named, run_id=run_id, proof=proof)
     return {"release_id": release_id, "status": ws.registry.status(release_id), "waived": named,
             "champion": ws.registry.champion(), "waiting_for": "approval"}
 
@@ -221,12 +246,21 @@ def fail_forget_requests(ws: Workspace, release_id: str, reasons: list[str]) -> 
     return failed
 
 
+def rollback_signed(ws: Workspace, policy: Policy, to_release: str, envelope: Any, claimed: str | None = None,
+                    run_id: str | None = None) -> dict[str, Any]:
+    """A rollback from outside the UI, bound to the target's digests and to the champion it replaces."""
+    subject = release_subject(ws.registry.get(to_release), champion=ws.registry.champion())
+    who = signed(ws, envelope, "rollback", subject, claimed)
+    return rollback(ws, policy, to_release, who.person, who.role, who.reason, run_id=run_id, proof=who.proof())
+
+
 def rollback(ws: Workspace, policy: Policy, to_release: str, actor: str, role: str, reason: str,
-             run_id: str | None = None) -> dict[str, Any]:
+             run_id: str | None = None, proof: dict | None = None) -> dict[str, Any]:
     """Serve an earlier release again: model, adapters, edits and index snapshot move together. Only a role the
     policy names under approval.rollback_roles may do it, with a reason."""
     actor, role, reason = _authorised(actor, role, reason, policy.approval.rollback_roles, "roll back",
                                       "rollback_roles", "a rollback needs who does it (--actor) and why (--reason)",
                                       "rollback")
-    ws.registry.rollback(to_release, actor, f"{reason} (role {role}, policy {policy.label})", run_id=run_id)
+    ws.registry.rollback(to_release, actor, f"{reason} (role {role}, policy {policy.label})", run_id=run_id,
+                         proof=proof)
     return {"champion": ws.registry.champion()}

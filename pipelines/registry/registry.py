@@ -14,12 +14,19 @@ from typing import Any
 
 from ..ledger import ChangeLog
 from ..store import ArtifactStore, canonical_json
+from ..store.base import digest_of
+from ..trust import attest, keys
 from .release import MANIFEST_KEYS, TRANSITIONS, Release, check_transition, validate_fields
 
 CHAMPION_KEY = "registry/champion"
 COUNTER_KEY = "registry/counter"
 RECORDS = "registry/releases/"
 DECISIONS = ("approve", "reject")
+SEAL = "seal"
+
+
+class RecordTampered(ValueError):
+    """A status record or release that does not match what memgov signed and logged; the message names it."""
 
 
 def _now() -> str:
@@ -35,9 +42,81 @@ def _effective(release_id: str, recorded: str, champion: str | None) -> str:
 
 
 class Registry:
-    def __init__(self, store: ArtifactStore, log: ChangeLog):
+    """With a system key, every status record is sealed (signed) when written and its digest goes into the change
+    log event that reports the change; `verify_record` then proves a record is the one memgov last wrote."""
+
+    def __init__(self, store: ArtifactStore, log: ChangeLog, signer=None):
         self.store = store
         self.log = log
+        self.signer = signer
+        self.system_public = keys.public_text(signer.public_key()) if signer is not None else None
+        self._written: dict[str, str] = {}
+
+    # -- sealing -----------------------------------------------------------------------
+    def _seal(self, record: dict) -> dict:
+        body = {k: v for k, v in record.items() if k != SEAL}
+        if self.signer is None:
+            return body
+        return {**body, SEAL: keys.sign(self.signer, body)}
+
+    def _update(self, release_id: str, change) -> dict:
+        """Read-modify-write one record, sealed; remembers its digest for the next log event."""
+        new = self.store.update_json(RECORDS + release_id, lambda r: self._seal(change(r)))
+        self._written[release_id] = _record_digest(new)
+        return new
+
+    def _log(self, actor: str, action: str, obj: str, reason: str = "", run_id: str | None = None,
+             details: dict | None = None) -> dict:
+        written, self._written = self._written, {}
+        extra = {"records": written} if written else {}
+        return self.log.append(actor, action, obj, reason, run_id, details={**(details or {}), **extra})
+
+    def record_problems(self, release_id: str) -> list[str]:
+        """Why the stored status record is not the one memgov sealed and last logged (empty: it is)."""
+        record = self._record(release_id)
+        problems = []
+        if self.signer is not None:
+            seal = record.get(SEAL) or {}
+            body = {k: v for k, v in record.items() if k != SEAL}
+            if seal.get("key") != self.system_public or not keys.verify(seal["key"], body, seal.get("signature", "")):
+                problems.append(f"release {release_id}'s status record is not sealed by the deployment's system key: "
+                                "it was edited outside memgov")
+        logged = None
+        for event in self.log.events():
+            if release_id in (event.get("details") or {}).get("records", {}):
+                logged = (event["seq"], event["details"]["records"][release_id])
+        if logged is not None and logged[1] != _record_digest(record):
+            problems.append(f"release {release_id}'s status record differs from the one change-log event {logged[0]} "
+                            "recorded: it was edited or restored from an older copy")
+        return problems
+
+    def verify_record(self, release_id: str) -> None:
+        problems = self.record_problems(release_id)
+        if problems:
+            raise RecordTampered("; ".join(problems) + "; refusing to act on it (restore the record, then run "
+                                 "`memgov verify " + release_id + "`)")
+
+    def release_problems(self, release_id: str) -> list[str]:
+        """Signature and digests of a release: its attestation, its manifest and every artifact it names."""
+        release = self.get(release_id)
+        problems = list(self.record_problems(release_id))
+        envelope = self.store.read_json(attest.ATTESTATIONS + release_id, default=None)
+        if envelope is None:
+            problems.append(f"release {release_id} has no attestation")
+            return problems
+        statement, why = attest.read_statement(envelope, self.system_public)
+        if statement is None:
+            return [*problems, f"release {release_id}: {why}"]
+        expected = attest.subjects(release.manifest, release.manifest_digest)
+        if statement["subject"] != expected:
+            problems.append(f"release {release_id}'s manifest names other artifacts than the signed attestation")
+        for subject in statement["subject"]:
+            digest = "sha256:" + subject["digest"]["sha256"]
+            if subject["name"] == "weights" and release.status == "tainted" and not self.store.has(digest):
+                continue  # deleted on purpose: a tainted release's weights may hold forgotten data
+            problems += [f"release {release_id}: {p}" for p in attest.artifact_problems(self.store, subject["name"],
+                                                                                          digest)]
+        return problems
 
     # -- reading ---------------------------------------------------------------------
     def _record(self, release_id: str) -> dict:
@@ -95,10 +174,15 @@ class Registry:
         if head is not None:
             manifest["log_head"] = head
         digest = self.store.put_bytes(canonical_json(manifest))
-        record = {"release_id": release_id, "manifest": digest, "status": "candidate", "approvals": [], "history": []}
-        if not self.store.compare_and_swap(RECORDS + release_id, None, json.dumps(record, sort_keys=True, indent=1)):
+        if self.signer is not None:
+            self.store.write_json(attest.ATTESTATIONS + release_id, attest.attest(self.signer, manifest, digest))
+        record = self._seal({"release_id": release_id, "manifest": digest, "status": "candidate", "approvals": [],
+                             "history": []})
+        text = json.dumps(record, sort_keys=True, indent=1, ensure_ascii=False)
+        if not self.store.compare_and_swap(RECORDS + release_id, None, text):
             raise RuntimeError(f"release record {release_id} already exists; the counter at {COUNTER_KEY} is behind")
-        self.log.append(
+        self._written[release_id] = _record_digest(record)
+        self._log(
             actor,
             "release.created",
             release_id,
@@ -116,6 +200,7 @@ class Registry:
         run_id: str | None,
         strict: bool = True,
         extra: dict | None = None,
+        extra_entry: dict | None = None,
     ) -> bool:
         """Update the record's status (and history); with strict=False an illegal move is skipped, not raised."""
         moved = False
@@ -128,17 +213,19 @@ class Registry:
                 if strict:
                     check_transition(release_id, current, new)
                 return record
-            entry = {"time": _now(), "from": current, "to": new, "actor": actor, "reason": reason, "run_id": run_id}
+            entry = {"time": _now(), "from": current, "to": new, "actor": actor, "reason": reason, "run_id": run_id,
+                     **({"signed": extra_entry} if extra_entry else {})}
             record = {**record, "status": new, "history": [*record["history"], entry]}
             if extra:
                 record["taint"] = [*record.get("taint", []), extra]
             return record
 
         self._record(release_id)
-        self.store.update_json(RECORDS + release_id, change)
+        self._update(release_id, change)
         return moved
 
-    def set_status(self, release_id: str, new: str, actor: str, reason: str, run_id: str | None = None) -> Release:
+    def set_status(self, release_id: str, new: str, actor: str, reason: str, run_id: str | None = None,
+                   proof: dict | None = None) -> Release:
         """approve / reject / taint; the champion changes only through promote() and rollback()."""
         _require(actor, "actor")
         current = self.status(release_id)
@@ -150,12 +237,13 @@ class Registry:
                 "it is retired when another release is promoted or rolled back to"
             )
         check_transition(release_id, current, new)
-        self._move(release_id, new, actor, reason, run_id)
-        self.log.append(actor, f"release.{new}", release_id, reason, run_id, details={"from": current})
+        self._move(release_id, new, actor, reason, run_id, extra_entry=proof)
+        self._log(actor, f"release.{new}", release_id, reason, run_id,
+                  details={"from": current, **({"signed": proof} if proof else {})})
         return self.get(release_id)
 
     def add_approval(self, release_id: str, approver: str, role: str, decision: str, reason: str,
-                     policy: str | None = None) -> Release:
+                     policy: str | None = None, proof: dict | None = None) -> Release:
         """Record one reviewer's decision (and the policy it was taken under); whether it suffices is the policy's
         business, not the registry's."""
         _require(approver, "approver")
@@ -166,24 +254,29 @@ class Registry:
         current = self.status(release_id)
         if current not in ("candidate", "approved"):
             raise ValueError(f"release {release_id} is '{current}'; approvals are recorded only for candidates")
+        self.verify_record(release_id)
+        signed = {"signed": proof} if proof else {}
         entry = {"approver": approver, "role": role, "decision": decision, "reason": reason, "time": _now(),
-                 **({"policy": policy} if policy else {})}
-        self.store.update_json(RECORDS + release_id, lambda r: {**r, "approvals": [*r["approvals"], entry]})
-        self.log.append(approver, "release.approval_recorded", release_id, reason,
-                        details={"role": role, "decision": decision, **({"policy": policy} if policy else {})})
+                 **({"policy": policy} if policy else {}), **signed}
+        self._update(release_id, lambda r: {**r, "approvals": [*r["approvals"], entry]})
+        self._log(approver, "release.approval_recorded", release_id, reason,
+                  details={"role": role, "decision": decision, **({"policy": policy} if policy else {}), **signed})
         return self.get(release_id)
 
     def _swap_champion(
-        self, release_id: str, expected: str | None, actor: str, reason: str, run_id: str | None, action: str
+        self, release_id: str, expected: str | None, actor: str, reason: str, run_id: str | None, action: str,
+        proof: dict | None = None,
     ) -> bool:
         if expected == release_id:
             raise ValueError(f"release {release_id} is already the champion")
+        self.verify_record(release_id)
         if not self.store.compare_and_swap(CHAMPION_KEY, expected, release_id):
             return False
-        self._move(release_id, "champion", actor, reason, run_id, strict=False)
+        self._move(release_id, "champion", actor, reason, run_id, strict=False, extra_entry=proof)
         if expected is not None:
             self._move(expected, "retired", actor, f"replaced by {release_id}: {reason}", run_id, strict=False)
-        self.log.append(actor, action, release_id, reason, run_id, details={"previous": expected})
+        self._log(actor, action, release_id, reason, run_id,
+                  details={"previous": expected, **({"signed": proof} if proof else {})})
         return True
 
     def promote(self, release_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None) -> bool:
@@ -199,7 +292,8 @@ class Registry:
         expected = self.champion() if expected is ... else expected
         return self._swap_champion(release_id, expected, actor, reason, run_id, "release.promoted")
 
-    def rollback(self, to_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None) -> bool:
+    def rollback(self, to_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None,
+                 proof: dict | None = None) -> bool:
         """Put a retired (or approved) release back in service; tainted, rejected and unapproved ones are refused."""
         _require(actor, "actor")
         release = self.get(to_id)
@@ -216,10 +310,10 @@ class Registry:
         if why:
             raise ValueError(f"cannot roll back to release {to_id}: {why}")
         expected = self.champion() if expected is ... else expected
-        return self._swap_champion(to_id, expected, actor, reason, run_id, "release.rolled_back")
+        return self._swap_champion(to_id, expected, actor, reason, run_id, "release.rolled_back", proof)
 
     def waive(self, release_id: str, actor: str, role: str, reason: str, gates: list[str],
-              run_id: str | None = None) -> Release:
+              run_id: str | None = None, proof: dict | None = None) -> Release:
         """Return a gate-rejected release to 'candidate' under a recorded waiver; it still needs its approvals.
 
         Whether `role` may waive, and which gates, is the policy's business (see pipelines.cycle.governance);
@@ -229,6 +323,7 @@ class Registry:
             _require(value, name)
         if not gates:
             raise ValueError("gates is empty; name the failed gate(s) the waiver covers")
+        self.verify_record(release_id)
         record = self._record(release_id)
         status = _effective(release_id, record["status"], self.champion())
         last = record["history"][-1] if record["history"] else {}
@@ -236,7 +331,7 @@ class Registry:
             why = "it was rejected by a reviewer" if status == "rejected" else f"it is '{status}'"
             raise ValueError(f"cannot waive gates on release {release_id}: {why}; only a gate rejection can be waived")
         waiver = {"time": _now(), "actor": actor, "role": role, "reason": reason, "gates": sorted(gates),
-                  "run_id": run_id}
+                  "run_id": run_id, **({"signed": proof} if proof else {})}
 
         def change(r: dict) -> dict:
             if r["status"] != "rejected":
@@ -246,8 +341,9 @@ class Registry:
             return {**r, "status": "candidate", "history": [*r["history"], entry],
                     "waivers": [*r.get("waivers", []), waiver]}
 
-        self.store.update_json(RECORDS + release_id, change)
-        self.log.append(actor, "gates.waived", release_id, reason, run_id, details={"role": role, "gates": sorted(gates)})
+        self._update(release_id, change)
+        self._log(actor, "gates.waived", release_id, reason, run_id,
+                  details={"role": role, "gates": sorted(gates), **({"signed": proof} if proof else {})})
         return self.get(release_id)
 
     def mark_tainted(self, row_ids: set[str], subject_ids: set[str], request_id: str, actor: str) -> list[str]:
@@ -266,7 +362,7 @@ class Registry:
             reason = f"lineage intersects forget request {request_id}"
             taint = {"request_id": request_id, "time": _now()}
             if self._move(release.release_id, "tainted", actor, reason, None, strict=False, extra=taint):
-                self.log.append(
+                self._log(
                     actor,
                     "release.tainted",
                     release.release_id,
@@ -280,6 +376,10 @@ class Registry:
                 )
                 tainted.append(release.release_id)
         return tainted
+
+
+def _record_digest(record: dict) -> str:
+    return digest_of(canonical_json(record))
 
 
 def _require(value: Any, name: str) -> None:

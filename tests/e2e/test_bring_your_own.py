@@ -15,6 +15,7 @@ import pytest
 import yaml
 from support_byo import domain_fact, trained_checkpoint, write_data_dir
 from support_checkpoints import write_checkpoint, write_unknown_architecture, write_without_pad_or_eos
+from support_keys import keyholder
 
 from pipelines.store.base import dir_digest
 from policies.schema import POLICY_DIR
@@ -104,9 +105,9 @@ def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment, monke
     assert ws.registry.status("r0002") == "tainted" and ws.registry.champion() == "r0003"
     assert not [r for r in ws.data.rows("admitted") if subject in r.get("subject_ids", [])]
 
-    proc = memgov(home, "rollback", "--to", "r0002", "--actor", "bob", "--role", "ml-lead", "--reason", "regression")
+    proc = memgov(home, "rollback", "--to", "r0002", "--key", keyholder(home, "bob", "ml-lead"), "--role", "ml-lead", "--reason", "regression")
     assert proc.returncode == 2 and "tainted" in proc.stdout, "a release trained on forgotten data never returns"
-    proc = memgov(home, "rollback", "--to", "r0001", "--actor", "bob", "--role", "ml-lead", "--reason", "regression")
+    proc = memgov(home, "rollback", "--to", "r0001", "--key", keyholder(home, "bob", "ml-lead"), "--role", "ml-lead", "--reason", "regression")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ws.registry.champion() == "r0001"
     assert memgov(home, "log", "verify").returncode == 0

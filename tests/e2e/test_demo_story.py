@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support_keys import keyholder
 
 from pipelines.workspace import Workspace
 
@@ -133,7 +134,7 @@ def test_rollback_to_a_tainted_release_is_refused(demo_copy):
     ws = Workspace.open(demo_copy)
     tainted = next(r.release_id for r in ws.registry.list() if r.status == "tainted")
     champion = ws.registry.champion()
-    result = memgov(demo_copy, "rollback", "--to", tainted, "--actor", "oncall", "--role", "ml-lead", "--reason", "test")
+    result = memgov(demo_copy, "rollback", "--to", tainted, "--key", keyholder(demo_copy, "oncall", "ml-lead"), "--role", "ml-lead", "--reason", "test")
     assert result.returncode != 0 and "tainted" in result.stdout
     assert Workspace.open(demo_copy).registry.champion() == champion
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support_keys import keyholder
 
 from pipelines.cycle.governance import ApprovalRefused, decide_release, read_card, rollback, waive_gates
 from pipelines.workspace import Workspace
@@ -75,7 +76,7 @@ def actions_on(ws: Workspace, obj: str) -> list[str]:
 # -- approval rules -------------------------------------------------------------------------------------------------
 def test_cli_refuses_a_role_the_policy_does_not_allow(ws):
     rid = candidate(ws)
-    proc = memgov(ws.home, "approve", rid, "--approver", "dave", "--role", "intern", "--reason", "looks good")
+    proc = memgov(ws.home, "approve", rid, "--key", keyholder(ws.home, "dave", "intern"), "--role", "intern", "--reason", "looks good")
     out = _flat(proc)
     assert proc.returncode == 2, out
     assert "role 'intern' may not decide releases" in out
@@ -131,7 +132,7 @@ def test_an_approval_after_the_window_is_refused(ws):
 
 
 def test_a_release_rejected_by_its_gates_cannot_be_approved(ws):
-    proc = memgov(ws.home, "approve", "r0004", "--approver", "alice", "--role", "governance", "--reason", "override")
+    proc = memgov(ws.home, "approve", "r0004", "--key", keyholder(ws.home, "alice", "governance"), "--role", "governance", "--reason", "override")
     out = _flat(proc)
     assert proc.returncode == 2, out
     assert "'rejected'" in out and "failed its gates" in out
@@ -140,7 +141,7 @@ def test_a_release_rejected_by_its_gates_cannot_be_approved(ws):
 
 def test_cli_reject_marks_the_candidate_rejected_and_keeps_the_champion(ws):
     rid = candidate(ws)
-    proc = memgov(ws.home, "reject", rid, "--approver", "alice", "--role", "ml-lead", "--reason", "card shows drift")
+    proc = memgov(ws.home, "reject", rid, "--key", keyholder(ws.home, "alice", "ml-lead"), "--role", "ml-lead", "--reason", "card shows drift")
     assert proc.returncode == 0, _flat(proc)
     assert ws.registry.status(rid) == "rejected" and ws.registry.champion() == "r0003"
     rejected = [e for e in ws.log.events() if e["object"] == rid and e["action"] == "release.rejected"]
@@ -218,7 +219,7 @@ def test_a_release_that_failed_its_canary_cannot_be_rolled_back_to(ws):
     with pytest.raises(ValueError, match="canary"):
         rollback(ws, POLICY, rid, "ops", "ml-lead", "try the new one again")
     assert ws.registry.champion() == "r0003"
-    proc = memgov(ws.home, "rollback", "--to", rid, "--actor", "ops", "--role", "ml-lead", "--reason", "retry")
+    proc = memgov(ws.home, "rollback", "--to", rid, "--key", keyholder(ws.home, "ops", "ml-lead"), "--role", "ml-lead", "--reason", "retry")
     assert proc.returncode == 2 and "failed its canary" in _flat(proc)
 
 
@@ -243,7 +244,7 @@ def test_a_candidate_judged_against_an_earlier_champion_is_not_promoted(ws):
     assert ws.registry.champion() == first
     with pytest.raises(ApprovalRefused, match=f"{second} was judged against r0003, but the champion is now {first}"):
         decide_release(ws, POLICY, second, "approve", "carol", "governance", "card reviewed")
-    proc = memgov(ws.home, "approve", second, "--approver", "carol", "--role", "governance", "--reason", "reviewed")
+    proc = memgov(ws.home, "approve", second, "--key", keyholder(ws.home, "carol", "governance"), "--role", "governance", "--reason", "reviewed")
     assert proc.returncode == 2 and "re-run its cycle" in _flat(proc)
     assert ws.registry.champion() == first and ws.registry.status(second) == "candidate"
     decide_release(ws, POLICY, second, "reject", "carol", "governance", "stale: judged against r0003")
@@ -254,15 +255,15 @@ def test_a_candidate_judged_against_an_earlier_champion_is_not_promoted(ws):
 def test_a_rollback_needs_a_role_the_policy_names(ws):
     rid = candidate(ws)
     decide_release(ws, POLICY, rid, "approve", "bob", "ml-lead", "card reviewed")
-    proc = memgov(ws.home, "rollback", "--to", "r0003", "--actor", "nobody", "--role", "visitor", "--reason", "x")
+    proc = memgov(ws.home, "rollback", "--to", "r0003", "--key", keyholder(ws.home, "nobody", "visitor"), "--role", "visitor", "--reason", "x")
     assert proc.returncode == 2 and "role 'visitor' may not roll back" in _flat(proc)
-    proc = memgov(ws.home, "rollback", "--to", "r0003", "--actor", "nobody", "--reason", "x")
+    proc = memgov(ws.home, "rollback", "--to", "r0003", "--key", keyholder(ws.home, "nobody", "visitor"), "--reason", "x")
     assert proc.returncode == 2 and "--role" in _flat(proc), "no role, no rollback"
     assert ws.registry.champion() == rid and "release.rolled_back" not in actions_on(ws, "r0003")
 
 
 def test_rollback_to_a_tainted_release_is_refused(ws):
-    proc = memgov(ws.home, "rollback", "--to", "r0002", "--actor", "bob", "--role", "ml-lead", "--reason", "regression")
+    proc = memgov(ws.home, "rollback", "--to", "r0002", "--key", keyholder(ws.home, "bob", "ml-lead"), "--role", "ml-lead", "--reason", "regression")
     out = _flat(proc)
     assert proc.returncode != 0, out
     assert "tainted" in out and DEMO_FORGET in out
@@ -276,12 +277,12 @@ def test_rollback_to_a_tainted_release_is_refused(ws):
 
 def test_approve_then_roll_back_to_the_retired_champion_and_the_log_verifies(ws):
     rid = candidate(ws)
-    proc = memgov(ws.home, "approve", rid, "--approver", "bob", "--role", "ml-lead", "--reason", "card reviewed")
+    proc = memgov(ws.home, "approve", rid, "--key", keyholder(ws.home, "bob", "ml-lead"), "--role", "ml-lead", "--reason", "card reviewed")
     assert proc.returncode == 0, _flat(proc)
     assert ws.registry.champion() == rid and ws.registry.status("r0003") == "retired"
     assert "canary.passed" in actions_on(ws, rid)
 
-    proc = memgov(ws.home, "rollback", "--to", "r0003", "--actor", "carol", "--role", "governance",
+    proc = memgov(ws.home, "rollback", "--to", "r0003", "--key", keyholder(ws.home, "carol", "governance"), "--role", "governance",
                   "--reason", "regression in production")
     assert proc.returncode == 0, _flat(proc)
     assert ws.registry.champion() == "r0003"
@@ -310,7 +311,7 @@ def test_a_waiver_by_a_policy_role_is_logged_and_still_needs_another_persons_app
     gates = failed_gates(ws, REJECTED)
     assert gates == ["new_fact_recall", "perplexity", "retention"]
     args = [a for g in gates for a in ("--gate", g)]
-    proc = memgov(ws.home, "waive", REJECTED, "--by", "erin", "--role", "governance", *args,
+    proc = memgov(ws.home, "waive", REJECTED, "--key", keyholder(ws.home, "erin", "governance"), "--role", "governance", *args,
                   "--reason", "incident 4711: the batch is known-bad upstream, serve it to reproduce")
     assert proc.returncode == 0, _flat(proc)
     assert ws.registry.status(REJECTED) == "candidate" and ws.registry.champion() == "r0003"
@@ -329,7 +330,7 @@ def test_a_waiver_by_a_policy_role_is_logged_and_still_needs_another_persons_app
 def test_a_waiver_is_refused_for_a_role_the_policy_does_not_name(ws):
     gates = failed_gates(ws, REJECTED)
     args = [a for g in gates for a in ("--gate", g)]
-    proc = memgov(ws.home, "waive", REJECTED, "--by", "bob", "--role", "ml-lead", *args, "--reason", "ship it")
+    proc = memgov(ws.home, "waive", REJECTED, "--key", keyholder(ws.home, "bob", "ml-lead"), "--role", "ml-lead", *args, "--reason", "ship it")
     assert proc.returncode == 2 and "waiver_roles" in _flat(proc) and "governance" in _flat(proc)
     assert ws.registry.status(REJECTED) == "rejected" and "gates.waived" not in actions_on(ws, REJECTED)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from unittest.mock import ANY
 
 import boto3
 import pytest
@@ -206,7 +207,7 @@ def test_rollback(reg):
         "release.rolled_back",
         r1,
         "oncall",
-        {"previous": r2},
+        {"previous": r2, "records": {r1: ANY, r2: ANY}},  # the digests of both status records it changed
     )
 
 
@@ -245,7 +246,8 @@ def test_mark_tainted(reg):
     assert reg.mark_tainted({"r9"}, set(), "req-2", "unlearn-bot") == [c]
     tainted = [e for e in reg.log.events() if e["action"] == "release.tainted"]
     assert [e["object"] for e in tainted] == [a, d, c]
-    assert tainted[0]["details"] == {"request_id": "req-1", "matched_rows": 1, "matched_subjects": 1, "was": "champion"}
+    assert tainted[0]["details"] == {"request_id": "req-1", "matched_rows": 1, "matched_subjects": 1, "was": "champion",
+                                     "records": {a: ANY}}
     assert "r2" not in json.dumps(tainted) and "s1" not in json.dumps(tainted)  # counts, never the ids themselves
     assert reg.get(a).taint[0]["request_id"] == "req-1"
     fresh = _new(reg, rows=["r7"], honoured=["req-1"], approve=True)

@@ -1,0 +1,1 @@
+"""Identity and proof: Ed25519 keys, the deployment's keyring, signed decisions and signed release attestations."""

@@ -1,0 +1,74 @@
+"""Changing who may do what: keyring grants and UI passwords, each a logged change (never a silent file edit)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+from pipelines.ledger import ChangeLog
+from pipelines.trust import keyring as kr
+from pipelines.trust import keys
+from pipelines.trust.keyring import Person
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(secret: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def check_password(stored: str | None, secret: str) -> bool:
+    if not stored or not stored.startswith("scrypt$"):
+        return False
+    _, salt, digest = stored.split("$")
+    got = hashlib.scrypt(secret.encode(), salt=base64.b64decode(salt), dklen=32, **_SCRYPT)
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def _name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 100 or any(not c.isprintable() for c in name):
+        raise ValueError("name: give the person's printable name (at most 100 characters)")
+    return name
+
+
+def grant(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: list[str], by: str,
+          reason: str) -> dict:
+    """Add keys and roles to a person (created if new); a key already held by someone else is refused."""
+    name, by = _name(name), _name(by)
+    if not reason.strip():
+        raise ValueError("reason: say why the grant is made (it is logged)")
+    kr.system_key(home)  # the keyring and the system key come into being together
+    ring = kr.load(home)
+    for public in public_keys:
+        keys.parse_public(public, "--key")
+        holder = ring.person_of(public)
+        if holder is not None and kr.same_person(holder) != kr.same_person(name):
+            raise ValueError(f"--key {keys.key_id(public)} is already {holder}'s; one key, one person")
+    known, person = ring.person(name) or (name, Person())
+    person.keys = sorted(set(person.keys) | set(public_keys))
+    person.roles = sorted(set(person.roles) | {r.strip() for r in roles if r.strip()})
+    ring.people[known] = person
+    kr.save(home, ring)
+    out = {"person": known, "keys": [keys.key_id(k) for k in person.keys], "roles": person.roles}
+    log.append(by, "keyring.granted", known, reason, details=out)
+    return out
+
+
+def set_password(home: Path, log: ChangeLog, name: str, secret: str, by: str) -> None:
+    if len(secret) < 12:
+        raise ValueError("password: use at least 12 characters")
+    ring = kr.load(home)
+    found = ring.person(name)
+    if found is None:
+        raise ValueError(f"{name} is not in the keyring; grant them a role first (memgov keys grant)")
+    known, person = found
+    person.password = hash_password(secret)
+    ring.people[known] = person
+    kr.save(home, ring)
+    log.append(_name(by), "keyring.password_set", known, "UI local login password set")
