@@ -1,9 +1,10 @@
 """Append-only change log: JSON lines, each event hash-chained to the one before it.
 
 Anyone can re-compute the chain (`verify`), so an edited, removed, inserted or reordered line is found and
-located. A chain alone cannot notice lines cut off the end; the optional mirror (one write-once object per
-event, on S3 with Object Lock in production) can, through `verify_mirror`. The log is permanent, so callers
-put ids and `redact`-ed hashes in it, never personal data in clear.
+located. A chain alone cannot notice a consistent rewrite or lines cut off the end; the mirror (one write-once
+object per event, on S3 under COMPLIANCE Object Lock in its own bucket, see `mirror.py`) can, through
+`verify_mirror`, which reads every version of every event object. The log is permanent, so callers put ids and
+`redact`-ed hashes in it, never personal data in clear.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from ..store import ArtifactStore
+from .mirror import LOCK_MODE, LogMirror, MirrorUnavailable, MirrorVersion, as_mirror
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "time", "actor", "action", "object", "reason", "run_id", "details", "prev_hash", "hash")
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+_MIRROR_KEY = re.compile(r"^changelog/(\d{8,})\.json$")
 
 
 def _canonical(obj: Any) -> bytes:
@@ -51,12 +54,13 @@ class VerifyResult:
     n_events: int
     first_bad_line: int | None = None
     problem: str = ""
+    problems: tuple[str, ...] = ()
 
 
 class ChangeLog:
-    def __init__(self, path: str | Path, mirror: ArtifactStore | None = None):
+    def __init__(self, path: str | Path, mirror: ArtifactStore | LogMirror | None = None):
         self.path = Path(path)
-        self.mirror = mirror
+        self.mirror = as_mirror(mirror)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._salt_path = self.path.with_name(self.path.name + ".salt")
@@ -160,14 +164,19 @@ class ChangeLog:
         """Write-once: the object is created only if absent; an existing one must hold this very event."""
         text = _canonical(event).decode("utf-8")
         key = self._mirror_key(event["seq"])
-        if not self.mirror.compare_and_swap(key, None, text) and self.mirror.read_text(key) != text:
-            raise RuntimeError(f"mirror {self.mirror.uri}/{key} holds a different event than the local log")
+        try:
+            if self.mirror.create(key, text) or self.mirror.read(key) == text:
+                return
+        except MirrorUnavailable as exc:
+            raise MirrorUnavailable(f"event {event['seq']} is in the local log but not in the mirror: {exc}; "
+                                    "once the mirror is back, ChangeLog.sync_mirror() copies what it lacks") from exc
+        raise RuntimeError(f"mirror {self.mirror.uri}/{key} holds a different event than the local log")
 
     def sync_mirror(self) -> int:
         """Copy events the mirror lacks (e.g. after the mirror was unreachable); returns how many were written."""
         if self.mirror is None:
-            raise ValueError("this change log has no mirror; construct it with mirror=<ArtifactStore>")
-        have = set(self.mirror.list_keys("changelog/"))
+            raise ValueError("this change log has no mirror; construct it with mirror=<ArtifactStore or LogMirror>")
+        have = set(self.mirror.keys("changelog/"))
         missing = [e for e in self.events() if self._mirror_key(e["seq"]) not in have]
         for event in missing:
             self._mirror_one(event)
@@ -205,25 +214,72 @@ class ChangeLog:
         return VerifyResult(True, n)
 
     def verify_mirror(self) -> VerifyResult:
-        """Compare the local log with the mirror: finds lines cut from the end, which the chain alone cannot."""
+        """Compare every local line with every mirror version of its event; finds what the chain alone cannot."""
+        problems = self.mirror_problems()
+        n = len(self._raw_lines())
+        if not problems:
+            return VerifyResult(True, n)
+        first = problems[0][0]
+        return VerifyResult(False, n, first, problems[0][1], tuple(text for _, text in problems))
+
+    def mirror_problems(self) -> list[tuple[int, str]]:
+        """(sequence number, what is wrong) for each event where the local log and the mirror disagree."""
         if self.mirror is None:
-            raise ValueError("this change log has no mirror; construct it with mirror=<ArtifactStore>")
-        local = self.verify()
-        if not local.ok:
-            return local
-        events = self.events()
-        for i, event in enumerate(events, start=1):
-            if self.mirror.read_text(self._mirror_key(i)) != _canonical(event).decode("utf-8"):
-                return VerifyResult(False, len(events), i, f"line {i}: differs from or is missing in the mirror")
-        extra = self.mirror.read_text(self._mirror_key(len(events) + 1))
-        if extra is not None:
-            return VerifyResult(
-                False,
-                len(events),
-                len(events) + 1,
-                f"line {len(events) + 1}: present in the mirror but missing locally (log truncated?)",
-            )
-        return VerifyResult(True, len(events))
+            raise ValueError("this change log has no mirror; construct it with mirror=<ArtifactStore or LogMirror>")
+        lines = self._raw_lines()
+        by_seq = _versions_by_seq(self.mirror.versions("changelog/"))
+        problems = []
+        for seq, line in enumerate(lines, start=1):
+            problems += [(seq, p) for p in _event_problems(seq, _normal(line), by_seq.get(seq, []))]
+        extra = sorted(seq for seq in by_seq if seq > len(lines))
+        if extra:
+            span = f"event {extra[0]}" if len(extra) == 1 else f"events {extra[0]} to {extra[-1]}"
+            problems.append((extra[0], f"{span} in the mirror but not in the local log, which ends at {len(lines)} "
+                                       "(lines cut from the end or removed)"))
+        return problems
+
+    def _raw_lines(self) -> list[bytes]:
+        if not self.path.exists():
+            return []
+        return [line for line in self.path.read_bytes().split(b"\n") if line.strip()]
+
+
+def _normal(text: bytes | str) -> str:
+    """Canonical JSON when the text parses, so a re-serialised but identical event still compares equal."""
+    try:
+        return _canonical(json.loads(text)).decode("utf-8")
+    except ValueError:
+        return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+
+
+def _versions_by_seq(versions: dict[str, list[MirrorVersion]]) -> dict[int, list[MirrorVersion]]:
+    out = {}
+    for key, found in versions.items():
+        match = _MIRROR_KEY.match(key)
+        if match:
+            out[int(match.group(1))] = found
+    return out
+
+
+def _event_problems(seq: int, local: str, versions: list[MirrorVersion]) -> list[str]:
+    """One event's findings: absent, more than one version or a delete marker, content differs, not locked."""
+    if not versions:
+        return [f"event {seq}: not in the mirror (a line inserted locally, or written while the mirror was down)"]
+    bodies = [v for v in versions if v.body is not None]
+    if not bodies:
+        return [f"event {seq}: only delete markers in the mirror, no version holds it (deleted in the mirror)"]
+    problems = []
+    if len(versions) > 1:
+        problems.append(f"event {seq}: the mirror holds {len(bodies)} versions and {len(versions) - len(bodies)} "
+                        "delete markers of it where one version is written (overwritten or deleted in the mirror)")
+    differing = [v.version_id for v in bodies if _normal(v.body) != local]
+    if differing:
+        which = "the mirror" if len(bodies) == 1 else f"mirror version(s) {', '.join(differing)}"
+        problems.append(f"event {seq}: the local line differs from {which} (edited, moved, inserted or re-chained)")
+    unlocked = [v.version_id for v in bodies if v.locked is False]
+    if unlocked:
+        problems.append(f"event {seq}: mirror version(s) {', '.join(unlocked)} not under {LOCK_MODE} retention")
+    return problems
 
 
 def _check_line(line: bytes, i: int, prev: str) -> str:
