@@ -7,6 +7,7 @@ from pipelines.cycle import governance
 from pipelines.cycle.urgent import urgent_cycle
 from pipelines.forget import process_request
 from pipelines.forget.scrub import scrub_complete
+from pipelines.trust.identity import IdentityRefused, UiUser, check_claim, ui_user
 
 cycle_job = define_asset_job(
     "governed_cycle",
@@ -14,39 +15,54 @@ cycle_job = define_asset_job(
     description="One cycle: admit a batch, select, update, edit/forget, refresh the index, evaluate, gate, release.",
 )
 
+def signed_in(context: OpExecutionContext, ws, job: str, claimed: str, field: str, role: str, roles: str) -> UiUser:
+    """Who launched this run, as the UI server sealed it into the run's tags; a re-executed decision is refused."""
+    if context.run.tags.get("dagster/parent_run_id"):
+        raise IdentityRefused(f"this {job} run re-executes an earlier run: a decision is made afresh, never replayed")
+    ring = ws.keyring()
+    user = ui_user(ring, dict(context.run.tags), job)
+    check_claim(user, claimed, field, roles, role, ring)
+    context.log.info(f"decision by {user.name} (signed in via {user.via})")
+    return user
+
 class DecisionConfig(Config):
     release_id: str
     decision: str = "approve"  # approve | reject
-    approver: str
     role: str
     reason: str
+    approver: str = ""  # optional: who decides is the signed-in user; a different name here is refused
 
 @op
 def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: MemgovResource) -> dict:
-    """Apply an approver's decision under the policy's rules; approval promotes by compare-and-swap."""
+    """Apply the signed-in user's decision under the policy's rules; approval promotes by compare-and-swap."""
     ws, policy = memgov.governed()
-    result = governance.decide_release(ws, policy, config.release_id, config.decision, config.approver, config.role,
-                                       config.reason, run_id=context.run_id)
+    user = signed_in(context, ws, "release_decision", config.approver, "approver", config.role,
+                     f"the policy lets {', '.join(policy.approval.roles)} decide")
+    result = governance.decide_release(ws, policy, config.release_id, config.decision, user.name, config.role,
+                                       config.reason, run_id=context.run_id, proof=user.proof(context.run_id))
     context.log.info(f"decision recorded: {result}")
     return result
 
-@job(description="Approve or reject a candidate release: approver, role and reason go in the run config.")
+@job(description="Approve or reject a candidate release as the signed-in user: release, decision, role and reason "
+                 "go in the run config (launching needs `memgov ui` with sign-in configured).")
 def release_decision():
     decide_release()
 
 class WaiverConfig(Config):
     release_id: str
-    waived_by: str
     role: str
     gates: list[str]
     reason: str
+    waived_by: str = ""  # optional: the signed-in user waives; a different name here is refused
 
 @op
 def waive_gates(context: OpExecutionContext, config: WaiverConfig, memgov: MemgovResource) -> dict:
     """The logged exception to a failed gate, by a role the policy names; the release still needs approval."""
     ws, policy = memgov.governed()
-    result = governance.waive_gates(ws, policy, config.release_id, config.waived_by, config.role, config.reason,
-                                    config.gates, run_id=context.run_id)
+    user = signed_in(context, ws, "gate_waiver", config.waived_by, "waived_by", config.role,
+                     f"the policy lets {', '.join(policy.approval.waiver_roles) or 'nobody'} waive")
+    result = governance.waive_gates(ws, policy, config.release_id, user.name, config.role, config.reason,
+                                    config.gates, run_id=context.run_id, proof=user.proof(context.run_id))
     context.log.info(f"waiver recorded: {result}")
     return result
 
@@ -56,16 +72,18 @@ def gate_waiver():
 
 class RollbackConfig(Config):
     to_release: str
-    actor: str
     role: str
     reason: str
+    actor: str = ""  # optional: the signed-in user rolls back; a different name here is refused
 
 @op
 def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov: MemgovResource) -> dict:
     """Serve an earlier release again; refused for releases tainted by a forget request."""
     ws, policy = memgov.governed()
-    result = governance.rollback(ws, policy, config.to_release, config.actor, config.role, config.reason,
-                                 run_id=context.run_id)
+    user = signed_in(context, ws, "rollback", config.actor, "actor", config.role,
+                     f"the policy lets {', '.join(policy.approval.rollback_roles) or 'nobody'} roll back")
+    result = governance.rollback(ws, policy, config.to_release, user.name, config.role, config.reason,
+                                 run_id=context.run_id, proof=user.proof(context.run_id))
     context.log.info(f"rolled back: {result}")
     return result
 

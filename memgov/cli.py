@@ -539,19 +539,25 @@ def keys_password(name: str, by: Annotated[str, typer.Option(help="The administr
 
 
 @app.command()
-def ui(port: Annotated[int, typer.Option()] = 3000, home: HomeOpt = None) -> None:
-    """Start the Dagster web UI on 127.0.0.1 (asset graph, gates, approvals, sensors)."""
+def ui(port: Annotated[int, typer.Option()] = 3000,
+       host: Annotated[str, typer.Option(help="Address to bind; behind a proxy, the proxy's side.")] = "127.0.0.1",
+       home: HomeOpt = None) -> None:
+    """The Dagster web UI behind memgov's authentication layer (who is signed in decides; see Security model)."""
     import os
-    import subprocess
 
     from assets.runner import ensure_instance_home
+    from memgov.webui import serve
 
     ws = _ws(home)
     ensure_instance_home(ws)
-    env = {**os.environ, "DAGSTER_HOME": str(ws.dagster_home), "MEMGOV_HOME": str(ws.home)}
-    console.print(f"Dagster UI on http://127.0.0.1:{port}  (state: {ws.home})")
-    sys.exit(subprocess.call([sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions", "-h", "127.0.0.1",
-                              "-p", str(port)], env=env))
+    os.environ.update({"DAGSTER_HOME": str(ws.dagster_home), "MEMGOV_HOME": str(ws.home)})
+    ws.system_key  # noqa: B018 - the keyring (and its UI secret) exists before the first visitor
+    auth = ws.keyring().ui
+    how = (f"sign-in: {'trusted proxies ' + ', '.join(auth.trusted_proxies) if auth.trusted_proxies else ''}"
+           f"{' + ' if auth.trusted_proxies and auth.local_login else ''}{'local login' if auth.local_login else ''}"
+           if auth.configured else "no authentication configured: governance jobs are read-only")
+    console.print(f"Dagster UI on http://{host}:{port}  (state: {ws.home}; {how})")
+    sys.exit(serve(ws.home, host, port))
 
 
 @app.command()

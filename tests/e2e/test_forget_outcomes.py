@@ -135,6 +135,7 @@ def test_data_under_object_lock_is_recorded_as_a_legal_hold_on_the_request(tmp_p
     with s3_server() as endpoint:
         client = boto3.client("s3", endpoint_url=endpoint, **CREDS)
         client.create_bucket(Bucket="memgov-prod", ObjectLockEnabledForBucket=True)
+        client.create_bucket(Bucket="memgov-prod-log", ObjectLockEnabledForBucket=True)  # the log's own mirror
         env = {"MEMGOV_STORE": "s3://memgov-prod/deploy", "MEMGOV_S3_ENDPOINT": endpoint,
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
         for key, value in env.items():

@@ -8,76 +8,32 @@ weights and index snapshot and carry a small evaluation card, so no training run
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support_governance import POLICY, actions_on, candidate, demo_ws, flat, memgov
 from support_keys import keyholder
 
 from pipelines.cycle.governance import ApprovalRefused, decide_release, read_card, rollback, waive_gates
 from pipelines.workspace import Workspace
-from policies import load_policy, merge_overrides
+from policies import merge_overrides
 
-POLICY = load_policy("default")
 LIMIT = POLICY.approval.two_approvers_above_facts
 DEMO_FORGET = "req-demo-0001"
 
 
-def memgov(home: Path, *args: str) -> subprocess.CompletedProcess:
-    """The CLI as an operator runs it; the human-approval policy, whatever the demo left in the environment."""
-    env = {**os.environ, "MEMGOV_HOME": str(home), "MEMGOV_POLICY": "default", "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "memgov", *args], capture_output=True, text=True, env=env)
-
-
-def _flat(proc: subprocess.CompletedProcess) -> str:
-    return " ".join((proc.stdout + proc.stderr).split())
-
-
 @pytest.fixture
 def ws(demo_copy) -> Workspace:
-    ws = Workspace.open(demo_copy)
-    status = {r.release_id: r.status for r in ws.registry.list()}
-    assert ws.registry.champion() == "r0003", "these tests start from the demo story's end state"
-    assert status == {"r0001": "tainted", "r0002": "tainted", "r0003": "champion", "r0004": "rejected"}
-    return ws
-
-
-def _card(ws: Workspace, new_facts: int, forget: int) -> str:
-    folder = ws.work_dir / f"test-card-{new_facts}-{forget}"
-    folder.mkdir(exist_ok=True)
-    card = {"set_sizes": {"new_facts": new_facts, "forget": forget},
-            "metrics": {"new_fact_recall": 0.97, "retention": 0.98, "forget_recall": 0.0}}
-    (folder / "card.json").write_text(json.dumps(card))
-    return ws.store.put_dir(folder)
-
-
-def candidate(ws: Workspace, new_facts: int = 20, forget: int = 0, created_by: str = "system:cycle",
-              honoured: tuple[str, ...] = (), parent: str | None = None) -> str:
-    """A candidate waiting for approval, built on the champion's weights and index snapshot."""
-    champ = ws.registry.get(parent or ws.registry.champion())
-    fields = {"parent": champ.release_id, "base_model": champ.base_model, "model": champ.model,
-              "index_snapshot": champ.index_snapshot, "policy_version": POLICY.label,
-              "evaluation_card": _card(ws, new_facts, forget), "tombstones_honoured": list(honoured),
-              "cycle": f"governance-test-{new_facts}-{forget}"}
-    rid = ws.registry.create(fields, created_by, "candidate for a governance test").release_id
-    assert ws.registry.status(rid) == "candidate"
-    return rid
-
-
-def actions_on(ws: Workspace, obj: str) -> list[str]:
-    return [e["action"] for e in ws.log.events() if e["object"] == obj]
+    return demo_ws(demo_copy)
 
 
 # -- approval rules -------------------------------------------------------------------------------------------------
 def test_cli_refuses_a_role_the_policy_does_not_allow(ws):
     rid = candidate(ws)
     proc = memgov(ws.home, "approve", rid, "--key", keyholder(ws.home, "dave", "intern"), "--role", "intern", "--reason", "looks good")
-    out = _flat(proc)
+    out = flat(proc)
     assert proc.returncode == 2, out
     assert "role 'intern' may not decide releases" in out
     assert "ml-lead" in out and "governance" in out, "the refusal must name the roles that are allowed"
@@ -133,7 +89,7 @@ def test_an_approval_after_the_window_is_refused(ws):
 
 def test_a_release_rejected_by_its_gates_cannot_be_approved(ws):
     proc = memgov(ws.home, "approve", "r0004", "--key", keyholder(ws.home, "alice", "governance"), "--role", "governance", "--reason", "override")
-    out = _flat(proc)
+    out = flat(proc)
     assert proc.returncode == 2, out
     assert "'rejected'" in out and "failed its gates" in out
     assert ws.registry.status("r0004") == "rejected" and ws.registry.champion() == "r0003"
@@ -142,7 +98,7 @@ def test_a_release_rejected_by_its_gates_cannot_be_approved(ws):
 def test_cli_reject_marks_the_candidate_rejected_and_keeps_the_champion(ws):
     rid = candidate(ws)
     proc = memgov(ws.home, "reject", rid, "--key", keyholder(ws.home, "alice", "ml-lead"), "--role", "ml-lead", "--reason", "card shows drift")
-    assert proc.returncode == 0, _flat(proc)
+    assert proc.returncode == 0, flat(proc)
     assert ws.registry.status(rid) == "rejected" and ws.registry.champion() == "r0003"
     rejected = [e for e in ws.log.events() if e["object"] == rid and e["action"] == "release.rejected"]
     assert len(rejected) == 1 and rejected[0]["actor"] == "alice" and rejected[0]["reason"] == "card shows drift"
@@ -220,7 +176,7 @@ def test_a_release_that_failed_its_canary_cannot_be_rolled_back_to(ws):
         rollback(ws, POLICY, rid, "ops", "ml-lead", "try the new one again")
     assert ws.registry.champion() == "r0003"
     proc = memgov(ws.home, "rollback", "--to", rid, "--key", keyholder(ws.home, "ops", "ml-lead"), "--role", "ml-lead", "--reason", "retry")
-    assert proc.returncode == 2 and "failed its canary" in _flat(proc)
+    assert proc.returncode == 2 and "failed its canary" in flat(proc)
 
 
 def test_a_failed_canary_with_a_tainted_previous_champion_reports_instead_of_raising(ws):
@@ -245,7 +201,7 @@ def test_a_candidate_judged_against_an_earlier_champion_is_not_promoted(ws):
     with pytest.raises(ApprovalRefused, match=f"{second} was judged against r0003, but the champion is now {first}"):
         decide_release(ws, POLICY, second, "approve", "carol", "governance", "card reviewed")
     proc = memgov(ws.home, "approve", second, "--key", keyholder(ws.home, "carol", "governance"), "--role", "governance", "--reason", "reviewed")
-    assert proc.returncode == 2 and "re-run its cycle" in _flat(proc)
+    assert proc.returncode == 2 and "re-run its cycle" in flat(proc)
     assert ws.registry.champion() == first and ws.registry.status(second) == "candidate"
     decide_release(ws, POLICY, second, "reject", "carol", "governance", "stale: judged against r0003")
     assert ws.registry.status(second) == "rejected", "a stale candidate can still be rejected"
@@ -256,15 +212,15 @@ def test_a_rollback_needs_a_role_the_policy_names(ws):
     rid = candidate(ws)
     decide_release(ws, POLICY, rid, "approve", "bob", "ml-lead", "card reviewed")
     proc = memgov(ws.home, "rollback", "--to", "r0003", "--key", keyholder(ws.home, "nobody", "visitor"), "--role", "visitor", "--reason", "x")
-    assert proc.returncode == 2 and "role 'visitor' may not roll back" in _flat(proc)
+    assert proc.returncode == 2 and "role 'visitor' may not roll back" in flat(proc)
     proc = memgov(ws.home, "rollback", "--to", "r0003", "--key", keyholder(ws.home, "nobody", "visitor"), "--reason", "x")
-    assert proc.returncode == 2 and "--role" in _flat(proc), "no role, no rollback"
+    assert proc.returncode == 2 and "--role" in flat(proc), "no role, no rollback"
     assert ws.registry.champion() == rid and "release.rolled_back" not in actions_on(ws, "r0003")
 
 
 def test_rollback_to_a_tainted_release_is_refused(ws):
     proc = memgov(ws.home, "rollback", "--to", "r0002", "--key", keyholder(ws.home, "bob", "ml-lead"), "--role", "ml-lead", "--reason", "regression")
-    out = _flat(proc)
+    out = flat(proc)
     assert proc.returncode != 0, out
     assert "tainted" in out and DEMO_FORGET in out
     assert ws.registry.champion() == "r0003"
@@ -278,13 +234,13 @@ def test_rollback_to_a_tainted_release_is_refused(ws):
 def test_approve_then_roll_back_to_the_retired_champion_and_the_log_verifies(ws):
     rid = candidate(ws)
     proc = memgov(ws.home, "approve", rid, "--key", keyholder(ws.home, "bob", "ml-lead"), "--role", "ml-lead", "--reason", "card reviewed")
-    assert proc.returncode == 0, _flat(proc)
+    assert proc.returncode == 0, flat(proc)
     assert ws.registry.champion() == rid and ws.registry.status("r0003") == "retired"
     assert "canary.passed" in actions_on(ws, rid)
 
     proc = memgov(ws.home, "rollback", "--to", "r0003", "--key", keyholder(ws.home, "carol", "governance"), "--role", "governance",
                   "--reason", "regression in production")
-    assert proc.returncode == 0, _flat(proc)
+    assert proc.returncode == 0, flat(proc)
     assert ws.registry.champion() == "r0003"
     assert ws.registry.status(rid) == "retired"
     back = [e for e in ws.log.events() if e["action"] == "release.rolled_back"]
@@ -295,7 +251,7 @@ def test_approve_then_roll_back_to_the_retired_champion_and_the_log_verifies(ws)
     assert back[0]["details"]["previous"] == rid
 
     proc = memgov(ws.home, "log", "verify")
-    assert proc.returncode == 0 and "hash chain intact" in _flat(proc), _flat(proc)
+    assert proc.returncode == 0 and "hash chain intact" in flat(proc), flat(proc)
 
 
 # -- gate waivers ---------------------------------------------------------------------------------------------------
@@ -313,7 +269,7 @@ def test_a_waiver_by_a_policy_role_is_logged_and_still_needs_another_persons_app
     args = [a for g in gates for a in ("--gate", g)]
     proc = memgov(ws.home, "waive", REJECTED, "--key", keyholder(ws.home, "erin", "governance"), "--role", "governance", *args,
                   "--reason", "incident 4711: the batch is known-bad upstream, serve it to reproduce")
-    assert proc.returncode == 0, _flat(proc)
+    assert proc.returncode == 0, flat(proc)
     assert ws.registry.status(REJECTED) == "candidate" and ws.registry.champion() == "r0003"
     waiver = ws.registry.get(REJECTED).waivers[0]
     assert (waiver["actor"], waiver["role"], waiver["gates"]) == ("erin", "governance", gates)
@@ -331,7 +287,7 @@ def test_a_waiver_is_refused_for_a_role_the_policy_does_not_name(ws):
     gates = failed_gates(ws, REJECTED)
     args = [a for g in gates for a in ("--gate", g)]
     proc = memgov(ws.home, "waive", REJECTED, "--key", keyholder(ws.home, "bob", "ml-lead"), "--role", "ml-lead", *args, "--reason", "ship it")
-    assert proc.returncode == 2 and "waiver_roles" in _flat(proc) and "governance" in _flat(proc)
+    assert proc.returncode == 2 and "waiver_roles" in flat(proc) and "governance" in flat(proc)
     assert ws.registry.status(REJECTED) == "rejected" and "gates.waived" not in actions_on(ws, REJECTED)
 
 

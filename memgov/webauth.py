@@ -1,0 +1,315 @@
+"""The authentication layer in front of Dagster's webserver: who is at the browser, and what they may launch.
+
+A thin ASGI wrapper around the Starlette app the webserver builds. Identity comes from a trusted reverse-proxy
+header (oauth2-proxy / Authelia style, believed only from the keyring's `ui.trusted_proxies`) or from the local
+login (`/memgov/login`, passwords from the keyring). Every GraphQL mutation is inspected:
+
+* with authentication configured, a visitor who is not signed in changes nothing;
+* without it, governance jobs are read-only (launches refused with the reason), other jobs run as before;
+* a signed-in user's launches carry their name as a run tag the server seals (client-sent identity tags are
+  dropped), and re-executions are refused, since a decision is never replayed from an old run.
+
+A banner on every page says who is signed in, or that governance is read-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import time
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from pipelines.trust import keyring as kr
+from pipelines.trust.grants import check_password
+from pipelines.trust.identity import GOVERNANCE_JOBS, SEAL_TAG, USER_TAG, VIA_TAG, identity_tags
+
+COOKIE = "memgov_session"
+SESSION_S = 8 * 3600
+LAUNCHES = ("launchRun", "launchPipelineExecution", "launchMultipleRuns")
+REEXECUTIONS = ("launchRunReexecution", "launchPipelineReexecution")
+READ_ONLY = ("this UI has no authentication configured, so governance jobs are read-only here: configure the "
+             "keyring's ui section (trusted_proxies or local_login; see the README's Security model) or decide "
+             "from the CLI with a signed decision (memgov approve ID --key FILE)")
+
+
+class Refusal(Exception):
+    """A mutation the gate will not pass on; its message is shown to the person as a GraphQL error."""
+
+
+def _session_mac(secret: str, user: str, expiry: int) -> str:
+    return hmac.new(secret.encode(), f"session\n{user}\n{expiry}".encode(), hashlib.sha256).hexdigest()
+
+
+def session_cookie(secret: str, user: str, now: float | None = None) -> str:
+    expiry = int((now or time.time()) + SESSION_S)
+    raw = f"{user}\n{expiry}\n{_session_mac(secret, user, expiry)}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _session_user(secret: str | None, value: str) -> str | None:
+    try:
+        user, expiry, mac = base64.urlsafe_b64decode(value.encode()).decode().split("\n")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not secret or not expiry.isdigit() or int(expiry) < time.time():
+        return None
+    return user if hmac.compare_digest(mac, _session_mac(secret, user, int(expiry))) else None
+
+
+def _headers(scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def identify(ring: kr.Keyring, scope) -> tuple[str, str] | None:
+    """(user, via) for this request, or None: a header counts only from a trusted proxy, a cookie only if sealed."""
+    headers = _headers(scope)
+    client = (scope.get("client") or ("", 0))[0]
+    if client in ring.ui.trusted_proxies:
+        name = headers.get(ring.ui.user_header.lower(), "").strip()
+        if name:
+            return name, "proxy"
+    if ring.ui.local_login and "cookie" in headers:
+        morsel = SimpleCookie(headers["cookie"]).get(COOKIE)
+        user = _session_user(ring.ui.secret, morsel.value) if morsel else None
+        if user:
+            return user, "login"
+    return None
+
+
+def _operations(query: str, name: str | None) -> list:
+    from graphql import GraphQLError, OperationDefinitionNode, parse
+
+    try:
+        doc = parse(query)
+    except GraphQLError as exc:
+        raise Refusal(f"the GraphQL document does not parse: {exc.message}") from None
+    ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = [o for o in ops if name is None or (o.name and o.name.value == name)]
+    return chosen or ops
+
+
+def _job_of(params: Any) -> str | None:
+    selector = (params or {}).get("selector") or {}
+    return selector.get("jobName") or selector.get("pipelineName")
+
+
+def _param_sets(field, variables: dict) -> list[dict]:
+    """The executionParams a launch field receives; they must come as variables so the gate can see them."""
+    from graphql import VariableNode
+
+    found = []
+    for arg in field.arguments:
+        if arg.name.value not in ("executionParams", "executionParamsList"):
+            continue
+        if not isinstance(arg.value, VariableNode):
+            raise Refusal(f"{field.name.value}: pass {arg.name.value} as a GraphQL variable")
+        value = variables.get(arg.value.name.value)
+        found += value if isinstance(value, list) else [value or {}]
+    return found
+
+
+def _stamp(params: dict, ring: kr.Keyring, user: str, via: str) -> None:
+    meta = params.setdefault("executionMetadata", {}) or {}
+    params["executionMetadata"] = meta
+    tags = [t for t in meta.get("tags") or [] if t.get("key") not in (USER_TAG, SEAL_TAG, VIA_TAG)]
+    stamped = identity_tags(ring.ui.secret or "", user, _job_of(params) or "", via)
+    meta["tags"] = tags + [{"key": k, "value": v} for k, v in stamped.items()]
+
+
+def admit_graphql(ring: kr.Keyring, payload: Any, who: tuple[str, str] | None) -> Any:
+    """The payload to pass on (identity stamped into launches), or Refusal with the reason."""
+    for item in payload if isinstance(payload, list) else [payload]:
+        if not isinstance(item, dict) or not isinstance(item.get("query"), str):
+            raise Refusal("a GraphQL request is a JSON object with a 'query' string")
+        variables = item.setdefault("variables", {}) or {}
+        item["variables"] = variables
+        for op in _operations(item["query"], item.get("operationName")):
+            if op.operation.value != "mutation":
+                continue
+            if who is None and ring.ui.configured:
+                raise Refusal("you are not signed in: sign in (/memgov/login, or through the deployment's proxy) "
+                              "to change anything here")
+            for field in op.selection_set.selections:
+                name = getattr(getattr(field, "name", None), "value", "")
+                if name in REEXECUTIONS:
+                    raise Refusal("re-execution is disabled here: a governance decision is never replayed from an "
+                                  "old run; launch a new run from the Launchpad")
+                if name not in LAUNCHES:
+                    continue
+                for params in _param_sets(field, variables):
+                    if who is None and _job_of(params) in GOVERNANCE_JOBS:
+                        raise Refusal(READ_ONLY)
+                    if who is not None:
+                        _stamp(params, ring, *who)
+    return payload
+
+
+def _banner(ring: kr.Keyring, who: tuple[str, str] | None) -> bytes:
+    if who:
+        text = (f"memgov: signed in as <b>{html.escape(who[0])}</b> ({who[1]}); decisions are recorded under this "
+                "name" + (" · <a href='/memgov/logout'>sign out</a>" if who[1] == "login" else ""))
+    elif ring.ui.configured:
+        text = "memgov: not signed in, nothing can be changed · <a href='/memgov/login'>sign in</a>"
+    else:
+        text = "memgov: no authentication configured, governance jobs are read-only"
+    style = ("position:fixed;bottom:0;right:0;z-index:99999;background:#fff8d6;color:#222;font:12px sans-serif;"
+             "padding:4px 10px;border:1px solid #d9c36a;border-radius:4px 0 0 0")
+    return f"<div id='memgov-identity' style=\"{style}\">{text}</div>".encode()
+
+
+LOGIN_PAGE = """<!doctype html><html><head><title>memgov sign in</title></head>
+<body style="font-family:sans-serif;max-width:26em;margin:4em auto">
+<h2>memgov: sign in</h2><p>{message}</p>
+<form method="post" action="/memgov/login">
+<input type="hidden" name="next" value="{next}">
+<label>Name <input name="username" autocomplete="username" required></label><br><br>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label><br><br>
+<button type="submit">Sign in</button></form></body></html>"""
+
+
+class GovernanceGate:
+    """ASGI middleware; `home` locates the keyring, read on every request so grants apply at once."""
+
+    def __init__(self, app, home: Path):
+        self.app = app
+        self.home = Path(home)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            return await self.app(scope, self._no_ws_mutations(receive), send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        ring = kr.load(self.home)
+        who = identify(ring, scope)
+        path = scope.get("path", "")
+        if path.startswith("/memgov/"):
+            return await self._own_route(ring, scope, receive, send, path)
+        if scope.get("method") == "POST" and path.endswith("/graphql"):
+            return await self._graphql(ring, who, scope, receive, send)
+        return await self.app(scope, receive, self._with_banner(send, ring, who))
+
+    async def _graphql(self, ring, who, scope, receive, send):
+        body = await _read_body(receive)
+        try:
+            payload = admit_graphql(ring, json.loads(body or b"null"), who)
+        except ValueError:
+            payload = None  # not JSON: Dagster answers it (with its own error); nothing to stamp
+        except Refusal as exc:
+            return await _json(send, 200, {"data": None, "errors": [{"message": f"memgov: {exc}"}]})
+        if payload is not None:
+            body = json.dumps(payload).encode()
+        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+                 + [(b"content-length", str(len(body)).encode())]}
+        return await self.app(scope, _replay(body, receive), send)
+
+    def _no_ws_mutations(self, receive):
+        async def guarded():
+            message = await receive()
+            text = message.get("text") or ""
+            if message.get("type") == "websocket.receive" and "mutation" in text:
+                return {"type": "websocket.disconnect", "code": 1008}
+            return message
+        return guarded
+
+    def _with_banner(self, send, ring, who):
+        state: dict[str, Any] = {"html": False, "start": None, "chunks": []}
+
+        async def wrapped(message):
+            if message["type"] == "http.response.start":
+                headers = {k.lower(): v for k, v in message.get("headers", [])}
+                state["html"] = headers.get(b"content-type", b"").startswith(b"text/html")
+                if not state["html"]:
+                    return await send(message)
+                state["start"] = message
+                return None
+            if not state["html"]:
+                return await send(message)
+            state["chunks"].append(message.get("body", b""))
+            if message.get("more_body"):
+                return None
+            page = b"".join(state["chunks"]).replace(b"</body>", _banner(ring, who) + b"</body>", 1)
+            start = state["start"]
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": headers + [(b"content-length", str(len(page)).encode())]})
+            return await send({"type": "http.response.body", "body": page})
+        return wrapped
+
+    async def _own_route(self, ring, scope, receive, send, path):
+        if path == "/memgov/whoami":
+            who = identify(ring, scope)
+            return await _json(send, 200, {"user": who[0] if who else None, "via": who[1] if who else None,
+                                           "authentication": ring.ui.configured})
+        if path == "/memgov/logout":
+            return await _redirect(send, "/", f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict")
+        if path != "/memgov/login":
+            return await _html(send, 404, "<p>not found</p>")
+        if not ring.ui.local_login:
+            return await _html(send, 404, "<p>local login is not enabled in the keyring's ui section</p>")
+        if scope.get("method") != "POST":
+            nxt = parse_qs(scope.get("query_string", b"").decode()).get("next", ["/"])[0]
+            return await _html(send, 200, LOGIN_PAGE.format(message="Decisions are recorded under this name.",
+                                                             next=html.escape(_local(nxt))))
+        form = parse_qs((await _read_body(receive)).decode("utf-8", "replace"))
+        name, secret = form.get("username", [""])[0], form.get("password", [""])[0]
+        found = ring.person(name)
+        if found is None or not check_password(found[1].password, secret):
+            return await _html(send, 401, LOGIN_PAGE.format(message="Name or password not recognised.",
+                                                            next=html.escape(_local(form.get("next", ["/"])[0]))))
+        cookie = (f"{COOKIE}={session_cookie(ring.ui.secret or '', found[0])}; Max-Age={SESSION_S}; Path=/; "
+                  "HttpOnly; SameSite=Strict")
+        return await _redirect(send, _local(form.get("next", ["/"])[0]), cookie)
+
+
+def _local(target: str) -> str:
+    """Only same-site paths after login (an open redirect would hand the session to another site)."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, upstream):
+    """The (possibly re-written) body once, then the client's own messages (its eventual disconnect)."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return await upstream()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return receive
+
+
+async def _send(send, status: int, ctype: str, body: bytes, extra: list | None = None) -> None:
+    headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send, status: int, obj: Any) -> None:
+    await _send(send, status, "application/json", json.dumps(obj).encode())
+
+
+async def _html(send, status: int, page: str) -> None:
+    await _send(send, status, "text/html; charset=utf-8", page.encode())
+
+
+async def _redirect(send, location: str, cookie: str) -> None:
+    await _send(send, 303, "text/plain", b"", [(b"location", quote(location, safe="/?=&").encode()),
+                                               (b"set-cookie", cookie.encode())])
