@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -195,11 +195,14 @@ def forget(
     missing = [name for name, value in (("--id", request_id), ("--requester", requester), ("--reason", reason)) if not value]
     if missing:
         _fail(f"missing {', '.join(missing)}: a forget request needs an id, a requester and a reason", 2)
+    from rich.markup import escape
+
     from pipelines.requests import ForgetRequest, Selector
+    from pipelines.requests.models import deadline_after
 
     ws = _ws(home)
     try:
-        selector = Selector(subject_ids=subject_id or [], subject=subject, row_ids=row_id or [], text_regex=regex)
+        selector = Selector.parse(subject_ids=subject_id or [], subject=subject, row_ids=row_id or [], text_regex=regex)
         if dry_run:
             from pipelines.forget import dry_run_report, resolve_selector
             from policies import load_policy
@@ -216,12 +219,13 @@ def forget(
             console.print(f"forget request [bold]{request_id}[/bold] already on file (state: {existing.state})")
             return
         req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason=reason,
-                            legal_basis=legal_basis, deadline=datetime.now(UTC) + timedelta(days=deadline_days), urgent=urgent)
+                            legal_basis=legal_basis, deadline=deadline_after(deadline_days, "--deadline-days"),
+                            urgent=urgent)
         from pipelines.ops import file_request
 
         stored, created = file_request(ws, req)
     except ValueError as exc:
-        _fail(str(exc), 2)
+        _fail(escape(str(exc)), 2)  # the message quotes what was typed: never rich markup
     console.print(f"forget request [bold]{stored.request_id}[/bold] {'received' if created else 'already on file'} "
                   f"(state: {stored.state})")
 

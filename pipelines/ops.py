@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.requests.models import ForgetRequest
+from pipelines.requests.models import ForgetRequest, deadline_after
 from pipelines.requests.store import StoredRequest
 from pipelines.workspace import Workspace
 
@@ -33,9 +32,7 @@ def submit_forget_request(store_url: str | None = None, *, home: str | Path | No
         days = fields.pop("deadline_days")
         if "deadline" in fields:
             raise ValueError("give either deadline or deadline_days, not both")
-        if not isinstance(days, int | float) or days <= 0:
-            raise ValueError(f"deadline_days must be a positive number, got {days!r}")
-        fields["deadline"] = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+        fields["deadline"] = deadline_after(days)
     ws = Workspace.open(home, requests_url=store_url)
     try:
         return file_request(ws, fields)

@@ -192,9 +192,15 @@ def resolve_policy_path(name_or_path: str | Path) -> Path:
 def load_policy(name_or_path: str | Path = "default") -> Policy:
     path = resolve_policy_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text (byte {exc.start}); fix: save the policy as UTF-8 YAML") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:  # the YAML composer recurses per nesting level
+        raise PolicyError(f"{path}: nested too deeply to read; fix: a policy is a few levels of sections") from None
     return parse_policy(raw, str(path))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipelines.admission.config import AdmissionConfig
+from pipelines.admission.identifiers import id_problem
 from pipelines.admission.io import plain
 from pipelines.admission.suite import ROW_KEY, ROWS, SUBJECT_LINKS, Check, CheckOutcome, run_checks
 from pipelines.datasets import id_list
@@ -322,6 +323,36 @@ def _field_chars_check(name: str, pattern: str) -> Check:
     )
 
 
+# --- id shapes: paths, look-alikes and over-long ids, validated by GX through `_id_ok__<field>` columns ----------
+
+ID_FIELDS = ("id", "subject_ids", "subject_id", "fact_id", "doc_id")
+
+
+def _id_shape_problem(name: str, value: Any, forbidden: re.Pattern[str]) -> str | None:
+    """The first id in the field that cannot be one; characters the forbidden-character check reports are skipped."""
+    many = isinstance(value, list | tuple)
+    for index, text in enumerate(value if many else [value]):
+        if not isinstance(text, str) or not text.strip():
+            continue  # the type check reports it
+        problem = id_problem(forbidden.sub("", text))
+        if problem:
+            return f"{name}[{index}] {problem}" if many else f"{name} {problem}"
+    return None
+
+
+def _id_shape_check(name: str, pattern: str) -> Check:
+    rx = re.compile(pattern)
+    return Check(
+        "expect_column_values_to_be_in_set",
+        f"_id_ok__{name}",
+        {"value_set": [True]},
+        f"{name} is a plain id",
+        lambda value: _id_shape_problem(name, plain(value), rx) or f"{name} is not a plain id",
+        row_field=name,
+        derive=lambda value: _id_shape_problem(name, value, rx) is None,
+    )
+
+
 # --- the suite -----------------------------------------------------------------------------------------------------
 
 
@@ -382,6 +413,9 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
     for name in CHARACTER_FIELDS:
         if (name in columns or name == "id") and name not in cfg.text_columns:
             checks.append(_field_chars_check(name, cfg.forbidden_characters))
+    for name in ID_FIELDS:
+        if (name in columns or name == "id") and name not in cfg.text_columns:
+            checks.append(_id_shape_check(name, cfg.forbidden_characters))
     if "kind" in columns:
         shown_kinds = ", ".join(ROW_KINDS)
         checks.append(

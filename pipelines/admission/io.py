@@ -22,6 +22,21 @@ _TRUNCATED = " ...[truncated]"
 _BOM = b"\xef\xbb\xbf"
 # A JSON string (possibly unterminated, which runs to the end of the line) or one bracket outside strings.
 _TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can spell them (\\ud800) but they are not text
+_SNIFF_BYTES = 8192
+# What a file that is not JSON lines usually is, by its first bytes, and what to do about it.
+_SIGNATURES = (
+    (b"\xff\xfe\x00\x00", "UTF-32 text", "save it as UTF-8"),
+    (b"\x00\x00\xfe\xff", "UTF-32 text", "save it as UTF-8"),
+    (b"\xff\xfe", "UTF-16 text", "save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text", "save it as UTF-8"),
+    (b"\x1f\x8b", "a gzip archive", "decompress it and send the .jsonl inside"),
+    (b"PK\x03\x04", "a zip archive", "unzip it and send the .jsonl inside"),
+    (b"\xfd7zXZ\x00", "an xz archive", "decompress it and send the .jsonl inside"),
+    (b"\x28\xb5\x2f\xfd", "a zstd archive", "decompress it and send the .jsonl inside"),
+    (b"BZh", "a bzip2 archive", "decompress it and send the .jsonl inside"),
+    (b"PAR1", "a Parquet file", "name it .parquet"),
+)
 
 
 def plain(value: Any) -> Any:
@@ -54,8 +69,48 @@ def _truncate(text: str) -> str:
     return text[: MAX_RAW_CHARS - len(_TRUNCATED)] + _TRUNCATED
 
 
-def _error_row(raw: str, lineno: int, reason: str) -> dict[str, Any]:
-    return {"id": None, "_raw": _truncate(raw), "_parse_error": f"line {lineno}: {reason}"}
+def _error_row(raw: str, lineno: int, reason: str, unit: str = "line") -> dict[str, Any]:
+    return {"id": None, "_raw": _truncate(raw), "_parse_error": f"{unit} {lineno}: {reason}"}
+
+
+class _NotPlainJson(ValueError):
+    """A line that json.loads would accept but that readers could disagree on (a key twice, NaN)."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _NotPlainJson(f"field {key!r} appears more than once, so readers disagree on its value; "
+                                    "fix: keep one")
+            seen.add(key)
+    return obj
+
+
+def _constant(name: str) -> Any:
+    raise _NotPlainJson(f"{name} is not JSON; fix: write null or a number")
+
+
+def _surrogate_field(value: Any, path: str = "") -> str | None:
+    """The path of the first key or string holding an unpaired surrogate (nesting is already bounded)."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if _SURROGATE.search(key):
+                return where
+            found = _surrogate_field(item, where)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _surrogate_field(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def exceeds_depth(text: str, max_depth: int = MAX_DEPTH) -> bool:
@@ -103,13 +158,20 @@ def parse_jsonl_line(
     if exceeds_depth(text, max_depth):
         return _error_row(text, lineno, f"nested deeper than {max_depth} levels")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
     except json.JSONDecodeError as exc:
         return _error_row(text, lineno, f"{exc.msg} at column {exc.colno}")
+    except _NotPlainJson as exc:
+        return _error_row(text, lineno, str(exc))
     except (RecursionError, ValueError) as exc:  # e.g. integers beyond Python's digit limit
         return _error_row(text, lineno, f"cannot be parsed as JSON ({exc})")
     if not isinstance(obj, dict):
         return _error_row(text, lineno, f"expected a JSON object, got {type(obj).__name__}")
+    where = _surrogate_field(obj)
+    if where:
+        shown = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+        return _error_row(shown, lineno, f"field {where!r} holds an unpaired surrogate, which is not text; "
+                          "fix: escape real characters only (e.g. \\u00e9 for é)")
     return obj
 
 
@@ -131,13 +193,40 @@ def iter_jsonl_lines(
             yield lineno, raw, parse_jsonl_line(raw, lineno, max_line_bytes=max_line_bytes, max_depth=max_depth)
 
 
+def _not_text(head: bytes) -> tuple[str, str] | None:
+    """(what the file is, the fix) when its first bytes show it is not UTF-8 JSON lines at all."""
+    for magic, what, fix in _SIGNATURES:
+        if head.startswith(magic):
+            return what, fix
+    if b"\x00" in head:
+        return "binary data", "send UTF-8 JSON lines (one object per line) or a .parquet file"
+    return None
+
+
 def _read_jsonl(
     path: Path, *, max_line_bytes: int = MAX_LINE_BYTES, max_depth: int = MAX_DEPTH
 ) -> list[dict[str, Any]]:
-    return [row for _, _, row in iter_jsonl_lines(path, max_line_bytes=max_line_bytes, max_depth=max_depth)]
+    rows = [row for _, _, row in iter_jsonl_lines(path, max_line_bytes=max_line_bytes, max_depth=max_depth)]
+    if rows and all("_parse_error" in r for r in rows):
+        # Not one line parsed: a binary file is refused whole instead of as a heap of meaningless line errors.
+        with path.open("rb") as fh:
+            found = _not_text(fh.read(_SNIFF_BYTES))
+        if found:
+            raise ValueError(f"batch file {path} is {found[0]}, not JSON lines; fix: {found[1]}")
+    return rows
 
 
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
+def _bounded(record: dict[str, Any], number: int, max_bytes: int) -> dict[str, Any]:
+    """A Parquet row as big as a JSONL line may be, or an error row like an oversized line's."""
+    row = {str(k): plain(v) for k, v in record.items()}
+    dumped = json.dumps(row, default=str, ensure_ascii=False)
+    size = len(dumped.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        return _error_row(dumped, number, f"row is {size} bytes, more than the limit of {max_bytes}", unit="row")
+    return row
+
+
+def _read_parquet(path: Path, max_row_bytes: int = MAX_LINE_BYTES) -> list[dict[str, Any]]:
     import pandas as pd
 
     try:
@@ -149,20 +238,27 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
             f"batch file {path} cannot be read as Parquet ({type(exc).__name__}: {exc}); "
             "fix: re-export it, or send it as .jsonl"
         ) from exc
-    return [{str(k): plain(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
+    records = frame.to_dict(orient="records")
+    return [_bounded(rec, number, max_row_bytes) for number, rec in enumerate(records, start=1)]
 
 
 def read_batch(
     path: Path | str, *, max_line_bytes: int = MAX_LINE_BYTES, max_depth: int = MAX_DEPTH
 ) -> list[dict[str, Any]]:
-    """Load a batch file as a list of row dicts (.jsonl or .parquet); the limits bound each JSONL line's parse."""
+    """Load a batch file as a list of row dicts (.jsonl or .parquet); the limits bound each line's or row's parse.
+
+    Raises ValueError, naming the file and the fix, for a file that holds no rows or is not JSON lines at all."""
     path = Path(path)
     supported = ", ".join(SUPPORTED_SUFFIXES)
     if not path.is_file():
         raise ValueError(f"batch file {path} does not exist or is not a file (supported formats: {supported})")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return _read_jsonl(path, max_line_bytes=max_line_bytes, max_depth=max_depth)
-    if suffix == ".parquet":
-        return _read_parquet(path)
-    raise ValueError(f"batch file {path} has unsupported suffix '{path.suffix}' (supported formats: {supported})")
+        rows = _read_jsonl(path, max_line_bytes=max_line_bytes, max_depth=max_depth)
+    elif suffix == ".parquet":
+        rows = _read_parquet(path, max_row_bytes=max_line_bytes)
+    else:
+        raise ValueError(f"batch file {path} has unsupported suffix '{path.suffix}' (supported formats: {supported})")
+    if not rows:
+        raise ValueError(f"batch file {path} holds no rows; fix: write one JSON object per row, or leave the file out")
+    return rows

@@ -71,7 +71,7 @@ def review(ws: Workspace, policy: Policy, batch: str, run_id: str | None = None)
         if not isinstance(data, dict):
             raise ValueError(f"a JSON object of policy sections is expected, got {type(data).__name__}")
         flat = flatten(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep to read
         reasons.append(f"unreadable: {exc}")
     allowed = set(policy.batch_overrides)
     reasons += [f"'{key}' may not be set by a batch; the policy's batch_overrides allow: "

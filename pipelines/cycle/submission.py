@@ -11,10 +11,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from pipelines.admission.identifiers import name_problem
 from pipelines.workspace import Workspace
 
 RECORD = "cycles/submitters/{batch}.json"
 SUFFIXES = (".jsonl", ".parquet")
+MAX_SIDECAR_BYTES = 4096  # a name, a hash and a time; anything bigger is not a submitter record
 
 
 class Submission(BaseModel):
@@ -43,6 +45,9 @@ def submit(ws: Workspace, source: Path, by: str, name: str | None = None) -> Sub
     by = " ".join(by.split())
     if not by:
         raise ValueError("--by is required: who submits this batch")
+    problem = name_problem(by)
+    if problem:
+        raise ValueError(f"--by {problem}")  # the name decides who may not approve this data
     source = Path(source)
     if not source.is_file() or source.suffix not in SUFFIXES:
         raise ValueError(f"{source}: give a .jsonl or .parquet file of contract rows")
@@ -61,6 +66,19 @@ def submit(ws: Workspace, source: Path, by: str, name: str | None = None) -> Sub
     return Submission(batch=batch, submitted_by=by, sha256=digest)
 
 
+def _read_claim(sidecar: Path) -> dict:
+    """The sidecar as a mapping with a plain submitter name; anything else is unreadable (ValueError, TypeError)."""
+    raw = sidecar.read_bytes()[: MAX_SIDECAR_BYTES + 1]
+    if len(raw) > MAX_SIDECAR_BYTES:
+        raise ValueError(f"larger than {MAX_SIDECAR_BYTES} bytes")
+    claimed = json.loads(raw.decode("utf-8"))
+    if not isinstance(claimed, dict) or not isinstance(claimed.get("submitted_by"), str):
+        raise TypeError("not a mapping with a submitted_by name")
+    if not claimed["submitted_by"].strip() or name_problem(claimed["submitted_by"]):
+        raise ValueError("the submitter's name is not a plain name")
+    return claimed
+
+
 def record_at_admission(ws: Workspace, path: Path) -> Submission:
     """The submitter of the file being admitted, if its recorded hash still matches the file; kept in the store."""
     batch, digest = path.stem, _digest(path)
@@ -68,12 +86,12 @@ def record_at_admission(ws: Workspace, path: Path) -> Submission:
     by, note = None, "no submitter recorded (dropped into the inbox directly)"
     if sidecar.is_file():
         try:
-            claimed = json.loads(sidecar.read_text())
+            claimed = _read_claim(sidecar)
             if claimed.get("sha256") == digest:
-                by, note = str(claimed["submitted_by"]), ""
+                by, note = claimed["submitted_by"], ""
             else:
                 note = "the file changed after it was submitted: its submitter is unknown"
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             note = "the submitter record is unreadable"
     found = Submission(batch=batch, submitted_by=by, sha256=digest, note=note)
     ws.store.write_json(RECORD.format(batch=batch), found.model_dump())

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.admission.config import DEFAULT_FORBIDDEN_CHARACTERS
+from pipelines.admission.identifiers import MAX_ID_CHARS, char_label, id_problem, name_problem
+
 LEGAL_BASES = ("gdpr_art17", "ccpa_delete", "copyright", "contract_end", "safety", "other")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # never '..', never an option such as '-rf'
 SELECTOR_FIELDS = ("row_ids", "subject_ids", "subject", "text_regex")
 
 FIXES = {
-    "request_id": "use 1-64 characters from letters, digits, '.', '_' and '-', e.g. 'req-2025-0001'",
+    "request_id": "use 1-64 characters from letters, digits, '.', '_' and '-', starting with a letter or digit, "
+                  "e.g. 'req-2025-0001'",
     "requester": "name who asked for the deletion (person or team id, at most 256 characters)",
     "reason": "say in words why the data must be forgotten (at most 4000 characters)",
     "legal_basis": f"use one of {', '.join(LEGAL_BASES)}",
@@ -33,6 +38,25 @@ MAX_REQUESTER = 256
 MAX_REASON = 4000
 MAX_IDS = 10_000
 MAX_REGEX = 1000
+MAX_DEADLINE_DAYS = 3660  # ten years: a longer deadline is a typo, not a plan
+_FORBIDDEN = re.compile(DEFAULT_FORBIDDEN_CHARACTERS)  # what admission keeps out of every text column
+
+
+def _no_forbidden(v: str, fix: str = "remove them") -> str:
+    """Text fields refuse the characters admission refuses (NUL, ANSI escapes, C1, bidi overrides)."""
+    found = list(dict.fromkeys(m.group() for m in _FORBIDDEN.finditer(v)))
+    if found:
+        raise ValueError(f"contains control characters ({', '.join(char_label(c) for c in found[:3])}); fix: {fix}")
+    return v
+
+
+def deadline_after(days: Any, name: str = "deadline_days") -> dt.datetime:
+    """The deadline `days` from now. NaN, infinities and absurd spans are refused here, naming the field (`name`),
+    because datetime arithmetic would raise on them without saying which input was wrong."""
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= MAX_DEADLINE_DAYS:
+        raise ValueError(f"{name} must be a positive number of days (at most {MAX_DEADLINE_DAYS}), got {days!r}; "
+                         "fix: give the days until the deadline, e.g. 30")
+    return dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
 
 
 def compile_selector_regex(pattern: str):
@@ -51,11 +75,12 @@ def compile_selector_regex(pattern: str):
                          "and lookaround, or select by subject or row ids instead") from None
 
 
-def format_errors(what: str, exc: ValidationError, fields: dict[str, tuple[str, ...]]) -> str:
-    """One line per bad field: 'field: problem; fix: ...'. `fields` maps a model path to its allowed field names."""
+def format_errors(what: str, exc: ValidationError, fields: dict[str, tuple[str, ...]], prefix: str = "") -> str:
+    """One line per bad field: 'field: problem; fix: ...'. `fields` maps a model path to its allowed field names;
+    `prefix` is the path of the model that failed inside the request (e.g. 'selector')."""
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+        loc = [*([prefix] if prefix else []), *(str(p) for p in err["loc"])]
         name = ".".join(loc) or "(request)"
         parent = ".".join(loc[:-1])
         if err["type"] == "extra_forbidden":
@@ -91,6 +116,12 @@ class Selector(BaseModel):
     def _ids(cls, v: list[str]) -> list[str]:
         if any(not s.strip() for s in v):
             raise ValueError("contains an empty id; fix: remove empty strings from the list")
+        for index, item in enumerate(v):  # the ids admission lets in; anything else would select nothing
+            controls = [c for c in item[: MAX_ID_CHARS + 1] if unicodedata.category(c) == "Cc"]
+            problem = (f"contains control characters ({char_label(controls[0])}); fix: remove them"
+                       if controls and len(item) <= MAX_ID_CHARS else id_problem(item))
+            if problem:
+                raise ValueError(f"item {index} {problem}")
         return v
 
     @field_validator("subject")
@@ -98,14 +129,23 @@ class Selector(BaseModel):
     def _subject(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
             raise ValueError("is empty; fix: give the subject's name or leave the field out")
-        return v
+        return v if v is None else _no_forbidden(v)
 
     @field_validator("text_regex")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
         if v is not None:
+            _no_forbidden(v, fix="write them as escapes such as \\x1b")
             compile_selector_regex(v)
         return v
+
+    @classmethod
+    def parse(cls, **fields: Any) -> Selector:
+        """A selector on its own (the CLI's dry run), its problems listed like a request's: field, problem, fix."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise ValueError(format_errors("forget request", exc, _FIELD_SETS, prefix="selector")) from None
 
     @model_validator(mode="after")
     def _not_empty(self) -> Selector:
@@ -135,7 +175,7 @@ class ForgetRequest(BaseModel):
     @field_validator("request_id")
     @classmethod
     def _request_id(cls, v: str) -> str:
-        if not _REQUEST_ID.match(v):
+        if not _REQUEST_ID.fullmatch(v):  # `$` in match() would let a trailing newline through
             raise ValueError(f"{v!r} is not a valid request id")
         return v
 
@@ -145,6 +185,19 @@ class ForgetRequest(BaseModel):
         if not v.strip():
             raise ValueError("is empty")
         return v
+
+    @field_validator("requester")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        problem = name_problem(v)  # the requester may not confirm or approve their own request: names must compare
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("reason")
+    @classmethod
+    def _readable(cls, v: str) -> str:
+        return _no_forbidden(v)
 
     @field_validator("legal_basis")
     @classmethod
