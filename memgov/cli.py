@@ -333,14 +333,19 @@ def _governed(ws, policy: str, act):
     try:
         return act(load_policy(policy))
     except (ApprovalRefused, SignatureRefused, RecordTampered, ValueError, KeyError) as exc:
-        _fail(str(exc).strip("'\""), 2)
+        _fail(_message(exc), 2)
 
 
 def _release(ws, release_id: str):
     try:
         return ws.registry.get(release_id)
     except (KeyError, ValueError) as exc:
-        _fail(str(exc).strip("'\""), 2)
+        _fail(_message(exc), 2)
+
+
+def _message(exc: Exception) -> str:
+    """A KeyError's str() is its repr; people should read the message itself."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 def _decide(decision: str, release_id: str, approver: str | None, role: str, reason: str, key: Path | None,

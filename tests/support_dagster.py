@@ -100,8 +100,10 @@ def dagster_env(home: Path, policy: str = "default") -> dict[str, str]:
     return env
 
 
-def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeout_s: float = START_TIMEOUT_S) -> DagsterDev:
-    """Start `dagster dev -m assets.definitions` on a free loopback port; return once /server_info answers."""
+def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeout_s: float = START_TIMEOUT_S,
+                      memgov_ui: bool = False) -> DagsterDev:
+    """Start `dagster dev -m assets.definitions` (or `memgov ui`, the webserver behind memgov's authentication layer)
+    on a free loopback port; return once /server_info answers."""
     from assets.runner import DAGSTER_YAML
 
     instance_yaml = home / "dagster" / "dagster.yaml"  # SQLite storage under home, telemetry off
@@ -111,7 +113,8 @@ def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeou
     port = free_port()
     log_path = log_dir / f"dagster-dev-{port}.log"
     log = log_path.open("wb")
-    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    cmd = ([sys.executable, "-m", "memgov", "ui", "--port", str(port)] if memgov_ui else
+           [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions", "-h", "127.0.0.1", "-p", str(port)])
     proc = subprocess.Popen(
         [sys.executable, "-c", _DEFAULT_SIGNALS_THEN_EXEC, *cmd],
         cwd=ROOT, env=dagster_env(home, policy), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -130,12 +133,33 @@ def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeou
 
 
 @contextmanager
-def dagster_dev(home: Path, log_dir: Path, policy: str = "default") -> Iterator[DagsterDev]:
-    server = start_dagster_dev(home, log_dir, policy)
+def dagster_dev(home: Path, log_dir: Path, policy: str = "default", memgov_ui: bool = False) -> Iterator[DagsterDev]:
+    server = start_dagster_dev(home, log_dir, policy, memgov_ui=memgov_ui)
     try:
         yield server
     finally:
         server.stop()
+
+
+def configure_ui_auth(home: Path, trusted_proxies: list[str] | None = None, local_login: bool = False) -> None:
+    """Set the keyring's ui section (the gate reads it on every request, so a running server sees the change)."""
+    from pipelines.trust import keyring
+
+    keyring.system_key(home)
+    ring = keyring.load(home)
+    ring.ui.trusted_proxies = list(trusted_proxies or [])
+    ring.ui.local_login = local_login
+    keyring.save(home, ring)
+
+
+def grant_ui_user(home: Path, name: str, *roles: str, password: str | None = None) -> None:
+    from pipelines.trust.grants import grant, set_password
+    from pipelines.workspace import Workspace
+
+    ws = Workspace.open(home)
+    grant(ws.home, ws.log, name, [], list(roles), "keyring-admin", "test setup")
+    if password:
+        set_password(ws.home, ws.log, name, password, "keyring-admin")
 
 
 def wait_for_location(server: DagsterDev, timeout_s: float = 60.0) -> str:
@@ -283,7 +307,8 @@ def waiting_candidate(demo_home: Path, home: Path, tmp_path_factory) -> str:
     return release_id
 
 
-def decision_config(release_id: str, approver: str = APPROVER, role: str = "ml-lead",
+def decision_config(release_id: str, approver: str = "", role: str = "ml-lead",
                     reason: str = "evaluation card reviewed") -> dict:
-    return {"ops": {"decide_release": {"config": {"release_id": release_id, "decision": "approve", "approver": approver,
-                                                  "role": role, "reason": reason}}}}
+    """The approval job's run config; who decides is the signed-in user (`approver`, if given, must be them)."""
+    config = {"release_id": release_id, "decision": "approve", "role": role, "reason": reason}
+    return {"ops": {"decide_release": {"config": {**config, **({"approver": approver} if approver else {})}}}}

@@ -1,7 +1,8 @@
-"""The real Dagster UI in headless Chromium: the cycle's asset graph, then a human approval from the Launchpad.
+"""The real Dagster UI behind `memgov ui`'s authentication layer, in headless Chromium.
 
-What an approver does by hand: open the UI, look at the lineage, open the `release_decision` job's Launchpad, type
-the decision as run config and press "Launch Run". The champion must move to the candidate.
+What an approver does by hand: open the UI, look at the lineage, try the `release_decision` job's Launchpad (refused
+until signed in), sign in, type the decision as run config and press "Launch Run". The decision is recorded under
+the signed-in user, whatever the config says, and the champion moves to the candidate.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support_dagster import APPROVER, REQUESTER, dagster_dev, failure_messages, wait_for_location, waiting_candidate
+from support_dagster import (
+    APPROVER,
+    REQUESTER,
+    configure_ui_auth,
+    dagster_dev,
+    failure_messages,
+    grant_ui_user,
+    wait_for_location,
+    waiting_candidate,
+)
 
 from pipelines.workspace import Workspace
 
@@ -23,6 +33,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 CYCLE_ASSETS = ("admitted_batch", "selected_samples", "candidate_update", "candidate_model", "candidate_index",
                 "evaluation_card", "release")
 RUN_TIMEOUT_MS = 120_000
+PASSWORD = "correct horse battery staple"
 
 pytestmark = [
     pytest.mark.ui,
@@ -68,6 +79,26 @@ def set_launchpad_config(page, run_config: dict) -> None:
                   yaml.safe_dump(run_config, sort_keys=False))
 
 
+def launch_from_the_launchpad(page, server, location: str, run_config: dict) -> None:
+    page.goto(f"{server.url}/locations/{location}/jobs/release_decision/playground", wait_until="domcontentloaded")
+    dismiss_first_visit_popup(page, timeout_ms=1_000)
+    set_launchpad_config(page, run_config)
+    page.get_by_text("No errors", exact=True).wait_for(state="visible")
+    page.get_by_role("button", name="Launch Run").click()
+
+
+def run_outcome(page, server, run_id: str) -> str:
+    done = page.get_by_text("Success", exact=True).or_(page.get_by_text("Failure", exact=True)).first
+    expect_visible(done, RUN_TIMEOUT_MS)
+    return done.inner_text()
+
+
+def expect_visible(locator, timeout_ms: float = 30_000) -> None:
+    from playwright.sync_api import expect
+
+    expect(locator).to_be_visible(timeout=timeout_ms)
+
+
 def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_release: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -75,11 +106,12 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
     champion_before = Workspace.open(home).registry.champion()
     assert champion_before not in (None, release_id)
     assert APPROVER != REQUESTER
+    configure_ui_auth(home, local_login=True)
+    grant_ui_user(home, APPROVER, "ml-lead", password=PASSWORD)
     reason = "evaluation card reviewed in the UI"
-    run_config = {"ops": {"decide_release": {"config": {"release_id": release_id, "decision": "approve",
-                                                        "approver": APPROVER, "role": "ml-lead", "reason": reason}}}}
+    config = {"release_id": release_id, "decision": "approve", "role": "ml-lead", "reason": reason}
 
-    with dagster_dev(home, tmp_path) as server, sync_playwright() as pw:
+    with dagster_dev(home, tmp_path, memgov_ui=True) as server, sync_playwright() as pw:
         location = wait_for_location(server)
         browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -91,29 +123,44 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
             graph = page.locator("foreignObject")  # graph nodes are HTML inside the SVG; the sidebar list is not
             for name in CYCLE_ASSETS:
                 expect(graph.get_by_text(name, exact=True).first).to_be_visible()
+            expect(page.locator("#memgov-identity")).to_contain_text("not signed in")
             page.screenshot(path=tmp_path / "asset_graph.png")
 
-            # The approval: the job's Launchpad, the decision as run config, "Launch Run".
-            page.goto(f"{server.url}/locations/{location}/jobs/release_decision/playground",
-                      wait_until="domcontentloaded")
-            dismiss_first_visit_popup(page, timeout_ms=1_000)
-            set_launchpad_config(page, run_config)
-            expect(page.get_by_text("No errors", exact=True)).to_be_visible()
-            page.screenshot(path=tmp_path / "launchpad.png")
-            page.get_by_role("button", name="Launch Run").click()
+            # A visitor who has not signed in cannot launch the approval job: the launch is refused with the reason.
+            launch_from_the_launchpad(page, server, location, {"ops": {"decide_release": {"config": config}}})
+            expect(page.get_by_text(re.compile("you are not signed in")).first).to_be_visible()
+            page.screenshot(path=tmp_path / "refused.png")
+            assert Workspace.open(home).registry.get(release_id).approvals == []
+
+            # Sign in with the local login; the banner names who decisions will be recorded under.
+            page.goto(f"{server.url}/memgov/login", wait_until="domcontentloaded")
+            page.get_by_label("Name").fill(APPROVER)
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_load_state("domcontentloaded")
+            expect(page.locator("#memgov-identity")).to_contain_text(f"signed in as {APPROVER}")
+
+            # Signed in, but the config names someone else: the run fails with the rule, nothing is recorded.
+            claimed = {**config, "approver": "bob"}
+            launch_from_the_launchpad(page, server, location, {"ops": {"decide_release": {"config": claimed}}})
             page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
             run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+            assert run_outcome(page, server, run_id) == "Failure"
+            assert any(f"signed in as {APPROVER}" in m for m in failure_messages(server, run_id))
+            assert Workspace.open(home).registry.get(release_id).approvals == []
 
-            # The run page: its status tag ends as Success, and the op's log line says the candidate was promoted.
-            done = page.get_by_text("Success", exact=True).or_(page.get_by_text("Failure", exact=True)).first
-            expect(done).to_be_visible(timeout=RUN_TIMEOUT_MS)
-            assert done.inner_text() == "Success", "\n".join(failure_messages(server, run_id))
+            # The approval as the signed-in user: "Launch Run", and the run ends as Success with the promotion.
+            launch_from_the_launchpad(page, server, location, {"ops": {"decide_release": {"config": config}}})
+            page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
+            run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+            page.screenshot(path=tmp_path / "launchpad.png")
+            assert run_outcome(page, server, run_id) == "Success", "\n".join(failure_messages(server, run_id))
             promoted = re.compile(rf"decision recorded: .*'status': 'champion', 'champion': '{release_id}'")
             expect(page.get_by_text(promoted)).to_be_visible()
             page.screenshot(path=tmp_path / "run.png")
         except BaseException:
             page.screenshot(path=tmp_path / "failure.png")
-            print(f"screenshots and dagster dev's log: {tmp_path}")
+            print(f"screenshots and the server's log: {tmp_path}")
             raise
         finally:
             browser.close()
@@ -123,5 +170,6 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
     assert ws.registry.status(champion_before) in ("retired", "tainted")  # tainted: trained on the forgotten subject
     approved = [e for e in ws.log.events() if e["object"] == release_id and e["action"] == "release.approved"]
     assert [(e["actor"], e["reason"], e.get("run_id")) for e in approved] == [(APPROVER, reason, run_id)]
-    for name in ("asset_graph.png", "launchpad.png", "run.png"):
+    assert ws.registry.get(release_id).approvals[0]["signed"]["via"] == "ui:login"
+    for name in ("asset_graph.png", "refused.png", "run.png"):
         assert (tmp_path / name).stat().st_size > 10_000, f"{name} looks empty"
