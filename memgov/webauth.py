@@ -39,7 +39,21 @@ READ_ONLY = ("this UI has no authentication configured, so governance jobs are r
 
 
 class Refusal(Exception):
-    """A mutation the gate will not pass on; its message is shown to the person as a GraphQL error."""
+    """A mutation the gate will not pass on, answered as a typed result of each field so the UI shows the reason:
+    launches as `InvalidSubsetError` (the Launchpad's plain-message dialog), other mutations as
+    `UnauthorizedError`; a request the gate cannot read gets a GraphQL error."""
+
+    def __init__(self, message: str, fields: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.fields = fields or []  # (response key, field name)
+
+    def answer(self) -> dict:
+        message = f"memgov: {self}"
+        if not self.fields:
+            return {"data": None, "errors": [{"message": message}]}
+        kind = {name: "InvalidSubsetError" if name in LAUNCHES + REEXECUTIONS else "UnauthorizedError"
+                for _, name in self.fields}
+        return {"data": {key: {"__typename": kind[name], "message": message} for key, name in self.fields}}
 
 
 def _session_mac(secret: str, user: str, expiry: int) -> str:
@@ -132,22 +146,31 @@ def admit_graphql(ring: kr.Keyring, payload: Any, who: tuple[str, str] | None) -
         for op in _operations(item["query"], item.get("operationName")):
             if op.operation.value != "mutation":
                 continue
-            if who is None and ring.ui.configured:
-                raise Refusal("you are not signed in: sign in (/memgov/login, or through the deployment's proxy) "
-                              "to change anything here")
-            for field in op.selection_set.selections:
-                name = getattr(getattr(field, "name", None), "value", "")
-                if name in REEXECUTIONS:
-                    raise Refusal("re-execution is disabled here: a governance decision is never replayed from an "
-                                  "old run; launch a new run from the Launchpad")
-                if name not in LAUNCHES:
-                    continue
-                for params in _param_sets(field, variables):
-                    if who is None and _job_of(params) in GOVERNANCE_JOBS:
-                        raise Refusal(READ_ONLY)
-                    if who is not None:
-                        _stamp(params, ring, *who)
+            try:
+                _admit_mutation(ring, op, variables, who)
+            except Refusal as exc:
+                fields = [((f.alias or f.name).value, f.name.value) for f in op.selection_set.selections
+                          if hasattr(f, "name")]
+                raise Refusal(str(exc), fields) from None
     return payload
+
+
+def _admit_mutation(ring: kr.Keyring, op, variables: dict, who: tuple[str, str] | None) -> None:
+    if who is None and ring.ui.configured:
+        raise Refusal("you are not signed in: sign in (/memgov/login, or through the deployment's proxy) "
+                      "to change anything here")
+    for field in op.selection_set.selections:
+        name = getattr(getattr(field, "name", None), "value", "")
+        if name in REEXECUTIONS:
+            raise Refusal("re-execution is disabled here: a governance decision is never replayed from an "
+                          "old run; launch a new run from the Launchpad")
+        if name not in LAUNCHES:
+            continue
+        for params in _param_sets(field, variables):
+            if who is None and _job_of(params) in GOVERNANCE_JOBS:
+                raise Refusal(READ_ONLY)
+            if who is not None:
+                _stamp(params, ring, *who)
 
 
 def _banner(ring: kr.Keyring, who: tuple[str, str] | None) -> bytes:
@@ -201,7 +224,7 @@ class GovernanceGate:
         except ValueError:
             payload = None  # not JSON: Dagster answers it (with its own error); nothing to stamp
         except Refusal as exc:
-            return await _json(send, 200, {"data": None, "errors": [{"message": f"memgov: {exc}"}]})
+            return await _json(send, 200, exc.answer())
         if payload is not None:
             body = json.dumps(payload).encode()
         scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]

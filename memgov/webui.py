@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _daemon(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dagster", "daemon", "run", "-m", "assets.definitions"],
+    return subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-m", "assets.definitions"],
                             cwd=ROOT, env=env)
 
 

@@ -12,7 +12,7 @@ import hmac
 import time
 from dataclasses import dataclass
 
-from pipelines.trust.keyring import Keyring
+from pipelines.trust.keyring import Keyring, same_person
 
 USER_TAG = "memgov/identity"
 SEAL_TAG = "memgov/identity-seal"
@@ -65,8 +65,6 @@ def ui_user(ring: Keyring, tags: dict[str, str], job: str, now: float | None = N
 
 def check_claim(user: UiUser, claimed: str, field: str, roles_needed: str, role: str, ring: Keyring) -> None:
     """A config field naming someone other than the signed-in user, or a role the keyring does not grant, is refused."""
-    from pipelines.trust.keyring import same_person
-
     if claimed.strip() and same_person(claimed) != same_person(user.name):
         raise IdentityRefused(f"config {field} is {claimed!r} but you are signed in as {user.name}: a decision is "
                               f"recorded under the signed-in user only (leave {field} empty)")

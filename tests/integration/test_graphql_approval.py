@@ -59,8 +59,9 @@ def _refusal(server, location: str, run_config: dict, user: str | None = None, t
     req = urllib.request.Request(f"{server.url}/graphql", data=body, headers=headers)
     with urllib.request.urlopen(req, timeout=30) as resp:
         answer = json.loads(resp.read().decode())
-    assert answer.get("data") is None and answer.get("errors"), f"the launch was not refused: {answer}"
-    return answer["errors"][0]["message"]
+    result = (answer.get("data") or {}).get("launchRun") or {}
+    assert result.get("__typename") == "InvalidSubsetError", f"the launch was not refused: {answer}"
+    return result["message"]
 
 
 def test_release_decision_through_graphql(demo_copy: Path, waiting_release: str, tmp_path: Path) -> None:
