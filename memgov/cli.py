@@ -28,6 +28,8 @@ app.add_typer(keys_app, name="keys")
 console = Console()
 
 HomeOpt = Annotated[str | None, typer.Option("--home", envvar="MEMGOV_HOME", help="State folder (default ./.memgov).")]
+KeyOpt = Annotated[Path | None, typer.Option("--key", envvar="MEMGOV_KEY",
+                                               help="Your Ed25519 private key file (memgov keys new); signs the act.")]
 PolicyOpt = Annotated[str, typer.Option("--policy", envvar="MEMGOV_POLICY", help="Policy name in policies/ or a YAML path.")]
 
 
@@ -186,13 +188,16 @@ def forget(
     deadline_days: Annotated[float, typer.Option(help="Deadline, in days from now.")] = 30.0,
     urgent: Annotated[bool, typer.Option(help="Run out of cycle: an unlearning-only candidate at once.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Show what the selector covers, store by store; change nothing.")] = False,
+    key: KeyOpt = None,
     home: HomeOpt = None,
     policy: PolicyOpt = "default",
 ) -> None:
-    """File a forget request; a sensor turns it into exactly one run."""
+    """File a forget request (signed with --key: the requester is then the key's holder); a sensor turns it into
+    exactly one run."""
     if ctx.invoked_subcommand is not None:
         return
-    missing = [name for name, value in (("--id", request_id), ("--requester", requester), ("--reason", reason)) if not value]
+    missing = [name for name, value in (("--id", request_id), ("--requester", requester or key), ("--reason", reason))
+               if not value]
     if missing:
         _fail(f"missing {', '.join(missing)}: a forget request needs an id, a requester and a reason", 2)
     from rich.markup import escape
@@ -214,6 +219,9 @@ def forget(
                               f"{report['max_share']:.0%} of the deployment; a {' or '.join(report['confirmation_needed']['roles'])} "
                               f"must confirm it with `memgov forget confirm {request_id} --by NAME --role ROLE --reason TEXT`")
             return
+        proof = None
+        if key is not None:
+            requester, proof = _signed_requester(ws, key, request_id, requester, selector, reason, legal_basis, urgent)
         existing = _existing_request(ws, request_id)
         if existing is not None and _same_request(existing, requester, selector, reason, legal_basis, urgent):
             console.print(f"forget request [bold]{request_id}[/bold] already on file (state: {existing.state})")
@@ -223,11 +231,28 @@ def forget(
                             urgent=urgent)
         from pipelines.ops import file_request
 
-        stored, created = file_request(ws, req)
+        stored, created = file_request(ws, req, proof)
     except ValueError as exc:
         _fail(escape(str(exc)), 2)  # the message quotes what was typed: never rich markup
     console.print(f"forget request [bold]{stored.request_id}[/bold] {'received' if created else 'already on file'} "
                   f"(state: {stored.state})")
+
+
+def _signed_requester(ws, key: Path, request_id: str, claimed: str | None, selector, reason: str, legal_basis: str,
+                      urgent: bool) -> tuple[str, dict]:
+    """Sign the request's content with the requester's key; the keyring's name for the key is the requester."""
+    from pipelines.cycle.governance import ApprovalRefused, signed
+    from pipelines.trust.decisions import SignatureRefused, content_subject, sign_statement, statement
+    from pipelines.trust.keys import KeyError_
+
+    content = {"selector": selector.model_dump(), "reason": reason, "legal_basis": legal_basis, "urgent": urgent}
+    subject = content_subject("request", request_id, content)
+    try:
+        envelope = sign_statement(key, statement("forget", subject, "requester", reason))
+        who = signed(ws, envelope, "forget", subject, claimed, need_role=False)
+    except (KeyError_, SignatureRefused, ApprovalRefused) as exc:
+        _fail(str(exc), 2)
+    return who.person, who.proof()
 
 
 def _existing_request(ws, request_id: str):
@@ -296,8 +321,6 @@ def forget_status(request_id: str, home: HomeOpt = None) -> None:
     console.print_json(json.dumps(out, default=str))
 
 
-KeyOpt = Annotated[Path | None, typer.Option("--key", envvar="MEMGOV_KEY",
-                                               help="Your Ed25519 private key file (memgov keys new); signs the act.")]
 SignedOpt = Annotated[Path | None, typer.Option("--signed", help="A decision already signed with `memgov sign`.")]
 
 

@@ -12,13 +12,20 @@ from pipelines.requests.store import StoredRequest
 from pipelines.workspace import Workspace
 
 
-def file_request(ws: Workspace, request: ForgetRequest | dict[str, Any]) -> tuple[StoredRequest, bool]:
-    """Store one request in the workspace's request store and log `forget.received` once (never its cleartext)."""
+def file_request(ws: Workspace, request: ForgetRequest | dict[str, Any],
+                 proof: dict[str, str] | None = None) -> tuple[StoredRequest, bool]:
+    """Store one request in the workspace's request store and log `forget.received` once (never its cleartext).
+
+    With `proof` (a verified signature), the requester is the keyring's person and the evidence says so; without
+    it the requester is the name the caller gave (trusted code, e.g. an ops script)."""
     stored, created = ws.requests.submit(request)
     if created:
-        ws.log.append(f"user:{stored.requester}", "forget.received", stored.request_id, reason=stored.legal_basis,
+        if proof:
+            stored = ws.requests.update_evidence(stored.request_id, lambda _s, e: {**e, "filed": {"signed": proof}})
+        ws.log.append(stored.requester if proof else f"user:{stored.requester}", "forget.received",
+                      stored.request_id, reason=stored.legal_basis,
                       details={"selector": ws.log.redact(json.dumps(stored.selector, sort_keys=True)),
-                               "urgent": stored.urgent})
+                               "urgent": stored.urgent, **({"signed": proof} if proof else {})})
     return stored, created
 
 

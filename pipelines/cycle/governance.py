@@ -67,10 +67,11 @@ def refuse_if_stale(ws: Workspace, release) -> None:
             f"judge it against {champion}")
 
 
-def signed(ws: Workspace, envelope: Any, action: str, subject: dict[str, Any], claimed: str | None = None) -> SignedBy:
+def signed(ws: Workspace, envelope: Any, action: str, subject: dict[str, Any], claimed: str | None = None,
+           need_role: bool = True) -> SignedBy:
     """Who signed this decision, checked against the keyring, the subject and the log (one signature, one act);
     a name given beside the signature must be the signer's."""
-    who = verify_decision(ws.keyring(), envelope, action, subject)
+    who = verify_decision(ws.keyring(), envelope, action, subject, need_role=need_role)
     if claimed and same_person(claimed) != same_person(who.person):
         raise ApprovalRefused(f"the decision is signed by {who.person}'s key but claims to be {claimed}'s; "
                               "a decision is recorded under the signer's name only")

@@ -102,8 +102,9 @@ def _explain_subject(signed: dict[str, Any], expected: dict[str, Any]) -> str:
 
 
 def verify_decision(ring: Keyring, envelope: Any, action: str, subject: dict[str, Any],
-                    now: datetime | None = None) -> SignedBy:
-    """Check signature, key, person, role grant, action, subject and age; return who signed, or refuse."""
+                    now: datetime | None = None, need_role: bool = True) -> SignedBy:
+    """Check signature, key, person, role grant, action, subject and age; return who signed, or refuse.
+    `need_role=False` for acts anyone in the keyring may sign (filing a forget request)."""
     stmt = _shape(envelope)
     if not keys.verify(envelope["key"], stmt, envelope["signature"]):
         raise SignatureRefused("the signature does not verify: the decision was altered after signing or signed with "
@@ -118,7 +119,7 @@ def verify_decision(ring: Keyring, envelope: Any, action: str, subject: dict[str
     if stmt["subject"] != subject:
         raise SignatureRefused(f"the signature does not cover this {action}: {_explain_subject(stmt['subject'], subject)}")
     granted = ring.roles_of(person)
-    if stmt["role"] not in granted:
+    if need_role and stmt["role"] not in granted:
         raise SignatureRefused(f"role '{stmt['role']}' is not granted to {person} in the keyring (granted: "
                                f"{', '.join(granted) or 'none'}); roles are granted by the keyring, not claimed")
     now = now or datetime.now(UTC)
