@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipelines.trust import keys
 
 HEADER = ("# memgov keyring: who holds which key and which roles they are granted (deployment configuration;\n"
-          "# change it with `memgov keys grant`, which logs the change). Public keys only.\n")
+          "# change it with `memgov keys grant`, which logs the change). Public keys, password hashes and the UI's\n"
+          "# sealing secret: readable by the deployment only (mode 600).\n")
 
 
 def same_person(name: str) -> str:
@@ -105,7 +106,9 @@ def save(home: Path, ring: Keyring) -> None:
     path = keyring_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(HEADER + yaml.safe_dump(ring.model_dump(exclude_none=True), sort_keys=True), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(HEADER + yaml.safe_dump(ring.model_dump(exclude_none=True), sort_keys=True))
     tmp.replace(path)
 
 
