@@ -324,7 +324,7 @@ def forget_status(request_id: str, home: HomeOpt = None) -> None:
 SignedOpt = Annotated[Path | None, typer.Option("--signed", help="A decision already signed with `memgov sign`.")]
 
 
-def _envelope(ws, action: str, subject: dict, key: Path | None, signed_file: Path | None, role: str, reason: str,
+def _envelope(action: str, subject: dict, key: Path | None, signed_file: Path | None, role: str, reason: str,
               details: dict | None = None) -> dict:
     """The signed statement for this act: read from --signed, or made now with --key; neither is refused."""
     from pipelines.trust.decisions import sign_statement, statement
@@ -366,6 +366,16 @@ def _release(ws, release_id: str):
         _fail(_message(exc), 2)
 
 
+def _subject(ws, action: str, release_id: str) -> dict:
+    """What the signature must cover (the same definition the check uses), or a one-line error."""
+    from pipelines.cycle.governance import decision_subject
+
+    try:
+        return decision_subject(ws, action, release_id)
+    except (KeyError, ValueError) as exc:
+        _fail(_message(exc), 2)
+
+
 def _message(exc: Exception) -> str:
     """A KeyError's str() is its repr; people should read the message itself."""
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -374,10 +384,9 @@ def _message(exc: Exception) -> str:
 def _decide(decision: str, release_id: str, approver: str | None, role: str, reason: str, key: Path | None,
             signed_file: Path | None, home: str | None, policy: str) -> None:
     from pipelines.cycle.governance import decide_signed
-    from pipelines.trust.decisions import release_subject
 
     ws = _ws(home)
-    envelope = _envelope(ws, decision, release_subject(_release(ws, release_id)), key, signed_file, role, reason)
+    envelope = _envelope(decision, _subject(ws, decision, release_id), key, signed_file, role, reason)
     console.print(_governed(ws, policy, lambda pol: decide_signed(ws, pol, release_id, decision, envelope, approver)))
 
 
@@ -407,11 +416,10 @@ def waive(release_id: str,
           by: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
     """Waive the failed gates of a rejected candidate (signed, logged); it then still needs its approvals."""
     from pipelines.cycle.governance import waive_signed
-    from pipelines.trust.decisions import release_subject
 
     ws = _ws(home)
-    subject = release_subject(_release(ws, release_id))
-    envelope = _envelope(ws, "waive", subject, key, signed, role, reason, {"gates": sorted(gate or [])})
+    envelope = _envelope("waive", _subject(ws, "waive", release_id), key, signed, role, reason,
+                         {"gates": sorted(gate or [])})
     console.print(_governed(ws, policy, lambda pol: waive_signed(ws, pol, release_id, envelope, by)))
 
 
@@ -421,11 +429,9 @@ def rollback(to: Annotated[str, typer.Option("--to", help="Release to serve agai
              actor: ApproverOpt = None, policy: PolicyOpt = "default", home: HomeOpt = None) -> None:
     """Serve an earlier release again (signed; a role from approval.rollback_roles); tainted releases are refused."""
     from pipelines.cycle.governance import rollback_signed
-    from pipelines.trust.decisions import release_subject
 
     ws = _ws(home)
-    subject = release_subject(_release(ws, to), champion=ws.registry.champion())
-    envelope = _envelope(ws, "rollback", subject, key, signed, role, reason)
+    envelope = _envelope("rollback", _subject(ws, "rollback", to), key, signed, role, reason)
     console.print(_governed(ws, policy, lambda pol: rollback_signed(ws, pol, to, envelope, actor)))
 
 
@@ -439,15 +445,10 @@ def sign(action: Annotated[str, typer.Argument(help="approve | reject | waive | 
          home: HomeOpt = None) -> None:
     """Sign a decision for someone else to file (`memgov approve ID --signed FILE`); it covers this release's
     current manifest, weights and card digests (and, for a rollback, the champion it replaces)."""
-    from pipelines.trust.decisions import release_subject
-
-    ws = _ws(home)
-    release = _release(ws, release_id)
-    subject = release_subject(release, champion=ws.registry.champion()) if action == "rollback" else release_subject(release)
-    details = {"gates": sorted(gate or [])} if action == "waive" else None
     if action not in ("approve", "reject", "waive", "rollback"):
         _fail(f"action {action!r}: sign one of approve, reject, waive, rollback", 2)
-    envelope = _envelope(ws, action, subject, key, None, role, reason, details)
+    details = {"gates": sorted(gate or [])} if action == "waive" else None
+    envelope = _envelope(action, _subject(_ws(home), action, release_id), key, None, role, reason, details)
     out.write_text(json.dumps(envelope, indent=1), encoding="utf-8")
     console.print(f"signed {action} of {release_id} written to {out}")
 

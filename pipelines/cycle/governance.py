@@ -79,10 +79,16 @@ def signed(ws: Workspace, envelope: Any, action: str, subject: dict[str, Any], c
     return who
 
 
+def decision_subject(ws: Workspace, action: str, release_id: str) -> dict[str, Any]:
+    """What a signature on `action` about `release_id` must cover: the one definition signing and checking share."""
+    release = ws.registry.get(release_id)
+    return release_subject(release, champion=ws.registry.champion()) if action == "rollback" else release_subject(release)
+
+
 def decide_signed(ws: Workspace, policy: Policy, release_id: str, decision: str, envelope: Any,
                   claimed: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """An approval or rejection from outside the UI: the signer's keyring identity and granted role decide."""
-    who = signed(ws, envelope, decision, release_subject(ws.registry.get(release_id)), claimed)
+    who = signed(ws, envelope, decision, decision_subject(ws, decision, release_id), claimed)
     return decide_release(ws, policy, release_id, decision, who.person, who.role, who.reason, run_id=run_id,
                           proof=who.proof())
 
@@ -146,7 +152,7 @@ def waive_signed(ws: Workspace, policy: Policy, release_id: str, envelope: Any, 
     """A waiver from outside the UI: the gates it covers are part of what was signed."""
     statement = envelope.get("statement", {}) if isinstance(envelope, dict) else {}
     gates = list((statement.get("details") or {}).get("gates") or [])
-    who = signed(ws, envelope, "waive", release_subject(ws.registry.get(release_id)), claimed)
+    who = signed(ws, envelope, "waive", decision_subject(ws, "waive", release_id), claimed)
     return waive_gates(ws, policy, release_id, who.person, who.role, who.reason, gates, run_id=run_id,
                        proof=who.proof())
 
@@ -250,8 +256,7 @@ def fail_forget_requests(ws: Workspace, release_id: str, reasons: list[str]) -> 
 def rollback_signed(ws: Workspace, policy: Policy, to_release: str, envelope: Any, claimed: str | None = None,
                     run_id: str | None = None) -> dict[str, Any]:
     """A rollback from outside the UI, bound to the target's digests and to the champion it replaces."""
-    subject = release_subject(ws.registry.get(to_release), champion=ws.registry.champion())
-    who = signed(ws, envelope, "rollback", subject, claimed)
+    who = signed(ws, envelope, "rollback", decision_subject(ws, "rollback", to_release), claimed)
     return rollback(ws, policy, to_release, who.person, who.role, who.reason, run_id=run_id, proof=who.proof())
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pipelines.store.base import DIGEST_RE, canonical_json, digest_of
+from pipelines.store.base import DIGEST_RE, canonical_json
 from pipelines.trust import keys
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -68,9 +68,7 @@ def artifact_problems(store, name: str, digest: str) -> list[str]:
         data = store.get_bytes(digest)
     except KeyError:
         return [f"{name} {digest[:19]} is missing from the store"]
-    except ValueError:
-        return [f"{name} {digest[:19]} is corrupt: its content no longer hashes to its digest"]
-    if digest_of(data) != digest:
+    except ValueError:  # the store re-hashes what it reads
         return [f"{name} {digest[:19]} is corrupt: its content no longer hashes to its digest"]
     try:
         folder = json.loads(data)

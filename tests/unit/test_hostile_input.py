@@ -119,6 +119,19 @@ RAW_LINES: list[tuple[bytes, str]] = [
 ]
 
 
+def mixed_batch(goods: list[tuple[str, str]], bad: list, raw: list) -> tuple[list[Any], dict[str, str]]:
+    """Good rows, hostile rows and raw poison lines in one batch, with the reason each bad one must get."""
+    items: list[Any] = [good_row(i, id_, text) for i, (id_, text) in enumerate(goods)]
+    expected: dict[str, str] = {}
+    for j, mutation in enumerate(bad, start=100):
+        items.append(hostile_row(j, mutation))
+        expected[f"hostile-{j}"] = mutation[2]
+    for k, (line, says) in enumerate(raw):
+        items.append((f"raw-{k}", line))
+        expected[f"raw-{k}"] = says
+    return items, expected
+
+
 def hostile_row(n: int, mutation: tuple[str, Any, str, bool]) -> dict[str, Any]:
     field, value, _, _ = mutation
     row = {**good_row(n, "f", GOOD_TEXTS[0]), "ref": f"hostile-{n}"}
@@ -137,14 +150,7 @@ def batches(draw, parquet: bool = False) -> tuple[list[Any], dict[str, str]]:
     if sum(m[1] == "x" * MB10 for m in bad) > 1:  # one 10 MB row per batch is enough
         bad = [m for m in bad if m[1] != "x" * MB10] + [next(m for m in bad if m[1] == "x" * MB10)]
     raw = [] if parquet else draw(st.lists(st.sampled_from(RAW_LINES), max_size=4))
-    items: list[Any] = [good_row(i, id_, text) for i, (id_, text) in enumerate(goods)]
-    expected: dict[str, str] = {}
-    for j, mutation in enumerate(bad, start=100):
-        items.append(hostile_row(j, mutation))
-        expected[f"hostile-{j}"] = mutation[2]
-    for k, (line, says) in enumerate(raw):
-        items.append((f"raw-{k}", line))
-        expected[f"raw-{k}"] = says
+    items, expected = mixed_batch(goods, bad, raw)
     return draw(st.permutations(items)), expected
 
 
@@ -216,14 +222,8 @@ def test_hostile_rows_in_a_parquet_batch_are_quarantined_and_good_rows_admitted(
 
 def test_every_mutation_and_poison_line_in_one_batch(ws):
     """The whole corpus at once, so no case depends on being drawn."""
-    items: list[Any] = [good_row(i, id_, GOOD_TEXTS[i % len(GOOD_TEXTS)]) for i, id_ in enumerate(ODD_BUT_GOOD_IDS)]
-    expected = {}
-    for j, mutation in enumerate(MUTATIONS, start=100):
-        items.append(hostile_row(j, mutation))
-        expected[f"hostile-{j}"] = mutation[2]
-    for k, (line, says) in enumerate(RAW_LINES):
-        items.append((f"raw-{k}", line))
-        expected[f"raw-{k}"] = says
+    goods = [(id_, GOOD_TEXTS[i % len(GOOD_TEXTS)]) for i, id_ in enumerate(ODD_BUT_GOOD_IDS)]
+    items, expected = mixed_batch(goods, MUTATIONS, RAW_LINES)
     raw_refs = write_jsonl(ws.inbox / "hall.jsonl", items)
     check_batch(ws, "hall", items, expected, raw_refs, ".jsonl")
     stored = {r["ref"]: r["id"] for r in ws.data.rows("admitted", "hall")}
