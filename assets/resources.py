@@ -7,8 +7,9 @@ from functools import lru_cache
 
 from dagster import ConfigurableResource
 
+from pipelines.cycle.policy_in_force import policy_in_force
 from pipelines.workspace import Workspace
-from policies import Policy, load_policy
+from policies import Policy
 
 GPU_TAGS = {
     "memgov/gpu": "1",
@@ -41,7 +42,8 @@ class MemgovResource(ConfigurableResource):
         return Workspace.open(self.home or None, self.store_url or None, self.requests_url or None)
 
     def load_policy(self) -> Policy:
-        return load_policy(self.policy or os.environ.get("MEMGOV_POLICY", "default"))
+        """The deployment's adopted policy; a `policy` field or MEMGOV_POLICY naming another one is refused."""
+        return policy_in_force(self.workspace(), self.policy or os.environ.get("MEMGOV_POLICY") or None)
 
     def governed(self) -> tuple[Workspace, Policy]:
         """The deployment's own stores and policy, for the jobs that decide (approve, waive, roll back, forget).

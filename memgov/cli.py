@@ -22,15 +22,22 @@ forget_app = typer.Typer(help="File a forget request (see `memgov forget --help`
 log_app = typer.Typer(help="The tamper-evident change log.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys and the deployment's keyring (who holds which key, which roles).",
                        no_args_is_help=True)
+policy_app = typer.Typer(help="The deployment's policy: which one is in force, and changing it (signed, logged).",
+                         no_args_is_help=True)
 app.add_typer(forget_app, name="forget")
 app.add_typer(log_app, name="log")
 app.add_typer(keys_app, name="keys")
+app.add_typer(policy_app, name="policy")
 console = Console()
 
 HomeOpt = Annotated[str | None, typer.Option("--home", envvar="MEMGOV_HOME", help="State folder (default ./.memgov).")]
 KeyOpt = Annotated[Path | None, typer.Option("--key", envvar="MEMGOV_KEY",
                                                help="Your Ed25519 private key file (memgov keys new); signs the act.")]
-PolicyOpt = Annotated[str, typer.Option("--policy", envvar="MEMGOV_POLICY", help="Policy name in policies/ or a YAML path.")]
+PolicyOpt = Annotated[str, typer.Option("--policy", envvar="MEMGOV_POLICY",
+                                          help="Only to check: the deployment's policy is used, and a different one is "
+                                          "refused (change it with `memgov policy adopt`).")]
+InitPolicyOpt = Annotated[str, typer.Option("--policy", envvar="MEMGOV_POLICY",
+                                              help="Policy name in policies/ or a YAML path; the deployment adopts it.")]
 
 
 def _ws(home: str | None):
@@ -44,11 +51,22 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _policy(ws, requested: str):
+    """The deployment's policy in force; asking for another one is a one-line refusal (exit 2)."""
+    from pipelines.cycle.policy_in_force import PolicyNotInForce, policy_in_force
+    from policies import PolicyError
+
+    try:
+        return policy_in_force(ws, requested or None)
+    except (PolicyNotInForce, PolicyError) as exc:
+        _fail(str(exc), 2)
+
+
 @app.command()
 def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging Face causal LM: a folder or a cached hub id.")],
          data: Annotated[str | None, typer.Option("--data", help="Folder of contract tables (facts.jsonl, documents.jsonl, "
                                                   "general.jsonl, unseen.jsonl, ...; see policies/contract.json).")] = None,
-         home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+         home: HomeOpt = None, policy: InitPolicyOpt = "default") -> None:
     """Start a deployment from your own model and data: r0001 is the checkpoint, unchanged."""
 
     from pipelines.cycle.deploy import InitError, init_deployment, validate
@@ -65,16 +83,18 @@ def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging
 
 @app.command()
 def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; default: the oldest unprocessed.")] = "",
-        home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+        home: HomeOpt = None, policy: PolicyOpt = "") -> None:
     """Run one governed cycle through Dagster (recorded in the local instance, visible in the UI)."""
     import os
 
     from memgov.report import print_cycle
     from pipelines.cycle.stages import pending_batches
 
-    os.environ["MEMGOV_POLICY"] = policy
     ws = _ws(home)
     _ensure_deployment(ws, policy)
+    _policy(ws, policy)  # a run on another policy than the deployment's is refused before anything starts
+    if policy:
+        os.environ["MEMGOV_POLICY"] = policy
     if not batch and not pending_batches(ws):
         _fail(f"no new batch in {ws.inbox}: drop a .jsonl or .parquet file there (or run `memgov demo`)")
     from assets.runner import run_cycle
@@ -108,7 +128,7 @@ def _ensure_deployment(ws, policy: str) -> None:
     from pipelines.cycle.deploy import InitError, init_deployment, validate
     from policies import load_policy
 
-    pol = load_policy(policy)
+    pol = load_policy(policy or "default")
     if not pol.base_model.path:
         _fail(f"no deployment in {ws.home}: run `memgov init --base-model PATH_OR_ID --data DIR` (or set "
               "base_model.path and base_model.data in the policy), or `memgov demo` for the demo world", 2)
@@ -190,7 +210,7 @@ def forget(
     dry_run: Annotated[bool, typer.Option(help="Show what the selector covers, store by store; change nothing.")] = False,
     key: KeyOpt = None,
     home: HomeOpt = None,
-    policy: PolicyOpt = "default",
+    policy: PolicyOpt = "",
 ) -> None:
     """File a forget request (signed with --key: the requester is then the key's holder); a sensor turns it into
     exactly one run."""
@@ -210,9 +230,8 @@ def forget(
         selector = Selector.parse(subject_ids=subject_id or [], subject=subject, row_ids=row_id or [], text_regex=regex)
         if dry_run:
             from pipelines.forget import dry_run_report, resolve_selector
-            from policies import load_policy
 
-            report = dry_run_report(ws, resolve_selector(ws.data, selector), load_policy(policy))
+            report = dry_run_report(ws, resolve_selector(ws.data, selector), _policy(ws, policy))
             console.print_json(json.dumps(report))
             if report["confirmation_needed"]:
                 console.print(f"[yellow]confirmation needed:[/yellow] this plan covers more than "
@@ -295,13 +314,13 @@ def forget_retry(request_id: str, by: Annotated[str, typer.Option(help="Who retr
 def forget_confirm(request_id: str, by: Annotated[str, typer.Option(help="Who confirms (not the requester).")],
                    role: Annotated[str, typer.Option(help="Their role; must be in the policy's unlearning.confirm_roles.")],
                    reason: Annotated[str, typer.Option(help="Why a plan this broad is right.")],
-                   home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+                   home: HomeOpt = None, policy: PolicyOpt = "") -> None:
     """Confirm a held request whose plan covers more than the policy's share of the data."""
     from pipelines.forget import confirm_request
-    from policies import load_policy
 
+    ws = _ws(home)
     try:
-        out = confirm_request(_ws(home), load_policy(policy), request_id, by, role, reason)
+        out = confirm_request(ws, _policy(ws, policy), request_id, by, role, reason)
     except (KeyError, ValueError) as exc:
         _fail(str(exc), 2)
     console.print_json(json.dumps(out))
@@ -346,15 +365,14 @@ def _envelope(action: str, subject: dict, key: Path | None, signed_file: Path | 
         _fail(str(exc), 2)
 
 
-def _governed(ws, policy: str, act):
+def _governed(act):
     """Run one governance act; a refusal is a one-line verdict (exit 2), never a traceback."""
     from pipelines.cycle.governance import ApprovalRefused
     from pipelines.registry.registry import RecordTampered
     from pipelines.trust.decisions import SignatureRefused
-    from policies import load_policy
 
     try:
-        return act(load_policy(policy))
+        return act()
     except (ApprovalRefused, SignatureRefused, RecordTampered, ValueError, KeyError) as exc:
         _fail(_message(exc), 2)
 
@@ -386,8 +404,9 @@ def _decide(decision: str, release_id: str, approver: str | None, role: str, rea
     from pipelines.cycle.governance import decide_signed
 
     ws = _ws(home)
+    pol = _policy(ws, policy)
     envelope = _envelope(decision, _subject(ws, decision, release_id), key, signed_file, role, reason)
-    console.print(_governed(ws, policy, lambda pol: decide_signed(ws, pol, release_id, decision, envelope, approver)))
+    console.print(_governed(lambda: decide_signed(ws, pol, release_id, decision, envelope, approver)))
 
 
 ApproverOpt = Annotated[str | None, typer.Option(help="Optional: must be the key holder's name in the keyring.")]
@@ -397,14 +416,14 @@ ReasonOpt = Annotated[str, typer.Option(help="Why; signed with the decision.")]
 
 @app.command()
 def approve(release_id: str, role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
-            approver: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+            approver: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "") -> None:
     """Approve a candidate with a signed decision (same rules as the UI's approval job)."""
     _decide("approve", release_id, approver, role, reason, key, signed, home, policy)
 
 
 @app.command()
 def reject(release_id: str, role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
-           approver: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+           approver: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "") -> None:
     """Reject a candidate with a signed decision."""
     _decide("reject", release_id, approver, role, reason, key, signed, home, policy)
 
@@ -413,26 +432,28 @@ def reject(release_id: str, role: RoleOpt = "", reason: ReasonOpt = "", key: Key
 def waive(release_id: str,
           gate: Annotated[list[str] | None, typer.Option(help="A failed gate the waiver covers; repeat for each.")] = None,
           role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
-          by: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "default") -> None:
+          by: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "") -> None:
     """Waive the failed gates of a rejected candidate (signed, logged); it then still needs its approvals."""
     from pipelines.cycle.governance import waive_signed
 
     ws = _ws(home)
+    pol = _policy(ws, policy)
     envelope = _envelope("waive", _subject(ws, "waive", release_id), key, signed, role, reason,
                          {"gates": sorted(gate or [])})
-    console.print(_governed(ws, policy, lambda pol: waive_signed(ws, pol, release_id, envelope, by)))
+    console.print(_governed(lambda: waive_signed(ws, pol, release_id, envelope, by)))
 
 
 @app.command()
 def rollback(to: Annotated[str, typer.Option("--to", help="Release to serve again.")],
              role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
-             actor: ApproverOpt = None, policy: PolicyOpt = "default", home: HomeOpt = None) -> None:
+             actor: ApproverOpt = None, policy: PolicyOpt = "", home: HomeOpt = None) -> None:
     """Serve an earlier release again (signed; a role from approval.rollback_roles); tainted releases are refused."""
     from pipelines.cycle.governance import rollback_signed
 
     ws = _ws(home)
+    pol = _policy(ws, policy)
     envelope = _envelope("rollback", _subject(ws, "rollback", to), key, signed, role, reason)
-    console.print(_governed(ws, policy, lambda pol: rollback_signed(ws, pol, to, envelope, actor)))
+    console.print(_governed(lambda: rollback_signed(ws, pol, to, envelope, actor)))
 
 
 @app.command()
@@ -591,6 +612,45 @@ def ui(port: Annotated[int, typer.Option()] = 3000,
            if auth.configured else "no authentication configured: governance jobs are read-only")
     console.print(f"Dagster UI on http://{host}:{port}  (state: {ws.home}; {how})")
     sys.exit(serve(ws.home, host, port))
+
+
+@policy_app.command("show")
+def policy_show(home: HomeOpt = None) -> None:
+    """The policy in force (checked against the change log) and every adoption before it."""
+    from pipelines.cycle.policy_in_force import PolicyNotInForce, adoptions, deployed_policy
+
+    ws = _ws(home)
+    try:
+        current = deployed_policy(ws)
+    except PolicyNotInForce as exc:
+        _fail(str(exc), 1)
+    if current is None:
+        console.print(f"no policy adopted in {ws.home} yet: `memgov init` adopts one")
+        return
+    table = Table(title=f"policy in force: {current.label}")
+    for col in ("seq", "time", "policy", "by", "reason"):
+        table.add_column(col, overflow="fold")
+    for a in adoptions(ws):
+        table.add_row(str(a["seq"]), a["time"][:19], a["label"], a["by"], a["reason"])
+    console.print(table)
+
+
+@policy_app.command("adopt")
+def policy_adopt(policy: Annotated[str, typer.Argument(help="Policy name in policies/ or a YAML path.")],
+                 role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
+                 home: HomeOpt = None) -> None:
+    """Make another policy the deployment's: signed by a role the policy in force names (approval.policy_roles)."""
+    from pipelines.cycle.governance import adopt_policy_signed, policy_subject
+    from policies import PolicyError, load_policy
+
+    ws = _ws(home)
+    current = _policy(ws, "")
+    try:
+        new = load_policy(policy)
+    except PolicyError as exc:
+        _fail(str(exc), 2)
+    envelope = _envelope("adopt_policy", policy_subject(new), key, signed, role, reason)
+    console.print_json(json.dumps(_governed(lambda: adopt_policy_signed(ws, current, new, envelope))))
 
 
 @app.command()

@@ -94,6 +94,8 @@ class ApprovalSection(_Strict):
     waiver_roles: list[str] = Field(default_factory=lambda: ["governance"])
     rollback_roles: list[str] = Field(default_factory=lambda: ["ml-lead", "governance"],
                                       description="who may put an earlier release back in service")
+    policy_roles: list[str] = Field(default_factory=lambda: ["governance"],
+                                    description="who may change the deployment's policy (`memgov policy adopt`)")
 
 
 class RetentionSection(_Strict):

@@ -261,6 +261,9 @@ def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:
     os.environ["MEMGOV_HOME"] = str(home)
     os.environ["MEMGOV_POLICY"] = "default"
     try:
+        from support_keys import adopt_policy
+
+        adopt_policy(home, "default")
         ws = Workspace.open(home)
         before = {r.release_id for r in ws.registry.list()}
         req = ForgetRequest(request_id=request_id, requester=REQUESTER, selector=Selector(subject=other_initial_subject(ws)),

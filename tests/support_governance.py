@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from support_keys import adopt_policy
+
 from pipelines.workspace import Workspace
 from policies import load_policy
 
@@ -16,8 +18,9 @@ POLICY = load_policy("default")
 
 
 def memgov(home: Path, *args: str) -> subprocess.CompletedProcess:
-    """The CLI as an operator runs it; the human-approval policy, whatever the demo left in the environment."""
-    env = {**os.environ, "MEMGOV_HOME": str(home), "MEMGOV_POLICY": "default", "COLUMNS": "250"}
+    """The CLI as an operator runs it: on the deployment's own policy, whatever the demo left in the environment."""
+    env = {**os.environ, "MEMGOV_HOME": str(home), "COLUMNS": "250"}
+    env.pop("MEMGOV_POLICY", None)
     return subprocess.run([sys.executable, "-m", "memgov", *args], capture_output=True, text=True, env=env)
 
 
@@ -26,6 +29,8 @@ def flat(proc: subprocess.CompletedProcess) -> str:
 
 
 def demo_ws(demo_copy: Path) -> Workspace:
+    """The demo's end state, switched to the human-approval policy the way an operator switches it."""
+    adopt_policy(demo_copy, "default")
     ws = Workspace.open(demo_copy)
     status = {r.release_id: r.status for r in ws.registry.list()}
     assert ws.registry.champion() == "r0003", "these tests start from the demo story's end state"

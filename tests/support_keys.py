@@ -16,3 +16,20 @@ def keyholder(home: Path, name: str, *roles: str) -> str:
     ws = Workspace.open(home)
     grant(ws.home, ws.log, name, [public], list(roles), "keyring-admin", "test setup")
     return str(path)
+
+
+def adopt_policy(home: Path, policy: str | Path, by: str = "policy-admin") -> str:
+    """Make `policy` the deployment's as an operator would (`memgov policy adopt`, signed by a governance key);
+    returns the label in force. Adopting the policy already in force changes nothing."""
+    from pipelines.cycle.governance import adopt_policy_signed, policy_subject
+    from pipelines.cycle.policy_in_force import policy_digest, policy_in_force
+    from pipelines.trust.decisions import sign_statement, statement
+    from policies import load_policy
+
+    ws = Workspace.open(home)
+    current, new = policy_in_force(ws), load_policy(policy)
+    if policy_digest(current) != policy_digest(new):
+        key = keyholder(home, by, "governance")
+        adopt_policy_signed(ws, current, new, sign_statement(
+            key, statement("adopt_policy", policy_subject(new), "governance", "the policy these tests run under")))
+    return new.label

@@ -13,6 +13,7 @@ from typing import Any
 
 from pipelines.admission import admit_batch, read_batch
 from pipelines.artifacts import save_index, store_model
+from pipelines.cycle.policy_in_force import adopt
 from pipelines.datasets import EVAL_TABLES, id_list
 from pipelines.recipe import read_recipe
 from pipelines.workspace import Workspace
@@ -132,6 +133,7 @@ def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[d
     kinds = Counter(r.get("kind") for r in rows)
     ws.log.append(ACTOR, "deployment.initialised", release.release_id, reason=f"{info.model_type} from {base_model}",
                   details={"model": digest, "rows": dict(kinds), "index_snapshot": version})
+    adopt(ws, policy, ACTOR, "the policy this deployment was initialised with")
     return {"release_id": release.release_id, "model": digest, "architecture": info.architecture,
             "rows": dict(kinds), "index_snapshot": version, "documents": len(docs)}
 

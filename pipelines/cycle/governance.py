@@ -10,10 +10,11 @@ from typing import Any
 
 from evals.names import FORGET_METRICS
 from pipelines.artifacts import load_model
+from pipelines.cycle.policy_in_force import adopt
 from pipelines.forget.verify import bounds, conclude, request_checks
 from pipelines.knowledge import current_facts, qa, sample
 from pipelines.lm import exact_match
-from pipelines.trust.decisions import SignedBy, refuse_replay, release_subject, verify_decision
+from pipelines.trust.decisions import SignedBy, content_subject, refuse_replay, release_subject, verify_decision
 from pipelines.trust.keyring import same_person
 from pipelines.workspace import Workspace
 from policies import Policy
@@ -145,6 +146,20 @@ def _authorised(actor: str, role: str, reason: str, roles: list[str], doing: str
         allowed = ", ".join(roles) or f"none: this policy allows no {allows_none}"
         raise ApprovalRefused(f"role '{role}' may not {doing}; approval.{key} in the policy: {allowed}")
     return actor, role, reason
+
+
+def policy_subject(policy: Policy) -> dict[str, str]:
+    """What a signature adopting `policy` covers: its whole content, not its file name."""
+    return content_subject("policy", policy.label, policy.model_dump(mode="json"))
+
+
+def adopt_policy_signed(ws: Workspace, current: Policy, new: Policy, envelope: Any) -> dict[str, Any]:
+    """Change the deployment's policy: signed by a person the keyring grants a role that the policy *in force*
+    names under approval.policy_roles (so a policy cannot be replaced by one that lets its author in)."""
+    who = signed(ws, envelope, "adopt_policy", policy_subject(new))
+    _authorised(who.person, who.role, who.reason, current.approval.policy_roles, "change the deployment's policy",
+                "policy_roles", "a policy change needs the signer and a reason", "policy changes")
+    return adopt(ws, new, who.person, who.reason, role=who.role, proof=who.proof())
 
 
 def waive_signed(ws: Workspace, policy: Policy, release_id: str, envelope: Any, claimed: str | None = None,

@@ -20,7 +20,7 @@ from pipelines.trust import keys
 from pipelines.trust.keyring import Keyring
 
 KIND = "memgov.decision/v1"
-ACTIONS = ("approve", "reject", "waive", "rollback", "forget", "submit")
+ACTIONS = ("approve", "reject", "waive", "rollback", "forget", "submit", "confirm", "retry", "adopt_policy")
 MAX_AGE = timedelta(hours=24)
 MAX_SKEW = timedelta(minutes=5)
 

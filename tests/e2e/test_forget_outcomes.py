@@ -18,6 +18,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from support_keys import keyholder
 from support_s3 import CREDS, s3_server
 
 from policies.schema import POLICY_DIR
@@ -30,15 +31,23 @@ def memgov(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "memgov", *args], capture_output=True, text=True, env=full)
 
 
-def policy_variant(tmp_path: Path, monkeypatch, version: str, change) -> Path:
-    """The default policy with `change(raw)` applied, written to a file and made the active policy."""
+def policy_variant(home: Path, tmp_path: Path, monkeypatch, version: str, change) -> Path:
+    """The default policy with `change(raw)` applied, written to a file and adopted by the deployment through
+    `memgov policy adopt` (signed by a governance key), as an operator changes a deployment's policy."""
     raw = yaml.safe_load((POLICY_DIR / "default.yaml").read_text())
     raw["version"] = version
     change(raw)
     path = tmp_path / f"{version}.yaml"
     path.write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("MEMGOV_POLICY", str(path))
+    adopt(home, str(path), monkeypatch)
     return path
+
+
+def adopt(home: Path, policy: str, monkeypatch) -> None:
+    key = keyholder(home, "policy-admin", "governance")
+    proc = memgov(home, "policy", "adopt", policy, "--key", key, "--role", "governance", "--reason", "test variant")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    monkeypatch.setenv("MEMGOV_POLICY", policy)
 
 
 def file_urgent_request(ws, home: Path, policy: Path, request_id: str, rank: int) -> str:
@@ -66,7 +75,7 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
     from policies import load_policy
 
     # One optimisation step at a negligible rate: the method runs, but the facts stay recalled.
-    weak = policy_variant(tmp_path, monkeypatch, "weak-unlearning",
+    weak = policy_variant(demo_copy, tmp_path, monkeypatch, "weak-unlearning",
                           lambda raw: raw["unlearning"].update(params={"max_steps": 1, "learning_rate": 1e-7}))
     ws = Workspace.open(demo_copy)
     champion = ws.registry.champion()
@@ -88,7 +97,7 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
     assert '"state": "failed"' in status and "forget_recall" in status
 
     # Filing the request again would find nothing left to select; a retry keeps its facts and tries again.
-    monkeypatch.setenv("MEMGOV_POLICY", "default")
+    adopt(demo_copy, "default", monkeypatch)
     proc = memgov(demo_copy, "forget", "retry", "req-weak", "--by", "privacy-lead",
                   "--reason", "back to the default unlearning settings", MEMGOV_POLICY="default")
     assert proc.returncode == 0, proc.stderr
@@ -112,7 +121,7 @@ def test_a_request_whose_forgetting_held_waits_when_its_candidate_fails_other_ga
             if gate["metric"] == "perplexity":
                 gate["max_ratio_vs_champion"] = 0.5
 
-    strict = policy_variant(tmp_path, monkeypatch, "strict-utility", impossible_perplexity)
+    strict = policy_variant(demo_copy, tmp_path, monkeypatch, "strict-utility", impossible_perplexity)
     ws = Workspace.open(demo_copy)
     champion = ws.registry.champion()
     releases_before = {r.release_id for r in ws.registry.list()}
