@@ -107,15 +107,21 @@ def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; defaul
 
 @app.command()
 def submit(file: Annotated[Path, typer.Argument(help="A .jsonl or .parquet batch of contract rows.")],
-           by: Annotated[str, typer.Option(help="Who submits it (may not approve the release trained on it).")],
+           key: KeyOpt = None,
            name: Annotated[str | None, typer.Option(help="Batch name in the inbox (default: the file's stem).")] = None,
            home: HomeOpt = None) -> None:
-    """Put a batch into the inbox, recording who submitted it and the file's hash."""
+    """Put a batch into the inbox, signed with your key over its name and hash: the keyring's holder of the key is
+    its submitter, who may not approve the release trained on it."""
     from pipelines.cycle.submission import submit as do_submit
+    from pipelines.trust.decisions import SignatureRefused
+    from pipelines.trust.keys import KeyError_
 
+    if key is None:
+        _fail("an unsigned submission is refused: sign it with your key (--key FILE or MEMGOV_KEY; create one with "
+              "`memgov keys new FILE` and have it granted with `memgov keys grant`)", 2)
     try:
-        done = do_submit(_ws(home), file, by, name)
-    except ValueError as exc:
+        done = do_submit(_ws(home), file, key, name)
+    except (ValueError, KeyError_, SignatureRefused) as exc:
         _fail(str(exc), 2)
     console.print(f"batch [bold]{done.batch}[/bold] submitted by {done.submitted_by} (sha256 {done.sha256[:12]})")
 
@@ -198,7 +204,7 @@ def _serving_at(ws, at: str) -> None:
 def forget(
     ctx: typer.Context,
     request_id: Annotated[str | None, typer.Option("--id", help="Request id (idempotent: the same id twice is one request).")] = None,
-    requester: Annotated[str | None, typer.Option(help="Who asks (a person or team).")] = None,
+    requester: Annotated[str | None, typer.Option(help="Optional: must be the key holder's name in the keyring.")] = None,
     subject_id: Annotated[list[str] | None, typer.Option("--subject-id", help="Subject id to forget (repeatable).")] = None,
     subject: Annotated[str | None, typer.Option(help="Subject name as it appears in the data.")] = None,
     row_id: Annotated[list[str] | None, typer.Option("--row-id", help="Row id to forget (repeatable).")] = None,
@@ -212,18 +218,21 @@ def forget(
     home: HomeOpt = None,
     policy: PolicyOpt = "",
 ) -> None:
-    """File a forget request (signed with --key: the requester is then the key's holder); a sensor turns it into
-    exactly one run."""
+    """File a forget request signed with your key (you are its requester); a sensor turns it into exactly one run."""
     if ctx.invoked_subcommand is not None:
         return
-    missing = [name for name, value in (("--id", request_id), ("--requester", requester or key), ("--reason", reason))
-               if not value]
+    missing = [name for name, value in (("--id", request_id), ("--reason", reason)) if not value]
     if missing:
-        _fail(f"missing {', '.join(missing)}: a forget request needs an id, a requester and a reason", 2)
+        _fail(f"missing {', '.join(missing)}: a forget request needs an id and a reason", 2)
+    if key is None and not dry_run:
+        _fail("an unsigned forget request is refused: sign it with your key (--key FILE or MEMGOV_KEY; create one "
+              "with `memgov keys new FILE` and have it granted with `memgov keys grant`); you are its requester", 2)
     from rich.markup import escape
 
+    from pipelines.forget.filing import holder_of, sign_request
     from pipelines.requests import ForgetRequest, Selector
     from pipelines.requests.models import deadline_after
+    from pipelines.trust.keys import KeyError_
 
     ws = _ws(home)
     try:
@@ -236,11 +245,9 @@ def forget(
             if report["confirmation_needed"]:
                 console.print(f"[yellow]confirmation needed:[/yellow] this plan covers more than "
                               f"{report['max_share']:.0%} of the deployment; a {' or '.join(report['confirmation_needed']['roles'])} "
-                              f"must confirm it with `memgov forget confirm {request_id} --by NAME --role ROLE --reason TEXT`")
+                              f"must confirm it with `memgov forget confirm {request_id} --key FILE --role ROLE --reason TEXT`")
             return
-        proof = None
-        if key is not None:
-            requester, proof = _signed_requester(ws, key, request_id, requester, selector, reason, legal_basis, urgent)
+        requester = requester or holder_of(ws, key)
         existing = _existing_request(ws, request_id)
         if existing is not None and _same_request(existing, requester, selector, reason, legal_basis, urgent):
             console.print(f"forget request [bold]{request_id}[/bold] already on file (state: {existing.state})")
@@ -250,28 +257,11 @@ def forget(
                             urgent=urgent)
         from pipelines.ops import file_request
 
-        stored, created = file_request(ws, req, proof)
-    except ValueError as exc:
+        stored, created = file_request(ws, req, sign_request(key, req))
+    except (ValueError, KeyError_) as exc:  # SignatureRefused is a ValueError
         _fail(escape(str(exc)), 2)  # the message quotes what was typed: never rich markup
     console.print(f"forget request [bold]{stored.request_id}[/bold] {'received' if created else 'already on file'} "
-                  f"(state: {stored.state})")
-
-
-def _signed_requester(ws, key: Path, request_id: str, claimed: str | None, selector, reason: str, legal_basis: str,
-                      urgent: bool) -> tuple[str, dict]:
-    """Sign the request's content with the requester's key; the keyring's name for the key is the requester."""
-    from pipelines.cycle.governance import ApprovalRefused, signed
-    from pipelines.trust.decisions import SignatureRefused, content_subject, sign_statement, statement
-    from pipelines.trust.keys import KeyError_
-
-    content = {"selector": selector.model_dump(), "reason": reason, "legal_basis": legal_basis, "urgent": urgent}
-    subject = content_subject("request", request_id, content)
-    try:
-        envelope = sign_statement(key, statement("forget", subject, "requester", reason))
-        who = signed(ws, envelope, "forget", subject, claimed, need_role=False)
-    except (KeyError_, SignatureRefused, ApprovalRefused) as exc:
-        _fail(str(exc), 2)
-    return who.person, who.proof()
+                  f"(state: {stored.state}; requester {stored.requester})")
 
 
 def _existing_request(ws, request_id: str):
@@ -288,16 +278,35 @@ def _same_request(stored, requester, selector, reason, legal_basis, urgent) -> b
             and bool(stored.urgent) == urgent and stored_selector == selector.model_dump())
 
 
+def _signed_request_act(ws, action: str, request_id: str, key: Path | None, role: str, reason: str,
+                        claimed: str | None):
+    """A confirmation or retry of a forget request, signed: who acts is the key's holder in the keyring."""
+    from pipelines.cycle.governance import ApprovalRefused, signed
+    from pipelines.trust.decisions import SignatureRefused, content_subject
+
+    req = _existing_request(ws, request_id)
+    if req is None:
+        _fail(f"no forget request {request_id!r}: `memgov forget status ID` names the ones on file", 2)
+    subject = content_subject("request", request_id, {"state": req.state, "selector_hash": req.selector_hash})
+    envelope = _envelope(action, subject, key, None, role or "requester", reason)
+    try:
+        return signed(ws, envelope, action, subject, claimed, need_role=action == "confirm")
+    except (SignatureRefused, ApprovalRefused) as exc:
+        _fail(str(exc), 2)
+
+
 @forget_app.command("retry")
-def forget_retry(request_id: str, by: Annotated[str, typer.Option(help="Who retries.")],
-                 reason: Annotated[str, typer.Option(help="Why, e.g. which policy or method changed.")],
+def forget_retry(request_id: str, reason: Annotated[str, typer.Option(help="Why, e.g. which policy or method changed.")],
+                 key: KeyOpt = None,
+                 by: Annotated[str | None, typer.Option(help="Optional: must be the key holder's name.")] = None,
                  home: HomeOpt = None) -> None:
-    """Retry a failed request's model-side forgetting: urgent ones run now, others with the next cycle."""
+    """Retry a failed request's model-side forgetting (signed): urgent ones run now, others with the next cycle."""
     from pipelines.forget import retry_request
 
     ws = _ws(home)
+    who = _signed_request_act(ws, "retry", request_id, key, "", reason, by)
     try:
-        out = retry_request(ws, request_id, by, reason)
+        out = retry_request(ws, request_id, who.person, who.reason, proof=who.proof())
     except (KeyError, ValueError) as exc:
         _fail(str(exc), 2)
     if out["urgent"]:
@@ -311,16 +320,20 @@ def forget_retry(request_id: str, by: Annotated[str, typer.Option(help="Who retr
 
 
 @forget_app.command("confirm")
-def forget_confirm(request_id: str, by: Annotated[str, typer.Option(help="Who confirms (not the requester).")],
-                   role: Annotated[str, typer.Option(help="Their role; must be in the policy's unlearning.confirm_roles.")],
+def forget_confirm(request_id: str,
+                   role: Annotated[str, typer.Option(help="A role the keyring grants you, in unlearning.confirm_roles.")],
                    reason: Annotated[str, typer.Option(help="Why a plan this broad is right.")],
+                   key: KeyOpt = None,
+                   by: Annotated[str | None, typer.Option(help="Optional: must be the key holder's name.")] = None,
                    home: HomeOpt = None, policy: PolicyOpt = "") -> None:
-    """Confirm a held request whose plan covers more than the policy's share of the data."""
+    """Confirm (signed) a held request whose plan covers more than the policy's share of the data."""
     from pipelines.forget import confirm_request
 
     ws = _ws(home)
+    pol = _policy(ws, policy)
+    who = _signed_request_act(ws, "confirm", request_id, key, role, reason, by)
     try:
-        out = confirm_request(ws, _policy(ws, policy), request_id, by, role, reason)
+        out = confirm_request(ws, pol, request_id, who.person, who.role, who.reason, proof=who.proof())
     except (KeyError, ValueError) as exc:
         _fail(str(exc), 2)
     console.print_json(json.dumps(out))

@@ -1,5 +1,5 @@
-"""What ops call from code: filing forget requests, with the same validation, store and change-log line as
-`memgov forget`. It sits above the workspace (it opens one), so the request store below stays free of it."""
+"""What ops call from code: filing forget requests, with the same validation, signature, store and change-log line
+as `memgov forget`. It sits above the workspace (it opens one), so the request store below stays free of it."""
 
 from __future__ import annotations
 
@@ -7,34 +7,48 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipelines.forget.filing import check_filing, holder_of, sign_request
 from pipelines.requests.models import ForgetRequest, deadline_after
 from pipelines.requests.store import StoredRequest
 from pipelines.workspace import Workspace
 
 
 def file_request(ws: Workspace, request: ForgetRequest | dict[str, Any],
-                 proof: dict[str, str] | None = None) -> tuple[StoredRequest, bool]:
-    """Store one request in the workspace's request store and log `forget.received` once (never its cleartext).
+                 envelope: dict[str, Any]) -> tuple[StoredRequest, bool]:
+    """Store one request signed by its requester and log `forget.received` once (never its cleartext).
 
-    With `proof` (a verified signature), the requester is the keyring's person and the evidence says so; without
-    it the requester is the name the caller gave (trusted code, e.g. an ops script)."""
-    stored, created = ws.requests.submit(request)
+    The fields are validated first (a bad field is named whoever signed); then the signature must be the
+    requester's own over exactly this request. An identical resubmission returns the stored one (created=False)."""
+    req = request if isinstance(request, ForgetRequest) else ForgetRequest(**request)
+    who = check_filing(ws, req, envelope, fresh=False)
+    existing = _existing(ws, req.request_id)
+    if existing is None:
+        check_filing(ws, req, envelope)  # a signature files one request, once
+    stored, created = ws.requests.submit(req)
     if created:
-        if proof:
-            stored = ws.requests.update_evidence(stored.request_id, lambda _s, e: {**e, "filed": {"signed": proof}})
-        ws.log.append(stored.requester if proof else f"user:{stored.requester}", "forget.received",
-                      stored.request_id, reason=stored.legal_basis,
+        filed = {"signed": who.proof(), "envelope": envelope}
+        stored = ws.requests.update_evidence(stored.request_id, lambda _s, e: {**e, "filed": filed})
+        ws.log.append(who.person, "forget.received", stored.request_id, reason=stored.legal_basis,
                       details={"selector": ws.log.redact(json.dumps(stored.selector, sort_keys=True)),
-                               "urgent": stored.urgent, **({"signed": proof} if proof else {})})
+                               "urgent": stored.urgent, "signed": who.proof()})
     return stored, created
 
 
-def submit_forget_request(store_url: str | None = None, *, home: str | Path | None = None,
-                          **fields: Any) -> tuple[StoredRequest, bool]:
-    """Validate and submit one request; safe to retry (an identical resubmission returns created=False).
+def _existing(ws: Workspace, request_id: str) -> StoredRequest | None:
+    try:
+        return ws.requests.get(request_id)
+    except (KeyError, ValueError):
+        return None
 
-    `home` is the deployment's state folder (default: MEMGOV_HOME), whose change log records the request;
-    `store_url` overrides its request store (e.g. Postgres). `deadline_days=N` may replace `deadline`."""
+
+def submit_forget_request(store_url: str | None = None, *, key: str | Path, home: str | Path | None = None,
+                          **fields: Any) -> tuple[StoredRequest, bool]:
+    """Validate, sign with `key` (the requester's private key file) and submit one request; safe to retry (an
+    identical resubmission returns created=False).
+
+    The requester is the keyring's holder of `key` (a `requester` field naming anyone else is refused). `home` is
+    the deployment's state folder (default: MEMGOV_HOME), whose change log records the request; `store_url`
+    overrides its request store (e.g. Postgres). `deadline_days=N` may replace `deadline`."""
     if "deadline_days" in fields:
         days = fields.pop("deadline_days")
         if "deadline" in fields:
@@ -42,6 +56,7 @@ def submit_forget_request(store_url: str | None = None, *, home: str | Path | No
         fields["deadline"] = deadline_after(days)
     ws = Workspace.open(home, requests_url=store_url)
     try:
-        return file_request(ws, fields)
+        req = ForgetRequest(**{"requester": holder_of(ws, key), **fields})
+        return file_request(ws, req, sign_request(key, req))
     finally:
         ws.requests.close()

@@ -261,7 +261,10 @@ def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:
     os.environ["MEMGOV_HOME"] = str(home)
     os.environ["MEMGOV_POLICY"] = "default"
     try:
-        from support_keys import adopt_policy
+        from support_keys import adopt_policy, keyholder
+
+        from pipelines.forget.filing import sign_request
+        from pipelines.ops import file_request
 
         adopt_policy(home, "default")
         ws = Workspace.open(home)
@@ -269,7 +272,7 @@ def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:
         req = ForgetRequest(request_id=request_id, requester=REQUESTER, selector=Selector(subject=other_initial_subject(ws)),
                             reason="erasure request, out of cycle", legal_basis="gdpr_art17",
                             deadline=datetime.now(UTC) + timedelta(days=3), urgent=True)
-        ws.requests.submit(req)
+        file_request(ws, req, sign_request(keyholder(home, REQUESTER), req))
         runs = tick_sensor(ws, "forget_request_sensor")
         assert len(runs) == 1, f"the forget-request sensor launched {len(runs)} runs for one new request"
         failures = [e.event_specific_data.error.to_string() for e in runs[0].get_step_failure_events()]

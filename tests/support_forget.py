@@ -72,11 +72,16 @@ def small_deployment(home: Path, n_subjects: int = 24, facts_per_subject: int = 
 
 
 def file(ws: Workspace, request_id: str, requester: str = "privacy-office", **selector) -> None:
-    from pipelines.ops import file_request
+    """File a request as `requester` would: signed with their key (granted in the keyring on first use)."""
+    from support_keys import keyholder
 
-    file_request(ws, {"request_id": request_id, "requester": requester, "selector": selector,
-                      "reason": "erasure request", "legal_basis": "gdpr_art17",
-                      "deadline": dt.datetime.now(dt.UTC) + dt.timedelta(days=3)})
+    from pipelines.forget.filing import sign_request
+    from pipelines.ops import file_request
+    from pipelines.requests import ForgetRequest
+
+    req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason="erasure request",
+                        legal_basis="gdpr_art17", deadline=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    file_request(ws, req, sign_request(keyholder(ws.home, requester), req))
 
 
 def write_batch(ws: Workspace, name: str, rows: list[dict | str | bytes]) -> Path:

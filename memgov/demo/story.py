@@ -26,6 +26,18 @@ def peak_memory_mib() -> float:
     return max(own, children) / 1024
 
 
+def _demo_key(ws, person: str):
+    """The demo's people sign like anyone else: a key per person, granted in the deployment's keyring. Their keys
+    live beside the demo's state (a real deployment keeps each person's key with that person)."""
+    from pipelines.trust.grants import grant
+    from pipelines.trust.keys import generate, load_private, public_text
+
+    path = ws.home / "demo-keys" / f"{person}.key"
+    public = public_text(load_private(path).public_key()) if path.exists() else generate(path)
+    grant(ws.home, ws.log, person, [public], ["requester"], "demo-admin", "the demo's privacy office files requests")
+    return path
+
+
 def run_demo(home: str | None, fresh: bool, console: Console) -> int:
     os.environ["MEMGOV_POLICY"] = "demo"
     os.environ.setdefault("TQDM_MININTERVAL", "1")
@@ -63,10 +75,12 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
         outs[1] = print_cycle(console, ws, run_cycle(ws))
     victim = world_of(policy).facts[0]
     with stage("forget request (CLI) + sensor run"):
-        cmd = [sys.executable, "-m", "memgov", "forget", "--id", "req-demo-0001", "--requester", "privacy-office",
+        key = _demo_key(ws, "privacy-office")
+        cmd = [sys.executable, "-m", "memgov", "forget", "--id", "req-demo-0001", "--key", str(key),
                "--subject", victim.subject, "--reason", "data subject erasure request", "--legal-basis", "gdpr_art17",
                "--deadline-days", "30", "--home", str(ws.home)]
-        console.print("$ memgov forget --id req-demo-0001 --requester privacy-office --subject <name> ...")
+        console.print(f"$ memgov forget --id req-demo-0001 --key {key} --subject <name> ...  (signed: the keyring "
+                      "names privacy-office as the requester)")
         subprocess.run(cmd, check=True, env={**os.environ, "MEMGOV_HOME": str(ws.home)})
         runs = tick_sensor(ws, "forget_request_sensor")
         req = ws.requests.get("req-demo-0001")

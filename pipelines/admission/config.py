@@ -36,6 +36,8 @@ class AdmissionConfig(BaseModel):
     detect_payment_cards: bool = True
     # Regex of characters no text column, id, source or subject id may contain.
     forbidden_characters: str = DEFAULT_FORBIDDEN_CHARACTERS
+    # A batch whose submission is not signed by a keyholder (`memgov submit --key`) is quarantined whole.
+    require_signed_submission: bool = False
 
     @field_validator("required_columns", "text_columns")
     @classmethod

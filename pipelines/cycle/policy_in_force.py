@@ -26,9 +26,13 @@ class PolicyNotInForce(ValueError):
     """A policy other than the deployment's was asked for, or the deployment's record does not match its log."""
 
 
-def policy_digest(policy: Policy) -> str:
-    blob = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+def _content_digest(content: Any) -> str:
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def policy_digest(policy: Policy) -> str:
+    return _content_digest(policy.model_dump(mode="json"))
 
 
 def adopted_record(ws: Workspace) -> dict[str, Any] | None:
@@ -67,18 +71,18 @@ def deployed_policy(ws: Workspace) -> Policy | None:
             raise PolicyNotInForce(f"the change log adopted policy {last['object']} (event {last['seq']}) but the "
                                    f"deployment's policy record ({RECORD}) is missing: restore it from a backup")
         return None
-    try:
-        policy = parse_policy(record.get("policy"), f"the deployment's policy record ({RECORD})")
-    except PolicyError as exc:
-        raise PolicyNotInForce(str(exc)) from None
-    digest = policy_digest(policy)
+    # The stored content is what was adopted: a newer memgov that adds a field with a default reads it the same.
+    digest = _content_digest(record.get("policy"))
     logged = (last or {}).get("details", {}).get("sha256")
     if digest != record.get("sha256") or digest != logged:
         where = f"event {last['seq']} adopted {last['object']}" if last else "no adoption is logged"
         raise PolicyNotInForce(f"the deployment's policy record ({RECORD}) is not the policy last adopted in the "
                                f"change log ({where}); nothing runs on it: restore the record or adopt a policy "
                                "with `memgov policy adopt`")
-    return policy
+    try:
+        return parse_policy(record.get("policy"), f"the deployment's policy record ({RECORD})")
+    except PolicyError as exc:
+        raise PolicyNotInForce(str(exc)) from None
 
 
 def policy_in_force(ws: Workspace, requested: str | Path | None = None) -> Policy:

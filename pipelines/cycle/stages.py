@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
@@ -57,6 +58,8 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
     honoured = _honour_forget_requests(ws, eff, run_id)
     tombstones = ws.requests.tombstones()
     result = admit_batch(_read_or_quarantine(path), eff.admission, tombstones=tombstones, batch_name=batch)
+    if eff.admission.require_signed_submission and not (submitted and submitted.submitted_by):
+        result = _unsigned(result, submitted.note if submitted else "no signed submission")
     quarantined = _without_forgotten_content(result.quarantined, path, tombstones)
     evaluation = {name: [r for r in result.admitted if r.get("kind") == name] for name in EVAL_TABLES}
     admitted = [r for r in result.admitted if r.get("kind") not in EVAL_TABLES]
@@ -92,6 +95,17 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
         quarantined=len(result.quarantined), quarantine_reasons=dict(reasons), expectations_md=result.to_markdown(),
         batch_hash=result.batch_hash, data_snapshot=ws.data.snapshot("admitted"),
         forget_requests_scrubbed=[r["request_id"] for r in honoured], seconds=round(result.seconds, 3))
+
+
+def _unsigned(result, note: str):
+    """Under `admission.require_signed_submission`, a batch nobody signed is quarantined whole, row by row."""
+    reason = f"{UNSIGNED}: {note}; fix: submit the file with `memgov submit FILE --key YOUR_KEY`"
+    moved = [{**r, "quarantine_reasons": [reason]} for r in result.admitted]
+    counts = {**result.counts, "admitted": 0, "quarantined": len(result.quarantined) + len(moved)}
+    return dataclasses.replace(result, admitted=[], quarantined=[*result.quarantined, *moved], counts=counts)
+
+
+UNSIGNED = "unsigned_submission"
 
 
 def _honour_forget_requests(ws: Workspace, policy: Policy, run_id: str | None) -> list[dict[str, Any]]:

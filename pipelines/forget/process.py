@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from pipelines.artifacts import load_index
+from pipelines.forget.filing import filed_signer
 from pipelines.forget.plan import ForgetPlan, resolve_selector
 from pipelines.forget.scrub import (
     ACTOR,
@@ -22,6 +23,9 @@ from pipelines.forget.scrub import (
     run_steps,
     scrub_complete,
 )
+from pipelines.forget.weights import release_after_move, tainted_weights_left
+from pipelines.trust.decisions import SignatureRefused
+from pipelines.trust.keyring import same_person
 from pipelines.workspace import Workspace
 from policies import Policy
 from policies.schema import UnlearningSection
@@ -121,6 +125,12 @@ def process_request(ws: Workspace, request_id: str, embedder=None, dry_run: bool
         attempt = j.claim(run_id)
     except ScrubBusy as exc:
         return {"request_id": request_id, "state": req.state, "busy": str(exc)}
+    if req.state == "received":
+        try:
+            filed_signer(ws, req)
+        except SignatureRefused as exc:
+            j.end(error=str(exc), step="plan")
+            return _fail(ws, request_id, f"not scrubbed: {exc}", {}, run_id)
     try:
         if req.state == "received":
             planned = _plan_or_hold(ws, req, rules, run_id)
@@ -131,7 +141,7 @@ def process_request(ws: Workspace, request_id: str, embedder=None, dry_run: bool
         else:
             plan = ForgetPlan.from_ids(journal(req.evidence).get("plan") or {})
             plan.forget_qas = list((req.evidence or {}).get("plan", {}).get("forget_qas", []))
-        done = run_steps(ws, request_id, plan, run_id)
+        done = run_steps(ws, request_id, plan, run_id, policy=policy)
     except Exception as exc:  # noqa: BLE001 - recorded, logged, and left for the next attempt
         step = getattr(exc, "memgov_step", "plan")
         error = f"{type(exc).__name__}: {exc}"
@@ -152,10 +162,13 @@ def _conclude_scrub(ws: Workspace, request_id: str, plan: ForgetPlan, done: dict
     req = ws.requests.get(request_id)
     leaks = index_returns_forgotten(ws, plan, embedder)
     tainted = done["taint"]["tainted"]
-    holds = done["collect"]["legal_holds"]
+    holds = done["collect"]["legal_holds"] + [{"blob": h["blob"], "detail": {k: v for k, v in h.items() if k != "blob"}}
+                                              for h in (done.get("weights") or {}).get("object_lock", [])]
+    weights = done.get("weights") or {}
     evidence = {
         "scrub": {"data": done["data"], "index": done["index"], "inbox": done["inbox"]["removed"],
-                  "blobs": {k: done["collect"][k] for k in ("deleted", "still_named")}},
+                  "blobs": {k: done["collect"][k] for k in ("deleted", "still_named")},
+                  "weights": {k: weights.get(k) for k in ("deleted", "held", "still_named", "serving") if k in weights}},
         "tainted_releases": tainted,
         "index_clean": not leaks,
         "index_leaks": leaks,
@@ -174,6 +187,7 @@ def _conclude_scrub(ws: Workspace, request_id: str, plan: ForgetPlan, done: dict
             return {**_fail(ws, request_id, f"the serving index still holds {len(leaks)} covered document(s)", evidence,
                             run_id), **evidence}
         ws.requests.transition(request_id, "verified", {}, note="retrieval-side only")
+        ws.requests.purge_cleartext(request_id)  # verified: only the selector's hash and counts stay
         ws.log.append(ACTOR, "forget.verified", request_id, reason="retrieval-side only: every store scrubbed",
                       run_id=run_id)
     else:
@@ -199,6 +213,8 @@ def honour_pending_requests(ws: Workspace, policy: Policy, run_id: str | None = 
             raise PendingForget(f"forget request {req.request_id} is being scrubbed by another run; this cycle "
                                 "builds no candidate until it completes (run again after it)")
         results.append(process_request(ws, req.request_id, embedder=embedder, run_id=run_id, policy=policy))
+    if tainted_weights_left(ws, policy):  # a deletion after a promotion that failed is finished now
+        release_after_move(ws, policy, "cycle start", run_id)
     stuck = pending_scrubs(ws)
     if stuck:
         detail = "; ".join(f"{r.request_id} ({(journal(r.evidence).get('attempts') or [{}])[-1].get('error', r.state)})"
@@ -213,7 +229,8 @@ class PendingForget(RuntimeError):
     """A cycle refused to start because a forget request's scrub is not complete."""
 
 
-def retry_request(ws: Workspace, request_id: str, actor: str, reason: str) -> dict[str, Any]:
+def retry_request(ws: Workspace, request_id: str, actor: str, reason: str,
+                  proof: dict[str, str] | None = None) -> dict[str, Any]:
     """Put a failed request back in line: planning again when planning failed, resuming an incomplete scrub, or
     model-side forgetting (the next cycle, or now for urgent ones).
 
@@ -243,12 +260,13 @@ def retry_request(ws: Workspace, request_id: str, actor: str, reason: str) -> di
                                                 "earlier_attempts": [*(req.evidence or {}).get("earlier_attempts", []),
                                                                      *(old_attempts if what == "the scrub" else [])]},
                            note=f"retried by {actor}: {reason}")
-    ws.log.append(actor, "forget.retried", request_id, reason=f"{what}: {reason}")
+    ws.log.append(actor, "forget.retried", request_id, reason=f"{what}: {reason}",
+                  details={"signed": proof} if proof else {})
     return {"request_id": request_id, "state": target, "resumes": what, "urgent": req.urgent}
 
 
 def confirm_request(ws: Workspace, policy: Policy, request_id: str, by: str, role: str, reason: str,
-                    run_id: str | None = None) -> dict[str, Any]:
+                    run_id: str | None = None, proof: dict[str, str] | None = None) -> dict[str, Any]:
     """A named role confirms a plan that covers more than the policy's share; the request then runs as usual."""
     by, role, reason = by.strip(), role.strip(), reason.strip()
     if not by or not role or not reason:
@@ -260,9 +278,10 @@ def confirm_request(ws: Workspace, policy: Policy, request_id: str, by: str, rol
     if role not in rules.confirm_roles:
         raise ValueError(f"role '{role}' may not confirm broad forget requests; allowed roles: "
                          f"{', '.join(rules.confirm_roles)} (policy unlearning.confirm_roles)")
-    if by.casefold() == req.requester.strip().casefold():
+    if same_person(by) == same_person(req.requester):
         raise ValueError(f"{by} filed request {request_id} and cannot also confirm it; another person must")
     ws.requests.transition(request_id, "received", {"confirmation": {"by": by, "role": role, "reason": reason}},
                            note=f"broad plan confirmed by {by} ({role}): {reason}")
-    ws.log.append(f"user:{by}", "forget.confirmed", request_id, reason=reason, run_id=run_id, details={"role": role})
+    ws.log.append(by if proof else f"user:{by}", "forget.confirmed", request_id, reason=reason, run_id=run_id,
+                  details={"role": role, **({"signed": proof} if proof else {})})
     return {"request_id": request_id, "state": "received", "confirmed_by": by, "role": role}

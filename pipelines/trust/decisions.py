@@ -102,9 +102,11 @@ def _explain_subject(signed: dict[str, Any], expected: dict[str, Any]) -> str:
 
 
 def verify_decision(ring: Keyring, envelope: Any, action: str, subject: dict[str, Any],
-                    now: datetime | None = None, need_role: bool = True) -> SignedBy:
+                    now: datetime | None = None, need_role: bool = True,
+                    max_age: timedelta | None = MAX_AGE) -> SignedBy:
     """Check signature, key, person, role grant, action, subject and age; return who signed, or refuse.
-    `need_role=False` for acts anyone in the keyring may sign (filing a forget request)."""
+    `need_role=False` for acts anyone in the keyring may sign (filing a forget request); `max_age=None` for a
+    statement checked long after it was made (a submission, verified when its batch is admitted)."""
     stmt = _shape(envelope)
     if not keys.verify(envelope["key"], stmt, envelope["signature"]):
         raise SignatureRefused("the signature does not verify: the decision was altered after signing or signed with "
@@ -128,9 +130,9 @@ def verify_decision(ring: Keyring, envelope: Any, action: str, subject: dict[str
     except ValueError:
         raise SignatureRefused(f"statement.time {stmt['time']!r} is not an ISO time") from None
     signed_at = signed_at if signed_at.tzinfo else signed_at.replace(tzinfo=UTC)
-    if signed_at > now + MAX_SKEW or now - signed_at > MAX_AGE:
+    if signed_at > now + MAX_SKEW or (max_age is not None and now - signed_at > max_age):
         raise SignatureRefused(f"the signature was made at {stmt['time']}; signatures are accepted for "
-                               f"{int(MAX_AGE.total_seconds() // 3600)} h: sign again")
+                               f"{int((max_age or MAX_AGE).total_seconds() // 3600)} h: sign again")
     return SignedBy(person, kid, stmt["role"], stmt["reason"], digest(envelope), envelope)
 
 

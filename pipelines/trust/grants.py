@@ -8,6 +8,7 @@ import hmac
 import secrets
 from pathlib import Path
 
+from pipelines.admission.identifiers import name_problem
 from pipelines.ledger import ChangeLog
 from pipelines.trust import keyring as kr
 from pipelines.trust import keys
@@ -31,9 +32,14 @@ def check_password(stored: str | None, secret: str) -> bool:
 
 
 def _name(name: str) -> str:
+    """A keyring name is who decisions, requests and submissions are recorded under: one that could pass for
+    another person's (look-alike letters, direction controls) is refused, as for any requester."""
     name = name.strip()
     if not name or len(name) > 100 or any(not c.isprintable() for c in name):
         raise ValueError("name: give the person's printable name (at most 100 characters)")
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"name {problem}")
     return name
 
 
@@ -50,12 +56,16 @@ def grant(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: 
         holder = ring.person_of(public)
         if holder is not None and kr.same_person(holder) != kr.same_person(name):
             raise ValueError(f"--key {keys.key_id(public)} is already {holder}'s; one key, one person")
-    known, person = ring.person(name) or (name, Person())
+    found = ring.person(name)
+    known, person = found or (name, Person())
+    before = (list(person.keys), list(person.roles))
     person.keys = sorted(set(person.keys) | set(public_keys))
     person.roles = sorted(set(person.roles) | {r.strip() for r in roles if r.strip()})
+    out = {"person": known, "keys": [keys.key_id(k) for k in person.keys], "roles": person.roles}
+    if found is not None and (person.keys, person.roles) == before:
+        return {**out, "unchanged": True}  # granting what is held already changes nothing and logs nothing
     ring.people[known] = person
     kr.save(home, ring)
-    out = {"person": known, "keys": [keys.key_id(k) for k in person.keys], "roles": person.roles}
     log.append(by, "keyring.granted", known, reason, details=out)
     return out
 

@@ -92,7 +92,7 @@ def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment, monke
     assert "instruction_score" in json.loads((home / "cards" / "r0002" / "card.json").read_text())["metrics"]
 
     subject = domain_fact(61)["subject_ids"][0]  # a town only the new batch speaks of
-    proc = memgov(home, "forget", "--id", "req-town", "--requester", "privacy-office", "--subject-id", subject,
+    proc = memgov(home, "forget", "--id", "req-town", "--key", keyholder(home, "privacy-office"), "--subject-id", subject,
                   "--reason", "erasure request", "--urgent", policy=policy)
     assert proc.returncode == 0, proc.stderr
     monkeypatch.setenv("MEMGOV_POLICY", str(policy))

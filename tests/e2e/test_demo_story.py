@@ -185,7 +185,7 @@ def test_a_forget_request_becomes_exactly_one_run(demo_copy):
     assert proc.returncode == 0 and json.loads(proc.stdout)["tombstones"]["subject_ids"] == 1, proc.stdout
     assert ws.requests.list(states=["received"]) == [], "a dry run changes nothing"
     for _ in range(2):  # the same id twice is one request
-        assert memgov(demo_copy, "forget", "--id", "req-once", "--requester", "ops", "--subject-id", subject,
+        assert memgov(demo_copy, "forget", "--id", "req-once", "--key", keyholder(demo_copy, "ops"), "--subject-id", subject,
                       "--reason", "erasure").returncode == 0
     inst: DagsterInstance = instance(ws)
     sensor = defs.resolve_sensor_def("forget_request_sensor")

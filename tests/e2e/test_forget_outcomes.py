@@ -56,7 +56,7 @@ def file_urgent_request(ws, home: Path, policy: Path, request_id: str, rank: int
 
     kept = [r for r in ws.data.rows("admitted", "initial") if r.get("prompt")]
     subject = sorted(kept, key=lambda r: r["id"])[rank]["subject_ids"][0]
-    proc = memgov(home, "forget", "--id", request_id, "--requester", "privacy-office", "--subject-id", subject,
+    proc = memgov(home, "forget", "--id", request_id, "--key", keyholder(home, "privacy-office"), "--subject-id", subject,
                   "--reason", "erasure request", "--urgent", MEMGOV_POLICY=str(policy))
     assert proc.returncode == 0, proc.stderr
     assert len(tick_sensor(ws, "forget_request_sensor")) == 1
@@ -98,7 +98,7 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
 
     # Filing the request again would find nothing left to select; a retry keeps its facts and tries again.
     adopt(demo_copy, "default", monkeypatch)
-    proc = memgov(demo_copy, "forget", "retry", "req-weak", "--by", "privacy-lead",
+    proc = memgov(demo_copy, "forget", "retry", "req-weak", "--key", keyholder(demo_copy, "privacy-lead"),
                   "--reason", "back to the default unlearning settings", MEMGOV_POLICY="default")
     assert proc.returncode == 0, proc.stderr
     assert ws.requests.get("req-weak").state == "applied", reasons(ws, "req-weak")
@@ -162,13 +162,13 @@ def test_data_under_object_lock_is_recorded_as_a_legal_hold_on_the_request(tmp_p
         locked = client.put_object(Bucket="memgov-prod", Key=key, Body=body, ObjectLockMode="COMPLIANCE",
                                    ObjectLockRetainUntilDate=until)["VersionId"]
 
-        proc = memgov(home, "forget", "--id", "req-hold", "--requester", "privacy-office", "--subject-id", "subject-1",
+        proc = memgov(home, "forget", "--id", "req-hold", "--key", keyholder(home, "privacy-office"), "--subject-id", "subject-1",
                       "--reason", "erasure request", **env)
         assert proc.returncode == 0, proc.stderr
         assert len(tick_sensor(ws, "forget_request_sensor")) == 1
         # One subject of three is a third of this deployment: more than the policy lets a requester remove alone.
         assert ws.requests.get("req-hold").state == "held"
-        proc = memgov(home, "forget", "confirm", "req-hold", "--by", "erin", "--role", "governance",
+        proc = memgov(home, "forget", "confirm", "req-hold", "--key", keyholder(home, "erin", "governance"), "--role", "governance",
                       "--reason", "the whole case file goes", **env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert len(tick_sensor(ws, "forget_request_sensor")) == 1

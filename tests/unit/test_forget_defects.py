@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from support_forget import HashEmbedder, doc, fact, file, holdings, small_deployment, subject, write_batch
+from support_keys import keyholder
 
 from pipelines.artifacts import index_snapshots, load_index, save_index
 from pipelines.forget import PendingForget, confirm_request, process_request, resolve_selector, retry_request
@@ -224,7 +225,7 @@ def test_a_cycle_scrubs_pending_requests_before_admission_without_the_daemon(ws,
     from pipelines.cycle.stages import admit, candidate_index
     from pipelines.ops import submit_forget_request
 
-    submit_forget_request(home=ws.home, request_id="req-nodaemon", requester="privacy-office",
+    submit_forget_request(home=ws.home, key=keyholder(ws.home, "privacy-office"), request_id="req-nodaemon",
                           selector={"subject_ids": [subject(8)]}, reason="erasure", legal_basis="gdpr_art17",
                           deadline_days=3)
     assert _events(ws, "forget.received", "req-nodaemon"), "filed from code, logged like the CLI"

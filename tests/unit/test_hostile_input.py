@@ -22,11 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support_forget import small_deployment
+from support_keys import keyholder
 from typer.testing import CliRunner
 
 from memgov.cli import app
 from pipelines.admission import UNPARSEABLE
 from pipelines.cycle import stages
+from pipelines.forget.filing import sign_request
 from pipelines.ops import file_request, submit_forget_request
 from pipelines.requests import ForgetRequest
 from policies import load_policy
@@ -310,14 +312,15 @@ def test_a_hostile_sidecar_is_refused_and_the_batch_still_admitted(ws, sidecar, 
 
 
 @pytest.mark.parametrize("by", ["Dana\x1b[2J", f"D{CYR_A}na", "Dana\u202e", "\uff24ana"])
-def test_a_submitter_name_that_impersonates_or_controls_the_terminal_is_refused(ws, tmp_path, by):
-    from pipelines.cycle.submission import submit
+def test_a_keyholder_name_that_impersonates_or_controls_the_terminal_is_refused(ws, tmp_path, by):
+    """Keyring names are who submissions, requests and decisions are recorded under."""
+    from pipelines.trust.grants import grant
+    from pipelines.trust.keys import generate
 
-    source = tmp_path / "b-sub.jsonl"
-    source.write_bytes(GOOD_LINE + b"\n")
-    with pytest.raises(ValueError, match=r"^--by (contains|mixes) .*fix: "):
-        submit(ws, source, by)
-    assert not (ws.inbox / "b-sub.jsonl").exists()
+    public = generate(tmp_path / "k.key")
+    with pytest.raises(ValueError, match=r"^name: give|^name (contains|mixes) .*fix: "):
+        grant(ws.home, ws.log, by, [public], ["ml-lead"], "keyring-admin", "new starter")
+    assert by not in ws.keyring().people
 
 
 @pytest.mark.parametrize(("content", "says"), [
@@ -400,9 +403,10 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
 
 @pytest.mark.parametrize(("over", "field", "says"), REFUSED, ids=[f"{i}-{r[1]}" for i, r in enumerate(REFUSED)])
 def test_a_hostile_forget_request_is_refused_naming_the_field_and_the_fix(ws, over, field, says):
+    key = keyholder(ws.home, "privacy-office")
     before = len(ws.requests.list()), len(ws.log.events())
     with pytest.raises(ValueError) as caught:
-        submit_forget_request(home=ws.home, **request(**over))
+        submit_forget_request(home=ws.home, key=key, **request(**over))
     message = str(caught.value)
     line = next(x for x in message.splitlines() if x.strip().startswith(f"- {field}:"))
     assert says in line and ("fix:" in line or "unknown field; fields are" in line), message
@@ -413,7 +417,7 @@ def test_a_hostile_forget_request_is_refused_naming_the_field_and_the_fix(ws, ov
 def test_deadline_days_that_are_not_a_deadline_are_refused(ws, days):
     fields = {k: v for k, v in request().items() if k != "deadline"}
     with pytest.raises(ValueError, match=r"deadline_days must be a positive number of days .*; fix: "):
-        submit_forget_request(home=ws.home, **fields, deadline_days=days)
+        submit_forget_request(home=ws.home, key=keyholder(ws.home, "privacy-office"), **fields, deadline_days=days)
 
 
 BAD_CHARS = {
@@ -437,14 +441,15 @@ def test_generated_forget_fields_with_hostile_characters_are_refused(ws, field, 
     else:
         over = sel(**{field: value if field == "subject" else [value]})
     with pytest.raises(ValueError) as caught:
-        file_request(ws, request(request_id="req-gen", **over))
+        file_request(ws, request(request_id="req-gen", **over), {})  # refused on its fields, before any signature
     name = field if field in ("requester", "reason") else f"selector.{field}"
     assert f"- {name}: " in str(caught.value) and "fix:" in str(caught.value)
 
 
 def test_sql_in_selector_ids_is_data_and_the_tables_stay_whole(ws):
     sql = "x'); DROP TABLE tombstones;--"
-    stored, created = file_request(ws, request(request_id="req-sql", selector={"row_ids": [sql], "subject": sql}))
+    req = ForgetRequest(**request(request_id="req-sql", selector={"row_ids": [sql], "subject": sql}))
+    stored, created = file_request(ws, req, sign_request(keyholder(ws.home, "privacy-office"), req))
     assert created and stored.selector["row_ids"] == [sql]
     ws.requests.add_tombstones("req-sql", row_ids=[sql])
     assert sql in ws.requests.tombstones().row_ids
@@ -471,8 +476,8 @@ runner = CliRunner()
 def forget(ws, *args: str):
     """`memgov forget` with a valid request's options, except those `args` give."""
     named = set(args)
-    base = [x for k, v in (("--id", "req-cli"), ("--requester", "privacy-office"), ("--reason", "erasure request"))
-            if k not in named for x in (k, v)]
+    base = [x for k, v in (("--id", "req-cli"), ("--key", keyholder(ws.home, "privacy-office", "governance")),
+                           ("--reason", "erasure request")) if k not in named for x in (k, v)]
     if not named & {"--subject-id", "--row-id", "--regex", "--subject"}:
         base += ["--subject-id", "s001"]
     return runner.invoke(app, ["forget", "--home", str(ws.home), *base, *args])
@@ -504,6 +509,7 @@ CLI_REFUSED: list[tuple[list[str], str]] = [
 
 @pytest.mark.parametrize(("args", "says"), CLI_REFUSED, ids=[str(i) for i in range(len(CLI_REFUSED))])
 def test_the_cli_refuses_hostile_options_with_exit_2_and_stores_nothing(ws, args, says):
+    keyholder(ws.home, "privacy-office", "governance")
     before = len(ws.requests.list()), len(ws.log.events())
     result = forget(ws, *args)
     assert result.exit_code == 2, result.output
@@ -529,8 +535,9 @@ def test_a_match_everything_selector_waits_for_a_permitted_role(ws):
     assert held["state"] == "held" and "max_share" in held["reason"]
     assert len(ws.data.rows("admitted")) == rows and not ws.requests.tombstones().request_ids & {"req-all"}
     confirm = ["forget", "confirm", "req-all", "--home", str(ws.home), "--reason", "ok"]
-    own = runner.invoke(app, [*confirm, "--by", "privacy-office", "--role", "governance"])
+    own = runner.invoke(app, [*confirm, "--key", keyholder(ws.home, "privacy-office", "governance"),
+                              "--role", "governance"])
     assert own.exit_code == 2 and "cannot also confirm it" in own.output
-    wrong = runner.invoke(app, [*confirm, "--by", "erin", "--role", "intern"])
+    wrong = runner.invoke(app, [*confirm, "--key", keyholder(ws.home, "erin", "intern"), "--role", "intern"])
     assert wrong.exit_code == 2 and "unlearning.confirm_roles" in " ".join(wrong.output.split())
     assert ws.requests.get("req-all").state == "held"

@@ -113,3 +113,16 @@ def test_the_cli_adopts_shows_and_refuses_a_policy_per_command(ws):
     assert done.returncode == 0, done.stdout + done.stderr
     shown = " ".join(memgov(ws.home, "policy", "show").stdout.split())
     assert f"policy in force: {DEMO.label}" in shown and "gina" in shown and "system:init" in shown
+
+
+def test_a_newer_memgov_with_a_new_policy_field_still_reads_the_adopted_record(ws):
+    """The record is checked as stored: a field added later with a default must not break a deployment."""
+    from pipelines.cycle.policy_in_force import _content_digest
+
+    record = ws.store.read_json(RECORD)
+    del record["policy"]["approval"]["policy_roles"]  # as a version before the field existed adopted it
+    record["sha256"] = _content_digest(record["policy"])
+    ws.store.write_json(RECORD, record)
+    ws.log.append("system:init", "policy.adopted", DEFAULT.label, details={"sha256": record["sha256"]})
+    assert policy_in_force(ws).approval.policy_roles == ["governance"], "the new field takes its default"
+    assert policy_digest(policy_in_force(ws, "default")) == policy_digest(DEFAULT)

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from pydantic import ValidationError
+from support_keys import keyholder
 
 from pipelines.ops import submit_forget_request
 from pipelines.requests import ForgetRequest, RequestStore, Selector, Tombstones
@@ -226,17 +227,18 @@ def test_reopened_database_sees_the_same_data(tmp_path):
 def test_client(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     fields = {k: v for k, v in _fields(request_id="ops-1").items() if k != "deadline"}
-    stored, created = submit_forget_request(url, home=tmp_path / "home", deadline_days=7, **fields)
+    key = keyholder(tmp_path / "home", fields["requester"])
+    stored, created = submit_forget_request(url, key=key, home=tmp_path / "home", deadline_days=7, **fields)
     assert created and stored.deadline > dt.datetime.now(dt.UTC) + dt.timedelta(days=6)
     from pipelines.ledger import ChangeLog
 
     log = ChangeLog(tmp_path / "home" / "changelog.jsonl")
     (event,) = [e for e in log.events() if e["action"] == "forget.received"]
-    assert event["object"] == "ops-1" and event["actor"] == f"user:{fields['requester']}"
+    assert event["object"] == "ops-1" and event["actor"] == fields["requester"]
     assert "s0007" not in json.dumps(event), "the log names selectors by a salted hash only"
-    assert submit_forget_request(url, home=tmp_path / "home", **fields, deadline=stored.deadline)[1] is False
+    assert submit_forget_request(url, key=key, home=tmp_path / "home", **fields, deadline=stored.deadline)[1] is False
     assert len([e for e in log.events() if e["action"] == "forget.received"]) == 1, "a resubmission is not logged twice"
     with pytest.raises(ValueError, match="deadline_days must be a positive number"):
-        submit_forget_request(url, home=tmp_path / "home", deadline_days=0, **fields)
+        submit_forget_request(url, key=key, home=tmp_path / "home", deadline_days=0, **fields)
     with pytest.raises(ValueError, match="legal_basis"):
-        submit_forget_request(url, home=tmp_path / "home", deadline_days=1, **{**fields, "legal_basis": "because"})
+        submit_forget_request(url, key=key, home=tmp_path / "home", deadline_days=1, **{**fields, "legal_basis": "because"})

@@ -1,11 +1,22 @@
-"""A forget request signed with the requester's key: the keyring names the requester, not the command line."""
+"""A forget request signed with the requester's key: the keyring names the requester, not the command line; a
+request that was never signed (written into the store directly) or carries another request's signature deletes
+nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
+
+import pytest
+from support_forget import holdings, small_deployment, subject
 from support_keys import keyholder
 from typer.testing import CliRunner
 
 from memgov.cli import app
+from pipelines.forget import process_request
+from pipelines.forget.filing import sign_request
+from pipelines.ops import file_request, submit_forget_request
+from pipelines.requests import ForgetRequest
+from pipelines.trust.decisions import SignatureRefused
 from pipelines.workspace import Workspace
 
 runner = CliRunner()
@@ -33,7 +44,7 @@ def test_a_signed_request_naming_another_requester_is_refused(tmp_path):
     home = tmp_path / "home"
     key = keyholder(home, "privacy-office")
     out = forget(home, "--key", key, "--requester", "legal")
-    assert out.exit_code == 2 and "claims to be legal's" in " ".join(out.output.split())
+    assert out.exit_code == 2 and "names legal as its requester" in " ".join(out.output.split())
     assert Workspace.open(home).requests.list() == []
 
 
@@ -45,3 +56,53 @@ def test_a_key_outside_the_keyring_files_nothing(tmp_path):
     out = forget(home, "--key", str(stranger))
     assert out.exit_code == 2 and "not in the deployment's keyring" in " ".join(out.output.split())
     assert Workspace.open(home).requests.list() == []
+
+
+def test_an_unsigned_request_is_refused_at_the_cli(tmp_path):
+    out = forget(tmp_path / "home", "--requester", "privacy-office")
+    assert out.exit_code == 2 and "unsigned forget request is refused" in " ".join(out.output.split())
+
+
+def _request(request_id: str, requester: str = "privacy-office", who: int = 3) -> ForgetRequest:
+    return ForgetRequest(request_id=request_id, requester=requester, selector={"subject_ids": [subject(who)]},
+                         reason="erasure request", legal_basis="gdpr_art17",
+                         deadline=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+
+
+def test_a_request_written_into_the_store_directly_deletes_nothing(tmp_path):
+    ws = small_deployment(tmp_path / "home")
+    ws.requests.submit(_request("req-forged"))  # someone with write access to the request database
+    out = process_request(ws, "req-forged")
+    assert out["state"] == "failed" and "carries no requester's signature" in ws.requests.get("req-forged").evidence[
+        "failure"]
+    assert holdings(ws, {subject(3)}), "the data is untouched"
+    assert not ws.requests.tombstones().subject_ids
+
+
+def test_a_signature_lifted_from_another_request_deletes_nothing(tmp_path):
+    ws = small_deployment(tmp_path / "home")
+    key = keyholder(ws.home, "privacy-office")
+    genuine = _request("req-genuine", who=2)
+    envelope = sign_request(key, genuine)
+    file_request(ws, genuine, envelope)
+    with pytest.raises(SignatureRefused, match="does not cover"):
+        file_request(ws, _request("req-other", who=3), envelope)
+    ws.requests.submit(_request("req-lifted", who=3))
+    ws.requests.update_evidence("req-lifted", lambda _s, e: {**e, "filed": {"envelope": envelope}})
+    assert process_request(ws, "req-lifted")["state"] == "failed"
+    assert holdings(ws, {subject(3)}), "the lifted signature covers another request's selector"
+    assert process_request(ws, "req-genuine")["state"] in ("planned", "applied", "verified")
+    assert not holdings(ws, {subject(2)})
+
+
+def test_the_python_api_signs_with_the_requesters_key(tmp_path):
+    ws = small_deployment(tmp_path / "home")
+    key = keyholder(ws.home, "privacy-office")
+    fields = {"request_id": "req-api", "selector": {"subject_ids": [subject(1)]}, "reason": "erasure request",
+              "legal_basis": "gdpr_art17", "deadline_days": 3}
+    stored, created = submit_forget_request(home=ws.home, key=key, **fields)
+    assert created and stored.requester == "privacy-office"
+    again = {**{k: v for k, v in fields.items() if k != "deadline_days"}, "deadline": stored.deadline}
+    assert submit_forget_request(home=ws.home, key=key, **again)[1] is False, "a resubmission is the same request"
+    with pytest.raises(SignatureRefused, match="names legal as its requester"):
+        submit_forget_request(home=ws.home, key=key, **{**fields, "request_id": "req-api-2", "requester": "legal"})
