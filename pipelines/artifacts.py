@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
 from pipelines.lm import load_causal_lm, save_causal_lm
 from pipelines.rag import DocumentIndex
+from pipelines.store.base import dir_digest
 from pipelines.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 SNAPSHOTS_KEY = "index/snapshots.json"
 
@@ -21,14 +25,19 @@ def store_model(ws: Workspace, model, tokenizer) -> str:
 
 
 def model_path(ws: Workspace, digest: str) -> Path:
-    """Local copy of a stored model folder (cached by digest: digests never change content)."""
+    """Local copy of a stored model folder, cached by digest and re-hashed on every use: the cache is a plain
+    folder anyone on the host can write, so a copy that no longer hashes to its digest is discarded and restored
+    from the store (whose blobs are checked on read) instead of being loaded."""
     dest = ws.home / "cache" / "models" / digest.replace(":", "_")
-    if not (dest / "config.json").exists():
-        tmp = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        ws.store.get_dir(digest, tmp)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
+    if (dest / "config.json").exists() and dir_digest(dest) == digest:
+        return dest
+    if dest.exists():
+        log.warning("model cache %s does not hash to its digest; restoring it from the store", dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ws.store.get_dir(digest, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
     return dest
 
 
