@@ -7,7 +7,8 @@ from pipelines.cycle import governance
 from pipelines.cycle.urgent import urgent_cycle
 from pipelines.forget import process_request
 from pipelines.forget.scrub import scrub_complete
-from pipelines.trust.identity import IdentityRefused, UiUser, check_claim, ui_user
+from pipelines.trust.identity import USER_TAG, IdentityRefused, UiUser, check_claim, ui_user
+from pipelines.trust.keyring import same_person
 
 cycle_job = define_asset_job(
     "governed_cycle",
@@ -93,12 +94,28 @@ def rollback():
 
 class ForgetConfig(Config):
     request_id: str
+    launched_by: str = ""  # optional: from the UI the launcher is the signed-in user; a different name is refused
+
+def forget_launcher(context: OpExecutionContext, ws, claimed: str) -> str:
+    """Who started this forget run: the sealed signed-in user for a UI launch, else the sensor or the CLI. The
+    request itself carries its requester's signature; the launcher only says who set it going."""
+    tags = dict(context.run.tags)
+    if USER_TAG in tags or claimed.strip():
+        user = ui_user(ws.keyring(), tags, "forget_request")
+        if claimed.strip() and same_person(claimed) != same_person(user.name):
+            raise IdentityRefused(f"config launched_by is {claimed!r} but you are signed in as {user.name}: leave "
+                                  "launched_by empty")
+        return user.name
+    return f"system:sensor:{tags['dagster/sensor_name']}" if tags.get("dagster/sensor_name") else "system:launch"
 
 @op(tags=GPU_TAGS)
 def process_forget_request(context: OpExecutionContext, config: ForgetConfig, memgov: MemgovResource) -> dict:
     """Scrub the request's data from every store at once; urgent requests also get an unlearning-only candidate."""
     ws, policy = memgov.governed()
+    launcher = forget_launcher(context, ws, config.launched_by)
+    context.log.info(f"forget request {config.request_id} launched by {launcher}")
     result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id, policy=policy)
+    result["launched_by"] = launcher
     req = ws.requests.get(config.request_id)
     if req.urgent and req.state == "planned" and scrub_complete(req.evidence):
         result["urgent_cycle"] = urgent_cycle(ws, policy, config.request_id, shared_embedder(),
