@@ -181,6 +181,13 @@ def status(at: Annotated[str | None, typer.Option("--at", help="An ISO time: whi
     for req in pending:
         req_table.add_row(req.request_id, req.state, req.requester, str(req.deadline)[:19], str(req.urgent))
     console.print(req_table)
+    from pipelines.cycle.policy_in_force import PolicyNotInForce, deployed_policy
+
+    try:
+        current = deployed_policy(ws)
+        console.print(f"policy in force: {current.label if current else 'none adopted yet (memgov init adopts one)'}")
+    except PolicyNotInForce as exc:
+        console.print(f"[red]policy: {exc}[/red]")
 
 
 def _serving_at(ws, at: str) -> None:
