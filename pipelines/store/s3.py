@@ -3,7 +3,9 @@
 Compare-and-swap uses S3 conditional writes: `IfNoneMatch="*"` creates a key only if it is absent and
 `IfMatch=<ETag>` replaces it only if it is still the object just read, so the check and the write are one
 atomic step on the server; no lock object is needed. A blob deletion removes every version of the object,
-because on a versioned bucket a plain delete only hides data behind a delete marker.
+because on a versioned bucket a plain delete only hides data behind a delete marker; a version under GOVERNANCE
+retention (the artifact bucket's default, infra/s3/bucket.json) is deleted with BypassGovernanceRetention, and one
+under COMPLIANCE retention or a legal hold is reported with the hold's name.
 """
 
 from __future__ import annotations
@@ -118,8 +120,46 @@ class S3Store(ArtifactStore):
                 return False
             raise
 
+    def _lock_of(self, key: str, version_id: str) -> tuple[str | None, str]:
+        """(Object Lock mode, the hold's name) of one version: what keeps it, in words a request's evidence can carry."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except ClientError:
+            return None, "s3-access-denied"
+        mode = head.get("ObjectLockMode")
+        until = head.get("ObjectLockRetainUntilDate")
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return mode, "s3-object-lock-legal-hold"
+        if mode:
+            return mode, f"s3-object-lock-{mode.lower()}" + (f" until {until.isoformat()}" if until else "")
+        return None, "s3-access-denied"
+
+    def _delete_version(self, key: str, version_id: str) -> dict | None:
+        """Delete one version; None when it went, else the named hold that keeps it. GOVERNANCE retention is
+        bypassed (that needs the s3:BypassGovernanceRetention permission); COMPLIANCE retention and legal holds are
+        not, by design of S3."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            return None
+        except ClientError as exc:
+            if _code(exc) not in _LOCKED:
+                raise
+            error = str(exc)
+        mode, hold = self._lock_of(key, version_id)
+        if mode == "GOVERNANCE" and hold.startswith("s3-object-lock-governance"):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id,
+                                          BypassGovernanceRetention=True)
+                return None
+            except ClientError as exc:
+                if _code(exc) not in _LOCKED:
+                    raise
+                error, hold = str(exc), hold + " (no s3:BypassGovernanceRetention permission)"
+        return {"location": f"s3://{self.bucket}/{key}", "version_id": version_id, "hold": hold, "error": error}
+
     def delete_blob(self, digest: str) -> DeleteReport:
-        """Delete every version and delete marker; versions that Object Lock protects are reported, not raised."""
+        """Delete every version and delete marker; versions that Object Lock protects are reported with the name of
+        what holds them, not raised."""
         key = self._blob_key(digest)
         report = DeleteReport(digest)
         cached = self._cache_path(digest)
@@ -132,15 +172,11 @@ class S3Store(ArtifactStore):
                 if item["Key"] != key:
                     continue
                 vid = item["VersionId"]
-                try:
-                    self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=vid)
+                held = self._delete_version(key, vid)
+                if held is None:
                     report.deleted.append(f"s3://{self.bucket}/{key}?versionId={vid}")
-                except ClientError as exc:
-                    if _code(exc) not in _LOCKED:
-                        raise
-                    report.legal_hold.append(
-                        {"location": f"s3://{self.bucket}/{key}", "version_id": vid, "error": str(exc)}
-                    )
+                else:
+                    report.legal_hold.append(held)
         return report
 
     # -- documents -------------------------------------------------------------------

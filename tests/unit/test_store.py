@@ -213,3 +213,29 @@ def test_s3_plain_delete_of_versioned_blob_leaves_no_version(s3_endpoint):
     report = store.delete_blob(digest)
     assert report.complete and len(report.deleted) == 2  # the version and the marker
     assert "Versions" not in client.list_object_versions(Bucket=bucket, Prefix="blobs/")
+
+
+def test_s3_governance_retention_is_bypassed_and_what_cannot_go_is_named(s3_endpoint):
+    """The artifact bucket's default GOVERNANCE retention (infra/s3/bucket.json) must not turn every deletion into a
+    "legal hold": it is bypassed. COMPLIANCE retention and a legal hold cannot be, so each is reported by name."""
+    bucket, client = _bucket(s3_endpoint, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}})
+    store = S3Store(bucket, "p", endpoint_url=s3_endpoint, **CREDS)
+    plain = store.put_bytes(b"a row about a person")
+    report = store.delete_blob(plain)
+    assert report.complete and len(report.deleted) == 1 and not store.has(plain)
+
+    held = store.put_bytes(b"a row under a compliance lock")
+    key = f"p/blobs/sha256/{held[7:9]}/{held[7:]}"
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    compliance = client.put_object(Bucket=bucket, Key=key, Body=b"a row under a compliance lock",
+                                   ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)["VersionId"]
+    hold = client.put_object(Bucket=bucket, Key=key, Body=b"a row under a compliance lock",
+                             ObjectLockLegalHoldStatus="ON")["VersionId"]
+    report = store.delete_blob(held)
+    names = {h["version_id"]: h["hold"] for h in report.legal_hold}
+    assert set(names) == {compliance, hold}, report
+    assert names[compliance].startswith("s3-object-lock-compliance until ")
+    assert names[hold] == "s3-object-lock-legal-hold"
+    assert len(report.deleted) == 1, "the first version, under GOVERNANCE only, went"
