@@ -203,6 +203,12 @@ def _not_text(head: bytes) -> tuple[str, str] | None:
     return None
 
 
+def sniff_not_text(head: bytes) -> tuple[str, str] | None:
+    """What a file is when its first bytes show it is not UTF-8 JSON lines (None when they could be): the forget
+    scrub reads such a file whole instead of line by line."""
+    return _not_text(head)
+
+
 def _read_jsonl(
     path: Path, *, max_line_bytes: int = MAX_LINE_BYTES, max_depth: int = MAX_DEPTH
 ) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from evals.names import FORGET_METRICS
 from pipelines.artifacts import load_model
 from pipelines.cycle.policy_in_force import adopt
 from pipelines.forget.verify import bounds, conclude, request_checks
+from pipelines.forget.weights import release_after_move
 from pipelines.knowledge import current_facts, qa, sample
 from pipelines.lm import exact_match
 from pipelines.trust.decisions import SignedBy, content_subject, refuse_replay, release_subject, verify_decision
@@ -219,6 +220,7 @@ def promote_with_canary(ws: Workspace, policy: Policy, release_id: str, actor: s
     previous = ws.registry.champion()
     if not ws.registry.promote(release_id, actor, reason, expected=previous):
         raise RuntimeError(f"promotion of {release_id} lost a race: the champion moved away from {previous}")
+    release_after_move(ws, policy, "promotion", run_id)  # a tainted champion just left service: its weights go
     ok, recall = canary(ws, policy, release_id)
     ws.log.append("system:canary", "canary.passed" if ok else "canary.failed", release_id,
                   reason=f"recall {recall:.3f} vs minimum {policy.evaluation.canary_min_recall}", run_id=run_id)
@@ -284,4 +286,5 @@ def rollback(ws: Workspace, policy: Policy, to_release: str, actor: str, role: s
                                       "rollback")
     ws.registry.rollback(to_release, actor, f"{reason} (role {role}, policy {policy.label})", run_id=run_id,
                          proof=proof)
+    release_after_move(ws, policy, "rollback", run_id)
     return {"champion": ws.registry.champion()}

@@ -141,7 +141,7 @@ def process_request(ws: Workspace, request_id: str, embedder=None, dry_run: bool
         else:
             plan = ForgetPlan.from_ids(journal(req.evidence).get("plan") or {})
             plan.forget_qas = list((req.evidence or {}).get("plan", {}).get("forget_qas", []))
-        done = run_steps(ws, request_id, plan, run_id, policy=policy)
+        done = run_steps(ws, request_id, plan, run_id, policy=policy, embedder=embedder)
     except Exception as exc:  # noqa: BLE001 - recorded, logged, and left for the next attempt
         step = getattr(exc, "memgov_step", "plan")
         error = f"{type(exc).__name__}: {exc}"

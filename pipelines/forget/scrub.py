@@ -9,10 +9,12 @@ indexing and training already refuse the data while the rest of the scrub is sti
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,12 @@ from pipelines.artifacts import index_holds, scrub_index_snapshots
 from pipelines.datasets import TABLES
 from pipelines.forget.plan import ForgetPlan
 from pipelines.forget.refs import live_blobs
+from pipelines.forget.weights import release_tainted_weights
+from pipelines.knowledge import qa
 from pipelines.workspace import Workspace
 
 ACTOR = "system:forget"
-STEPS = ("tombstones", "data", "index", "inbox", "taint", "collect", "verify")
+STEPS = ("tombstones", "data", "index", "inbox", "taint", "weights", "collect", "verify")
 LEASE_S = 900.0
 
 
@@ -144,15 +148,16 @@ def _scrub_jsonl(path: Path, plan: ForgetPlan, dry_run: bool) -> int:
     return removed
 
 
-def _scrub_parquet(path: Path, plan: ForgetPlan, dry_run: bool) -> int:
+def _scrub_parquet(path: Path, plan: ForgetPlan, dry_run: bool) -> int | None:
+    """None when the file cannot be read as Parquet (it is then judged whole, by its bytes)."""
     import pandas as pd
 
     from pipelines.admission.io import plain
 
     try:
         frame = pd.read_parquet(path)
-    except Exception:  # noqa: BLE001 - an unreadable file holds no row anyone can read; admission quarantines it
-        return 0
+    except Exception:  # noqa: BLE001 - pyarrow raises several unrelated types for damaged files
+        return None
     drop = [plan.matches({str(k): plain(v) for k, v in rec.items()}) for rec in frame.to_dict(orient="records")]
     removed = sum(drop)
     if removed and not dry_run:
@@ -164,25 +169,93 @@ def _scrub_parquet(path: Path, plan: ForgetPlan, dry_run: bool) -> int:
     return removed
 
 
+_ARCHIVES = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "lzma"}
+_TEXT_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+              (b"\xfe\xff", "utf-16"))
+MAX_OPAQUE_BYTES = 256 << 20  # what is decompressed of one archive to look inside it
+
+
+def _views(data: bytes, depth: int = 0) -> list[str]:
+    """The texts a file may be read as: its bytes, decoded by its BOM, and what its archive holds (one level)."""
+    import bz2
+    import gzip
+    import io
+    import lzma
+    import zipfile
+
+    views = [data.decode("utf-8", "backslashreplace")]
+    for bom, codec in _TEXT_BOMS:
+        if data.startswith(bom):
+            views.append(data.decode(codec, "replace"))
+            break
+    if depth:
+        return views
+    inner: list[bytes] = []
+    try:
+        for magic, kind in _ARCHIVES.items():
+            if data.startswith(magic):
+                module = {"gzip": gzip, "bz2": bz2, "lzma": lzma}[kind]
+                with module.open(io.BytesIO(data)) as fh:
+                    inner.append(fh.read(MAX_OPAQUE_BYTES))
+        if data.startswith(b"PK\x03\x04"):
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                inner += [zf.open(info).read(MAX_OPAQUE_BYTES) for info in zf.infolist() if not info.is_dir()]
+    except Exception:  # noqa: BLE001 - a damaged archive is judged by its bytes alone
+        pass
+    return views + [v for blob in inner for v in _views(blob, depth + 1)]
+
+
+def _scrub_opaque(path: Path, plan: ForgetPlan, dry_run: bool) -> int:
+    """A file that cannot be read row by row (another format, compressed, UTF-16, damaged) cannot be rewritten
+    without the covered rows; if any covered id occurs in it, however it is read, the whole file goes. Admission
+    quarantines such files whole, so no admitted row is lost with it."""
+    ids = sorted(plan.row_ids | plan.subject_ids | plan.fact_ids | plan.doc_ids, key=len, reverse=True)
+    if not ids:
+        return 0
+    # An id counts as a whole token: `s1` is not found inside `s10` or `ks1`.
+    pattern = re.compile("(?<![A-Za-z0-9_.:-])(?:" + "|".join(map(re.escape, ids)) + ")(?![A-Za-z0-9_.:-])")
+    if not any(pattern.search(view) for view in _views(path.read_bytes())):
+        return 0
+    if not dry_run:
+        path.unlink()
+    return 1
+
+
+def _plain_jsonl(path: Path) -> bool:
+    from pipelines.admission.io import sniff_not_text
+
+    with path.open("rb") as fh:
+        return sniff_not_text(fh.read(8192)) is None
+
+
 def scrub_inbox_file(path: Path, plan: ForgetPlan, dry_run: bool = False) -> int:
-    """One raw batch file rewritten without the covered rows; returns how many went (or would, on a dry run)."""
-    if path.suffix == ".jsonl":
+    """One inbox file rewritten without the covered rows; returns how many went (or would, on a dry run). JSON
+    lines and Parquet are rewritten row by row; a file in any other form is removed whole when a covered id occurs
+    in it (counted as one)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl" and _plain_jsonl(path):
         return _scrub_jsonl(path, plan, dry_run)
-    return _scrub_parquet(path, plan, dry_run) if path.suffix == ".parquet" else 0
+    if suffix == ".parquet":
+        removed = _scrub_parquet(path, plan, dry_run)
+        if removed is not None:
+            return removed
+    return _scrub_opaque(path, plan, dry_run)
 
 
 def scrub_inbox(inbox: Path, plan: ForgetPlan, dry_run: bool = False) -> dict[str, int]:
-    """Raw batch files (JSONL and Parquet) rewritten without the covered rows; unparseable lines are judged by
-    their text. Each file is replaced atomically. A dry run only counts."""
+    """Every inbox file (in sub-folders too) rewritten without the covered rows: JSONL and Parquet row by row
+    (unparseable lines judged by their text), any other file removed whole when a covered id occurs in it. Each
+    file is replaced atomically. A dry run only counts."""
     removed: dict[str, int] = {}
     if not inbox.exists():
         return removed
-    for path in sorted(inbox.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
+    for path in sorted(inbox.rglob("*")):
+        rel = path.relative_to(inbox)
+        if any(part.startswith(".") for part in rel.parts) or path.is_symlink() or not path.is_file():
+            continue  # hidden names are writers' temporary files
         n = scrub_inbox_file(path, plan, dry_run)
         if n:
-            removed[path.name] = n
+            removed[rel.as_posix()] = n
     return removed
 
 
@@ -200,8 +273,35 @@ def store_holds(ws: Workspace, plan: ForgetPlan) -> dict[str, Any]:
 
 
 # -- the steps ----------------------------------------------------------------------------------------------------
-def run_steps(ws: Workspace, request_id: str, plan: ForgetPlan, run_id: str | None = None) -> dict[str, Any]:
-    """Run every step the journal has not marked done; raises on the first failure (the journal keeps its place)."""
+def _texts(value: Any) -> Iterator[str]:
+    """Every string a row holds (text, prompt, target, paraphrases...): what an embedder may have encoded."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+
+
+def _query_texts(row: dict[str, Any]) -> set[str]:
+    """The row's strings and the prompts a suite asks of it (the prompt, or a paraphrase, then the target)."""
+    texts = set(_texts(row))
+    if isinstance(row.get("prompt"), str) and isinstance(row.get("target"), str):
+        for k in range(len(row.get("paraphrases") or []) + 1):
+            with contextlib.suppress(Exception):
+                q = qa(row, template=k)
+                texts |= {q["prompt"], q["prompt"] + q["target"]}
+    return texts
+
+
+def run_steps(ws: Workspace, request_id: str, plan: ForgetPlan, run_id: str | None = None,
+              policy: Any = None, embedder: Any = None) -> dict[str, Any]:
+    """Run every step the journal has not marked done; raises on the first failure (the journal keeps its place).
+
+    `policy` names the legal holds that keep a tainted release's weights (none without one); `embedder`, when the
+    caller holds one, has its in-memory cache of the covered texts' vectors dropped with the data."""
     j = Journal(ws, request_id)
     done = dict(j.read().get("done", {}))
 
@@ -211,7 +311,17 @@ def run_steps(ws: Workspace, request_id: str, plan: ForgetPlan, run_id: str | No
         return {"added": added}
 
     def data() -> dict[str, Any]:
-        return ws.data.scrub(plan.matches, on_stale=j.add_stale).as_dict()
+        covered: set[str] = set()
+
+        def matches(row: dict[str, Any]) -> bool:
+            hit = plan.matches(row)
+            if hit:
+                covered.update(_query_texts(row))
+            return hit
+
+        report = ws.data.scrub(matches, on_stale=j.add_stale).as_dict()
+        forget = getattr(embedder, "forget_texts", None)
+        return {**report, "embedding_cache_dropped": forget(sorted(covered)) if callable(forget) else None}
 
     def index() -> dict[str, Any]:
         return scrub_index_snapshots(ws, plan.doc_ids | plan.row_ids, plan.subject_ids, plan.fact_ids,
@@ -222,6 +332,9 @@ def run_steps(ws: Workspace, request_id: str, plan: ForgetPlan, run_id: str | No
 
     def taint() -> dict[str, Any]:
         return {"tainted": ws.registry.mark_tainted(plan.row_ids, plan.subject_ids, request_id, ACTOR)}
+
+    def weights() -> dict[str, Any]:
+        return release_tainted_weights(ws, policy, when="scrub", run_id=run_id)
 
     def collect() -> dict[str, Any]:
         live = live_blobs(ws)
@@ -243,7 +356,7 @@ def run_steps(ws: Workspace, request_id: str, plan: ForgetPlan, run_id: str | No
         return {"clean": True}
 
     steps = {"tombstones": tombstones, "data": data, "index": index, "inbox": inbox, "taint": taint,
-             "collect": collect, "verify": verify}
+             "weights": weights, "collect": collect, "verify": verify}
     for name in STEPS:
         if name in done:
             continue

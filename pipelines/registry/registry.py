@@ -112,11 +112,24 @@ class Registry:
             problems.append(f"release {release_id}'s manifest names other artifacts than the signed attestation")
         for subject in statement["subject"]:
             digest = "sha256:" + subject["digest"]["sha256"]
-            if subject["name"] == "weights" and release.status == "tainted" and not self.store.has(digest):
-                continue  # deleted on purpose: a tainted release's weights may hold forgotten data
+            if not self.store.has(digest) and self._deleted_on_purpose(release, subject["name"], digest):
+                continue  # a tainted release's weights may hold forgotten data (pipelines.forget.weights)
             problems += [f"release {release_id}: {p}" for p in attest.artifact_problems(self.store, subject["name"],
                                                                                           digest)]
         return problems
+
+    def _deleted_on_purpose(self, release: Release, name: str, digest: str) -> bool:
+        """A tainted release's own weights, or an adapter that a tainted release introduced (later releases name it
+        as provenance only), are deleted once no champion serves them; a missing blob is then no tampering."""
+        champion = self.champion()
+        if name == "weights":
+            return release.status == "tainted" and release.release_id != champion
+        if not name.startswith("adapter:"):
+            return False
+        for earlier in self.list():  # in release order: the first to name an adapter introduced it
+            if any(isinstance(a, dict) and a.get("digest") == digest for a in earlier.adapters):
+                return earlier.status == "tainted" and earlier.release_id != champion
+        return False
 
     # -- reading ---------------------------------------------------------------------
     def _record(self, release_id: str) -> dict:
