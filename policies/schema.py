@@ -98,9 +98,18 @@ class ApprovalSection(_Strict):
                                     description="who may change the deployment's policy (`memgov policy adopt`)")
 
 
+class LegalHold(_Strict):
+    """Releases whose weights stay when a forget request taints them (litigation, a regulator's order)."""
+
+    name: str = Field(min_length=1, description="the hold's name, recorded in every request's evidence it affects")
+    releases: list[str] = Field(min_length=1)
+    reason: str = Field(min_length=1)
+
+
 class RetentionSection(_Strict):
     keep_index_snapshots: int = Field(10, ge=1)
     keep_releases: int = Field(50, ge=1)
+    legal_holds: list[LegalHold] = Field(default_factory=list)
 
 
 class Policy(_Strict):

@@ -19,30 +19,21 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import Mapping
 from typing import Any
 
 from pipelines.forget.refs import live_blobs
 from pipelines.workspace import Workspace
+from policies import Policy
 
 ACTOR = "system:forget"
 
 
-def _field(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
-
-def legal_holds(policy: Any) -> dict[str, str]:
-    """Release id -> the name of the legal hold that keeps its weights, from the policy's `retention.legal_holds`
-    (a list of `{name, releases, reason}`); a policy without the field names none."""
-    raw = _field(_field(policy, "retention"), "legal_holds") if policy is not None else None
+def legal_holds(policy: Policy | None) -> dict[str, str]:
+    """Release id -> the name of the legal hold (the policy's `retention.legal_holds`) that keeps its weights."""
     out: dict[str, str] = {}
-    for hold in raw or []:
-        name, releases = _field(hold, "name"), _field(hold, "releases") or []
-        if not isinstance(name, str) or not name.strip():
-            continue
-        for rid in [releases] if isinstance(releases, str) else releases:
-            out.setdefault(str(rid), name.strip())
+    for hold in policy.retention.legal_holds if policy is not None else []:
+        for rid in hold.releases:
+            out.setdefault(rid, hold.name)
     return out
 
 
@@ -154,7 +145,7 @@ def _record(ws: Workspace, release, entry: dict[str, Any]) -> None:
             continue
 
 
-def release_tainted_weights(ws: Workspace, policy: Any = None, when: str = "scrub",
+def release_tainted_weights(ws: Workspace, policy: Policy | None = None, when: str = "scrub",
                             run_id: str | None = None) -> dict[str, Any]:
     """Delete the weights of every tainted release that no longer serves (idempotent: what is gone stays gone,
     and a run stopped part-way is finished by the next). Returns, per release, what was deleted or kept and why."""
@@ -209,7 +200,7 @@ def release_tainted_weights(ws: Workspace, policy: Any = None, when: str = "scru
     return result
 
 
-def release_after_move(ws: Workspace, policy: Any, when: str, run_id: str | None = None) -> dict[str, Any] | None:
+def release_after_move(ws: Workspace, policy: Policy | None, when: str, run_id: str | None = None) -> dict[str, Any] | None:
     """After the champion moved: the release it left may be tainted, and its weights can go now. A failure here
     must not undo the move; it is logged, and the next scrub or cycle start finishes the job."""
     try:
@@ -221,7 +212,7 @@ def release_after_move(ws: Workspace, policy: Any, when: str, run_id: str | None
         return None
 
 
-def tainted_weights_left(ws: Workspace, policy: Any = None) -> bool:
+def tainted_weights_left(ws: Workspace, policy: Policy | None = None) -> bool:
     """True when a tainted release that no longer serves, under no legal hold, still has its model folder in the
     store (the base checkpoint that deployment.json names stays, so it does not count)."""
     champion, holds = ws.registry.champion(), legal_holds(policy)

@@ -24,7 +24,6 @@ import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import boto3
 import pandas as pd
@@ -40,7 +39,7 @@ from pipelines.cycle.stages import admit, candidate_index
 from pipelines.forget import process_request
 from pipelines.forget.refs import missing_blobs
 from pipelines.workspace import Workspace
-from policies import load_policy
+from policies import load_policy, merge_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBJECT = "p-7731"
@@ -349,19 +348,18 @@ def test_a_release_under_a_named_legal_hold_keeps_its_weights_and_nothing_else(t
     built = build(home, tmp_path, policy)
     ws = built["ws"]
     held = built["rejected"]
-    # The field the policy carries for it (retention.legal_holds); read defensively, so any object with it works.
-    hold = SimpleNamespace(name="litigation-2031-117", releases=[held], reason="case 117: keep r0003 as trained")
-    on_hold = policy.model_copy(update={"retention": SimpleNamespace(**dict(policy.retention), legal_holds=[hold])})
+    hold = {"name": "litigation-2031-117", "releases": [held], "reason": "case 117: keep r0003 as trained"}
+    on_hold = merge_overrides(policy, {"retention": {"legal_holds": [hold]}}, "hold.yaml")
     forget(ws, tmp_path, on_hold, monkeypatch)
 
     req = ws.requests.get(REQUEST)
     assert req.state == "verified"
     entries = [e for e in req.evidence["weights"] if e["release"] == held]
-    assert entries and {e["outcome"] for e in entries} == {"held"} and {e["hold"] for e in entries} == {hold.name}
+    assert entries and {e["outcome"] for e in entries} == {"held"} and {e["hold"] for e in entries} == {hold["name"]}
     assert ws.store.has(ws.registry.get(held).model), "kept under the hold"
-    assert any(e["action"] == "release.weights_held" and hold.name in e["reason"] for e in ws.log.events())
+    assert any(e["action"] == "release.weights_held" and hold["name"] in e["reason"] for e in ws.log.events())
     places, names = held_locations(ws, req.evidence)
-    assert names == {hold.name}
+    assert names == {hold["name"]}
     items = list(home_files(home))
     assert holders(items, CONTENT), "the held weights still hold the subject: the search sees them"
     assert_nothing_remains(ws, items, places)

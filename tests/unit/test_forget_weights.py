@@ -11,7 +11,6 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from support_forget import HashEmbedder, fact, file, small_deployment, subject
@@ -21,7 +20,7 @@ from pipelines.cycle import governance
 from pipelines.forget import ForgetPlan, process_request
 from pipelines.forget.refs import missing_blobs
 from pipelines.forget.scrub import scrub_inbox
-from policies import load_policy
+from policies import load_policy, merge_overrides
 
 
 @pytest.fixture
@@ -112,8 +111,8 @@ def test_the_weights_step_resumes_after_a_crash_part_way(ws, policy, tmp_path, m
 def test_the_weights_of_a_release_under_a_legal_hold_stay_with_the_hold_named(ws, policy, tmp_path):
     rejected = _release(ws, tmp_path, "c1", [subject(5)])
     model_path(ws, rejected.model)
-    hold = SimpleNamespace(name="litigation-117", releases=[rejected.release_id], reason="case 117")
-    on_hold = policy.model_copy(update={"retention": SimpleNamespace(**dict(policy.retention), legal_holds=[hold])})
+    hold = {"name": "litigation-117", "releases": [rejected.release_id], "reason": "case 117"}
+    on_hold = merge_overrides(policy, {"retention": {"legal_holds": [hold]}}, "hold.yaml")
     file(ws, "req-w3", subject_ids=[subject(5)])
     out = process_request(ws, "req-w3", policy=on_hold)
     assert ws.store.has(rejected.model)

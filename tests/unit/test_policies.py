@@ -81,3 +81,14 @@ def test_batch_overrides_are_validated_and_change_the_fingerprint():
     assert merged.fingerprint() != base.fingerprint()
     with pytest.raises(PolicyError, match="b.policy.json"):
         merge_overrides(base, {"approval": {"mode": 3}}, "inbox/b.policy.json")
+
+
+def test_a_legal_hold_needs_a_name_releases_and_a_reason():
+    base = load_policy("default")
+    held = merge_overrides(base, {"retention": {"legal_holds": [
+        {"name": "litigation-117", "releases": ["r0003"], "reason": "case 117"}]}}, "hold.yaml")
+    assert held.retention.legal_holds[0].name == "litigation-117"
+    for bad in ({"name": "", "releases": ["r0003"], "reason": "x"}, {"name": "h", "releases": [], "reason": "x"},
+                {"name": "h", "releases": ["r0003"]}):
+        with pytest.raises(PolicyError, match="legal_holds"):
+            merge_overrides(base, {"retention": {"legal_holds": [bad]}}, "hold.yaml")
