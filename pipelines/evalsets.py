@@ -7,6 +7,7 @@ that reason instead of passing on nothing.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,7 @@ def unseen(ws: Workspace) -> Resolved:
     return Resolved(rows, f"table `unseen` ({len(rows)} rows)")
 
 
-def supplied(ws: Workspace, name: str, exclude_facts: set[str]) -> list[dict[str, Any]]:
+def supplied(ws: Workspace, name: str, exclude_facts: Container[Any]) -> list[dict[str, Any]]:
     """A QA table the deployment supplied, minus facts this cycle changes or forgets."""
     return [r for r in table(ws, name) if r.get("prompt") and r.get("target") and r.get("fact_id") not in exclude_facts]
 

@@ -25,14 +25,15 @@ DUPLICATE_ID = "duplicate id"
 
 
 class TombstoneSet(Protocol):
-    """What admission needs from the tombstone store: frozensets of ids that must never return.
+    """What admission needs from the tombstone store: each kind of id (row, subject, fact, doc) as salted hashes,
+    and the hash of a value. Admission compares hashes, so no forgotten id is ever needed in clear."""
 
-    An optional `doc_ids` frozenset is honoured too (against a row's `doc_id` column) when the object has one.
-    """
+    rows: frozenset[str]
+    subjects: frozenset[str]
+    facts: frozenset[str]
+    docs: frozenset[str]
 
-    row_ids: frozenset[str]
-    subject_ids: frozenset[str]
-    fact_ids: frozenset[str]
+    def has(self, kind: str, value: Any) -> bool: ...
 
 
 @dataclass
@@ -445,45 +446,23 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
 
 
 def _tombstone_checks(columns: set[str], tombstones: TombstoneSet) -> list[Check]:
-    checks = [
-        Check(
-            "expect_column_values_to_not_be_in_set",
-            "id",
-            {"value_set": sorted(map(str, tombstones.row_ids))},
-            "id not tombstoned",
-            lambda _v: TOMBSTONED,
-        )
-    ]
+    """GX checks a derived column per kind: the value's salted hash, against the tombstones' hashes."""
+    from pipelines.requests.store import tombstone_digest
+
+    def hashed(kind: str):
+        salt = getattr(tombstones, "salt", "")
+        return lambda v: None if v is None else tombstone_digest(salt, kind, str(v))
+
+    def check(column: str, kind: str, hashes: frozenset[str], description: str, frame: str = ROWS) -> Check:
+        return Check("expect_column_values_to_not_be_in_set", f"_tombstone_{kind}", {"value_set": sorted(hashes)},
+                     description, lambda _v: TOMBSTONED, frame=frame, row_field=column, derive=hashed(kind))
+
+    checks = [check("id", "row", tombstones.rows, "id not tombstoned")]
     if "fact_id" in columns:
-        checks.append(
-            Check(
-                "expect_column_values_to_not_be_in_set",
-                "fact_id",
-                {"value_set": sorted(map(str, tombstones.fact_ids))},
-                "fact not tombstoned",
-                lambda _v: TOMBSTONED,
-            )
-        )
+        checks.append(check("fact_id", "fact", tombstones.facts, "fact not tombstoned"))
     if "doc_id" in columns:
-        checks.append(
-            Check(
-                "expect_column_values_to_not_be_in_set",
-                "doc_id",
-                {"value_set": sorted(map(str, getattr(tombstones, "doc_ids", None) or ()))},
-                "document not tombstoned",
-                lambda _v: TOMBSTONED,
-            )
-        )
-    checks.append(
-        Check(
-            "expect_column_values_to_not_be_in_set",
-            "subject_id",
-            {"value_set": sorted(map(str, tombstones.subject_ids))},
-            "subjects not tombstoned",
-            lambda _v: TOMBSTONED,
-            frame=SUBJECT_LINKS,
-        )
-    )
+        checks.append(check("doc_id", "doc", tombstones.docs, "document not tombstoned"))
+    checks.append(check("subject_id", "subject", tombstones.subjects, "subjects not tombstoned", frame=SUBJECT_LINKS))
     return checks
 
 
@@ -511,7 +490,7 @@ def _frames(
             continue
         data[col] = [_frame_value(col, plain(rows[pos].get(col)), cfg) for pos in positions]
     for check in checks:
-        if check.derive is not None and check.column not in data:
+        if check.derive is not None and check.frame == ROWS and check.column not in data:
             derive, name = check.derive, check.field_name
             data[check.column] = [derive(plain(rows[pos].get(name))) for pos in positions]
     links: dict[str, list[Any]] = {ROW_KEY: [], "subject_id": []}
@@ -521,6 +500,9 @@ def _frames(
         for sid in dict.fromkeys(subjects):
             links[ROW_KEY].append(pos)
             links["subject_id"].append(sid)
+    for check in checks:  # a derived column over the links (a subject id's hash)
+        if check.derive is not None and check.frame == SUBJECT_LINKS and check.column not in links:
+            links[check.column] = [check.derive(sid) for sid in links["subject_id"]]
     return {
         ROWS: pd.DataFrame(data, dtype=object).astype({ROW_KEY: "int64"}),
         SUBJECT_LINKS: pd.DataFrame(links, dtype=object).astype({ROW_KEY: "int64"}),

@@ -59,12 +59,23 @@ def instruction_set(ws: Workspace, policy: Policy, batch: str, tokenizer) -> tup
     return picked, f"the batch's instruction rows ({of}), scored by {policy.evaluation.instruction_metric}"
 
 
+class ChangedFacts:
+    """The batch's facts and every forgotten one, for `fact_id in changed`: tombstones answer one value at a time
+    (by hash), so they cannot be merged into a set of ids."""
+
+    def __init__(self, batch_facts: set[Any], tombstones) -> None:
+        self.batch_facts, self.tombstones = batch_facts, tombstones
+
+    def __contains__(self, fact_id: object) -> bool:
+        return fact_id in self.batch_facts or self.tombstones.has_fact(fact_id)
+
+
 def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer,
                honoured: list[str]) -> tuple[EvalSets, dict[str, str], dict[str, str]]:
     """The sets every candidate of this cycle is judged on (none holds tombstoned data), where each came from, and
     the gate message for each needed set that could be neither read nor derived."""
     batch_rows = [r for r in ws.data.rows("admitted", batch) if r.get("prompt") and r.get("target")]
-    changed = {r.get("fact_id") for r in batch_rows} | set(ws.requests.tombstones().fact_ids)
+    changed = ChangedFacts({r.get("fact_id") for r in batch_rows}, ws.requests.tombstones())
     sources: dict[str, str] = {"new_facts": f"the batch's fact rows ({len(batch_rows)})"}
     missing: dict[str, str] = {}
 
@@ -147,7 +158,7 @@ def release_history(ws: Workspace, champion, models: dict[str, Any], tokenizer, 
             card = read_card(ws, release)
             at_release = (card.get("metrics") or {}).get("new_fact_recall")
             rows = [r for r in ws.data.rows("admitted", batch)
-                    if r.get("prompt") and r["id"] in live_rows and not tomb.covers(r) and r.get("fact_id") not in tomb.fact_ids]
+                    if r.get("prompt") and r["id"] in live_rows and not tomb.covers(r)]
             if rows and at_release is not None:
                 entry = {"release_id": release.release_id, "batch": batch, "n": len(rows), "acc_at_release": at_release}
                 for name, model in models.items():

@@ -204,9 +204,8 @@ def canary(ws: Workspace, policy: Policy, release_id: str) -> tuple[bool, float]
     release = ws.registry.get(release_id)
     model, tokenizer = load_model(ws, release.model)
     tomb = ws.requests.tombstones()
-    lineage = set(release.lineage.get("row_ids", []))
     facts = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items())
-             if fid not in tomb.fact_ids and r["id"] in lineage]
+             if not tomb.has_fact(fid) and ws.registry.in_lineage(release, "row_ids", r["id"])]
     probe = [qa(r) for r in sample(facts, policy.evaluation.canary_size, seed=7)]
     if not probe:
         return True, 1.0

@@ -119,13 +119,11 @@ def _without_forgotten_content(quarantined: list[dict[str, Any]], path: Path, to
     """A row refused because it is tombstoned is recorded by reason only, and leaves the inbox file too: keeping it
     in quarantine or in the raw batch would keep exactly what was forgotten."""
     from pipelines.admission import TOMBSTONED
-    from pipelines.forget.plan import ForgetPlan
     from pipelines.forget.scrub import scrub_inbox_file
 
     if not any(TOMBSTONED in r["quarantine_reasons"] for r in quarantined):
         return quarantined
-    scrub_inbox_file(path, ForgetPlan(set(tombstones.row_ids), set(tombstones.subject_ids), set(tombstones.fact_ids),
-                                      set(tombstones.doc_ids)))
+    scrub_inbox_file(path, tombstones)  # judged by the tombstones' hashes, row by row
     return [{"id": f"{path.stem}#tombstoned{i}", "quarantine_reasons": r["quarantine_reasons"], "content": "withheld"}
             if TOMBSTONED in r["quarantine_reasons"] else r for i, r in enumerate(quarantined)]
 
@@ -191,8 +189,8 @@ def _selection(ws: Workspace, batch: str, role: str) -> list[dict[str, Any]]:
 def retention_rows(ws: Workspace, policy: Policy, batch: str, model, tokenizer, n: int) -> list[dict[str, Any]]:
     """Earlier facts the champion knows, minus those this cycle changes or that are being forgotten."""
     exclude = {r.get("fact_id") for r in ws.data.rows("admitted", batch)}
-    exclude |= set(ws.requests.tombstones().fact_ids)
-    prior = [r for fid, r in sorted(_prior_facts(ws, batch).items()) if fid not in exclude]
+    tomb = ws.requests.tombstones()
+    prior = [r for fid, r in sorted(_prior_facts(ws, batch).items()) if fid not in exclude and not tomb.has_fact(fid)]
     return known_by(model, tokenizer, sample(prior, n, seed=policy.seed))
 
 
@@ -270,8 +268,7 @@ def candidate_index(ws: Workspace, policy: Policy, admitted: Admitted, embedder)
     index = load_index(ws, champion_manifest(ws).index_snapshot)
     report = index.upsert(ws.data.rows("documents", admitted.batch), embedder)
     tomb = ws.requests.tombstones()
-    removed = index.delete(sorted(set(tomb.doc_ids) & set(index.doc_ids())))
-    removed += index.delete_where(subject_ids=set(tomb.subject_ids), fact_ids=set(tomb.fact_ids))
+    removed = index.delete_matching(tomb.covers)
     version = save_index(ws, index)
     ws.log.append("system:rag", "index.refreshed", version, reason=f"+{report.added} ~{report.updated} -{removed}",
                   details={"cycle": admitted.cycle, "fingerprint": index.fingerprint()})

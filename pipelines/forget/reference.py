@@ -55,7 +55,7 @@ def reference_kind(policy: Policy, ws: Workspace) -> str:
 def _kept_facts(ws: Workspace) -> list[dict[str, Any]]:
     tomb = ws.requests.tombstones()
     return [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items())
-            if fid not in tomb.fact_ids and not tomb.covers(r)]
+            if not tomb.has_fact(fid) and not tomb.covers(r)]
 
 
 def _short_hash(obj: Any) -> str:

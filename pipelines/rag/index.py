@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -194,6 +194,11 @@ class DocumentIndex:
             for doc_id, meta in self._meta.items()
             if subjects.intersection(meta["subject_ids"]) or (meta["fact_id"] is not None and meta["fact_id"] in facts)
         )
+
+    def delete_matching(self, covered: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove every document whose entry (`{"id", "subject_ids", "fact_id", ...}`) `covered` names: for
+        tombstones, which answer one value at a time by hash."""
+        return self.delete([d for d in list(self._meta) if covered(self.get(d))])
 
     def delete_where(self, subject_ids: Iterable[str] | None = None, fact_ids: Iterable[str] | None = None) -> int:
         """Remove every document linked to any of these subjects or facts; returns how many were removed."""

@@ -9,8 +9,12 @@ so a crash between the two steps never shows two champions.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
 
 from ..ledger import ChangeLog
 from ..store import ArtifactStore, canonical_json
@@ -23,6 +27,7 @@ COUNTER_KEY = "registry/counter"
 RECORDS = "registry/releases/"
 DECISIONS = ("approve", "reject")
 SEAL = "seal"
+LINEAGE_HASH = "hmac-sha256:"
 
 
 class RecordTampered(ValueError):
@@ -51,6 +56,28 @@ class Registry:
         self.signer = signer
         self.system_public = keys.public_text(signer.public_key()) if signer is not None else None
         self._written: dict[str, str] = {}
+        self._lineage_key: bytes | None = None
+
+    # -- lineage -----------------------------------------------------------------------
+    def _lineage_digest(self, value: str) -> str:
+        """A lineage id as the manifest keeps it: an HMAC under a key derived from the system key (a mounted
+        secret, never in the store), so manifests name no forgotten id in clear and every pod hashes alike."""
+        if value.startswith(LINEAGE_HASH):
+            return value
+        if self._lineage_key is None:
+            raw = (self.signer.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                             serialization.NoEncryption()) if self.signer is not None else b"")
+            self._lineage_key = hashlib.sha256(b"memgov lineage\x00" + raw).digest()
+        return LINEAGE_HASH + hmac.new(self._lineage_key, value.encode(), hashlib.sha256).hexdigest()
+
+    def lineage_digests(self, values) -> set[str]:
+        return {self._lineage_digest(str(v)) for v in values}
+
+    def in_lineage(self, release: Release, kind: str, value: str) -> bool:
+        """Whether the release was trained on this row or subject id (`kind`: row_ids or subject_ids); manifests
+        written before lineage was hashed hold ids in clear and are matched as they are."""
+        held = release.lineage.get(kind, [])
+        return self._lineage_digest(str(value)) in held or str(value) in held
 
     # -- sealing -----------------------------------------------------------------------
     def _seal(self, record: dict) -> dict:
@@ -170,10 +197,12 @@ class Registry:
     def create(self, manifest_fields: dict[str, Any], actor: str, reason: str) -> Release:
         """Store the manifest blob and a 'candidate' record; lineage and honoured tombstones accumulate from parent."""
         fields = validate_fields(manifest_fields).model_dump()
+        for k in ("subject_ids", "row_ids"):
+            fields["lineage"][k] = sorted(self.lineage_digests(fields["lineage"][k]))
         if fields["parent"] is not None:
             parent = self.get(fields["parent"])
             for k in ("subject_ids", "row_ids"):
-                fields["lineage"][k] = sorted(set(fields["lineage"][k]) | set(parent.lineage[k]))
+                fields["lineage"][k] = sorted(set(fields["lineage"][k]) | self.lineage_digests(parent.lineage[k]))
             fields["tombstones_honoured"] = sorted(set(fields["tombstones_honoured"]) | set(parent.tombstones_honoured))
         if not self.store.has(fields["model"]):
             raise ValueError(
@@ -364,6 +393,8 @@ class Registry:
         _require(request_id, "request_id")
         _require(actor, "actor")
         rows, subjects = set(row_ids), set(subject_ids)
+        rows |= self.lineage_digests(rows)  # hashed lineage, and ids in clear for manifests from before hashing
+        subjects |= self.lineage_digests(subjects)
         tainted = []
         for release in self.list():
             if release.status == "tainted" or request_id in release.tombstones_honoured:

@@ -156,25 +156,67 @@ class StoredRequest:
 
 @dataclass(frozen=True)
 class Tombstones:
-    """Everything that must never come back, as id sets; `covers` decides for one data row."""
+    """Everything that must never come back, held as salted hashes: the request store keeps no forgotten id in
+    clear, so the ids themselves are gone with the data. Callers ask about one value (`has`, `covers`) and the
+    value is hashed with the store's secret salt to answer."""
 
-    row_ids: frozenset[str] = frozenset()
-    subject_ids: frozenset[str] = frozenset()
-    fact_ids: frozenset[str] = frozenset()
-    doc_ids: frozenset[str] = frozenset()
+    salt: str = ""
+    rows: frozenset[str] = frozenset()
+    subjects: frozenset[str] = frozenset()
+    facts: frozenset[str] = frozenset()
+    docs: frozenset[str] = frozenset()
     request_ids: frozenset[str] = frozenset()
 
+    @classmethod
+    def of(cls, salt: str, row_ids=(), subject_ids=(), fact_ids=(), doc_ids=(), request_ids=()) -> Tombstones:
+        """Tombstones for cleartext ids (tests and callers that hold a plan): hashed here like the store's."""
+        digest = lambda kind, values: frozenset(tombstone_digest(salt, kind, v) for v in values)  # noqa: E731
+        return cls(salt, digest("row", row_ids), digest("subject", subject_ids), digest("fact", fact_ids),
+                   digest("doc", doc_ids), frozenset(request_ids))
+
+    def _of_kind(self, kind: str) -> frozenset[str]:
+        return {"row": self.rows, "subject": self.subjects, "fact": self.facts, "doc": self.docs}[kind]
+
+    def has(self, kind: str, value: Any) -> bool:
+        return value is not None and tombstone_digest(self.salt, kind, str(value)) in self._of_kind(kind)
+
+    def has_fact(self, fact_id: Any) -> bool:
+        return self.has("fact", fact_id)
+
     def covers(self, row: dict) -> bool:
+        """A data row, document or index entry any tombstone names (by id, fact, document or subject)."""
+        if not isinstance(row, dict):
+            return False
         subjects = row.get("subject_ids") or []
         subjects = [subjects] if isinstance(subjects, str) else list(subjects)
         if row.get("subject_id") is not None:
             subjects.append(row["subject_id"])
         return (
-            row.get("id") in self.row_ids
-            or row.get("fact_id") in self.fact_ids
-            or row.get("doc_id") in self.doc_ids
-            or any(s in self.subject_ids for s in subjects)
+            self.has("row", row.get("id"))
+            or self.has("doc", row.get("id"))
+            or self.has("fact", row.get("fact_id"))
+            or self.has("doc", row.get("doc_id"))
+            or any(self.has("subject", s) for s in subjects)
         )
+
+    # The scrub's plan interface, so an inbox file can be cleaned of tombstoned rows by these hashes.
+    def matches(self, row: dict) -> bool:
+        return self.covers(row)
+
+    def matches_raw(self, raw: str) -> bool:
+        """An unparseable line cannot be judged by hashed ids; forget requests' own plans judge those by text."""
+        return False
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.subjects or self.facts or self.docs)
+
+
+def tombstone_digest(salt: str, kind: str, value: str) -> str:
+    """What the store keeps for a forgotten id: an HMAC under the store's secret salt, per kind of id."""
+    return TOMBSTONE_HASH + hmac.new(salt.encode(), f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
+
+
+TOMBSTONE_HASH = "hmac-sha256:"
 
 
 def _engine_for(url: str):
@@ -203,11 +245,19 @@ def _engine_for(url: str):
 
 
 def _without_cleartext(evidence: dict) -> dict:
-    plan = dict(evidence.get("plan") or {})
-    if "forget_qas" in plan:
-        qas = plan.pop("forget_qas") or []
-        plan["forget_qas_purged"] = {"n": len(qas), "fact_ids": sorted({str(q.get("fact_id")) for q in qas})}
-    return {**evidence, "plan": plan} if "plan" in evidence else evidence
+    """A verified request's evidence without what it forgot: the plan's prompts and answers and the journal's ids
+    become counts (the tombstones keep the ids, hashed)."""
+    out = dict(evidence)
+    if "plan" in out:
+        plan = dict(out["plan"] or {})
+        if "forget_qas" in plan:
+            plan["forget_qas_purged"] = {"n": len(plan.pop("forget_qas") or [])}
+        out["plan"] = plan
+    journal = dict(out.get("journal") or {})
+    if isinstance(journal.get("plan"), dict):
+        journal["plan"] = {k: len(v) if isinstance(v, list) else v for k, v in journal["plan"].items()}
+        out["journal"] = journal
+    return out
 
 
 class RequestStore:
@@ -413,7 +463,8 @@ class RequestStore:
         fact_ids: Iterable[str] = (),
         doc_ids: Iterable[str] = (),
     ) -> int:
-        """Record ids that must never return; adding an existing tombstone is a no-op. Returns how many are new."""
+        """Record ids that must never return (as salted hashes); adding an existing tombstone is a no-op. Returns how
+        many are new."""
         wanted = {
             (kind, v)
             for kind, values in zip(TOMBSTONE_KINDS, (row_ids, subject_ids, fact_ids, doc_ids), strict=True)
@@ -422,6 +473,7 @@ class RequestStore:
         bad = sorted({kind for kind, v in wanted if not isinstance(v, str) or not v})
         if bad:
             raise ValueError(f"empty or non-string ids in {', '.join(k + '_ids' for k in bad)}; fix: pass id strings")
+        wanted = {(kind, tombstone_digest(self._db_salt, kind, v)) for kind, v in wanted}  # never the id itself
         with Session(self.engine) as s, s.begin():
             self._row(s, request_id)
             have = {
@@ -433,10 +485,13 @@ class RequestStore:
         return len(new)
 
     def tombstones(self) -> Tombstones:
+        """Every tombstone, as hashes; one recorded in clear by an older memgov is hashed as it is read."""
         sets: dict[str, set[str]] = {k: set() for k in TOMBSTONE_KINDS}
         requests: set[str] = set()
         with Session(self.engine) as s:
             for kind, value, rid in s.execute(sa_select(_Tombstone.kind, _Tombstone.value, _Tombstone.request_id)):
-                sets[kind].add(value)
+                hashed = value if value.startswith(TOMBSTONE_HASH) else tombstone_digest(self._db_salt, kind, value)
+                sets[kind].add(hashed)
                 requests.add(rid)
-        return Tombstones(*(frozenset(sets[k]) for k in TOMBSTONE_KINDS), request_ids=frozenset(requests))
+        return Tombstones(self._db_salt, *(frozenset(sets[k]) for k in TOMBSTONE_KINDS),
+                          request_ids=frozenset(requests))

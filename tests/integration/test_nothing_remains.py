@@ -1,9 +1,9 @@
 """Nothing of the forgotten remains: once a request is verified, no file under $MEMGOV_HOME (read byte by byte,
 SQLite databases and their journals included, Parquet, compressed and UTF-16 files also as what they decode to) and
 no object version in the artifact bucket or the log-mirror bucket holds the forgotten subject's name, the answers of
-its facts or its texts, except what a legal hold named in the request's evidence keeps. Its ids (subject, rows,
-facts) are the tombstones that keep the data out for good, so they stay in the request store and in the lineage of
-the release manifests, and nowhere else.
+its facts, its texts or its ids (subject, rows, facts), except what a legal hold named in the request's evidence
+keeps. The tombstones that keep the data out for good and the release manifests' lineage hold the ids as salted
+hashes only.
 
 The deployment is small and real (stores, admission, index, registry, request store, change log and its mirror);
 only the weights are stand-ins, each carrying what a model may memorise of its training data, so the search can see
@@ -246,13 +246,6 @@ def blob_locations(ws: Workspace, digests: Iterable[str]) -> set[str]:
     return out
 
 
-def by_design_id_holders(ws: Workspace) -> set[str]:
-    """The two records that must keep the ids: the request store (tombstones, the request's journal) and the
-    release manifests' lineage (what each release was trained on: how a forget request finds what to taint)."""
-    db = Path(ws.requests_url.split(":///", 1)[1]).relative_to(ws.home).as_posix()
-    return {db, f"{db}-journal", f"{db}-wal"} | blob_locations(ws, [r.manifest_digest for r in ws.registry.list()])
-
-
 def held_locations(ws: Workspace, evidence: dict) -> tuple[set[str], set[str]]:
     """Blob locations kept under a legal hold the evidence names (policy holds on weights, S3 Object Lock
     versions), and the hold names."""
@@ -281,12 +274,11 @@ def _outside(found: dict[str, set[str]], allowed: set[str]) -> dict[str, list[st
 
 
 def assert_nothing_remains(ws: Workspace, items: list[tuple[str, bytes]], allowed: set[str]) -> None:
-    """No content string anywhere but under `allowed` (the named holds); no id outside those and the records that
-    keep ids by design."""
+    """No content string and no id anywhere but under `allowed` (the named holds)."""
     content = _outside(holders(items, CONTENT), allowed)
     assert content == {}, f"the forgotten subject's content is still here: {content}"
-    ids = _outside(holders(items, IDS), allowed | by_design_id_holders(ws))
-    assert ids == {}, f"the forgotten subject's ids are kept outside the tombstones and release lineage: {ids}"
+    ids = _outside(holders(items, IDS), allowed)
+    assert ids == {}, f"the forgotten subject's ids are still here in clear: {ids}"
 
 
 def assert_the_search_sees(items: list[tuple[str, bytes]], places: dict[str, str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,7 @@ from pipelines.admission import (
     batch_hash,
     read_batch,
 )
-
-
-@dataclass(frozen=True)
-class Tombstones:
-    row_ids: frozenset[str] = frozenset()
-    subject_ids: frozenset[str] = frozenset()
-    fact_ids: frozenset[str] = frozenset()
-    doc_ids: frozenset[str] = frozenset()
+from pipelines.requests.store import Tombstones
 
 
 def row(id_, text="Mira Tolven was born in Karsk.", **extra):
@@ -133,12 +125,8 @@ def test_tombstoned_rows_quarantined():
         row("gone-doc", doc_id="doc-3"),
         row("gone-single-subject", subject_id="subj-forgotten"),
     ]
-    tomb = Tombstones(
-        row_ids=frozenset({"gone-row"}),
-        subject_ids=frozenset({"subj-forgotten"}),
-        fact_ids=frozenset({"fact-7"}),
-        doc_ids=frozenset({"doc-3"}),
-    )
+    tomb = Tombstones.of("salt", row_ids={"gone-row"}, subject_ids={"subj-forgotten"}, fact_ids={"fact-7"},
+                         doc_ids={"doc-3"})
     result = admit_batch(rows, AdmissionConfig(), tombstones=tomb)
     assert [r["id"] for r in result.admitted] == ["keep", "other-fact"]
     assert {r["id"]: r["quarantine_reasons"] for r in result.quarantined} == {

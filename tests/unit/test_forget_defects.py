@@ -64,7 +64,7 @@ def test_a_scrub_that_fails_part_way_is_journaled_logged_and_resumed(ws, policy,
     assert out["step"] == "index" and req.state == "planned" and not req.evidence["journal"]["complete"]
     assert set(req.evidence["journal"]["done"]) == {"tombstones", "data"}, "the journal says where it stopped"
     assert req.evidence["journal"]["attempts"][-1]["error"] == "OSError: disk full"
-    assert subject(5) in ws.requests.tombstones().subject_ids, "tombstones first: nothing re-admits the data meanwhile"
+    assert ws.requests.tombstones().has("subject", subject(5)), "tombstones first: nothing re-admits the data meanwhile"
     (failed,) = _events(ws, "forget.scrub_failed", "req-crash")
     assert "index" in failed["reason"]
     with pytest.raises(PendingForget, match="req-crash"):  # a cycle refuses to build a candidate meanwhile
@@ -174,7 +174,7 @@ def test_a_selector_that_matches_everything_is_held_for_a_named_role(ws, policy)
     out = process_request(ws, "req-all", policy=policy)
     assert out["state"] == "held" and ws.requests.get("req-all").state == "held"
     assert {t: len(ws.data.rows(t)) for t in before} == before, "nothing changes while the request is held"
-    assert not ws.requests.tombstones().subject_ids, "no subject is tombstoned before confirmation"
+    assert not ws.requests.tombstones().subjects, "no subject is tombstoned before confirmation"
     assert _events(ws, "forget.held", "req-all")
 
     with pytest.raises(ValueError, match="cannot also confirm"):

@@ -27,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from support_forget import HashEmbedder, fact, file, holdings, small_deployment, subject, write_batch
 
 from pipelines.cycle import stages
-from pipelines.forget import confirm_request, process_request
+from pipelines.forget import confirm_request, process_request, resolve_selector
 from pipelines.forget.refs import missing_blobs
 from pipelines.forget.scrub import journal
 from policies import load_policy
@@ -83,6 +83,7 @@ class ForgettingMachine(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp(prefix="memgov-prop-"))
         self.ws = small_deployment(self.tmp / "home", n_subjects=N_SUBJECTS)
         self.ids = itertools.count(1)
+        self.plans: dict[str, dict[str, list[str]]] = {}
         self.embedder = HashEmbedder()
         self.recent: list[int] = []  # subjects of the latest batch: what a request most often asks to forget
 
@@ -132,6 +133,8 @@ class ForgettingMachine(RuleBasedStateMachine):
         selector = data.draw(st.sampled_from(recent) if recent and data.draw(st.booleans()) else SELECTORS)
         rid = f"req-{next(self.ids)}"
         file(self.ws, rid, **selector)
+        # What it covers, resolved independently of the scrub (a verified request keeps only counts of its ids).
+        self.plans[rid] = resolve_selector(self.ws.data, selector).ids()
         with Flaky(self.ws.store, fault_at):
             try:
                 process_request(self.ws, rid, embedder=self.embedder, policy=POLICY)
@@ -181,7 +184,7 @@ class ForgettingMachine(RuleBasedStateMachine):
         for req in self.ws.requests.list():
             j = journal(req.evidence)
             if j.get("complete"):
-                ids = j["plan"]
+                ids = self.plans[req.request_id]
                 left = holdings(self.ws, set(ids["subject_ids"]), set(ids["row_ids"]) | set(ids["doc_ids"]),
                                 set(ids["fact_ids"]))
                 assert not left, f"{req.request_id} verified scrubbed, but {left}"

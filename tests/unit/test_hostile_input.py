@@ -452,7 +452,7 @@ def test_sql_in_selector_ids_is_data_and_the_tables_stay_whole(ws):
     stored, created = file_request(ws, req, sign_request(keyholder(ws.home, "privacy-office"), req))
     assert created and stored.selector["row_ids"] == [sql]
     ws.requests.add_tombstones("req-sql", row_ids=[sql])
-    assert sql in ws.requests.tombstones().row_ids
+    assert ws.requests.tombstones().has("row", sql)
     assert [r.request_id for r in ws.requests.list() if r.request_id == "req-sql"] == ["req-sql"]
 
 

@@ -72,7 +72,10 @@ def test_create_stores_an_immutable_manifest(reg):
     assert (r1, r2) == ("r0001", "r0002")
     rel = reg.get(r2)
     assert rel.status == "candidate" and rel.parent == r1 and rel.created_by == "builder"
-    assert rel.lineage == {"row_ids": ["a", "b", "c"], "subject_ids": ["s1", "s2"]}  # cumulative from the parent
+    # cumulative from the parent, and hashed: a manifest names no id in clear
+    assert rel.lineage == {"row_ids": sorted(reg.lineage_digests(["a", "b", "c"])),
+                           "subject_ids": sorted(reg.lineage_digests(["s1", "s2"]))}
+    assert reg.in_lineage(rel, "row_ids", "a") and not reg.in_lineage(rel, "row_ids", "z")
     assert rel.tombstones_honoured == ["req-0"]
     blob = reg.store.get_bytes(rel.manifest_digest)
     assert json.loads(blob) == rel.manifest and blob == canonical_json(rel.manifest)

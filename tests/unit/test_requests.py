@@ -185,13 +185,10 @@ def test_tombstones_are_monotone(db):
     assert db.add_tombstones("q1", row_ids=["row-1"]) == 0
     assert db.add_tombstones("q2", fact_ids=["f9"], doc_ids=["d3"], row_ids=["row-1"]) == 3
     t = db.tombstones()
-    assert t == Tombstones(
-        frozenset({"row-1", "row-2"}),
-        frozenset({"s0007"}),
-        frozenset({"f9"}),
-        frozenset({"d3"}),
-        frozenset({"q1", "q2"}),
-    )
+    assert t == Tombstones.of(t.salt, row_ids={"row-1", "row-2"}, subject_ids={"s0007"}, fact_ids={"f9"},
+                              doc_ids={"d3"}, request_ids={"q1", "q2"})
+    stored = {v for (v,) in sqlite3.connect(db.engine.url.database).execute("SELECT value FROM tombstones")}
+    assert len(stored) == 5 and all(v.startswith("hmac-sha256:") for v in stored), "no forgotten id is kept in clear"
     assert t.covers({"id": "row-2"}) and t.covers({"id": "x", "fact_id": "f9"})
     assert t.covers({"id": "x", "subject_ids": ["s0001", "s0007"]}) and t.covers({"doc_id": "d3"})
     assert not t.covers({"id": "row-3", "fact_id": "f1", "subject_ids": ["s0001"]})
@@ -208,6 +205,16 @@ def test_tombstones_are_monotone(db):
     assert db.tombstones() == t
 
 
+def test_a_tombstone_an_older_version_kept_in_clear_still_holds(db):
+    db.submit(_fields(request_id="q-old"))
+    conn = sqlite3.connect(db.engine.url.database, isolation_level=None)
+    conn.execute("INSERT INTO tombstones (request_id, kind, value, created_at) VALUES ('q-old', 'subject', 's0042', "
+                 "'2026-01-01 00:00:00')")
+    conn.close()
+    tomb = db.tombstones()
+    assert tomb.has("subject", "s0042") and tomb.covers({"id": "x", "subject_ids": ["s0042"]})
+
+
 def test_reopened_database_sees_the_same_data(tmp_path):
     path = tmp_path / "sub" / "requests.db"
     first = RequestStore(path)
@@ -219,7 +226,7 @@ def test_reopened_database_sees_the_same_data(tmp_path):
     again = second.get("req-001")
     assert (again.state, again.evidence, again.selector_hash) == ("planned", {"rows": 2}, stored.selector_hash)
     assert again.deadline == stored.deadline and again.deadline.tzinfo is not None
-    assert second.tombstones().subject_ids == {"s0007"}
+    assert second.tombstones().has("subject", "s0007"), "the salt survives reopening, so the hashes still match"
     assert second.submit(_fields())[1] is False  # same salt after reopening: identical content still matches
     second.close()
 

@@ -76,7 +76,7 @@ def test_a_request_written_into_the_store_directly_deletes_nothing(tmp_path):
     assert out["state"] == "failed" and "carries no requester's signature" in ws.requests.get("req-forged").evidence[
         "failure"]
     assert holdings(ws, {subject(3)}), "the data is untouched"
-    assert not ws.requests.tombstones().subject_ids
+    assert not ws.requests.tombstones().subjects
 
 
 def test_a_signature_lifted_from_another_request_deletes_nothing(tmp_path):
