@@ -477,8 +477,9 @@ def rollback(to: Annotated[str, typer.Option("--to", help="Release to serve agai
 
 
 @app.command()
-def sign(action: Annotated[str, typer.Argument(help="approve | reject | waive | rollback")],
-         release_id: Annotated[str, typer.Argument(help="The release decided on (for rollback: the target).")],
+def sign(action: Annotated[str, typer.Argument(help="approve | reject | waive | rollback | adopt_policy")],
+         release_id: Annotated[str, typer.Argument(help="The release decided on (for rollback: the target; for "
+                                                   "adopt_policy: the policy name or YAML path).")],
          key: Annotated[Path, typer.Option("--key", envvar="MEMGOV_KEY", help="Your private key file.")],
          role: RoleOpt, reason: ReasonOpt,
          out: Annotated[Path, typer.Option("--out", help="Where to write the signed decision (JSON).")],
@@ -486,10 +487,20 @@ def sign(action: Annotated[str, typer.Argument(help="approve | reject | waive | 
          home: HomeOpt = None) -> None:
     """Sign a decision for someone else to file (`memgov approve ID --signed FILE`); it covers this release's
     current manifest, weights and card digests (and, for a rollback, the champion it replaces)."""
-    if action not in ("approve", "reject", "waive", "rollback"):
-        _fail(f"action {action!r}: sign one of approve, reject, waive, rollback", 2)
+    if action not in ("approve", "reject", "waive", "rollback", "adopt_policy"):
+        _fail(f"action {action!r}: sign one of approve, reject, waive, rollback, adopt_policy", 2)
     details = {"gates": sorted(gate or [])} if action == "waive" else None
-    envelope = _envelope(action, _subject(_ws(home), action, release_id), key, None, role, reason, details)
+    if action == "adopt_policy":  # covers the policy's whole content (`memgov policy adopt NAME --signed F`)
+        from pipelines.cycle.governance import policy_subject
+        from policies import PolicyError, load_policy
+
+        try:
+            subject = policy_subject(load_policy(release_id))
+        except PolicyError as exc:
+            _fail(str(exc), 2)
+    else:
+        subject = _subject(_ws(home), action, release_id)
+    envelope = _envelope(action, subject, key, None, role, reason, details)
     out.write_text(json.dumps(envelope, indent=1), encoding="utf-8")
     console.print(f"signed {action} of {release_id} written to {out}")
 

@@ -126,3 +126,15 @@ def test_a_newer_memgov_with_a_new_policy_field_still_reads_the_adopted_record(w
     ws.log.append("system:init", "policy.adopted", DEFAULT.label, details={"sha256": record["sha256"]})
     assert policy_in_force(ws).approval.policy_roles == ["governance"], "the new field takes its default"
     assert policy_digest(policy_in_force(ws, "default")) == policy_digest(DEFAULT)
+
+
+def test_a_policy_change_signed_on_one_machine_is_filed_on_another(ws, tmp_path):
+    key = keyholder(ws.home, "gina", "governance")
+    out = tmp_path / "adopt.json"
+    signed = memgov(ws.home, "sign", "adopt_policy", "demo", "--key", key, "--role", "governance", "--reason", "launch",
+                    "--out", str(out))
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert memgov(ws.home, "policy", "adopt", "default", "--signed", str(out)).returncode == 2, "signed for demo"
+    filed = memgov(ws.home, "policy", "adopt", "demo", "--signed", str(out))
+    assert filed.returncode == 0, filed.stdout + filed.stderr
+    assert policy_digest(policy_in_force(ws)) == policy_digest(DEMO)
