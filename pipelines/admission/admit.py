@@ -33,7 +33,7 @@ class TombstoneSet(Protocol):
     facts: frozenset[str]
     docs: frozenset[str]
 
-    def has(self, kind: str, value: Any) -> bool: ...
+    def digest(self, kind: str, value: str) -> str: ...
 
 
 @dataclass
@@ -447,11 +447,9 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
 
 def _tombstone_checks(columns: set[str], tombstones: TombstoneSet) -> list[Check]:
     """GX checks a derived column per kind: the value's salted hash, against the tombstones' hashes."""
-    from pipelines.requests.store import tombstone_digest
 
     def hashed(kind: str):
-        salt = getattr(tombstones, "salt", "")
-        return lambda v: None if v is None else tombstone_digest(salt, kind, str(v))
+        return lambda v: None if v is None else tombstones.digest(kind, str(v))
 
     def check(column: str, kind: str, hashes: frozenset[str], description: str, frame: str = ROWS) -> Check:
         return Check("expect_column_values_to_not_be_in_set", f"_tombstone_{kind}", {"value_set": sorted(hashes)},

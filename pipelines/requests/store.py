@@ -177,8 +177,11 @@ class Tombstones:
     def _of_kind(self, kind: str) -> frozenset[str]:
         return {"row": self.rows, "subject": self.subjects, "fact": self.facts, "doc": self.docs}[kind]
 
+    def digest(self, kind: str, value: str) -> str:
+        return tombstone_digest(self.salt, kind, value)
+
     def has(self, kind: str, value: Any) -> bool:
-        return value is not None and tombstone_digest(self.salt, kind, str(value)) in self._of_kind(kind)
+        return value is not None and self.digest(kind, str(value)) in self._of_kind(kind)
 
     def has_fact(self, fact_id: Any) -> bool:
         return self.has("fact", fact_id)
