@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-KINDS = ("selection", "update", "edit", "unlearn")
+KINDS = ("selection", "update", "edit", "unlearn", "merge")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -91,6 +91,12 @@ class UnlearnResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class MergeResult:
+    model: Any  # the candidate, rewritten in place
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
 class SelectionMethod(Protocol):
     """Choose training rows from a batch's candidates (facts and rendered instructions) and draw replay from the
     pool of earlier facts; `model` scores rows, methods that do not score ignore it."""
@@ -125,8 +131,17 @@ class UnlearnMethod(Protocol):
                  cfg: Any, *, progress: bool = True) -> UnlearnResult: ...
 
 
+class MergeMethod(Protocol):
+    """After an update: rewrite the candidate (a merged model) from its change relative to the champion; the new
+    facts it was trained on and the retention probe are there for methods that choose by measuring."""
+
+    def __call__(self, champion: Any, candidate: Any, tokenizer: Any, cfg: Any, *,
+                 new_facts: list[dict[str, Any]] | None = None, probe: list[dict[str, Any]] | None = None,
+                 progress: bool = True) -> MergeResult: ...
+
+
 PROTOCOLS: dict[str, type] = {"selection": SelectionMethod, "update": UpdateMethod, "edit": EditMethod,
-                              "unlearn": UnlearnMethod}
+                              "unlearn": UnlearnMethod, "merge": MergeMethod}
 
 
 def _check_call_shape(kind: str, name: str, impl: Callable[..., Any]) -> None:
@@ -171,7 +186,8 @@ def _load_builtin() -> None:
     """Import the packages whose modules register the built-in methods."""
     import importlib
 
-    for package in ("pipelines.selection", "pipelines.update", "pipelines.edit", "pipelines.unlearn"):
+    for package in ("pipelines.selection", "pipelines.update", "pipelines.edit", "pipelines.unlearn",
+                    "pipelines.merge"):
         importlib.import_module(package)
 
 

@@ -122,6 +122,8 @@ class Policy(_Strict):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     selection: MethodChoice = Field(default_factory=lambda: MethodChoice(method="cluster_score"))
     update: MethodChoice = Field(default_factory=lambda: MethodChoice(method="lora"))
+    merge: list[MethodChoice] = Field(
+        default_factory=list, description="weight-space steps after the update, in order (lines, average, ema)")
     training: TrainingSection = Field(default_factory=TrainingSection)
     edit: MethodChoice = Field(default_factory=lambda: MethodChoice(method="rome"))
     unlearning: UnlearningSection = Field(default_factory=lambda: UnlearningSection(method="grad_diff"))
@@ -152,6 +154,8 @@ class Policy(_Strict):
             ("unlearn", self.unlearning),
         ):
             section.resolve(kind)
+        for step in self.merge:
+            step.resolve("merge")
         return self
 
     def fingerprint(self) -> str:

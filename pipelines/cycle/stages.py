@@ -209,10 +209,12 @@ def update(ws: Workspace, policy: Policy, selected: Selected, progress: bool = T
     model, tokenizer = load_model(ws, champion.model)
     probe = [qa(r) for r in retention_rows(ws, eff, selected.batch, model, tokenizer, eff.evaluation.probe_size)]
     method, cfg = eff.update.resolve("update")
-    result = method.impl(model, tokenizer, [training.training_item(r) for r in samples], [qa(r) for r in replay], cfg,
-                         probe=probe, texts=texts, progress=progress)
+    items = [training.training_item(r) for r in samples]
+    result = method.impl(model, tokenizer, items, [qa(r) for r in replay], cfg, probe=probe, texts=texts,
+                         progress=progress)
+    merges, final = _merge_steps(ws, eff, champion.model, result.model, tokenizer, items, probe, progress)
     adapter = ws.store.put_dir(Path(result.adapter_dir))
-    merged = store_model(ws, result.model, tokenizer)
+    merged = store_model(ws, final, tokenizer)
     ws.log.append(
         "system:update",
         "adapter.trained",
@@ -221,9 +223,27 @@ def update(ws: Workspace, policy: Policy, selected: Selected, progress: bool = T
                f"{len(replay)} replay" + (f" + {len(texts)} documents" if texts else ""),
         details={"cycle": selected.cycle, "params": cfg.model_dump(), "model": merged},
     )
+    stats = {**result.stats, **({"merge": merges} if merges else {})}
     return Updated(**selected.carry(), method=eff.update.method, params=cfg.model_dump(mode="json"), adapter=adapter,
-                   model=merged, **counts, history=result.history, stats=result.stats,
+                   model=merged, **counts, history=result.history, stats=stats,
                    seconds=round(time.perf_counter() - t0, 3))
+
+
+def _merge_steps(ws: Workspace, policy: Policy, champion_digest: str, candidate, tokenizer,
+                 items: list[dict[str, Any]], probe: list[dict[str, Any]], progress: bool) -> tuple[list[dict[str, Any]], Any]:
+    """The policy's merge steps, in order, on the updated model against a fresh copy of the champion (the update
+    may have changed the weights it was handed); returns what each step did and the final model."""
+    if not policy.merge:
+        return [], candidate
+    champion, _ = load_model(ws, champion_digest)
+    new_facts = [i for i in items if i.get("prompt") and i.get("target")]
+    done = []
+    for step in policy.merge:
+        method, cfg = step.resolve("merge")
+        out = method.impl(champion, candidate, tokenizer, cfg, new_facts=new_facts, probe=probe, progress=progress)
+        candidate = out.model
+        done.append({"method": step.method, "params": cfg.model_dump(mode="json"), **out.stats})
+    return done, candidate
 
 
 def edit_key_texts(ws: Workspace, taught: list[dict[str, Any]], n_known: int = 600) -> list[str]:
