@@ -8,8 +8,9 @@ training.documents is on and the batch has documents.
 
 from pipelines.plugins import UpdateResult, register
 from pipelines.update.common import default_target_modules
-from pipelines.update.lora import LoraUpdateConfig, train_lora
+from pipelines.update.lora import HftConfig, LoraUpdateConfig, train_lora
 
 register("update", "lora", LoraUpdateConfig, train_lora)
+register("update", "hft", HftConfig, train_lora)  # LoRA with a share of the adapted modules frozen per update
 
-__all__ = ["LoraUpdateConfig", "UpdateResult", "default_target_modules", "train_lora"]
+__all__ = ["HftConfig", "LoraUpdateConfig", "UpdateResult", "default_target_modules", "train_lora"]

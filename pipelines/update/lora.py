@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -68,6 +69,32 @@ class LoraUpdateConfig(MethodConfig):
         return value
 
 
+class HftConfig(LoraUpdateConfig):
+    """Half fine-tuning (HFT, Hui et al. 2024) on LoRA: a share of the adapted modules stays frozen in each update,
+    so their weights come out bit-identical to the champion's and what they hold cannot be overwritten."""
+
+    frozen_share: float = Field(0.5, gt=0.0, lt=1.0, description="share of the adapted modules left frozen")
+    choose: Literal["random", "alternate"] = Field(
+        "random", description="random (seeded by seed) or every other adapted module in model order")
+
+
+def _freeze_share(peft_model, cfg: HftConfig) -> list[str]:
+    """Freeze the LoRA factors of `frozen_share` of the adapted modules; lora_B stays zero, so the merge leaves
+    those modules' weights exactly as they were. Returns the frozen modules' names."""
+    import random
+
+    adapted = sorted({name.rsplit(".lora_A", 1)[0] for name, _ in peft_model.named_parameters() if ".lora_A" in name})
+    n = max(1, min(len(adapted) - 1, round(cfg.frozen_share * len(adapted))))
+    if cfg.choose == "alternate":
+        chosen = set(adapted[::2][:n])
+    else:
+        chosen = set(random.Random(cfg.seed).sample(adapted, n))
+    for name, param in peft_model.named_parameters():
+        if any(name.startswith(module + ".lora_") for module in chosen):
+            param.requires_grad_(False)
+    return sorted(chosen)
+
+
 def train_lora(
     model,
     tokenizer,
@@ -96,6 +123,7 @@ def train_lora(
     text_before = _text_loss(base, tokenizer, windows)
     probe_before = recall(base, tokenizer, probe_p, probe_t) if probe_p else None
     peft_model = wrap_lora(base, cfg.r, cfg.alpha, cfg.dropout, cfg.target_modules, cfg.trainable_token_indices)
+    frozen = _freeze_share(peft_model, cfg) if isinstance(cfg, HftConfig) else []
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.learning_rate)
 
@@ -138,6 +166,7 @@ def train_lora(
         "new_recall_after": now["new_recall"],
         "reached_target": bool(goal.reached(now)),
         "n_samples": len(new_p),
+        **({"frozen_modules": len(frozen)} if frozen else {}),
         "n_replay": len(rep_p),
         "trainable_params": int(trainable),
     }
