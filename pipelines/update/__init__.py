@@ -8,9 +8,10 @@ training.documents is on and the batch has documents.
 
 from pipelines.plugins import UpdateResult, register
 from pipelines.update.common import default_target_modules
-from pipelines.update.lora import HftConfig, LoraUpdateConfig, train_lora
+from pipelines.update.lora import HftConfig, KfpfConfig, LoraUpdateConfig, train_lora
 
 register("update", "lora", LoraUpdateConfig, train_lora)
 register("update", "hft", HftConfig, train_lora)  # LoRA with a share of the adapted modules frozen per update
+register("update", "kfpf", KfpfConfig, train_lora)  # LoRA, then the most-drifted modules repaired on replay
 
-__all__ = ["HftConfig", "LoraUpdateConfig", "UpdateResult", "default_target_modules", "train_lora"]
+__all__ = ["HftConfig", "KfpfConfig", "LoraUpdateConfig", "UpdateResult", "default_target_modules", "train_lora"]

@@ -95,6 +95,60 @@ def _freeze_share(peft_model, cfg: HftConfig) -> list[str]:
     return sorted(chosen)
 
 
+class KfpfConfig(LoraUpdateConfig):
+    """k-FPF (Zhu et al.): after the update, the adapted modules that drifted most from the champion are the
+    forgetting-prone ones; only those are fine-tuned on the replay buffer, for `k` steps, to win back old facts."""
+
+    fpf_share: float = Field(0.25, gt=0.0, le=1.0, description="share of the adapted modules that are repaired")
+    k: int = Field(20, ge=1, description="repair steps on the replay buffer")
+    repair_learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+
+
+def module_drift(peft_model) -> dict[str, float]:
+    """Each adapted module's change relative to its weight: ||scale * B A|| / ||W||."""
+    out: dict[str, float] = {}
+    for name, module in peft_model.named_modules():
+        if not hasattr(module, "lora_A") or not getattr(module, "active_adapters", None):
+            continue
+        adapter = module.active_adapters[0]
+        if adapter not in module.lora_A:
+            continue
+        delta = module.lora_B[adapter].weight @ module.lora_A[adapter].weight * module.scaling[adapter]
+        out[name] = float(delta.norm() / module.base_layer.weight.norm().clamp_min(1e-12))
+    return out
+
+
+def repair_forgetting_prone(peft_model, tokenizer, prompts: list[str], targets: list[str], cfg: KfpfConfig,
+                            rng) -> list[str]:
+    """Fine-tune only the most-drifted modules' LoRA factors on the replay buffer; returns their names."""
+    drift = module_drift(peft_model)
+    n = max(1, round(cfg.fpf_share * len(drift)))
+    chosen = sorted(sorted(drift, key=drift.get, reverse=True)[:n])
+    params = [p for name, p in peft_model.named_parameters()
+              if ".lora_" in name and any(name.startswith(m + ".lora_") for m in chosen)]
+    saved = {id(p): p.requires_grad for p in peft_model.parameters()}
+    for p in peft_model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=cfg.repair_learning_rate)
+    peft_model.train()
+    done = 0
+    while done < cfg.k:
+        for idx in batches(len(prompts), cfg.batch_size, rng):
+            loss = per_example_loss(peft_model, encode_qa(tokenizer, [prompts[i] for i in idx],
+                                                          [targets[i] for i in idx])).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done >= cfg.k:
+                break
+    for p in peft_model.parameters():
+        p.requires_grad_(saved[id(p)])
+    return chosen
+
+
 def train_lora(
     model,
     tokenizer,
@@ -149,6 +203,8 @@ def train_lora(
         if goal.reached(now):
             break
     bar.close()
+    repaired = (repair_forgetting_prone(peft_model, tokenizer, rep_p, rep_t, cfg, rng)
+                if isinstance(cfg, KfpfConfig) and rep_p else [])
     if not history or history[-1]["step"] != step:
         history.append(_snapshot(peft_model, tokenizer, step, loss_value, goal, probe_p, probe_t))
 
@@ -167,6 +223,7 @@ def train_lora(
         "reached_target": bool(goal.reached(now)),
         "n_samples": len(new_p),
         **({"frozen_modules": len(frozen)} if frozen else {}),
+        **({"forgetting_prone_modules": len(repaired)} if repaired else {}),
         "n_replay": len(rep_p),
         "trainable_params": int(trainable),
     }
