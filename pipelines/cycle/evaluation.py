@@ -11,6 +11,7 @@ from typing import Any
 
 from evals.card import render_card
 from evals.continual import backward_transfer, stability_summary
+from evals.names import STABILITY_METRICS
 from evals.suites import EvalSets, run_suites
 from pipelines import evalsets
 from pipelines.artifacts import load_index, load_model
@@ -191,6 +192,11 @@ def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snap
     cand.metrics["backward_transfer"] = backward_transfer(history)
     champ.metrics["backward_transfer"] = backward_transfer(
         [{"acc_at_release": h["acc_at_release"], "acc_now": h["champion_now"]} for h in history])
+    stability = stability_summary(training_history or [], champ.metrics.get("retention"),
+                                  cand.metrics.get("new_fact_recall"))
+    for name in STABILITY_METRICS:  # gateable like any metric (an unobserved update reports none: a gate on it fails)
+        if stability.get(name) is not None:
+            cand.metrics[name] = stability[name]
     evidence = {rid: gate_evidence(ws.requests.get(rid).evidence) for rid in candidate.honoured}
     measured = Measurement(
         **candidate.carry(), policy=eff.label, model=candidate.model, adapter=candidate.adapter,
@@ -199,8 +205,6 @@ def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snap
         champion_metrics=champ.metrics, missing=missing, forget_evidence=evidence, card={}, card_digest="", card_md="")
     decision = judge(measured, eff)
     request_checks, _ = request_verdicts(eff, cand.metrics, evidence)
-    stability = stability_summary(training_history or [], champ.metrics.get("retention"),
-                                  cand.metrics.get("new_fact_recall"))
     card = {
         "release_id": f"candidate of {candidate.cycle} (child of {champion.release_id})",
         "cycle": candidate.cycle,

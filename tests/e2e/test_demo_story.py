@@ -144,9 +144,9 @@ def test_resubmitted_forgotten_row_is_quarantined_as_tombstoned(demo_copy):
     from memgov.demo.deploy import fact_row, world_of
     from policies import load_policy
 
-    purged = ws.requests.get("req-demo-0001").evidence["plan"]["forget_qas_purged"]  # ids and a count, no text
-    world = world_of(load_policy("demo"))
-    forgotten = next(f for f in world.facts if f.fact_id in purged["fact_ids"])  # the source knows what it sent
+    purged = ws.requests.get("req-demo-0001").evidence["plan"]["forget_qas_purged"]
+    assert set(purged) == {"n"} and purged["n"] > 0, "a verified request keeps a count, no text and no ids"
+    forgotten = world_of(load_policy("demo")).facts[0]  # the story's forgotten subject: the source knows what it sent
     row = {**fact_row(forgotten, source="crm", prefix="resubmit"), "previous_target": None}
     (ws.inbox / "batch_004_resubmission.jsonl").write_text(json.dumps(row) + "\n")
     from pipelines.cycle.stages import admit
@@ -197,3 +197,21 @@ def test_a_forget_request_becomes_exactly_one_run(demo_copy):
     assert tick_sensor(ws, "forget_request_sensor") == []
     assert len(inst.get_runs(filters=RunsFilter(tags={"dagster/run_key": "req-once"}))) == 1
     assert ws.requests.get("req-once").state in ("planned", "verified")
+
+
+def test_stability_metrics_reach_the_gates_like_any_metric(demo_home):
+    """min_acc, wc_acc and stability_gap of the update's probe curve are candidate metrics, so a policy can gate
+    them: the same measured numbers fail a gate set just beyond them."""
+    from evals.gates import decide
+    from pipelines.cycle.governance import read_card
+
+    ws = Workspace.open(demo_home)
+    card = read_card(ws, ws.registry.get("r0002"))
+    metrics = card["metrics"]
+    assert {"min_acc", "wc_acc", "stability_gap"} <= set(metrics), sorted(metrics)
+    assert metrics["min_acc"] == card["stability"]["min_acc"]
+    gates = [{"metric": "min_acc", "min": metrics["min_acc"] + 0.01}, {"metric": "stability_gap", "max": 1.0}]
+    decision = decide(metrics, gates, card["champion_metrics"])
+    (failed,) = [v for v in decision.verdicts if not v.passed]
+    assert failed.metric == "min_acc" and not decision.passed
+    assert decide(metrics, [{"metric": "min_acc", "min": metrics["min_acc"]}], card["champion_metrics"]).passed
