@@ -97,7 +97,8 @@ def _freeze_share(peft_model, cfg: HftConfig) -> list[str]:
 
 class KfpfConfig(LoraUpdateConfig):
     """k-FPF (Zhu et al.): after the update, the adapted modules that drifted most from the champion are the
-    forgetting-prone ones; only those are fine-tuned on the replay buffer, for `k` steps, to win back old facts."""
+    forgetting-prone ones; only those are fine-tuned on the buffer (replay plus this update's samples, so the new
+    facts are kept while old ones are won back), for `k` steps."""
 
     fpf_share: float = Field(0.25, gt=0.0, le=1.0, description="share of the adapted modules that are repaired")
     k: int = Field(20, ge=1, description="repair steps on the replay buffer")
@@ -203,7 +204,7 @@ def train_lora(
         if goal.reached(now):
             break
     bar.close()
-    repaired = (repair_forgetting_prone(peft_model, tokenizer, rep_p, rep_t, cfg, rng)
+    repaired = (repair_forgetting_prone(peft_model, tokenizer, new_p + rep_p, new_t + rep_t, cfg, rng)
                 if isinstance(cfg, KfpfConfig) and rep_p else [])
     if not history or history[-1]["step"] != step:
         history.append(_snapshot(peft_model, tokenizer, step, loss_value, goal, probe_p, probe_t))
