@@ -50,3 +50,22 @@ def s3_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def create_buckets(endpoint: str) -> str:
+    """Both buckets through infra/s3/create_bucket.py, as an operator makes them: the artifact bucket versioned,
+    under GOVERNANCE default retention; the log mirror beside it under COMPLIANCE, with the default name."""
+    import importlib.util
+    import json
+    import uuid
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    module_spec = importlib.util.spec_from_file_location("create_bucket", root / "infra" / "s3" / "create_bucket.py")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    spec = json.loads((root / "infra" / "s3" / "bucket.json").read_text())
+    spec["bucket"] = f"memgov-{uuid.uuid4().hex[:10]}"
+    spec["log_mirror"].pop("bucket")
+    module.create_bucket(spec, endpoint_url=endpoint)
+    return spec["bucket"]

@@ -5,7 +5,6 @@ rewriting the local log (or the mirror) is reported with the sequence number."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from support_s3 import CREDS, free_port, s3_server
+from support_s3 import CREDS, create_buckets, free_port, s3_server
 
 from pipelines.ledger.changelog import event_hash
 from pipelines.ledger.mirror import MirrorUnavailable, mirror_url
@@ -37,16 +36,6 @@ def s3(endpoint):
     return boto3.client("s3", endpoint_url=endpoint, **CREDS)
 
 
-def create_buckets(endpoint: str) -> str:
-    """Both buckets through infra/s3/create_bucket.py, as an operator would; the mirror gets the default name."""
-    module_spec = importlib.util.spec_from_file_location("create_bucket", ROOT / "infra" / "s3" / "create_bucket.py")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    spec = json.loads((ROOT / "infra" / "s3" / "bucket.json").read_text())
-    spec["bucket"] = f"memgov-{uuid.uuid4().hex[:10]}"
-    spec["log_mirror"].pop("bucket")
-    module.create_bucket(spec, endpoint_url=endpoint)
-    return spec["bucket"]
 
 
 @pytest.fixture

@@ -15,12 +15,10 @@ from __future__ import annotations
 import bz2
 import datetime as dt
 import gzip
-import importlib.util
 import io
 import json
 import lzma
 import os
-import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ import boto3
 import pandas as pd
 import pytest
 from support_forget import HashEmbedder, fact, file, small_deployment
-from support_s3 import CREDS, s3_server
+from support_s3 import CREDS, create_buckets, s3_server
 
 from pipelines.artifacts import index_snapshots, model_path
 from pipelines.cycle import governance
@@ -296,11 +294,17 @@ def policy():
     return load_policy("default")
 
 
-def test_nothing_of_the_forgotten_remains_under_the_home(tmp_path, monkeypatch, policy):
+def local_home(tmp_path: Path, monkeypatch) -> Path:
+    """A deployment home with local stores only, whatever the environment says."""
     home = tmp_path / "home"
     monkeypatch.setenv("MEMGOV_HOME", str(home))
     for var in ("MEMGOV_STORE", "MEMGOV_LOG_MIRROR", "MEMGOV_REQUESTS_URL"):
         monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def test_nothing_of_the_forgotten_remains_under_the_home(tmp_path, monkeypatch, policy):
+    home = local_home(tmp_path, monkeypatch)
     built = build(home, tmp_path, policy)
     ws = built["ws"]
     r2, r3 = ws.registry.get(built["champion"]), ws.registry.get(built["rejected"])
@@ -333,10 +337,7 @@ def test_nothing_of_the_forgotten_remains_under_the_home(tmp_path, monkeypatch, 
 
 
 def test_a_release_under_a_named_legal_hold_keeps_its_weights_and_nothing_else(tmp_path, monkeypatch, policy):
-    home = tmp_path / "home"
-    monkeypatch.setenv("MEMGOV_HOME", str(home))
-    for var in ("MEMGOV_STORE", "MEMGOV_LOG_MIRROR", "MEMGOV_REQUESTS_URL"):
-        monkeypatch.delenv(var, raising=False)
+    home = local_home(tmp_path, monkeypatch)
     built = build(home, tmp_path, policy)
     ws = built["ws"]
     held = built["rejected"]
@@ -357,18 +358,6 @@ def test_a_release_under_a_named_legal_hold_keeps_its_weights_and_nothing_else(t
     assert_nothing_remains(ws, items, places)
 
 
-def _create_buckets(endpoint: str) -> str:
-    """Both buckets as infra/s3/create_bucket.py makes them: the artifact bucket versioned, under GOVERNANCE
-    default retention; the log mirror beside it under COMPLIANCE."""
-    spec_path = ROOT / "infra" / "s3" / "create_bucket.py"
-    module_spec = importlib.util.spec_from_file_location("create_bucket", spec_path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    spec = json.loads((ROOT / "infra" / "s3" / "bucket.json").read_text())
-    spec["bucket"] = f"memgov-{uuid.uuid4().hex[:10]}"
-    spec["log_mirror"].pop("bucket")
-    module.create_bucket(spec, endpoint_url=endpoint)
-    return spec["bucket"]
 
 
 def test_nothing_of_the_forgotten_remains_in_any_object_version(tmp_path, monkeypatch, policy):
@@ -376,7 +365,7 @@ def test_nothing_of_the_forgotten_remains_in_any_object_version(tmp_path, monkey
         for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                            "AWS_DEFAULT_REGION": "us-east-1", "MEMGOV_S3_ENDPOINT": endpoint}.items():
             monkeypatch.setenv(key, value)
-        bucket = _create_buckets(endpoint)
+        bucket = create_buckets(endpoint)
         monkeypatch.setenv("MEMGOV_STORE", f"s3://{bucket}/deploy")
         for var in ("MEMGOV_LOG_MIRROR", "MEMGOV_LOG_RETENTION_DAYS", "MEMGOV_REQUESTS_URL"):
             monkeypatch.delenv(var, raising=False)
