@@ -272,10 +272,9 @@ def forget(
 
 
 def _existing_request(ws, request_id: str):
-    try:
-        return ws.requests.get(request_id)
-    except (KeyError, ValueError):
-        return None
+    from pipelines.ops import existing_request
+
+    return existing_request(ws, request_id)
 
 
 def _same_request(stored, requester, selector, reason, legal_basis, urgent) -> bool:

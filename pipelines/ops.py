@@ -21,7 +21,7 @@ def file_request(ws: Workspace, request: ForgetRequest | dict[str, Any],
     requester's own over exactly this request. An identical resubmission returns the stored one (created=False)."""
     req = request if isinstance(request, ForgetRequest) else ForgetRequest(**request)
     who = check_filing(ws, req, envelope, fresh=False)
-    existing = _existing(ws, req.request_id)
+    existing = existing_request(ws, req.request_id)
     if existing is None:
         check_filing(ws, req, envelope)  # a signature files one request, once
     stored, created = ws.requests.submit(req)
@@ -34,7 +34,8 @@ def file_request(ws: Workspace, request: ForgetRequest | dict[str, Any],
     return stored, created
 
 
-def _existing(ws: Workspace, request_id: str) -> StoredRequest | None:
+def existing_request(ws: Workspace, request_id: str) -> StoredRequest | None:
+    """The stored request with this id, or None."""
     try:
         return ws.requests.get(request_id)
     except (KeyError, ValueError):
