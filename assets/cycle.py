@@ -89,7 +89,8 @@ def evaluation_card(context: AssetExecutionContext, candidate_update: Updated, c
                     candidate_index: CandidateIndex, memgov: MemgovResource) -> Output[Measurement]:
     """Every suite on candidate and champion on the same sets, and the card with the gates' verdicts and plots."""
     value = evaluation.measure(memgov.workspace(), memgov.load_policy(), candidate_model,
-                               candidate_index.index_snapshot, shared_embedder(), candidate_update.history)
+                               candidate_index.index_snapshot, shared_embedder(), candidate_update.history,
+                               candidate_update.stats.get("probe_tasks_before"))
     return _out(value, context, card=MetadataValue.md(value.card_md), card_digest=value.card_digest)
 
 

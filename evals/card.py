@@ -182,10 +182,16 @@ def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
 
     stability = card.get("stability") or {}
     lines += ["## Stability during training", ""]
-    numbers = {k: v for k, v in stability.items() if k != "curve"}
+    numbers = {k: v for k, v in stability.items() if k not in ("curve", "tasks")}
     if numbers:
         lines += ["| Number | Value |", "|---|---:|"]
         lines += [f"| {k} | {_num(v)} |" for k, v in numbers.items()]
+    tasks = stability.get("tasks") or {}
+    if tasks:
+        lines += ["", "Per earlier task (the facts each earlier part of the data taught):", "",
+                  "| Task | Before | Min this update | Min since learned | Final |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {t} | {_num(e.get('before'))} | {_num(e.get('min'))} | {_num(e.get('lifetime_min'))} | "
+                  f"{_num(e.get('final'))} |" for t, e in tasks.items()]
     _, accs = _curve_points(stability.get("curve"))
     lines.append("")
     lines.append(f"Probe evaluations during training: {len(accs)}.")
@@ -227,6 +233,13 @@ def _plot_stability(stability: Mapping[str, Any], path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, accs, marker="o", markersize=3, label="old-knowledge probe accuracy")
+    per_task: dict[str, list[tuple[float, float]]] = {}
+    for i, p in enumerate(stability.get("curve") or []):
+        for task, acc in ((p.get("tasks") if isinstance(p, Mapping) else None) or {}).items():
+            if isinstance(acc, (int, float)):
+                per_task.setdefault(str(task), []).append((float(p.get("step", i)), float(acc)))
+    for task, points in sorted(per_task.items())[:8]:  # more lines than that is noise, the table has them all
+        ax.plot(*zip(*points, strict=True), linewidth=0.8, alpha=0.6, label=f"task {task}")
     learning = [(float(p.get("step", i)), float(p["new_acc"])) for i, p in enumerate(stability.get("curve") or [])
                 if isinstance(p, Mapping) and isinstance(p.get("new_acc"), (int, float))]
     if learning:

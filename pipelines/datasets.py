@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TABLES = ("admitted", "quarantine", "replay", "documents", "selections",
-          "eval_retention", "eval_general", "eval_locality", "eval_unseen")
+          "eval_retention", "eval_general", "eval_locality", "eval_unseen", "general_replay", "pool_pruned")
 # The evaluation tables of the data contract: read by the engine, never invented, scrubbed like every other store.
 EVAL_TABLES = {"retention": "eval_retention", "general": "eval_general", "locality": "eval_locality",
                "unseen": "eval_unseen"}
+# Tables of rows the deployment supplies for a purpose of their own: never trained on as new data, never indexed.
+HELD_TABLES = {**EVAL_TABLES, "general_replay": "general_replay"}
 
 
 def id_list(value: Any) -> list[str]:

@@ -76,6 +76,18 @@ class TrainingSection(_Strict):
     documents: bool = Field(False, description="continued pre-training on the batch's documents (loss on every token)")
 
 
+class ReplaySection(_Strict):
+    """Replay the engine adds to every update whatever the selection method, budgeted in tokens (not a share of all
+    that is known, which grows until replay is joint retraining)."""
+
+    old_tokens: int | None = Field(None, ge=0, description="token budget of old-fact replay per cycle; null = the "
+                                   "selection method's own replay (its replay_ratio)")
+    recall_interval: int = Field(1, ge=1, le=1000, description="cycles before a replayed fact comes back (1 = every "
+                                 "cycle); the most overdue come first")
+    general_tokens: int = Field(0, ge=0, description="token budget of general-text replay (GeRe) per cycle, drawn from "
+                                "the deployment's `general_replay` table, never from the `general` evaluation split")
+
+
 class EvaluationSection(_Strict):
     instruction_metric: Literal["exact_match", "token_f1"] = "exact_match"
     retention_sample: int = Field(300, ge=10)
@@ -125,6 +137,7 @@ class Policy(_Strict):
     merge: list[MethodChoice] = Field(
         default_factory=list, description="weight-space steps after the update, in order (lines, average, ema)")
     training: TrainingSection = Field(default_factory=TrainingSection)
+    replay: ReplaySection = Field(default_factory=ReplaySection)
     edit: MethodChoice = Field(default_factory=lambda: MethodChoice(method="rome"))
     unlearning: UnlearningSection = Field(default_factory=lambda: UnlearningSection(method="grad_diff"))
     rag: RagSection = Field(default_factory=RagSection)

@@ -18,8 +18,9 @@ from pipelines.admission.suite import ROW_KEY, ROWS, SUBJECT_LINKS, Check, Check
 from pipelines.datasets import id_list
 
 UNPARSEABLE = "unparseable"
-# The data contract's row kinds: four that change the model or the index, four evaluation tables (policies/contract.json).
-ROW_KINDS = ("fact", "instruction", "document", "edit", "retention", "general", "locality", "unseen")
+# The data contract's row kinds: four that change the model or the index, four evaluation tables, and general text the
+# update replays (policies/contract.json).
+ROW_KINDS = ("fact", "instruction", "document", "edit", "retention", "general", "locality", "unseen", "general_replay")
 TOMBSTONED = "tombstoned"
 DUPLICATE_ID = "duplicate id"
 

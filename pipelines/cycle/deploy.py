@@ -14,8 +14,9 @@ from typing import Any
 from pipelines.admission import admit_batch, read_batch
 from pipelines.artifacts import save_index, store_model
 from pipelines.cycle.policy_in_force import adopt
-from pipelines.datasets import EVAL_TABLES, id_list
+from pipelines.datasets import HELD_TABLES, id_list
 from pipelines.recipe import read_recipe
+from pipelines.selection.replay import OVERLAPS_EVAL, overlap
 from pipelines.workspace import Workspace
 from policies import Policy
 
@@ -23,8 +24,20 @@ ACTOR = "system:init"
 DEPLOYMENT_KEY = "deployment.json"
 # A file named after a kind gives its rows that kind unless a row says otherwise.
 FILE_KINDS = {"facts": "fact", "instructions": "instruction", "documents": "document", "edits": "edit",
-              "retention": "retention", "general": "general", "locality": "locality", "unseen": "unseen"}
+              "retention": "retention", "general": "general", "locality": "locality", "unseen": "unseen",
+              "general_replay": "general_replay"}
 TRAINABLE = ("fact", "instruction", "document")
+
+
+OVERLAP_FIX = (f"{OVERLAPS_EVAL}: this general_replay text is also in the `general` evaluation set, so the update "
+               "would train on what the perplexity gate scores; fix: keep each text in one of the two tables")
+
+
+def general_overlap(rows: list[dict[str, Any]], held: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """general_replay rows (among `rows`) whose text is a `general` evaluation row's, in `rows` or already `held`."""
+    replay = [r for r in rows if r.get("kind") == "general_replay"]
+    scored = [r for r in [*rows, *held] if r.get("kind", "general") == "general"]
+    return overlap(replay, scored)
 
 
 class InitError(ValueError):
@@ -78,6 +91,7 @@ def validate(policy: Policy, base_model: str, data_dir: Path | None):
     problems = [(r, r["quarantine_reasons"]) for r in result.quarantined]
     edits = [r for r in result.admitted if r.get("kind") == "edit"]
     problems += [(r, ["an edit changes a deployed model; fix: drop edits into the inbox after init"]) for r in edits]
+    problems += [(r, [OVERLAP_FIX]) for r in general_overlap(result.admitted)]
     if problems:
         by_id = {str(row.get("id")): origin[i] for i, row in enumerate(rows) if row.get("id") is not None}
         by_id.update({f"initial#row{i}": name for i, name in origin.items()})  # rows without an id
@@ -106,7 +120,7 @@ def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[d
         model, tokenizer = load_causal_lm(base_model)
         digest = store_model(ws, model, tokenizer)
     trainable = [r for r in rows if r.get("kind") in TRAINABLE]
-    for name, table in EVAL_TABLES.items():
+    for name, table in HELD_TABLES.items():
         part = [r for r in rows if r.get("kind") == name]
         if part:
             ws.data.put_part(table, "initial", part)

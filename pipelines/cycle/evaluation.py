@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.card import render_card
-from evals.continual import backward_transfer, stability_summary
+from evals.continual import backward_transfer, lifetime_minima, stability_summary
 from evals.names import STABILITY_METRICS
 from evals.suites import EvalSets, run_suites
 from pipelines import evalsets
@@ -169,8 +169,18 @@ def release_history(ws: Workspace, champion, models: dict[str, Any], tokenizer, 
     return entries
 
 
+def ancestor_cards(ws: Workspace, release, limit: int = 20) -> list[dict[str, Any]]:
+    """The cards of a release and its ancestors, newest first: what earlier updates recorded while training."""
+    cards = []
+    while release is not None and len(cards) < limit:
+        cards.append(read_card(ws, release))
+        release = ws.registry.get(release.parent) if release.parent else None
+    return cards
+
+
 def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snapshot: str, embedder,
-            training_history: list[dict[str, Any]] | None = None) -> Measurement:
+            training_history: list[dict[str, Any]] | None = None,
+            tasks_before: dict[str, float] | None = None) -> Measurement:
     """Every suite on the candidate and on its champion, on the same sets; the card rendered into the store.
 
     Nothing is registered or decided here: the release step does that with the measurement this returns.
@@ -193,7 +203,8 @@ def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snap
     champ.metrics["backward_transfer"] = backward_transfer(
         [{"acc_at_release": h["acc_at_release"], "acc_now": h["champion_now"]} for h in history])
     stability = stability_summary(training_history or [], champ.metrics.get("retention"),
-                                  cand.metrics.get("new_fact_recall"))
+                                  cand.metrics.get("new_fact_recall"), tasks_before,
+                                  lifetime_minima(ancestor_cards(ws, champion)))
     for name in STABILITY_METRICS:  # gateable like any metric (an unobserved update reports none: a gate on it fails)
         if stability.get(name) is not None:
             cand.metrics[name] = stability[name]

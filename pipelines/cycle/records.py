@@ -55,6 +55,9 @@ class Selected(StageRecord):
     n_edits: int
     prune_reasons: dict[str, int]
     stats: dict[str, Any]
+    n_general: int = 0
+    replay_tokens: int | None = None
+    general_tokens: int = 0
 
 
 class Updated(StageRecord):
@@ -68,6 +71,7 @@ class Updated(StageRecord):
     n_documents: int
     history: list[dict[str, Any]]
     stats: dict[str, Any]
+    n_general: int = 0
 
 
 class EditRecord(BaseModel):

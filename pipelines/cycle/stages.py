@@ -15,7 +15,7 @@ from pipelines.artifacts import load_index, load_model, save_index, store_model
 from pipelines.cycle import overrides, submission
 from pipelines.cycle.overrides import effective_policy
 from pipelines.cycle.records import Admitted, CandidateIndex, CandidateModel, EditRecord, Selected, Updated
-from pipelines.datasets import EVAL_TABLES
+from pipelines.datasets import HELD_TABLES
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
 from pipelines.selection.common import KNOWN
@@ -60,12 +60,13 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
     result = admit_batch(_read_or_quarantine(path), eff.admission, tombstones=tombstones, batch_name=batch)
     if eff.admission.require_signed_submission and not (submitted and submitted.submitted_by):
         result = _unsigned(result, submitted.note if submitted else "no signed submission")
+    result = _general_apart(ws, result)
     quarantined = _without_forgotten_content(result.quarantined, path, tombstones)
-    evaluation = {name: [r for r in result.admitted if r.get("kind") == name] for name in EVAL_TABLES}
-    admitted = [r for r in result.admitted if r.get("kind") not in EVAL_TABLES]
-    for name, rows in evaluation.items():  # evaluation rows are measured on, never trained on or indexed
+    evaluation = {name: [r for r in result.admitted if r.get("kind") == name] for name in HELD_TABLES}
+    admitted = [r for r in result.admitted if r.get("kind") not in HELD_TABLES]
+    for name, rows in evaluation.items():  # measured on or replayed, never trained on as new data nor indexed
         if rows:
-            ws.data.put_part(EVAL_TABLES[name], batch, rows)
+            ws.data.put_part(HELD_TABLES[name], batch, rows)
     ws.data.put_part("admitted", batch, admitted)
     ws.data.put_part("quarantine", batch, quarantined)
     docs = [
@@ -106,6 +107,23 @@ def _unsigned(result, note: str):
 
 
 UNSIGNED = "unsigned_submission"
+
+
+def _general_apart(ws: Workspace, result):
+    """A general_replay row with the text of a `general` evaluation row, or the reverse, is quarantined: the update
+    would train on what the perplexity gate scores."""
+    from pipelines.cycle.deploy import OVERLAP_FIX, general_overlap
+    from pipelines.selection.replay import overlap
+
+    bad = general_overlap(result.admitted, evalsets.table(ws, "general"))
+    bad += overlap([r for r in result.admitted if r.get("kind") == "general"], ws.data.rows("general_replay"))
+    if not bad:
+        return result
+    ids = {id(r) for r in bad}
+    moved = [{**r, "quarantine_reasons": [OVERLAP_FIX]} for r in bad]
+    kept = [r for r in result.admitted if id(r) not in ids]
+    counts = {**result.counts, "admitted": len(kept), "quarantined": len(result.quarantined) + len(moved)}
+    return dataclasses.replace(result, admitted=kept, quarantined=[*result.quarantined, *moved], counts=counts)
 
 
 def _honour_forget_requests(ws: Workspace, policy: Policy, run_id: str | None) -> list[dict[str, Any]]:
@@ -154,26 +172,90 @@ def select(ws: Workspace, policy: Policy, admitted: Admitted, progress: bool = T
     batch_facts = {r.get("fact_id") for r in rows}
     current = _prior_facts(ws, admitted.batch)
     pool = [current[r["fact_id"]] for r in ws.data.rows("replay") if r.get("fact_id") in current]
-    pool = [r for r in pool if r.get("fact_id") not in batch_facts]
+    pruned_before = {r.get("id") for r in ws.data.rows("pool_pruned")}
+    pool = [r for r in pool if r.get("fact_id") not in batch_facts and r.get("id") not in pruned_before]
     model, tokenizer = load_model(ws, champion_manifest(ws).model)
     if eff.training.instructions:
         train_rows += training.instruction_rows(batch_rows, tokenizer)
     method, cfg = eff.selection.resolve("selection")
     result = method.impl(train_rows, model, tokenizer, cfg, pool)
+    pool = _record_pool_pruning(ws, admitted.batch, pool, result.stats)
     documents = _training_documents(batch_rows) if eff.training.documents else []
     # A batch fact the champion already knows needs no training, but it must be kept like any old fact: it is not in
     # the replay pool (a batch's facts supersede their old versions there), so it joins the replay here.
     known = [r for r in result.pruned if r.get("prune_reason") == KNOWN and is_fact(r)]
+    replay, replay_stats = _old_replay(ws, eff, admitted.batch, pool, result, tokenizer)
+    general = _general_replay(ws, eff, admitted.batch, tokenizer)
     chosen = [{**r, "role": "sample"} for r in result.samples]
-    chosen += [{**r, "role": "replay"} for r in [*result.replay, *known]]
+    chosen += [{**r, "role": "replay"} for r in [*replay, *known]]
     chosen += [{**r, "role": "edit"} for r in edits] + [{**r, "role": "document"} for r in documents]
+    chosen += [{"id": r["id"], "text": r["text"], "subject_ids": r.get("subject_ids") or [], "role": "general"}
+               for r in general.rows]
     ws.data.put_part("selections", admitted.batch, chosen)
+    stats = {**result.stats, "replay": replay_stats, "general_replay": general.stats}
     return Selected(
         **admitted.carry(), method=eff.selection.method, n_candidates=len(train_rows), n_samples=len(result.samples),
         n_instructions=sum(training.is_instruction(r) for r in result.samples), n_documents=len(documents),
-        n_replay=len(result.replay) + len(known), n_known_kept=len(known), n_pruned=len(result.pruned),
+        n_replay=len(replay) + len(known), n_known_kept=len(known), n_pruned=len(result.pruned),
         n_edits=len(edits), prune_reasons=dict(Counter(r.get("prune_reason", "?") for r in result.pruned)),
-        stats=result.stats, seconds=round(time.perf_counter() - t0, 3))
+        stats=stats, n_general=len(general.rows), replay_tokens=replay_stats.get("tokens"),
+        general_tokens=general.tokens, seconds=round(time.perf_counter() - t0, 3))
+
+
+def _record_pool_pruning(ws: Workspace, batch: str, pool: list[dict[str, Any]],
+                         stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows a selector pruned from the replay pool for good are recorded (id, reason, and the ids a forget request
+    finds them by) and never replayed again; returns the pool without them."""
+    pruned = {p["id"]: p for p in (stats.get("pool") or {}).get("pruned") or [] if p.get("id") is not None}
+    if not pruned:
+        return pool
+    by_id = {r.get("id"): r for r in pool}
+    ws.data.put_part("pool_pruned", batch, [
+        {"id": pid, "fact_id": by_id.get(pid, {}).get("fact_id"), "subject_ids": by_id.get(pid, {}).get("subject_ids")
+         or [], "reason": p.get("reason"), "duplicate_of": p.get("duplicate_of")} for pid, p in pruned.items()])
+    return [r for r in pool if r.get("id") not in pruned]
+
+
+def _history(ws: Workspace, batch: str) -> list[list[dict[str, Any]]]:
+    """Each earlier cycle's selections, oldest first: when each fact was last trained on."""
+    return [ws.data.rows("selections", part) for part in ws.data.parts("selections") if part != batch]
+
+
+def _old_replay(ws: Workspace, policy: Policy, batch: str, pool: list[dict[str, Any]], result,
+                tokenizer) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The selection method's replay, or (policy replay.old_tokens) the engine's token-budgeted, spaced draw."""
+    from pipelines.selection.common import fact_key
+    from pipelines.selection.replay import fact_tokens, last_seen, old_replay
+
+    section = policy.replay
+    if section.old_tokens is None:
+        return result.replay, {"source": "selection method", "rows": len(result.replay),
+                               "tokens": sum(fact_tokens(tokenizer, r) for r in result.replay if is_fact(r))}
+    history = _history(ws, batch)
+    draw = old_replay(pool, section.old_tokens, lambda r: fact_tokens(tokenizer, r), seen=last_seen(history),
+                      cycle=len(history), interval=section.recall_interval,
+                      exclude={fact_key(r) for r in result.samples if is_fact(r)}, seed=policy.seed)
+    return draw.rows, {"source": "policy replay.old_tokens", "rows": len(draw.rows), **draw.stats}
+
+
+def _general_replay(ws: Workspace, policy: Policy, batch: str, tokenizer):
+    """This cycle's window of the deployment's general_replay set, minus any text the `general` eval split holds."""
+    from pipelines.selection.replay import ReplayDraw, general_replay, overlap, text_tokens
+
+    budget = policy.replay.general_tokens
+    if budget <= 0:
+        return ReplayDraw(stats={"budget_tokens": 0, "tokens": 0})
+    rows = ws.data.rows("general_replay")
+    if not rows:
+        raise ValueError("policy replay.general_tokens is set but the deployment has no general_replay table; fix: "
+                         "supply general text as rows of kind `general_replay` (`memgov init --data DIR` reads "
+                         "DIR/general_replay.jsonl), or set replay.general_tokens to 0")
+    scored = {id(r) for r in overlap(rows, evalsets.table(ws, "general"))}
+    rows = [r for r in rows if id(r) not in scored]
+    draw = general_replay(rows, budget, lambda t: text_tokens(tokenizer, t), cycle=len(_history(ws, batch)),
+                          seed=policy.seed)
+    draw.stats["left_out_overlapping_eval"] = len(scored)
+    return draw
 
 
 def _training_documents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -194,6 +276,32 @@ def retention_rows(ws: Workspace, policy: Policy, batch: str, model, tokenizer, 
     return known_by(model, tokenizer, sample(prior, n, seed=policy.seed))
 
 
+def task_probe(ws: Workspace, policy: Policy, batch: str, model, tokenizer, n: int) -> list[dict[str, Any]]:
+    """The old-knowledge probe as one task per earlier part of the data (the initial data, then each batch): about
+    n facts the champion knows, spread evenly over the tasks, each tagged with its task so the training curve shows
+    which earlier update is being forgotten (k > 2 tasks, not one merged probe)."""
+    exclude = {r.get("fact_id") for r in ws.data.rows("admitted", batch)}
+    tomb = ws.requests.tombstones()
+    latest: dict[str, tuple[str, dict[str, Any]]] = {}
+    for part in ws.data.parts("admitted"):
+        if part == batch:
+            continue
+        for row in ws.data.rows("admitted", part):
+            if is_fact(row) and row.get("fact_id") is not None:
+                latest[row["fact_id"]] = (part, row)
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    for fid, (part, row) in sorted(latest.items()):
+        if fid not in exclude and not tomb.has_fact(fid):
+            tasks.setdefault(part, []).append(row)
+    if not tasks:
+        return []
+    share = max(5, n // len(tasks))
+    probe: list[dict[str, Any]] = []
+    for part, rows in tasks.items():
+        probe += [{**qa(r), "task": part} for r in known_by(model, tokenizer, sample(rows, share, seed=policy.seed))]
+    return probe
+
+
 def update(ws: Workspace, policy: Policy, selected: Selected, progress: bool = True) -> Updated:
     """Train the policy's update method (a LoRA adapter by default) on the selected samples, from the champion."""
     t0 = time.perf_counter()
@@ -201,16 +309,18 @@ def update(ws: Workspace, policy: Policy, selected: Selected, progress: bool = T
     champion = champion_manifest(ws)
     samples = _selection(ws, selected.batch, "sample")
     texts = [r["text"] for r in _selection(ws, selected.batch, "document")]
-    counts = {"n_instructions": sum(training.is_instruction(r) for r in samples), "n_documents": len(texts)}
-    if not samples and not texts:
+    general = [r["text"] for r in _selection(ws, selected.batch, "general")]
+    counts = {"n_instructions": sum(training.is_instruction(r) for r in samples), "n_documents": len(texts),
+              "n_general": len(general)}
+    if not samples and not texts:  # general replay alone is no reason to train
         return Updated(**selected.carry(), method=None, params={}, adapter=None, model=champion.model, history=[],
                        stats={"skipped": "no samples"}, **counts)
     replay = _selection(ws, selected.batch, "replay")
     model, tokenizer = load_model(ws, champion.model)
-    probe = [qa(r) for r in retention_rows(ws, eff, selected.batch, model, tokenizer, eff.evaluation.probe_size)]
+    probe = task_probe(ws, eff, selected.batch, model, tokenizer, eff.evaluation.probe_size)
     method, cfg = eff.update.resolve("update")
     items = [training.training_item(r) for r in samples]
-    result = method.impl(model, tokenizer, items, [qa(r) for r in replay], cfg, probe=probe, texts=texts,
+    result = method.impl(model, tokenizer, items, [qa(r) for r in replay], cfg, probe=probe, texts=texts + general,
                          progress=progress)
     merges, final = _merge_steps(ws, eff, champion.model, result.model, tokenizer, items, probe, progress)
     adapter = ws.store.put_dir(Path(result.adapter_dir))
@@ -220,7 +330,8 @@ def update(ws: Workspace, policy: Policy, selected: Selected, progress: bool = T
         "adapter.trained",
         adapter,
         reason=f"{eff.update.method} on {len(samples)} samples ({counts['n_instructions']} instructions) + "
-               f"{len(replay)} replay" + (f" + {len(texts)} documents" if texts else ""),
+               f"{len(replay)} replay" + (f" + {len(texts)} documents" if texts else "")
+               + (f" + {len(general)} general texts" if general else ""),
         details={"cycle": selected.cycle, "params": cfg.model_dump(), "model": merged},
     )
     stats = {**result.stats, **({"merge": merges} if merges else {})}

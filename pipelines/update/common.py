@@ -54,6 +54,19 @@ def recall(model, tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> 
     return float(score_qa(model, tokenizer, list(prompts), list(targets)).exact_match.mean())
 
 
+def recall_by_task(model, tokenizer, prompts: Sequence[str], targets: Sequence[str],
+                   tasks: Sequence[str | None]) -> tuple[float, dict[str, float]]:
+    """Exact-match recall overall and per task (the earlier release that taught each fact), from one scoring pass."""
+    if not prompts:
+        return float("nan"), {}
+    hits = score_qa(model, tokenizer, list(prompts), list(targets)).exact_match
+    groups: dict[str, list[float]] = {}
+    for task, hit in zip(tasks, hits, strict=True):
+        if task is not None:
+            groups.setdefault(str(task), []).append(float(hit))
+    return float(hits.mean()), {task: sum(v) / len(v) for task, v in sorted(groups.items())}
+
+
 def is_conv1d(module: torch.nn.Module) -> bool:
     """GPT-2's Conv1D stores weights as [in, out]; edits and LoRA must know it."""
     return type(module).__name__ == "Conv1D"

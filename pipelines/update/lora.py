@@ -27,7 +27,16 @@ from tqdm.auto import tqdm
 
 from pipelines.lm import EncodedQA, encode_qa, encode_token_rows, per_example_loss, score_qa, text_windows
 from pipelines.plugins import MethodConfig, UpdateResult
-from pipelines.update.common import batches, check_qa, check_texts, recall, seed_everything, working_copy, wrap_lora
+from pipelines.update.common import (
+    batches,
+    check_qa,
+    check_texts,
+    recall,
+    recall_by_task,
+    seed_everything,
+    working_copy,
+    wrap_lora,
+)
 
 INSTRUCTION = "instruction"
 
@@ -168,6 +177,7 @@ def train_lora(
     new_p, new_t = check_qa(samples, "samples", allow_empty=bool(texts))
     rep_p, rep_t = check_qa(replay or [], "replay", allow_empty=True)
     probe_p, probe_t = check_qa(probe or [], "probe", allow_empty=True)
+    probe_set = _Probe(probe_p, probe_t, [q.get("task") for q in probe or []])
     goal = _Goal.of(samples, cfg)
     started = time.perf_counter()
     rng = seed_everything(cfg.seed)
@@ -176,7 +186,7 @@ def train_lora(
     windows = text_windows(tokenizer, texts, min(cfg.max_text_tokens, tokenizer.model_max_length))
     before = goal.measure(base, tokenizer)
     text_before = _text_loss(base, tokenizer, windows)
-    probe_before = recall(base, tokenizer, probe_p, probe_t) if probe_p else None
+    probe_before, tasks_before = probe_set.measure(base, tokenizer)
     peft_model = wrap_lora(base, cfg.r, cfg.alpha, cfg.dropout, cfg.target_modules, cfg.trainable_token_indices)
     frozen = _freeze_share(peft_model, cfg) if isinstance(cfg, HftConfig) else []
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
@@ -197,7 +207,7 @@ def train_lora(
             step += 1
             loss_value = float(loss.detach())
             if step % cfg.eval_every_steps == 0:
-                history.append(_snapshot(peft_model, tokenizer, step, loss_value, goal, probe_p, probe_t))
+                history.append(_snapshot(peft_model, tokenizer, step, loss_value, goal, probe_set))
         now = goal.measure(peft_model, tokenizer)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}", new=f"{now['new_recall'] or 0.0:.2f}")
@@ -207,13 +217,13 @@ def train_lora(
     repaired = (repair_forgetting_prone(peft_model, tokenizer, new_p + rep_p, new_t + rep_t, cfg, rng)
                 if isinstance(cfg, KfpfConfig) and rep_p else [])
     if not history or history[-1]["step"] != step:
-        history.append(_snapshot(peft_model, tokenizer, step, loss_value, goal, probe_p, probe_t))
+        history.append(_snapshot(peft_model, tokenizer, step, loss_value, goal, probe_set))
 
     adapter_dir = Path(tempfile.mkdtemp(prefix="memgov-lora-"))
     peft_model.save_pretrained(adapter_dir)
     merged = peft_model.merge_and_unload()
     merged.eval()
-    probe_after = recall(merged, tokenizer, probe_p, probe_t) if probe_p else None
+    probe_after, _ = probe_set.measure(merged, tokenizer)
     stats: dict[str, float | int | bool] = {
         "seconds": round(time.perf_counter() - started, 3),
         "steps": step,
@@ -237,6 +247,8 @@ def train_lora(
     if probe_before is not None:
         stats["probe_recall_before"] = probe_before
         stats["probe_recall_after"] = probe_after
+    if tasks_before:
+        stats["probe_tasks_before"] = tasks_before
     return UpdateResult(model=merged, adapter_dir=adapter_dir, history=history, stats=stats)
 
 
@@ -309,15 +321,29 @@ def _text_loss(model, tokenizer, windows: list[list[int]], limit: int = 64) -> f
     return loss
 
 
-def _snapshot(model, tokenizer, step, loss, goal: _Goal, probe_p, probe_t) -> dict[str, float | None]:
-    """One point of the continual-evaluation curve: learning (new) against forgetting (probe)."""
+@dataclass
+class _Probe:
+    """Old facts scored while training; a fact's task is the earlier release that taught it (None: untagged)."""
+
+    prompts: list[str]
+    targets: list[str]
+    tasks: list[str | None]
+
+    def measure(self, model, tokenizer) -> tuple[float | None, dict[str, float]]:
+        if not self.prompts:
+            return None, {}
+        if not any(t is not None for t in self.tasks):
+            return recall(model, tokenizer, self.prompts, self.targets), {}
+        return recall_by_task(model, tokenizer, self.prompts, self.targets, self.tasks)
+
+
+def _snapshot(model, tokenizer, step, loss, goal: _Goal, probe: _Probe) -> dict:
+    """One point of the continual-evaluation curve: learning (new) against forgetting (probe, and per task)."""
     now = goal.measure(model, tokenizer)
-    point = {
-        "step": step,
-        "loss": loss,
-        "new_acc": now["new_recall"],
-        "probe_acc": recall(model, tokenizer, probe_p, probe_t) if probe_p else None,
-    }
+    overall, per_task = probe.measure(model, tokenizer)
+    point = {"step": step, "loss": loss, "new_acc": now["new_recall"], "probe_acc": overall}
+    if per_task:
+        point["probe_tasks"] = per_task
     if goal.instructions:
         point["response_acc"] = now["response_accuracy"]
     return point
