@@ -5,6 +5,7 @@ Methods are plugins of kind "selection", chosen by name in a policy, each callab
 """
 
 from pipelines.plugins import SelectionResult, register
+from pipelines.selection.adapt import AdaptConfig, select_adaptive
 from pipelines.selection.cluster_score import SelectionConfig, select_samples
 from pipelines.selection.common import assign_clusters, replay_count
 from pipelines.selection.everything import AllSelectionConfig, select_all
@@ -12,15 +13,18 @@ from pipelines.selection.everything import AllSelectionConfig, select_all
 METHODS = {
     "cluster_score": register("selection", "cluster_score", SelectionConfig, select_samples),
     "all": register("selection", "all", AllSelectionConfig, select_all),
+    "adapt": register("selection", "adapt", AdaptConfig, select_adaptive),
 }
 
 __all__ = [
     "METHODS",
+    "AdaptConfig",
     "AllSelectionConfig",
     "SelectionConfig",
     "SelectionResult",
     "assign_clusters",
     "replay_count",
+    "select_adaptive",
     "select_all",
     "select_samples",
 ]
