@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.datasets import EVAL_TABLES
-from pipelines.knowledge import qa, sample
+from pipelines.knowledge import heldout_qa, qa, sample
 from pipelines.workspace import Workspace
 
 FIX = {
@@ -24,7 +24,8 @@ FIX = {
                  "(facts the champion must keep) or admit rows of kind `retention`",
     "locality": "no locality set: this batch edits facts but no neighbour of theirs is known; supply the `locality` "
                 "table or admit rows of kind `locality`",
-    "paraphrases": "no paraphrase set: the batch's facts carry no `paraphrases`; add them to the fact rows",
+    "paraphrases": "no paraphrase set: the batch's facts carry no `paraphrases`; add them to the fact rows (the last "
+                   "one of each is held out: scored, never trained on)",
 }
 
 
@@ -62,10 +63,13 @@ def supplied(ws: Workspace, name: str, exclude_facts: Container[Any]) -> list[di
 
 
 def paraphrases(batch_rows: list[dict[str, Any]]) -> Resolved:
-    rows = [qa(r, template=2) for r in batch_rows if r.get("paraphrases")]
+    """Each fact asked with its held-out paraphrase, the last of its `paraphrases` (no training ever uses that one:
+    `pipelines.knowledge.trainable_paraphrase`)."""
+    rows = [q for q in map(heldout_qa, batch_rows) if q is not None]
     if batch_rows and not rows:
         return Resolved([], "none", FIX["paraphrases"])
-    return Resolved(rows, f"the batch's own `paraphrases` ({len(rows)} facts)" if rows else "no new facts")
+    source = f"the batch's own `paraphrases`, the held-out last one ({len(rows)} facts)" if rows else "no new facts"
+    return Resolved(rows, source)
 
 
 __all__ = ["FIX", "Resolved", "general_text", "paraphrases", "supplied", "table", "unseen"]

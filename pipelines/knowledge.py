@@ -19,18 +19,42 @@ def current_facts(admitted_rows: list[dict[str, Any]]) -> dict[str, dict[str, An
     return facts
 
 
+def paraphrases_of(row: dict[str, Any]) -> list[str]:
+    """The row's usable paraphrases (non-empty strings), in order."""
+    return [p for p in (row.get("paraphrases") or []) if isinstance(p, str) and p.strip()]
+
+
 def paraphrase(row: dict[str, Any], template: int) -> str | None:
     """The row's own paraphrase number `template` (1 = the first), or its last one when it has fewer; None if none."""
-    options = [p for p in (row.get("paraphrases") or []) if isinstance(p, str) and p.strip()]
+    options = paraphrases_of(row)
     return options[min(template, len(options)) - 1] if options and template > 0 else None
 
 
+def heldout_paraphrase(row: dict[str, Any]) -> str | None:
+    """The row's last paraphrase: held out to measure generalisation, so nothing ever trains on it; None if none."""
+    options = paraphrases_of(row)
+    return options[-1] if options else None
+
+
+def trainable_paraphrase(row: dict[str, Any], template: int) -> str | None:
+    """The row's paraphrase number `template` (1 = the first) when it exists and is not the held-out last one."""
+    options = paraphrases_of(row)
+    return options[template - 1] if 0 < template < len(options) else None
+
+
 def qa(row: dict[str, Any], template: int = 0) -> dict[str, Any]:
-    """A fact row as a (prompt, target) pair; template k > 0 asks for the row's k-th paraphrase of the prompt."""
+    """A fact row as a (prompt, target) pair; template k > 0 asks for the row's k-th paraphrase of the prompt (its
+    last when it has fewer). For asking only: what trains on paraphrases takes them from `trainable_paraphrase`."""
     prompt = (paraphrase(row, template) if template else None) or row["prompt"]
     subject_ids = row.get("subject_ids") or [None]
     return {"id": row["id"], "prompt": prompt, "target": row["target"], "fact_id": row.get("fact_id"),
             "subject_id": subject_ids[0]}
+
+
+def heldout_qa(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The fact row asked with its held-out paraphrase (`heldout_paraphrase`), or None when it has no paraphrase."""
+    prompt = heldout_paraphrase(row)
+    return {**qa(row), "prompt": prompt} if prompt else None
 
 
 def known_by(model, tokenizer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipelines.knowledge import qa, trainable_paraphrase
 from pipelines.lm import encode_qa, encode_texts, pick_device, score_qa
 
 RECIPE_FILE = "training_recipe.json"
@@ -41,7 +42,9 @@ class TrainingRecipe(BaseModel):
     max_epochs: int = Field(80, ge=1)
     target_recall: float = Field(0.97, gt=0, le=1.01)
     paraphrases_in_training: list[int] = Field(
-        default_factory=lambda: [0, 1], description="0 = a fact's prompt, k = its k-th paraphrase")
+        default_factory=lambda: [0, 1],
+        description="0 = a fact's prompt, k = its k-th paraphrase; a fact's last paraphrase is held out for evaluation "
+                    "and never trained on, so k reaching it (or past the fact's paraphrases) adds nothing for that fact")
     curriculum_start: int | None = Field(
         None, ge=1, description="train first on this many subjects, then 3x as many, ..., then on all of them")
 
@@ -74,6 +77,19 @@ def read_recipe(folder: Path) -> tuple[TrainingRecipe, list[str]] | None:
     texts = [json.loads(line)["text"] for line in texts_path.read_text().splitlines() if line.strip()] \
         if texts_path.is_file() else []
     return TrainingRecipe(**spec["recipe"]), texts
+
+
+def recipe_qas(facts: Sequence[dict[str, Any]], recipe: TrainingRecipe) -> list[dict[str, Any]]:
+    """The QA rows `recipe` trains on for these fact rows: each fact under its prompt (0) and under each paraphrase
+    `paraphrases_in_training` names, never under its held-out last paraphrase (`pipelines.evalsets.paraphrases`
+    scores that one). Ordered by index, then by fact."""
+    rows = []
+    for k in recipe.paraphrases_in_training:
+        for fact in facts:
+            prompt = fact["prompt"] if k == 0 else trainable_paraphrase(fact, k)
+            if prompt:
+                rows.append({**qa(fact), "prompt": prompt})
+    return rows
 
 
 def fresh_from_config(folder: Path, seed: int):
@@ -246,5 +262,5 @@ def _train_stage(model, tokenizer, qa_rows, texts, cfg: TrainingRecipe, target: 
     }
 
 
-__all__ = ["RECIPE_FILE", "TrainingRecipe", "curriculum", "fresh_from_config", "read_recipe",
+__all__ = ["RECIPE_FILE", "TrainingRecipe", "curriculum", "fresh_from_config", "read_recipe", "recipe_qas",
            "train_on_facts", "write_recipe"]

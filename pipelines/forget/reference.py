@@ -21,7 +21,7 @@ from pipelines import evalsets
 from pipelines.artifacts import model_path
 from pipelines.knowledge import current_facts, qa
 from pipelines.lm import load_causal_lm, save_causal_lm, score_qa
-from pipelines.recipe import TrainingRecipe, fresh_from_config, read_recipe, train_on_facts
+from pipelines.recipe import TrainingRecipe, fresh_from_config, read_recipe, recipe_qas, train_on_facts
 from pipelines.workspace import Workspace
 from policies import Policy
 
@@ -83,7 +83,7 @@ def _reference_plan(ws: Workspace) -> _Plan:
         raise ValueError("the base checkpoint carries no training recipe: no retrained reference")
     recipe, texts, base = found
     facts = _kept_facts(ws)
-    rows = [qa(r, template=k) for k in recipe.paraphrases_in_training for r in facts]
+    rows = recipe_qas(facts, recipe)  # never a fact's held-out paraphrase, as the checkpoint was trained
     main = [qa(r) for r in facts]
     config = json.loads((base / "config.json").read_text())
     key = _short_hash({"recipe": recipe.model_dump(mode="json"), "config": config, "texts": _short_hash(texts),

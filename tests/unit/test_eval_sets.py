@@ -45,6 +45,16 @@ def test_paraphrases_come_from_the_rows_themselves():
     assert evalsets.paraphrases([fact(2)]).missing == evalsets.FIX["paraphrases"]
 
 
+def test_the_paraphrase_set_asks_each_fact_its_last_paraphrase_whatever_their_number():
+    """The held-out paraphrase is a row's last one, not a fixed index: one, two or four paraphrases alike."""
+    rows = [{**fact(1), "paraphrases": ["only one"]}, {**fact(2), "paraphrases": ["p1", "p2", "p3", "last of four"]},
+            {**fact(3), "paraphrases": ["q1", "  ", "last of two", ""]}, fact(4)]
+    resolved = evalsets.paraphrases(rows)
+    assert [q["prompt"] for q in resolved.items] == ["only one", "last of four", "last of two"]
+    assert [q["target"] for q in resolved.items] == [fact(i)["target"] for i in (1, 2, 3)]
+    assert "held-out last one (3 facts)" in resolved.source
+
+
 def test_rows_of_an_evaluation_kind_go_to_their_table_and_are_never_trained_on(ws):
     policy = load_policy("default")
     general = {"id": "gen-1", "kind": "general", "text": "The river runs past the old mill.", "source": "wiki",

@@ -11,7 +11,7 @@ from support_forget import HashEmbedder, file
 from pipelines.cycle.deploy import init_deployment, validate
 from pipelines.forget import process_request
 from pipelines.forget.reference import _reference_plan, reference_kind, retrained_reference
-from pipelines.recipe import TrainingRecipe, read_recipe, write_recipe
+from pipelines.recipe import TrainingRecipe, read_recipe, recipe_qas, write_recipe
 from pipelines.workspace import Workspace
 from policies import load_policy
 
@@ -53,6 +53,8 @@ def test_a_llama_checkpoint_with_its_recipe_is_retrained_without_the_forgotten_f
     forgotten = {q["fact_id"] for q in before.main} - {q["fact_id"] for q in after.main}
     assert forgotten and all(fid.startswith(victim["subject_ids"][0] + ":") for fid in forgotten)
     assert {q["prompt"] for q in after.rows}.isdisjoint({victim["prompt"], *victim["paraphrases"]})
+    assert not {q["prompt"] for q in before.rows} & {r["paraphrases"][-1] for r in ws.data.rows("admitted", "initial")
+                                                   if r.get("paraphrases")}, "never the held-out paraphrase"
     assert after.folder != before.folder, "the cache key follows the knowledge it was trained on"
 
     model, _, report = retrained_reference(ws)
@@ -69,3 +71,17 @@ def test_a_checkpoint_without_a_recipe_falls_back_to_never_seen_facts(tmp_path):
     strict = policy.model_copy(update={"unlearning": policy.unlearning.model_copy(update={"reference": "retrain"})})
     with pytest.raises(ValueError, match="carries no training recipe.*fix: set unlearning.reference"):
         reference_kind(strict, ws)
+
+
+def test_a_recipe_never_trains_on_a_facts_held_out_last_paraphrase():
+    """paraphrases_in_training names indices; a fact's last paraphrase is held out for evaluation
+    (pipelines.evalsets.paraphrases), so an index that reaches it, or lies beyond the fact's paraphrases, adds
+    nothing for that fact, whatever number of paraphrases each fact has."""
+    facts = [{"id": "a", "prompt": "A is", "target": "x", "paraphrases": ["A1", "A2", "A3 held out"]},
+             {"id": "b", "prompt": "B is", "target": "y", "paraphrases": ["B1 held out"]},
+             {"id": "c", "prompt": "C is", "target": "z"}]
+    rows = recipe_qas(facts, TrainingRecipe(paraphrases_in_training=[0, 1, 2, 3]))
+    assert [(q["id"], q["prompt"]) for q in rows] == [("a", "A is"), ("b", "B is"), ("c", "C is"), ("a", "A1"),
+                                                      ("a", "A2")]
+    assert [q["target"] for q in rows] == ["x", "y", "z", "x", "x"]
+    assert recipe_qas(facts, TrainingRecipe(paraphrases_in_training=[0])) == rows[:3]
