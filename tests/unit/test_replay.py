@@ -158,3 +158,21 @@ def test_general_replay_without_a_table_says_how_to_supply_one(tmp_path):
     write_batch(ws, "b0", [{**fact(100), "kind": "fact"}])
     with pytest.raises(ValueError, match="no general_replay table; fix: supply general text"):
         stages.select(ws, policy, stages.admit(ws, policy, "b0.jsonl"), progress=False)
+
+
+def test_rows_a_selector_prunes_from_the_pool_are_recorded_and_never_replayed_again(deployment):
+    ws = deployment
+    params = {"pool_max_size": 10, "replay_ratio": 0.5, "n_clusters": 2}
+    policy = POLICY.model_copy(update={"selection": POLICY.selection.model_copy(update={"method": "adapt",
+                                                                                       "params": params})})
+    write_batch(ws, "b0", [{**fact(100 + i), "kind": "fact"} for i in range(4)])
+    stages.select(ws, policy, stages.admit(ws, policy, "b0.jsonl"), progress=False)
+    pruned = {r["id"]: r for r in ws.data.rows("pool_pruned")}
+    assert len(pruned) == 20 and all(r["reason"] for r in pruned.values()), "30 facts in the pool, bounded to 10"
+    assert all(r["fact_id"] and r["subject_ids"] for r in pruned.values()), "a forget request finds them by subject"
+    write_batch(ws, "b1", [{**fact(110 + i), "kind": "fact"} for i in range(4)])
+    stages.select(ws, policy, stages.admit(ws, policy, "b1.jsonl"), progress=False)
+    for batch in ("b0", "b1"):
+        replayed = {r["id"] for r in ws.data.rows("selections", batch) if r["role"] == "replay"}
+        assert replayed and not replayed & set(pruned), "a pruned row never comes back"
+    assert set(pruned) <= {r["id"] for r in ws.data.rows("pool_pruned")}, "pruning is permanent"
