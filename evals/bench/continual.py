@@ -42,13 +42,14 @@ class Setup:
     joint: bool = False
 
 
-OLD_TOKENS, INTERVAL, GENERAL_TOKENS = 1200, 2, 600
+OLD_TOKENS, INTERVAL, GENERAL_TOKENS = 3000, 2, 600
 REPLAY = {"old_tokens": OLD_TOKENS, "recall_interval": INTERVAL}
 GENERAL = {**REPLAY, "general_tokens": GENERAL_TOKENS}
 ADAPT = ("adapt", {"replay_ratio": 0.0})
-LINES = ("lines", {"shallow": 0.0, "deep": 1.0})
+LINES = ("lines", {"shallow": 0.5, "deep": 1.0})  # two blocks: shallow 0 would halve the update
 AVERAGE = ("average", {})
 SETUPS = [
+    Setup("joint retraining", joint=True),
     Setup("lora (naive)"),
     Setup("+ old replay", **REPLAY),
     Setup("+ general replay", **GENERAL),
@@ -58,7 +59,6 @@ SETUPS = [
     Setup("hft", update=("hft", {}), **GENERAL),
     Setup("k-fpf", update=("kfpf", {}), **GENERAL),
     Setup("ema", merge=(("ema", {"decay": 0.5}),), **GENERAL),
-    Setup("joint retraining", joint=True),
 ]
 
 
@@ -244,7 +244,8 @@ def backward_transfer(state: State, tokenizer) -> float | None:
     return statistics.fmean(deltas) if deltas else None
 
 
-def run(setups: list[Setup], n_cycles: int, progress: bool = True) -> tuple[list[Row], list[Row]]:
+def run(setups: list[Setup], n_cycles: int, progress: bool = True,
+        done: Any = None) -> tuple[list[Row], list[Row]]:
     from memgov.demo.deploy import demo_config, fact_row
     from memgov.demo.model import ensure_base_model
     from memgov.demo.world import generate_world
@@ -292,12 +293,18 @@ def run(setups: list[Setup], n_cycles: int, progress: bool = True) -> tuple[list
             "first_s": trained[0]["seconds"] if trained else None,
             "last_s": trained[-1]["seconds"] if trained else None,
         })
+        if done is not None:  # a long run leaves every finished configuration's results behind
+            done(per_cycle, _relative_to_joint(final))
+    return per_cycle, _relative_to_joint(final)
+
+
+def _relative_to_joint(final: list[Row]) -> list[Row]:
     joint = next((f for f in final if f["config"] == "joint retraining"), None)
     for f in final:
         f["recall_vs_joint"] = (f["final_new_recall"] / joint["final_new_recall"]) if joint and \
             joint["final_new_recall"] else None
         f["tokens_vs_joint"] = (f["tokens"] / joint["tokens"]) if joint and joint["tokens"] else None
-    return per_cycle, final
+    return final
 
 
 def _f(value: float | None) -> str:
@@ -332,13 +339,19 @@ def main() -> None:
     args = parser.parse_args()
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
     setups = [s for s in SETUPS if not wanted or s.name in wanted]
-    per_cycle, final = run(setups, args.cycles)
-    png = plot(per_cycle, BENCH_DIR / f"{args.out_name}_retention.png")
-    body = (f"{args.cycles} cycles; old replay {OLD_TOKENS} tokens per cycle with recall interval {INTERVAL}, "
-            f"general replay {GENERAL_TOKENS} tokens per cycle.\n\n## At the end\n\n" + markdown_table(final)
-            + f"\n![retention over cycles]({png.name})\n\n## Per cycle\n\n" + markdown_table(per_cycle))
-    write_result(args.out_name, "Continual updates: methods side by side", body,
-                 "python -m evals.bench.continual" + (f" --cycles {args.cycles}" if args.cycles != 8 else ""))
+    command = "python -m evals.bench.continual" + (f" --cycles {args.cycles}" if args.cycles != 8 else "")
+
+    def write(per_cycle: list[Row], final: list[Row]) -> None:
+        png = plot(per_cycle, BENCH_DIR / f"{args.out_name}_retention.png")
+        missing = [s.name for s in setups if s.name not in {f["config"] for f in final}]
+        body = (f"{args.cycles} cycles; old replay {OLD_TOKENS} tokens per cycle with recall interval {INTERVAL}, "
+                f"general replay {GENERAL_TOKENS} tokens per cycle."
+                + (f" Not yet measured: {', '.join(missing)}." if missing else "")
+                + "\n\n## At the end\n\n" + markdown_table(final)
+                + f"\n![retention over cycles]({png.name})\n\n## Per cycle\n\n" + markdown_table(per_cycle))
+        write_result(args.out_name, "Continual updates: methods side by side", body, command)
+
+    run(setups, args.cycles, done=write)
 
 
 if __name__ == "__main__":

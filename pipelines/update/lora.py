@@ -123,8 +123,9 @@ def module_drift(peft_model) -> dict[str, float]:
         adapter = module.active_adapters[0]
         if adapter not in module.lora_A:
             continue
-        delta = module.lora_B[adapter].weight @ module.lora_A[adapter].weight * module.scaling[adapter]
-        out[name] = float(delta.norm() / module.base_layer.weight.norm().clamp_min(1e-12))
+        with torch.no_grad():
+            delta = module.lora_B[adapter].weight @ module.lora_A[adapter].weight * module.scaling[adapter]
+            out[name] = float(delta.norm() / module.base_layer.weight.norm().clamp_min(1e-12))
     return out
 
 
