@@ -14,6 +14,7 @@ from pipelines.cycle.records import (
     Selected,
     Updated,
 )
+from pipelines.selection.report import selection_markdown
 
 GROUP = "cycle"
 
@@ -53,7 +54,9 @@ def selected_samples(context: AssetExecutionContext, admitted_batch: Admitted, m
     value: Selected = stages.select(memgov.workspace(), memgov.load_policy(), admitted_batch, progress=memgov.progress)
     yield _out(value, context, method=value.method, samples=value.n_samples, replay=value.n_replay,
                pruned=value.n_pruned, edits=value.n_edits, instructions=value.n_instructions,
-               documents=value.n_documents, prune_reasons=MetadataValue.json(value.prune_reasons))
+               documents=value.n_documents, prune_reasons=MetadataValue.json(value.prune_reasons),
+               replay_tokens=value.replay_tokens or 0, general_tokens=value.general_tokens,
+               report=MetadataValue.md(selection_markdown(value.method, value.stats, value.prune_reasons)))
 
 
 @asset(group_name=GROUP, op_tags=GPU_TAGS)

@@ -176,3 +176,23 @@ def test_rows_a_selector_prunes_from_the_pool_are_recorded_and_never_replayed_ag
         replayed = {r["id"] for r in ws.data.rows("selections", batch) if r["role"] == "replay"}
         assert replayed and not replayed & set(pruned), "a pruned row never comes back"
     assert set(pruned) <= {r["id"] for r in ws.data.rows("pool_pruned")}, "pruning is permanent"
+
+
+def test_the_selection_report_names_clusters_experts_reasons_and_replay_costs(deployment):
+    from pipelines.selection.report import selection_markdown
+
+    ws = deployment
+    params = {"pool_max_size": 12, "replay_ratio": 0.0, "n_clusters": 2, "budget": 3}
+    policy = POLICY.model_copy(update={
+        "selection": POLICY.selection.model_copy(update={"method": "adapt", "params": params}),
+        "replay": ReplaySection(old_tokens=50, recall_interval=2, general_tokens=20)})
+    write_batch(ws, "b0", [{**fact(100 + i), "kind": "fact"} for i in range(6)])
+    selected = stages.select(ws, policy, stages.admit(ws, policy, "b0.jsonl"), progress=False)
+    md = selection_markdown(selected.method, selected.stats, selected.prune_reasons)
+    assert "**Selection `adapt`**: 3 of 6 rows chosen, 3 left out." in md
+    clusters = [line for line in md.splitlines() if line.startswith("| skill_")]
+    assert len(clusters) == 2 and all(any(e in line for e in ("loss", "el2n", "grad_norm", "density"))
+                                      for line in clusters)
+    assert "| budget | 3 |" in md
+    assert f"{selected.replay_tokens} tokens of a 50-token budget" in md and "recall interval of 2 cycles" in md
+    assert "General replay:" in md and "Replay pool: 18 rows pruned for good (" in md and "; 12 kept." in md
