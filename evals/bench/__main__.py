@@ -2,8 +2,8 @@
 
 import sys
 
-from evals.bench import eval_share, foreign_checkpoint, index_refresh, unlearning
+from evals.bench import continual, eval_share, foreign_checkpoint, index_refresh, unlearning
 
-for module in (index_refresh, eval_share, foreign_checkpoint, unlearning):
+for module in (index_refresh, eval_share, foreign_checkpoint, unlearning, continual):
     sys.argv = [module.__name__]
     module.main()
