@@ -189,7 +189,7 @@ def run_cycle(setup: Setup, state: State, base, tokenizer, cycle: Cycle, index: 
         return _measure(setup, state, champion, champion, tokenizer, cycle, general, 0, time.perf_counter() - t0, {})
     probe = _probe(state, tokenizer, batch_ids)
     update = plugins.get("update", setup.update[0])
-    cfg = update.config({"max_epochs": 30, "target_recall": 0.95, "eval_every_steps": 5, **setup.update[1]})
+    cfg = update.config({"max_epochs": 30, "target_recall": 0.95, "eval_every_steps": 10, **setup.update[1]})
     out = update.impl(start, tokenizer, [qa(r) for r in samples], [qa(r) for r in replay], cfg, probe=probe,
                       texts=texts, progress=False)
     model = out.model
@@ -336,7 +336,11 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=8)
     parser.add_argument("--configs", default="", help="comma-separated names (default: all)")
     parser.add_argument("--out-name", default="continual")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (one is fastest on a shared CPU)")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
     setups = [s for s in SETUPS if not wanted or s.name in wanted]
     command = "python -m evals.bench.continual" + (f" --cycles {args.cycles}" if args.cycles != 8 else "")
