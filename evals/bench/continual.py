@@ -59,7 +59,6 @@ SETUPS = [
     Setup("hft", update=("hft", {}), **GENERAL),
     Setup("k-fpf", update=("kfpf", {}), **GENERAL),
     Setup("ema", merge=(("ema", {"decay": 0.5}),), **GENERAL),
-    Setup("+ averaging + ema", selection=ADAPT, merge=(LINES, AVERAGE, ("ema", {"decay": 0.5})), **GENERAL),
 ]
 
 
@@ -170,8 +169,7 @@ def run_cycle(setup: Setup, state: State, base, tokenizer, cycle: Cycle, index: 
         everything = {**state.current, **{r["fact_id"]: r for r in cycle.facts}}
         samples = [r for fid, r in everything.items() if state.task_of.get(fid) != "initial" or fid in batch_ids]
         replay = [r for fid, r in everything.items() if state.task_of.get(fid) == "initial" and fid not in batch_ids]
-        # ... and on the whole general set, as the base model was: retraining on facts alone ruins general text.
-        start, texts = copy.deepcopy(base), state.docs + texts + [r["text"] for r in general["replay"]]
+        start, texts = copy.deepcopy(base), state.docs + texts
     else:
         method = plugins.get("selection", setup.selection[0])
         result = method.impl(cycle.facts, champion, tokenizer, method.config(setup.selection[1]), old)
