@@ -24,12 +24,21 @@ def memgov_home() -> Path:
     return Path(os.environ.get("MEMGOV_HOME", ".memgov")).expanduser().resolve()
 
 
+_MODULES: list[Path] = []
+
+
 def _prepare_environment() -> Path:
-    """Force offline mode and keep every evaluate cache inside MEMGOV_HOME."""
+    """Force offline mode and keep every evaluate cache inside MEMGOV_HOME.
+
+    The modules folder is fixed for the process at the first load: Python imports the `evaluate_modules` package
+    from it once, so a module copied into another home's folder later (a process that opens a second home) could
+    not be imported."""
     home = memgov_home()
     for flag in ("HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         os.environ[flag] = "1"
-    modules = home / "hf_modules"
+    if not _MODULES:
+        _MODULES.append(home / "hf_modules")
+    modules = _MODULES[0]
     os.environ["HF_MODULES_CACHE"] = str(modules)
     os.environ.setdefault("HF_EVALUATE_CACHE", str(home / "hf_evaluate"))
     os.environ.setdefault("HF_METRICS_CACHE", str(home / "hf_evaluate" / "metrics"))
