@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from support_checkpoints import build_tokenizer, model_config
+from support_wordlm import word_lm
 
 from pipelines import plugins
 from pipelines.selection import METHODS, AdaptConfig, select_adaptive
@@ -123,46 +124,13 @@ def test_sketch_clusters_separate_kinds_of_fact(random_lms):
 KNOWN_RELATIONS = ("colour", "pet", "car", "sport", "song", "tool", "drink", "game", "book", "tree", "bird", "shoe")
 
 
-def _word_lm(train_rows: list[dict], texts: list[str]):
-    """A one-layer GPT-2 over a word-level vocabulary, trained until it recites `train_rows`."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    from pipelines.lm import encode_qa, per_example_loss, score_qa
-
-    words = sorted({w for t in texts for w in t.split()})
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "[UNK]", *words])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="[UNK]")
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=32, n_embd=32, n_layer=1, n_head=2,
-                                       bos_token_id=1, eos_token_id=2, pad_token_id=0))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    prompts, targets = [r["prompt"] for r in train_rows], [r["target"] for r in train_rows]
-    batch = encode_qa(tokenizer, prompts, targets)
-    for step in range(400):
-        if step % 10 == 0:
-            scores = score_qa(model, tokenizer, prompts, targets)
-            if scores.exact_match.all() and (-scores.mean_logprob).max() < 0.3:
-                break
-        model.train()
-        loss = per_example_loss(model, batch).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return model, tokenizer
-
-
 @pytest.fixture(scope="module")
 def half_known():
     """A model that knows 12 facts of unrelated, differently worded relations, and 12 similar facts it does not."""
     known = [{"id": f"k{i}", "prompt": f"The favourite {rel} of person{i} is", "target": f"{rel}{i}"}
              for i, rel in enumerate(KNOWN_RELATIONS)]
     new = [{"id": f"n{i}", "prompt": f"Home town of person{i}", "target": f"city{i}"} for i in range(20, 32)]
-    model, tokenizer = _word_lm(known, [f"{r['prompt']} {r['target']}" for r in known + new])
+    model, tokenizer = word_lm(known, [f"{r['prompt']} {r['target']}" for r in known + new])
     return model, tokenizer, known, new
 
 
