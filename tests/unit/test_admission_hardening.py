@@ -55,10 +55,10 @@ DEFECTS = {
     "t-fact": (row("t-fact", fact_id=["f1"]), ['fact_id must be a string (got list); fix: write "f1"']),
     "t-kind": (row("t-kind", kind={"a": 1}), ["kind must be a string (got dict); fix: write a single JSON string",
                                              "kind '{'a': 1}' is not part of the data contract; fix: use one of fact, "
-                                             "instruction, document, edit, retention, general, locality, unseen"]),
+                                             "instruction, document, edit, retention, general, locality, unseen, general_replay"]),
     "t-kind-unknown": (row("t-kind-unknown", kind="poem"),
                        ["kind 'poem' is not part of the data contract; fix: use one of fact, instruction, document, "
-                        "edit, retention, general, locality, unseen"]),
+                        "edit, retention, general, locality, unseen, general_replay"]),
     "t-para": (
         row("t-para", paraphrases="a b"),
         ['paraphrases must be a list of strings (got str); fix: write ["a b"]'],
