@@ -45,6 +45,7 @@ class Setup:
 OLD_TOKENS, INTERVAL, GENERAL_TOKENS = 3000, 2, 600
 REPLAY = {"old_tokens": OLD_TOKENS, "recall_interval": INTERVAL}
 GENERAL = {**REPLAY, "general_tokens": GENERAL_TOKENS}
+WIDE = {"old_tokens": 2 * OLD_TOKENS, "recall_interval": 1, "general_tokens": 4 * GENERAL_TOKENS}
 ADAPT = ("adapt", {"replay_ratio": 0.0})
 LINES = ("lines", {"shallow": 0.5, "deep": 1.0})  # two blocks: shallow 0 would halve the update
 AVERAGE = ("average", {})
@@ -59,6 +60,9 @@ SETUPS = [
     Setup("hft", update=("hft", {}), **GENERAL),
     Setup("k-fpf", update=("kfpf", {}), **GENERAL),
     Setup("ema", merge=(("ema", {"decay": 0.5}),), **GENERAL),
+    Setup("+ averaging + ema", selection=ADAPT, merge=(LINES, AVERAGE, ("ema", {"decay": 0.5})), **GENERAL),
+    Setup("+ lines, wide replay", merge=(LINES,), **WIDE),
+    Setup("+ averaging, wide replay", merge=(LINES, AVERAGE), **WIDE),
 ]
 
 
@@ -169,7 +173,8 @@ def run_cycle(setup: Setup, state: State, base, tokenizer, cycle: Cycle, index: 
         everything = {**state.current, **{r["fact_id"]: r for r in cycle.facts}}
         samples = [r for fid, r in everything.items() if state.task_of.get(fid) != "initial" or fid in batch_ids]
         replay = [r for fid, r in everything.items() if state.task_of.get(fid) == "initial" and fid not in batch_ids]
-        start, texts = copy.deepcopy(base), state.docs + texts
+        # ... and on the whole general set, as the base model was: retraining on facts alone ruins general text.
+        start, texts = copy.deepcopy(base), state.docs + texts + [r["text"] for r in general["replay"]]
     else:
         method = plugins.get("selection", setup.selection[0])
         result = method.impl(cycle.facts, champion, tokenizer, method.config(setup.selection[1]), old)
