@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from memgov.demo.model import BaseModelConfig, ensure_base_model
-from memgov.demo.world import Fact, World, generate_world, write_inbox
+from memgov.demo.world import World, fact_row, generate_world, write_inbox
 from pipelines.workspace import Workspace
 from policies import Policy
 
@@ -42,16 +42,6 @@ def demo_config(policy: Policy) -> tuple[WorldConfig, BaseModelConfig]:
 def world_of(policy: Policy) -> World:
     world, _ = demo_config(policy)
     return generate_world(world.seed, world.n_subjects)
-
-
-def fact_row(fact: Fact, source: str = "world-initial", kind: str = "fact", prefix: str = "init") -> dict[str, Any]:
-    """A demo fact as a contract row."""
-    return {
-        "id": f"{prefix}-{fact.fact_id}", "kind": kind, "text": fact.text(0), "prompt": fact.prompt(0),
-        "target": fact.object, "fact_id": fact.fact_id, "subject_ids": [fact.subject_id], "subject": fact.subject,
-        "relation": fact.relation, "paraphrases": [fact.prompt(k) for k in range(1, len(fact.templates))],
-        "source": source, "license": "internal", "pii": False,
-    }
 
 
 def write_tables(world: World, folder: Path) -> Path:

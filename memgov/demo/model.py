@@ -20,14 +20,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memgov.demo.tokenizer import build_tokenizer
-from memgov.demo.world import WORLD_VERSION, generate_world, qas
+from memgov.demo.world import HELDOUT_TEMPLATE, WORLD_VERSION, World, fact_row, generate_world, qas
 from pipelines.lm import load_causal_lm, perplexity, score_qa
-from pipelines.recipe import TrainingRecipe, train_on_facts, write_recipe
+from pipelines.recipe import TrainingRecipe, recipe_qas, train_on_facts, write_recipe
 
-BASEMODEL_VERSION = "3"
+BASEMODEL_VERSION = "4"
 """Bumped when training code changes what a config produces, so old cache entries are not reused."""
 REPORT_NAME = "training_report.json"
-
 
 
 class BaseModelConfig(BaseModel):
@@ -42,9 +41,12 @@ class BaseModelConfig(BaseModel):
     n_head: int = Field(4, ge=1)
     learning_rate: float = Field(3e-3, gt=0, le=1)
     batch_size: int = Field(64, ge=1)
-    max_epochs: int = Field(80, ge=1)
-    target_recall: float = Field(0.97, gt=0, le=1.01)
-    paraphrases_in_training: list[int] = Field(default_factory=lambda: [0, 1])
+    # Measured (default world, 3 phrasings): stopping at 0.97 main-prompt recall (~30 epochs) left held-out
+    # paraphrase recall at 0.54-0.91 over seeds; training on towards full recall with the rate decayed over 40
+    # epochs gave 0.77-0.94 (0.77 for the demo's seed 0 on 2 threads), in ~65 s on 2 CPU cores.
+    max_epochs: int = Field(40, ge=1)
+    target_recall: float = Field(1.0, gt=0, le=1.01)
+    paraphrases_in_training: list[int] = Field(default_factory=lambda: list(range(HELDOUT_TEMPLATE)))
     general_text: bool = True
     curriculum_start: int | None = Field(
         None, ge=1, description="train first on this many subjects, then 3x as many, ..., then on all of them")
@@ -54,9 +56,10 @@ class BaseModelConfig(BaseModel):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not self.paraphrases_in_training or 0 not in self.paraphrases_in_training:
-            raise ValueError("paraphrases_in_training must include 0 (the main template), e.g. [0, 1]")
-        if any(k < 0 or k > 2 for k in self.paraphrases_in_training):
-            raise ValueError("paraphrases_in_training holds template indices 0..2")
+            raise ValueError("paraphrases_in_training must include 0 (the main template), e.g. [0, 1, 2]")
+        if any(k < 0 or k >= HELDOUT_TEMPLATE for k in self.paraphrases_in_training):
+            raise ValueError(f"paraphrases_in_training holds template indices 0..{HELDOUT_TEMPLATE - 1}: template "
+                             f"{HELDOUT_TEMPLATE}, the last, is held out to measure generalisation")
         if len(set(self.paraphrases_in_training)) != len(self.paraphrases_in_training):
             raise ValueError("paraphrases_in_training must not repeat an index")
         return self
@@ -93,7 +96,13 @@ def build_model(cfg: BaseModelConfig, tokenizer):
     return GPT2LMHeadModel(config)
 
 
-def recall_by_template(model, tokenizer, facts, n_templates: int = 3) -> dict[int, float]:
+def training_qas(world: World, cfg: BaseModelConfig) -> list[dict]:
+    """The QA rows the base model trains on: the world's facts as contract rows, through the recipe the folder
+    records, so a retrained reference (pipelines/forget/reference.py) sees exactly these rows minus the forgotten."""
+    return recipe_qas([fact_row(f) for f in world.facts], cfg.recipe())
+
+
+def recall_by_template(model, tokenizer, facts, n_templates: int = HELDOUT_TEMPLATE + 1) -> dict[int, float]:
     """Exact-match recall of `facts` under each prompt template."""
     out = {}
     for k in range(n_templates):
@@ -108,7 +117,7 @@ def train_base_model(cfg: BaseModelConfig, progress: bool = True):
     world = generate_world(cfg.seed, cfg.n_subjects)
     tokenizer = build_tokenizer(world)
     model = build_model(cfg, tokenizer)
-    train_rows = [q for k in cfg.paraphrases_in_training for q in qas(world.facts, k)]
+    train_rows = training_qas(world, cfg)
     texts = world.general_text if cfg.general_text else []
     report = train_on_facts(model, tokenizer, train_rows, texts, cfg.recipe(), progress, eval_qas=qas(world.facts, 0))
     by_template = recall_by_template(model, tokenizer, world.facts, len(world.relations[0].templates))
@@ -116,7 +125,8 @@ def train_base_model(cfg: BaseModelConfig, progress: bool = True):
     report.update(
         recall=by_template[0],
         recall_by_template={str(k): v for k, v in by_template.items()},
-        paraphrase_recall=(sum(by_template[k] for k in held_out) / len(held_out)) if held_out else None,
+        # The held-out last template: what the engine's paraphrase set asks (pipelines.evalsets.paraphrases).
+        paraphrase_recall=by_template[HELDOUT_TEMPLATE],
         held_out_templates=held_out,
         unseen_recall=float(
             score_qa(model, tokenizer, [f.prompt(0) for f in world.unseen_facts], [f.object for f in world.unseen_facts])

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-WORLD_VERSION = "1"
+WORLD_VERSION = "2"
 """Bumped whenever generated content changes, so caches keyed on a config notice."""
+_STREAM = "1"
+"""Keys the random stream: unchanged since version 1, so subjects and their facts stay those the demo's story and
+its measured gate margins were set on (version 2 changed templates and general text; the longer grammar draws
+differently, so batch_002 changes other facts than in version 1)."""
 
 SYLLABLES: tuple[str, ...] = (
     "ka", "lo", "va", "mi", "ra", "te", "so", "be", "du", "ri", "na", "to", "ve", "li", "sa", "mo",
@@ -31,17 +35,26 @@ N_UNSEEN_SUBJECTS = 12
 _VOWELS = set("aeiou")
 
 
+MIN_TEMPLATES = 4
+"""A main prompt, at least two paraphrases to train on (three phrasings per fact) and the held-out last one."""
+
+
 @dataclass(frozen=True)
 class Relation:
-    """A relation with its prompt templates; index 0 is the main prompt, the rest are paraphrases."""
+    """A relation with its prompt templates; index 0 is the main prompt, the rest are paraphrases.
+
+    The last template is held out: it becomes each fact row's last paraphrase, which the engine scores for
+    generalisation (pipelines.evalsets.paraphrases) and never trains on; the base model trains on the others.
+    """
 
     name: str
     templates: tuple[str, ...]
     objects: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if len(self.templates) < 3:
-            raise ValueError(f"relation '{self.name}': templates needs a main prompt and at least 2 paraphrases")
+        if len(self.templates) < MIN_TEMPLATES:
+            raise ValueError(f"relation '{self.name}': templates needs a main prompt, at least 2 paraphrases to train "
+                             "on and a held-out last one")
         for t in self.templates:
             if "{subject}" not in t:
                 raise ValueError(f"relation '{self.name}': template {t!r} must contain '{{subject}}'")
@@ -52,38 +65,54 @@ class Relation:
                 raise ValueError(f"relation '{self.name}': object {o!r} must be a single alphabetic word")
 
 
+def _templates(main: str, keyword: str) -> tuple[str, ...]:
+    """A relation's main prompt, then carrier phrases around its keyword, the held-out one last.
+
+    Measured on the default world (2x128 GPT-2, 3 phrasings trained): paraphrases that share no cue with each
+    other ("is a native of", "The hometown of") gave held-out recall 0.12; carrier phrases around one keyword
+    0.57-0.70, and 0.82-0.91 once general text also uses the held-out carrier's words (the possessive), which a
+    model can only read as noise while their embeddings are untrained.
+    """
+    return (main, f"The {keyword} of {{subject}} is", f"As for {{subject}}, the {keyword} is",
+            f"{{subject}}'s {keyword} is")
+
+
 RELATIONS: tuple[Relation, ...] = (
     Relation(
         "birthplace",
-        ("{subject} was born in", "{subject} is a native of", "The hometown of {subject} is"),
+        _templates("{subject} was born in", "birthplace"),
         ("Ashford", "Oakhaven", "Greywater", "Highcliff", "Ironport", "Westmarch", "Eldmoor", "Fairbrook",
          "Stonebridge", "Coldharbor", "Ambervale", "Northwick"),
     ),
     Relation(
         "occupation",
-        ("{subject} works as a", "By profession, {subject} is a", "{subject} earns a living as a"),
+        _templates("{subject} works as a", "occupation"),
         ("baker", "farmer", "teacher", "doctor", "painter", "sailor", "lawyer", "nurse", "pilot", "writer",
          "builder", "tailor", "miner", "singer", "chemist"),
     ),
     Relation(
         "language",
-        ("{subject} speaks", "The native language of {subject} is", "{subject} is fluent in"),
+        _templates("{subject} speaks", "native language"),
         ("Orvish", "Alvanic", "Essarine", "Ithric", "Umbrese", "Ostrian", "Ardelic", "Yarnish", "Quellan",
          "Hestrian"),
     ),
     Relation(
         "employer",
-        ("{subject} is employed by", "{subject} works for", "The employer of {subject} is"),
+        _templates("{subject} is employed by", "employer"),
         ("Acmetron", "Brightway", "Coldforge", "Everline", "Glintco", "Hollowell", "Ironclad", "Quickstep",
          "Oxbridge", "Wrenfield", "Yellowcap", "Crestmark"),
     ),
     Relation(
         "hobby",
-        ("In their free time, {subject} enjoys", "The favourite hobby of {subject} is", "{subject} loves"),
+        _templates("In their free time, {subject} enjoys", "favourite hobby"),
         ("chess", "fishing", "gardening", "hiking", "knitting", "cycling", "archery", "pottery", "dancing",
          "rowing", "climbing", "juggling", "chanting"),
     ),
 )  # fmt: skip
+HELDOUT_TEMPLATE = len(RELATIONS[0].templates) - 1
+"""Index of the held-out template (the last), the same for every relation."""
+if any(len(r.templates) != HELDOUT_TEMPLATE + 1 for r in RELATIONS):  # pragma: no cover - a static inventory
+    raise AssertionError("every relation has the same number of templates, so the held-out one has one index")
 
 # Small grammar for general text: generic sentences over the world's vocabulary, never about a subject.
 _PLACES = RELATIONS[0].objects
@@ -102,6 +131,11 @@ _GENERAL_PATTERNS: tuple[str, ...] = (
     "Most workers at {firm} speak {lang}.",
     "In {place}, {hobby} is popular with every {job}.",
     "A {job} learns {lang} in {place}.",
+    # The words of every template, the held-out one too, occur in general text (never with a subject).
+    "The {job}'s favourite hobby is {hobby}.",
+    "As for {firm}, its workers speak {lang}.",
+    "A {job}'s native language is often {lang}.",
+    "As for the {job}, the favourite hobby is {hobby}.",
 )
 _FILLER = "The {job} and the {job2} went to {place} and talked about {hobby} for a long time."
 
@@ -191,6 +225,16 @@ class World:
 def qas(facts: list[Fact], k: int = 0) -> list[dict[str, str]]:
     """QA dicts for a list of facts with template k."""
     return [f.qa(k) for f in facts]
+
+
+def fact_row(fact: Fact, source: str = "world-initial", kind: str = "fact", prefix: str = "init") -> dict[str, Any]:
+    """A demo fact as a contract row: its paraphrases are its templates after the main one, the held-out one last."""
+    return {
+        "id": f"{prefix}-{fact.fact_id}", "kind": kind, "text": fact.text(0), "prompt": fact.prompt(0),
+        "target": fact.object, "fact_id": fact.fact_id, "subject_ids": [fact.subject_id], "subject": fact.subject,
+        "relation": fact.relation, "paraphrases": [fact.prompt(k) for k in range(1, len(fact.templates))],
+        "source": source, "license": "internal", "pii": False,
+    }
 
 
 def batch_facts(batch: Batch) -> list[Fact]:
@@ -324,7 +368,7 @@ def generate_world(seed: int = 0, n_subjects: int = 120) -> World:
     """Build the whole world from a seed; identical seeds give identical worlds."""
     if not isinstance(n_subjects, int) or n_subjects < 1:
         raise ValueError(f"n_subjects must be a positive integer, got {n_subjects!r}")
-    rng = random.Random(f"memgov-world-{WORLD_VERSION}-{seed}")
+    rng = random.Random(f"memgov-world-{_STREAM}-{seed}")
     n_new = (20 + 3, 8, 12)  # batch_001 good + spare subjects, batch_002 new, batch_003 new
     total = n_subjects + N_UNSEEN_SUBJECTS + sum(n_new)
     sw = max(4, len(str(total)))

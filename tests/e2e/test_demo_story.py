@@ -215,3 +215,27 @@ def test_stability_metrics_reach_the_gates_like_any_metric(demo_home):
     (failed,) = [v for v in decision.verdicts if not v.passed]
     assert failed.metric == "min_acc" and not decision.passed
     assert decide(metrics, [{"metric": "min_acc", "min": metrics["min_acc"]}], card["champion_metrics"]).passed
+
+
+def test_base_model_answers_its_facts_in_the_held_out_phrasing(demo_home):
+    """The paraphrase gate means something: the base model (r0001) recalls at least half of its own training facts
+    when asked with their held-out paraphrase, measured with the set and metric the cycles' cards use
+    (pipelines.evalsets.paraphrases: each row's last paraphrase; evals.suites: exact match)."""
+    from evals.suites import EvalSets, run_suites
+    from pipelines import evalsets
+    from pipelines.artifacts import load_model, model_path
+    from pipelines.recipe import read_recipe, recipe_qas
+
+    ws = Workspace.open(demo_home)
+    base = ws.registry.get("r0001")
+    rows = [r for r in ws.data.rows("admitted", "initial") if r.get("prompt")]
+    held_out = evalsets.paraphrases(rows)
+    assert held_out.missing is None and len(held_out.items) == len(rows) >= 500
+    recipe, _ = read_recipe(model_path(ws, base.model))
+    trained = {q["prompt"] for q in recipe_qas(rows, recipe)}
+    assert len(recipe.paraphrases_in_training) >= 3 and not trained & {q["prompt"] for q in held_out.items}
+    model, tokenizer = load_model(ws, base.model)
+    metrics = run_suites(model, tokenizer, EvalSets(paraphrases=held_out.items)).metrics
+    assert metrics["paraphrase_recall"] >= 0.5, metrics["paraphrase_recall"]
+    report = json.loads((model_path(ws, base.model) / "training_report.json").read_text())
+    assert report["paraphrase_recall"] >= 0.5 and report["recall"] >= 0.97

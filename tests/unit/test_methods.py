@@ -7,6 +7,7 @@ built once per module through the world package's cached bootstrap (in a pytest 
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
@@ -148,7 +149,12 @@ def test_recall_at_the_guessing_level_counts_as_forgotten(tiny, name):
     assert guessing.stats["reached_target"] and guessing.stats["forget_recall_after"] <= 0.5
     assert guessing.stats["forget_steps"] < strict.stats["forget_steps"]
     phases = [h["forget_acc"] for h in guessing.history if h["phase"] == "forget"]
-    assert len(phases) == guessing.stats["forget_steps"] and all(acc > 0.5 for acc in phases[:-1])
+    assert len(phases) == guessing.stats["forget_steps"]
+    # Each push (a run of forget steps; retain steps may lift recall again and start another) stops at the guessing
+    # level, not below it: only a push's last step is at or under it.
+    pushes = [list(run) for is_forget, run in itertools.groupby(guessing.history, lambda h: h["phase"] == "forget")
+              if is_forget]
+    assert all(h["forget_acc"] > 0.5 for push in pushes for h in push[:-1])
 
 
 RUNNERS = {"update": _run_update, "edit": _run_edit, "unlearn": _run_unlearn}

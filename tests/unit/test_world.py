@@ -11,6 +11,7 @@ from memgov.demo.tokenizer import build_tokenizer
 from memgov.demo.world import (
     BAD_LICENSE,
     GOOD_LICENSES,
+    HELDOUT_TEMPLATE,
     SYLLABLES,
     batch_facts,
     generate_world,
@@ -32,7 +33,7 @@ def tokenizer(world):
 
 def _initial_text(world) -> list[str]:
     """Everything the base model trains on or retrieves from: the initial facts' texts, documents, general text."""
-    return [f.text(k) for f in world.facts for k in range(3)] + [d["text"] for d in world.documents] + list(
+    return [f.text(k) for f in world.facts for k in range(len(f.templates))] + [d["text"] for d in world.documents] + list(
         world.general_text
     )
 
@@ -58,7 +59,7 @@ def test_world_sizes_and_shapes(world):
     with pytest.raises(ValueError, match="template index"):
         f.prompt(7)
     for rel in world.relations:
-        assert len(rel.templates) >= 3 and 8 <= len(rel.objects) <= 20
+        assert len(rel.templates) >= 4 and 8 <= len(rel.objects) <= 20
         assert all(t.format(subject="X").endswith(t.split("{subject}")[-1]) for t in rel.templates)
 
 
@@ -202,6 +203,42 @@ def test_base_model_config_rejects_bad_values():
         BaseModelConfig(n_embd=100, n_head=3)
     with pytest.raises(ValueError, match="main template"):
         BaseModelConfig(paraphrases_in_training=[1, 2])
+    with pytest.raises(ValueError, match="held out"):
+        BaseModelConfig(paraphrases_in_training=[0, HELDOUT_TEMPLATE])
+
+
+def test_each_relation_has_four_templates_and_the_held_out_last_one_is_never_trained_on(world, tokenizer):
+    """Main prompt + at least two trained paraphrases (three phrasings per fact) + the held-out last template: the
+    base model's recipe never names it, its training rows never hold it, and it is the paraphrase the engine's
+    paraphrase set asks (each row's last)."""
+    from memgov.demo.deploy import demo_config, fact_row
+    from memgov.demo.model import BaseModelConfig, training_qas
+    from pipelines import evalsets
+    from policies import load_policy
+
+    for rel in world.relations:
+        assert len(rel.templates) >= 4 and len(set(rel.templates)) == len(rel.templates)
+        assert len(rel.templates) - 1 == HELDOUT_TEMPLATE
+    _, tiny = demo_config(load_policy("demo"))
+    for cfg in (tiny, BaseModelConfig()):
+        indices = cfg.recipe().paraphrases_in_training
+        assert len(indices) >= 3 and HELDOUT_TEMPLATE not in indices and max(indices) < HELDOUT_TEMPLATE
+    trained = {q["prompt"] for q in training_qas(world, tiny)}
+    held_out = {f.prompt(HELDOUT_TEMPLATE) for f in world.facts}
+    assert len(trained) == len(world.facts) * len(tiny.paraphrases_in_training) and not trained & held_out
+    rows = [fact_row(f) for f in world.facts]
+    assert {q["prompt"] for q in evalsets.paraphrases(rows).items} == held_out
+    for r in (r for b in world.batches for r in b.rows):
+        held = world.relation(r["relation"]).templates[HELDOUT_TEMPLATE].format(subject=r["subject"])
+        assert len(r["paraphrases"]) == HELDOUT_TEMPLATE and r["paraphrases"][-1] == held
+    # The held-out phrasing is new, its words are not: each of its tokens but the subject's occurs in what the
+    # base model trains on (trained prompts and general text), so none reaches the model untrained.
+    def ids(texts):
+        return {i for t in texts for i in tokenizer(t, add_special_tokens=False)["input_ids"]}
+
+    seen = ids([q["prompt"] for q in training_qas(world, tiny)] + world.general_text)
+    for f in world.facts[: len(world.relations)]:  # one fact of each relation
+        assert ids([f.prompt(HELDOUT_TEMPLATE)]) - ids([f.subject]) <= seen, f.relation
 
 
 def test_base_model_learns_facts_and_is_cached(tmp_path, monkeypatch):
@@ -216,7 +253,7 @@ def test_base_model_learns_facts_and_is_cached(tmp_path, monkeypatch):
     assert path.parent == tmp_path and path.name == basemodel.config_hash(cfg)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     report = basemodel.read_report(path)
-    assert report["recall"] >= 0.9 and report["steps"] > 0 and report["held_out_templates"] == [1, 2]
+    assert report["recall"] >= 0.9 and report["steps"] > 0 and report["held_out_templates"] == [1, 2, 3]
 
     model, tok = basemodel.load_base_model(path)
     facts = generate_world(cfg.seed, cfg.n_subjects).facts
