@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dagster import Definitions, load_assets_from_modules
 
-from assets import cycle
+from assets import cycle, views
 from assets.checks import gates
 from assets.jobs import cycle_job, forget_request, gate_waiver, release_decision, rollback
 from assets.resources import deployment_resource
 from assets.sensors import forget_request_sensor, new_batch_sensor, nightly_cycle
 
 defs = Definitions(
-    assets=load_assets_from_modules([cycle]),
+    assets=load_assets_from_modules([cycle, views]),
     asset_checks=[gates],
     jobs=[cycle_job, release_decision, gate_waiver, rollback, forget_request],
     sensors=[new_batch_sensor, forget_request_sensor],

@@ -3,6 +3,7 @@
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
+from assets.views import RELEASES, publish_releases
 from pipelines.cycle import governance
 from pipelines.cycle.urgent import urgent_cycle
 from pipelines.forget import process_request
@@ -12,7 +13,7 @@ from pipelines.trust.keyring import same_person
 
 cycle_job = define_asset_job(
     "governed_cycle",
-    selection=AssetSelection.groups("cycle"),
+    selection=AssetSelection.groups("cycle") | AssetSelection.assets(RELEASES),
     description="One cycle: admit a batch, select, update, edit/forget, refresh the index, evaluate, gate, release.",
 )
 
@@ -42,6 +43,7 @@ def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: 
     result = governance.decide_release(ws, policy, config.release_id, config.decision, user.name, config.role,
                                        config.reason, run_id=context.run_id, proof=user.proof(context.run_id))
     context.log.info(f"decision recorded: {result}")
+    publish_releases(context, ws, policy)
     return result
 
 @job(description="Approve or reject a candidate release as the signed-in user: release, decision, role and reason "
@@ -65,6 +67,7 @@ def waive_gates(context: OpExecutionContext, config: WaiverConfig, memgov: Memgo
     result = governance.waive_gates(ws, policy, config.release_id, user.name, config.role, config.reason,
                                     config.gates, run_id=context.run_id, proof=user.proof(context.run_id))
     context.log.info(f"waiver recorded: {result}")
+    publish_releases(context, ws, policy)
     return result
 
 @job(description="Waive the failed gates of a rejected candidate (names every failed gate; logged; approval still needed).")
@@ -86,6 +89,7 @@ def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov
     result = governance.rollback(ws, policy, config.to_release, user.name, config.role, config.reason,
                                  run_id=context.run_id, proof=user.proof(context.run_id))
     context.log.info(f"rolled back: {result}")
+    publish_releases(context, ws, policy)
     return result
 
 @job(description="Roll the champion back to an earlier release (model, adapters, edits and index together).")
@@ -121,6 +125,7 @@ def process_forget_request(context: OpExecutionContext, config: ForgetConfig, me
         result["urgent_cycle"] = urgent_cycle(ws, policy, config.request_id, shared_embedder(),
                                               run_id=context.run_id).model_dump()
     context.log.info(f"forget request processed: {result.get('state')}")
+    publish_releases(context, ws, policy)
     return result
 
 @job(description="Process one forget request (launched by the forget-request sensor, run_key = request id).")
