@@ -1,8 +1,11 @@
 """The cycle's assets, one per stage of the loop. Each loads its inputs, calls one engine function, reports metadata."""
 
+from pathlib import Path
+
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
+from evals.card import card_markdown_for_ui
 from pipelines.cycle import evaluation, stages
 from pipelines.cycle import release as release_step
 from pipelines.cycle.records import (
@@ -102,4 +105,5 @@ def release(context: AssetExecutionContext, evaluation_card: Measurement, memgov
     """The candidate registered, then rejected by its gates, promoted where policy allows, or waiting for an approver."""
     value = release_step.release_stage(memgov.workspace(), memgov.load_policy(), evaluation_card, run_id=context.run_id)
     return _out(value, context, release=value.release_id, status=value.status, champion=value.champion or "",
-                passed=value.passed)
+                passed=value.passed, verdict=value.summary,
+                card=MetadataValue.md(card_markdown_for_ui(Path(value.card_dir), value.release_id)))

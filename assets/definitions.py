@@ -12,9 +12,9 @@ from assets.sensors import forget_request_sensor, new_batch_sensor, nightly_cycl
 
 defs = Definitions(
     assets=load_assets_from_modules([cycle, views]),
-    asset_checks=[gates],
-    jobs=[cycle_job, release_decision, gate_waiver, rollback, forget_request],
+    asset_checks=[gates, views.forget_deadlines],
+    jobs=[cycle_job, release_decision, gate_waiver, rollback, forget_request, views.releases_refresh],
     sensors=[new_batch_sensor, forget_request_sensor],
-    schedules=[nightly_cycle],
+    schedules=[nightly_cycle, views.forget_deadline_watch],
     resources={"memgov": deployment_resource()},
 )

@@ -4,12 +4,34 @@ Every step that changes a release (a cycle's release, a decision, a waiver, a ro
 fresh materialization of it, so the asset's page never shows a status that has since changed.
 """
 
-from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, MetadataValue, OpExecutionContext, asset
+import datetime as dt
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetSelection,
+    DefaultScheduleStatus,
+    MetadataValue,
+    OpExecutionContext,
+    RunRequest,
+    asset,
+    asset_check,
+    define_asset_job,
+    schedule,
+)
 
 from assets.resources import MemgovResource
-from pipelines.cycle.releases_view import releases_markdown, releases_view
+from pipelines.cycle.releases_view import OPEN_REQUEST_STATES, releases_markdown, releases_view
+from pipelines.forget.deadlines import deadline_markdown, deadline_watch
 
 RELEASES = AssetKey("releases")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def releases_metadata(ws, policy) -> dict:
@@ -35,3 +57,34 @@ def releases(context: AssetExecutionContext, memgov: MemgovResource) -> None:
     requests and the release that honours each. Refreshed by every decision; materialize it to re-read."""
     ws = memgov.workspace()
     context.add_output_metadata(releases_metadata(ws, memgov.load_policy()))
+
+
+@asset_check(asset=RELEASES, description="Every open forget request is verified by its deadline and within the "
+             "policy's unlearning.sla_hours: red when one is overdue, a warning when less than a quarter of the SLA "
+             "is left.")
+def forget_deadlines(memgov: MemgovResource) -> AssetCheckResult:
+    ws, policy = memgov.workspace(), memgov.load_policy()
+    sla = policy.unlearning.sla_hours
+    statuses = deadline_watch(ws.requests.list(states=list(OPEN_REQUEST_STATES)), sla, now())
+    overdue = [s for s in statuses if s.level == "overdue"]
+    near = [s for s in statuses if s.level == "near"]
+    worst = overdue or near
+    return AssetCheckResult(
+        passed=not worst,
+        severity=AssetCheckSeverity.ERROR if overdue else AssetCheckSeverity.WARN,
+        description=("; ".join(s.line() for s in worst) if worst
+                     else f"{len(statuses)} open forget request(s), all within {sla:g} h SLA and their deadlines"),
+        metadata={"requests": MetadataValue.md(deadline_markdown(statuses, sla)), "overdue": len(overdue),
+                  "near_deadline": len(near), "sla_hours": float(sla)},
+    )
+
+
+releases_refresh = define_asset_job(
+    "releases_refresh", selection=AssetSelection.assets(RELEASES),
+    description="Re-read the registry and the request store; the forget_deadlines check runs with it.")
+
+
+@schedule(job=releases_refresh, cron_schedule="*/15 * * * *", default_status=DefaultScheduleStatus.STOPPED)
+def forget_deadline_watch(context):
+    """Every 15 minutes: the releases view refreshed and every forget request's deadline checked."""
+    return RunRequest(run_key=None, tags={"memgov/trigger": "deadline-watch"})

@@ -7,6 +7,7 @@ release has no champion, a card for an edit-only cycle has no training curve.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -123,7 +124,25 @@ def _history_section(history: list[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
+def card_markdown_for_ui(card_dir: Path, release_id: str | None = None) -> str:
+    """The card as the UI shows it: titled with the registered release and its plots inlined as data URIs, since
+    the UI resolves a relative image against its own pages and would fetch HTML instead of the PNG."""
+    card_dir = Path(card_dir)
+    data = json.loads((card_dir / "card.json").read_text(encoding="utf-8"))
+    if release_id:
+        data["release_id"] = f"{release_id}, {data.get('release_id', 'candidate')}"
+    plots = {name: card_dir / file for name, file in (("stability_plot", "stability.png"), ("deltas_plot", "deltas.png"))
+             if (card_dir / file).is_file()}
+    return _markdown(data, plots, inline=True)
+
+
+def _image(path: Path, inline: bool) -> str:
+    if not inline:
+        return path.name
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path], inline: bool = False) -> str:
     lines: list[str] = []
     decision = card.get("decision") or {}
     verdict = decision.get("passed")
@@ -200,7 +219,7 @@ def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     if plots:
         lines += ["## Plots", ""]
         titles = {"stability_plot": "Stability during training", "deltas_plot": "Metric deltas vs champion"}
-        lines += [f"![{titles.get(name, name)}]({path.name})" for name, path in plots.items()]
+        lines += [f"![{titles.get(name, name)}]({_image(path, inline)})" for name, path in plots.items()]
         lines.append("")
 
     notes = card.get("notes")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evals.card import render_card
+from evals.card import card_markdown_for_ui, render_card
 from evals.continual import backward_transfer, lifetime_minima, stability_summary
 from evals.names import STABILITY_METRICS
 from evals.suites import EvalSets, run_suites
@@ -235,7 +235,7 @@ def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snap
     }
     with tempfile.TemporaryDirectory(dir=ws.work_dir) as tmp:
         render_card(card, Path(tmp))
-        card_md = (Path(tmp) / "card.md").read_text()
+        card_md = card_markdown_for_ui(Path(tmp))
         digest = ws.store.put_dir(Path(tmp))
     return measured.model_copy(update={"card": card, "card_digest": digest, "card_md": card_md,
                                        "seconds": round(time.perf_counter() - t0, 3)})

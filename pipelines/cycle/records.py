@@ -143,3 +143,13 @@ class ReleaseOutcome(BaseModel):
     rolled_back_to: str | None = None
     rollback_refused: str | None = None
     seconds: float = 0.0
+
+    @property
+    def summary(self) -> str:
+        """The verdict in one line, as a person reads it: what happened and, for a rejection, which gates failed."""
+        if not self.passed:
+            failed = [f"{v['metric']}: {v['reason']}" for v in self.verdicts if not v.get("passed")]
+            return f"{self.release_id} rejected by its gates: " + "; ".join(failed)
+        if self.status == "candidate":
+            return f"{self.release_id} passed its gates and waits for {self.waiting_for or 'approval'}"
+        return f"{self.release_id} passed its gates: {self.status} (champion {self.champion or 'none'})"

@@ -245,6 +245,21 @@ def test_render_full_card(tmp_path):
     assert "![Stability during training](stability.png)" in md and "- first note" in md
 
 
+def test_the_ui_card_names_the_release_and_carries_its_plots(tmp_path):
+    import base64
+    import re
+
+    from evals.card import card_markdown_for_ui
+
+    render_card(_card([0.98, 0.6, 0.9], {"retention": 0.99, "perplexity": 10.0}), tmp_path)
+    md = card_markdown_for_ui(tmp_path, "r0007")
+    assert md.startswith("# Evaluation card — r0007, rel-0002")
+    images = re.findall(r"!\[([^\]]+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert [alt for alt, _ in images] == ["Stability during training", "Metric deltas vs champion"]
+    assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for _, data in images)
+    assert "](stability.png)" not in md, "a relative link resolves against the UI's pages, not the card"
+
+
 def test_render_card_without_curve_or_champion(tmp_path):
     render_card(_card([0.9, 0.5], {"retention": 0.9}), tmp_path)
     assert (tmp_path / "stability.png").exists()

@@ -94,3 +94,16 @@ def test_a_passing_candidate_waits_for_a_person_or_is_promoted_where_the_policy_
     auto = merge_overrides(POLICY, {"approval": {"mode": "auto"}}, "auto.yaml")
     outcome = release_stage(ws, auto, measured(ws, tmp_path, GOOD))
     assert promoted == [outcome.release_id] and outcome.status == "champion"
+
+
+def test_a_release_outcome_reads_as_a_verdict():
+    from pipelines.cycle.records import ReleaseOutcome
+
+    failed = {"metric": "retention", "value": 0.91, "champion_value": 0.99, "threshold": ">= 0.97", "passed": False,
+              "reason": "0.91 < 0.97"}
+    ok = {**failed, "metric": "locality", "passed": True, "reason": "ok"}
+    common = {"cycle": "c", "champion": "r0003", "metrics": {}, "card_dir": "/x"}
+    rejected = ReleaseOutcome(release_id="r0004", status="rejected", passed=False, verdicts=[failed, ok], **common)
+    assert rejected.summary == "r0004 rejected by its gates: retention: 0.91 < 0.97"
+    waiting = ReleaseOutcome(release_id="r0005", status="candidate", passed=True, verdicts=[ok], **common)
+    assert waiting.summary == "r0005 passed its gates and waits for approval"
