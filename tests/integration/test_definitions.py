@@ -26,11 +26,13 @@ def test_the_loop_is_wired_as_designed():
     graph = defs.resolve_asset_graph()
     names = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert names == {"admitted_batch", "selected_samples", "candidate_update", "candidate_model", "candidate_index",
-                     "evaluation_card", "release"}
+                     "evaluation_card", "release", "releases"}
     assert graph.get(AssetKey("release")).parent_keys == {AssetKey("evaluation_card")}
-    checks = list(graph.asset_check_keys)
-    assert [c.name for c in checks] == ["gates"]
+    assert graph.get(AssetKey("releases")).parent_keys == {AssetKey("release")}
+    checks = {c.asset_key.to_user_string(): c.name for c in graph.asset_check_keys}
+    assert checks == {"evaluation_card": "gates", "releases": "forget_deadlines"}
     assert defs.resolve_sensor_def("forget_request_sensor").job_name == "forget_request"
     assert defs.resolve_schedule_def("nightly_cycle").cron_schedule == "0 3 * * *"
+    assert defs.resolve_schedule_def("forget_deadline_watch").job_name == "releases_refresh"
     assert {"release_decision", "gate_waiver", "rollback", "forget_request", "governed_cycle"} <= {
         j.name for j in defs.resolve_all_job_defs()}
