@@ -1,6 +1,9 @@
 """Jobs a person launches from the Launchpad (approve, reject, roll back) and the ones sensors launch."""
 
+from enum import Enum
+
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
+from pydantic import Field
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from assets.views import RELEASES, publish_releases
@@ -27,11 +30,16 @@ def signed_in(context: OpExecutionContext, ws, job: str, claimed: str, field: st
     context.log.info(f"decision by {user.name} (signed in via {user.via})")
     return user
 
+class Decision(Enum):
+    approve = "approve"
+    reject = "reject"
+
+
 class DecisionConfig(Config):
-    release_id: str
-    decision: str = "approve"  # approve | reject
-    role: str
-    reason: str
+    release_id: str = Field(description="a candidate waiting for a decision (see the releases asset)")
+    decision: Decision = Field(Decision.approve, description="approve or reject")
+    role: str = Field(description="a deciding role the policy names and you are granted")
+    reason: str = Field(description="why; recorded in the change log under your name")
     approver: str = ""  # optional: who decides is the signed-in user; a different name here is refused
 
 @op
@@ -40,7 +48,7 @@ def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: 
     ws, policy = memgov.governed()
     user = signed_in(context, ws, "release_decision", config.approver, "approver", config.role,
                      f"the policy lets {', '.join(policy.approval.roles)} decide")
-    result = governance.decide_release(ws, policy, config.release_id, config.decision, user.name, config.role,
+    result = governance.decide_release(ws, policy, config.release_id, config.decision.value, user.name, config.role,
                                        config.reason, run_id=context.run_id, proof=user.proof(context.run_id))
     context.log.info(f"decision recorded: {result}")
     publish_releases(context, ws, policy)

@@ -170,13 +170,34 @@ def _admit_mutation(ring: kr.Keyring, op, variables: dict, who: tuple[str, str] 
             if who is None and _job_of(params) in GOVERNANCE_JOBS:
                 raise Refusal(READ_ONLY)
             if who is not None:
+                _require_reason(params)
                 _stamp(params, ring, *who)
+
+
+def _require_reason(params: dict) -> None:
+    """A governance decision without a reason is refused before it launches, not after a run fails."""
+    if _job_of(params) not in GOVERNANCE_JOBS or _job_of(params) == "forget_request":
+        return
+    config = params.get("runConfigData") or {}
+    if isinstance(config, str):  # the Launchpad may send YAML text
+        import yaml
+
+        try:
+            config = yaml.safe_load(config) or {}
+        except yaml.YAMLError:
+            return  # Dagster answers unparsable config itself
+    ops = (config.get("ops") or {}) if isinstance(config, dict) else {}
+    for op_name, entry in ops.items():
+        fields = (entry or {}).get("config") if isinstance(entry, dict) else None
+        if isinstance(fields, dict) and not str(fields.get("reason") or "").strip():
+            raise Refusal(f"ops.{op_name}.config.reason is empty: say why (it is recorded under your name)")
 
 
 def _banner(ring: kr.Keyring, who: tuple[str, str] | None) -> bytes:
     if who:
         text = (f"memgov: signed in as <b>{html.escape(who[0])}</b> ({who[1]}); decisions are recorded under this "
-                "name" + (" · <a href='/memgov/logout'>sign out</a>" if who[1] == "login" else ""))
+                "name · <a href='/memgov/releases'>releases and decisions</a>"
+                + (" · <a href='/memgov/logout'>sign out</a>" if who[1] == "login" else ""))
     elif ring.ui.configured:
         text = "memgov: not signed in, nothing can be changed · <a href='/memgov/login'>sign in</a>"
     else:
@@ -268,6 +289,8 @@ class GovernanceGate:
             who = identify(ring, scope)
             return await _json(send, 200, {"user": who[0] if who else None, "via": who[1] if who else None,
                                            "authentication": ring.ui.configured})
+        if path == "/memgov/releases":
+            return await self._releases(ring, scope, receive, send)
         if path == "/memgov/logout":
             return await _redirect(send, "/", f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict")
         if path != "/memgov/login":
@@ -287,6 +310,61 @@ class GovernanceGate:
         cookie = (f"{COOKIE}={session_cookie(ring.ui.secret or '', found[0])}; Max-Age={SESSION_S}; Path=/; "
                   "HttpOnly; SameSite=Strict")
         return await _redirect(send, _local(form.get("next", ["/"])[0]), cookie)
+
+    async def _releases(self, ring, scope, receive, send):
+        """The approver's page; a POST launches release_decision as the signed-in user, then shows its run."""
+        from memgov import decide_page as page
+        from pipelines.cycle.policy_in_force import policy_in_force
+        from pipelines.cycle.releases_view import releases_view
+        from pipelines.workspace import Workspace
+
+        who = identify(ring, scope)
+        ws = Workspace.open(self.home)
+        view = releases_view(ws, policy_in_force(ws, None))
+        user = who[0] if who else None
+        granted = ring.roles_of(user) if user else []
+        if scope.get("method") != "POST":
+            return await _html(send, 200, page.render_page(view, user, granted))
+        form = parse_qs((await _read_body(receive)).decode("utf-8", "replace"), keep_blank_values=True)
+        try:
+            if who is None:
+                raise page.FormRefused("you are not signed in: sign in to decide")
+            decision = page.parse_form(form, view, granted)
+            location, repository = await self._repository(page)
+            payload = admit_graphql(ring, page.launch_payload(decision, location, repository), who)
+            run_id = page.launch_outcome(await self._inner_graphql(payload))
+        except (page.FormRefused, Refusal) as exc:
+            return await _html(send, 400, page.render_page(view, user, granted, str(exc), error=True))
+        return await _redirect(send, f"/runs/{run_id}", "")
+
+    async def _repository(self, page) -> tuple[str, str]:
+        answer = await self._inner_graphql({"query": page.LOCATION})
+        nodes = ((answer.get("data") or {}).get("repositoriesOrError") or {}).get("nodes") or []
+        for node in nodes:
+            if any(j["name"] == page.JOB for j in node.get("jobs") or []):
+                return node["location"]["name"], node["name"]
+        raise page.FormRefused(f"no code location defines the {page.JOB} job; is the deployment loaded?")
+
+    async def _inner_graphql(self, payload: Any) -> dict:
+        """A GraphQL call to the wrapped webserver from this process (already admitted by the caller)."""
+        body = json.dumps(payload).encode()
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/graphql", "raw_path": b"/graphql", "query_string": b"",
+                 "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                              (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 80)}
+        chunks: list[bytes] = []
+
+        async def collect(message):
+            if message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, _replay(body, _never_disconnect), collect)
+        return json.loads(b"".join(chunks) or b"{}")
+
+
+async def _never_disconnect() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _local(target: str) -> str:
@@ -334,5 +412,5 @@ async def _html(send, status: int, page: str) -> None:
 
 
 async def _redirect(send, location: str, cookie: str) -> None:
-    await _send(send, 303, "text/plain", b"", [(b"location", quote(location, safe="/?=&").encode()),
-                                               (b"set-cookie", cookie.encode())])
+    extra = [(b"location", quote(location, safe="/?=&").encode())]
+    await _send(send, 303, "text/plain", b"", extra + ([(b"set-cookie", cookie.encode())] if cookie else []))

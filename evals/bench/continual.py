@@ -61,6 +61,7 @@ SETUPS = [
     Setup("k-fpf", update=("kfpf", {}), **GENERAL),
     Setup("ema", merge=(("ema", {"decay": 0.5}),), **GENERAL),
     Setup("+ averaging + ema", selection=ADAPT, merge=(LINES, AVERAGE, ("ema", {"decay": 0.5})), **GENERAL),
+    Setup("+ wide replay", **WIDE),
     Setup("+ lines (wide replay)", merge=(LINES,), **WIDE),
     Setup("+ averaging (wide replay)", merge=(LINES, AVERAGE), **WIDE),
 ]

@@ -87,3 +87,18 @@ def test_a_run_tag_not_sealed_by_the_server_is_refused():
     stranger = identity_tags("s3cret", "zed", "release_decision", "proxy")
     with pytest.raises(IdentityRefused, match="not in the deployment's keyring"):
         ui_user(ring(), stranger, "release_decision")
+
+
+@pytest.mark.parametrize("config", [
+    {"ops": {"decide_release": {"config": {"release_id": "r0005", "role": "ml-lead", "reason": "  "}}}},
+    {"ops": {"rollback_release": {"config": {"to_release": "r0003", "role": "ml-lead"}}}},
+    "ops:\n  decide_release:\n    config:\n      release_id: r0005\n      role: ml-lead\n      reason: ''\n",
+])
+def test_a_governance_launch_without_a_reason_is_refused_before_it_runs(config):
+    payload = launch()
+    payload["variables"]["executionParams"]["runConfigData"] = config
+    with pytest.raises(Refusal, match=r"config.reason is empty: say why"):
+        admit_graphql(ring(local_login=True), payload, ("alice", "login"))
+    fine = launch()
+    fine["variables"]["executionParams"]["runConfigData"] = {"ops": {"decide_release": {"config": {"reason": "ok"}}}}
+    assert admit_graphql(ring(local_login=True), fine, ("alice", "login"))
