@@ -35,7 +35,7 @@ def _out(value, context: AssetExecutionContext, **extra) -> Output:
 @asset(group_name=GROUP)
 def admitted_batch(context: AssetExecutionContext, config: BatchConfig, memgov: MemgovResource) -> Output[Admitted]:
     """One arriving batch validated by the policy's Great Expectations suite; failing rows are quarantined with reasons."""
-    value = stages.admit(memgov.workspace(), memgov.load_policy(), config.batch or None, run_id=context.run_id)
+    value = stages.admit(memgov.workspace(), memgov.load_policy(), config.batch or None, run_id=context.run.run_id)
     return _out(value, context, admitted=value.admitted, quarantined=value.quarantined,
                 forget_requests_scrubbed=MetadataValue.json(value.forget_requests_scrubbed),
                 expectations=MetadataValue.md(value.expectations_md), policy=value.policy, batch_hash=value.batch_hash)
@@ -103,7 +103,7 @@ def evaluation_card(context: AssetExecutionContext, candidate_update: Updated, c
 @asset(group_name=GROUP)
 def release(context: AssetExecutionContext, evaluation_card: Measurement, memgov: MemgovResource) -> Output[ReleaseOutcome]:
     """The candidate registered, then rejected by its gates, promoted where policy allows, or waiting for an approver."""
-    value = release_step.release_stage(memgov.workspace(), memgov.load_policy(), evaluation_card, run_id=context.run_id)
+    value = release_step.release_stage(memgov.workspace(), memgov.load_policy(), evaluation_card, run_id=context.run.run_id)
     return _out(value, context, release=value.release_id, status=value.status, champion=value.champion or "",
                 passed=value.passed, verdict=value.summary,
                 card=MetadataValue.md(card_markdown_for_ui(Path(value.card_dir), value.release_id)))

@@ -51,7 +51,7 @@ def publish_releases(context: OpExecutionContext, ws, policy) -> None:
                                            description="releases after this run's change"))
 
 
-@asset(key=RELEASES, group_name="governance", deps=[AssetKey("release")])
+@asset(key=RELEASES, group_name="cycle", deps=[AssetKey("release")])
 def releases(context: AssetExecutionContext, memgov: MemgovResource) -> None:
     """Champion, candidates waiting for a decision (gates, changed facts, approvals still needed), open forget
     requests and the release that honours each. Refreshed by every decision; materialize it to re-read."""

@@ -149,15 +149,49 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
             assert any(f"signed in as {APPROVER}" in m for m in failure_messages(server, run_id))
             assert Workspace.open(home).registry.get(release_id).approvals == []
 
-            # The approval as the signed-in user: "Launch Run", and the run ends as Success with the promotion.
-            launch_from_the_launchpad(page, server, location, {"ops": {"decide_release": {"config": config}}})
+            # The approver's page, one click from any page: the pending candidate, and only the roles the policy
+            # names that this person holds. An empty reason is refused by the server too (the browser's own
+            # `required` check is removed here to reach it), and nothing is recorded.
+            page.goto(f"{server.url}/asset-groups/cycle", wait_until="domcontentloaded")
+            page.get_by_role("link", name="releases and decisions").click()  # click 1
+            form = page.locator(f"#decide-{release_id}")
+            expect(form).to_be_visible()
+            assert page.locator("form.decide").count() == 1, "only the pending candidate can be decided"
+            assert form.locator("select[name=role] option").all_inner_texts() == ["ml-lead"]
+            expect(page.locator("tr.serving")).to_contain_text(champion_before)
+            form.locator("textarea").evaluate("t => t.removeAttribute('required')")
+            form.get_by_role("button").click()
+            expect(page.locator("#memgov-message")).to_contain_text("reason: say why")
+            assert Workspace.open(home).registry.get(release_id).approvals == []
+
+            # The approval: type the reason, press the button (click 2); the browser lands on the run, a Success.
+            page.locator(f"#decide-{release_id} textarea").fill(reason)
+            page.screenshot(path=tmp_path / "decision_form.png")
+            page.locator(f"#decide-{release_id} button").click()  # click 2
             page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
             run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
-            page.screenshot(path=tmp_path / "launchpad.png")
             assert run_outcome(page, server, run_id) == "Success", "\n".join(failure_messages(server, run_id))
             promoted = re.compile(rf"decision recorded: .*'status': 'champion', 'champion': '{release_id}'")
             expect(page.get_by_text(promoted)).to_be_visible()
             page.screenshot(path=tmp_path / "run.png")
+
+            # The releases view is current: the page and the releases asset both show the new champion.
+            page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
+            expect(page.locator("tr.serving")).to_contain_text(release_id)
+            assert page.locator("form.decide").count() == 0
+            page.goto(f"{server.url}/assets/releases", wait_until="domcontentloaded")
+            expect(page.get_by_text(release_id).first).to_be_visible()
+            page.screenshot(path=tmp_path / "releases_asset.png")
+
+            # The evaluation card of the cycle's release, as the UI renders it: every plot loads.
+            page.goto(f"{server.url}/assets/release", wait_until="domcontentloaded")
+            page.get_by_text("[Show Markdown]").first.click()
+            images = page.locator("img[src^='data:image/png']")
+            expect(images.first).to_be_visible()
+            widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+            assert len(widths) == 2 and all(w > 0 for w in widths), widths
+            expect(page.get_by_text(re.compile(r"Evaluation card — r\d{4}")).first).to_be_visible()
+            page.screenshot(path=tmp_path / "card.png")
         except BaseException:
             page.screenshot(path=tmp_path / "failure.png")
             print(f"screenshots and the server's log: {tmp_path}")
