@@ -30,8 +30,7 @@ def print_cycle(console: Console, ws, result) -> dict:
         console.print(table)
     if rel:
         console.print(f"evaluation card: {rel.card_dir}/card.md")
-        verdict = " (gates failed)" if not rel.passed else f", waiting for {rel.waiting_for}" if rel.waiting_for else ""
-        console.print(f"release: {rel.release_id} -> {rel.status}{verdict}; champion: {ws.registry.champion()}")
+        console.print(f"release: {rel.summary}; champion now: {ws.registry.champion()}")
     else:
         console.print(f"release: not released; champion: {ws.registry.champion()}")
     return outs

@@ -152,4 +152,4 @@ class ReleaseOutcome(BaseModel):
             return f"{self.release_id} rejected by its gates: " + "; ".join(failed)
         if self.status == "candidate":
             return f"{self.release_id} passed its gates and waits for {self.waiting_for or 'approval'}"
-        return f"{self.release_id} passed its gates: {self.status} (champion {self.champion or 'none'})"
+        return f"{self.release_id} passed its gates and is {self.status}"
