@@ -63,7 +63,6 @@ SETUPS = [
     Setup("+ averaging + ema", selection=ADAPT, merge=(LINES, AVERAGE, ("ema", {"decay": 0.5})), **GENERAL),
     Setup("+ wide replay", **WIDE),
     Setup("+ lines (wide replay)", merge=(LINES,), **WIDE),
-    Setup("+ averaging (wide replay)", merge=(LINES, AVERAGE), **WIDE),
 ]
 
 
@@ -355,7 +354,8 @@ def main() -> None:
         png = plot(per_cycle, BENCH_DIR / f"{args.out_name}_retention.png")
         missing = [s.name for s in setups if s.name not in {f["config"] for f in final}]
         body = (f"{args.cycles} cycles; old replay {OLD_TOKENS} tokens per cycle with recall interval {INTERVAL}, "
-                f"general replay {GENERAL_TOKENS} tokens per cycle."
+                f"general replay {GENERAL_TOKENS} tokens per cycle; wide replay: old {WIDE['old_tokens']} tokens, "
+                f"interval {WIDE['recall_interval']}, general {WIDE['general_tokens']}."
                 + (f" Not yet measured: {', '.join(missing)}." if missing else "")
                 + "\n\n## At the end\n\n" + markdown_table(final)
                 + f"\n![retention over cycles]({png.name})\n\n## Per cycle\n\n" + markdown_table(per_cycle))
