@@ -10,7 +10,6 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-import torch
 
 import evals.metrics as metrics_pkg
 from evals.card import render_card
@@ -99,36 +98,9 @@ UNKNOWN = [{"id": f"u{i}", "prompt": f"Home town of person{i}", "target": f"city
 
 @pytest.fixture(scope="module")
 def lm():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from support_wordlm import word_lm
 
-    from pipelines.lm import encode_qa, per_example_loss, score_qa
-
-    words = sorted({w for r in KNOWN + UNKNOWN for w in f"{r['prompt']} {r['target']}".split()})
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "[UNK]", *words])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="[UNK]"
-    )
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=32, n_embd=32, n_layer=1, n_head=2,
-                                       bos_token_id=1, eos_token_id=2, pad_token_id=0))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    batch = encode_qa(tokenizer, [r["prompt"] for r in KNOWN], [r["target"] for r in KNOWN])
-    prompts, targets = [r["prompt"] for r in KNOWN], [r["target"] for r in KNOWN]
-    for step in range(400):  # until every fact is recited with a per-token NLL below 0.3
-        if step % 10 == 0:
-            scores = score_qa(model, tokenizer, prompts, targets)
-            if scores.exact_match.all() and (-scores.mean_logprob).max() < 0.3:
-                break
-        model.train()
-        loss = per_example_loss(model, batch).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return model, tokenizer
+    return word_lm(KNOWN, [f"{r['prompt']} {r['target']}" for r in KNOWN + UNKNOWN])
 
 
 class FakeIndex:
