@@ -24,8 +24,8 @@ from dagster import (
 )
 
 from assets.resources import MemgovResource
-from pipelines.cycle.releases_view import OPEN_REQUEST_STATES, releases_markdown, releases_view
-from pipelines.forget.deadlines import deadline_markdown, deadline_watch
+from pipelines.cycle.releases_view import releases_markdown, releases_view
+from pipelines.forget.deadlines import OPEN, deadline_markdown, deadline_watch
 
 RELEASES = AssetKey("releases")
 
@@ -65,7 +65,7 @@ def releases(context: AssetExecutionContext, memgov: MemgovResource) -> None:
 def forget_deadlines(memgov: MemgovResource) -> AssetCheckResult:
     ws, policy = memgov.workspace(), memgov.load_policy()
     sla = policy.unlearning.sla_hours
-    statuses = deadline_watch(ws.requests.list(states=list(OPEN_REQUEST_STATES)), sla, now())
+    statuses = deadline_watch(ws.requests.list(states=list(OPEN)), sla, now())
     overdue = [s for s in statuses if s.level == "overdue"]
     near = [s for s in statuses if s.level == "near"]
     worst = overdue or near

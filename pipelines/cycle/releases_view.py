@@ -14,11 +14,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipelines.cycle.governance import approvers_needed, read_card
+from pipelines.forget.deadlines import OPEN
 from pipelines.trust.keyring import same_person
 from pipelines.workspace import Workspace
 from policies import Policy
 
-OPEN_REQUEST_STATES = ("received", "held", "planned", "applied", "failed")
 CARD_STATUSES = ("candidate", "approved", "champion")  # whose card is read (the others' verdicts are settled)
 
 
@@ -76,7 +76,7 @@ def releases_view(ws: Workspace, policy: Policy, now: dt.datetime | None = None)
                    deadline=req.deadline.isoformat(timespec="minutes"),
                    hours_left=round((req.deadline - now).total_seconds() / 3600, 1),
                    candidate=honoured.get(req.request_id))
-        for req in ws.requests.list(states=list(OPEN_REQUEST_STATES))
+        for req in ws.requests.list(states=list(OPEN))
     ]
     return ReleasesView(champion=champion, policy=policy.label, roles=list(policy.approval.roles), releases=rows,
                         requests=requests)

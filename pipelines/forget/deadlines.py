@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-OPEN = ("received", "held", "planned", "applied", "failed")
+OPEN = ("received", "held", "planned", "applied", "failed")  # not yet verified: someone must still act
 NEAR_SHARE = 0.25
 
 
