@@ -11,6 +11,7 @@ from pipelines.cycle import governance
 from pipelines.cycle.urgent import urgent_cycle
 from pipelines.forget import process_request
 from pipelines.forget.scrub import scrub_complete
+from pipelines.requests.models import LEGAL_BASES, deadline_after
 from pipelines.trust.identity import USER_TAG, IdentityRefused, UiUser, check_claim, ui_user
 from pipelines.trust.keyring import same_person
 
@@ -20,13 +21,17 @@ cycle_job = define_asset_job(
     description="One cycle: admit a batch, select, update, edit/forget, refresh the index, evaluate, gate, release.",
 )
 
-def signed_in(context: OpExecutionContext, ws, job: str, claimed: str, field: str, role: str, roles: str) -> UiUser:
-    """Who launched this run, as the UI server sealed it into the run's tags; a re-executed decision is refused."""
+def signed_in_user(context: OpExecutionContext, ws, job: str) -> UiUser:
+    """Who launched this run, as the UI server sealed it into the run's tags; a re-executed run is refused."""
     if context.run.tags.get("dagster/parent_run_id"):
         raise IdentityRefused(f"this {job} run re-executes an earlier run: a decision is made afresh, never replayed")
-    ring = ws.keyring()
-    user = ui_user(ring, dict(context.run.tags), job)
-    check_claim(user, claimed, field, roles, role, ring)
+    return ui_user(ws.keyring(), dict(context.run.tags), job)
+
+
+def signed_in(context: OpExecutionContext, ws, job: str, claimed: str, field: str, role: str, roles: str) -> UiUser:
+    """The signed-in user, who must hold the role claimed and be the person any `field` of the config names."""
+    user = signed_in_user(context, ws, job)
+    check_claim(user, claimed, field, roles, role, ws.keyring())
     context.log.info(f"decision by {user.name} (signed in via {user.via})")
     return user
 
@@ -119,6 +124,48 @@ def forget_launcher(context: OpExecutionContext, ws, claimed: str) -> str:
                                   "launched_by empty")
         return user.name
     return f"system:sensor:{tags['dagster/sensor_name']}" if tags.get("dagster/sensor_name") else "system:launch"
+
+LegalBasis = Enum("LegalBasis", {basis: basis for basis in LEGAL_BASES})  # the Launchpad offers the valid ones
+
+
+class FilingConfig(Config):
+    request_id: str = Field(description="an id for the request (letters, digits, - _ .); the same id twice is one request")
+    subject_ids: list[str] = Field(default_factory=list, description="subject ids whose rows are forgotten")
+    row_ids: list[str] = Field(default_factory=list, description="row ids to forget")
+    subject: str = Field("", description="a subject's name as it appears in the data")
+    text_regex: str = Field("", description="a regular expression over row text")
+    reason: str = Field(description="why the data must be forgotten")
+    legal_basis: LegalBasis = Field(LegalBasis.gdpr_art17, description="the legal ground for deleting")
+    deadline_days: float = Field(30.0, description="deadline, in days from now")
+    urgent: bool = Field(False, description="an unlearning-only candidate at once instead of the next cycle")
+    requester: str = ""  # optional: the signed-in user is the requester; a different name here is refused
+
+
+@op
+def file_forget_request(context: OpExecutionContext, config: FilingConfig, memgov: MemgovResource) -> dict:
+    """File a forget request as the signed-in user, with the CLI's validation; the forget sensor then runs it."""
+    from pipelines.ops import file_request_from_ui
+
+    ws, policy = memgov.governed()
+    user = signed_in_user(context, ws, "forget_filing")
+    selector = {"subject_ids": config.subject_ids, "row_ids": config.row_ids,
+                **({"subject": config.subject} if config.subject.strip() else {}),
+                **({"text_regex": config.text_regex} if config.text_regex.strip() else {})}
+    fields = {"request_id": config.request_id, "requester": config.requester, "selector": selector,
+              "reason": config.reason, "legal_basis": config.legal_basis.value,
+              "deadline": deadline_after(config.deadline_days, "deadline_days"), "urgent": config.urgent}
+    stored, created = file_request_from_ui(ws, fields, user.name, user.via, context.run_id)
+    context.log.info(f"forget request {stored.request_id} {'received' if created else 'already on file'} "
+                     f"(state: {stored.state}; requester {stored.requester})")
+    publish_releases(context, ws, policy)
+    return {"request_id": stored.request_id, "state": stored.state, "created": created}
+
+
+@job(description="File a forget request as the signed-in user (selector, reason, legal basis, deadline); the "
+                 "forget-request sensor turns it into exactly one forget_request run.")
+def forget_filing():
+    file_forget_request()
+
 
 @op(tags=GPU_TAGS)
 def process_forget_request(context: OpExecutionContext, config: ForgetConfig, memgov: MemgovResource) -> dict:

@@ -95,6 +95,8 @@ def render_page(view: ReleasesView, user: str | None, granted: list[str], messag
             "<label>Reason<br><textarea name='reason' rows='3' cols='60' required></textarea></label><br><br>"
             f"<button type='submit'>Record decision on {_esc(rid)}</button></form>"
             for rid in view.pending)
+    from memgov.forget_page import render_form  # the forget form imports this module's launch pieces
+
     note = (f"<p id='memgov-message' style='color:{'#b00' if error else '#060'}'>{_esc(message)}</p>"
             if message else "")
     who = f"signed in as <b>{_esc(user)}</b>" if user else "not signed in"
@@ -108,7 +110,8 @@ margin:1em 0;max-width:40em}}</style></head><body>
 <th>still needed</th><th>cycle</th></tr>{rows}</table>
 {forms}
 <h3>Open forget requests</h3><table><tr><th>request</th><th>state</th><th>urgent</th><th>deadline</th>
-<th>hours left</th><th>candidate</th></tr>{requests}</table></body></html>"""
+<th>hours left</th><th>candidate</th></tr>{requests}</table>
+{render_form(user)}</body></html>"""
 
 
 LAUNCH = """mutation LaunchDecision($executionParams: ExecutionParams!) {

@@ -291,6 +291,8 @@ class GovernanceGate:
                                            "authentication": ring.ui.configured})
         if path == "/memgov/releases":
             return await self._releases(ring, scope, receive, send)
+        if path == "/memgov/forget":
+            return await self._forget(ring, scope, receive, send)
         if path == "/memgov/logout":
             return await _redirect(send, "/", f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict")
         if path != "/memgov/login":
@@ -330,20 +332,49 @@ class GovernanceGate:
             if who is None:
                 raise page.FormRefused("you are not signed in: sign in to decide")
             decision = page.parse_form(form, view, granted)
-            location, repository = await self._repository(page)
+            location, repository = await self._repository(page.JOB)
             payload = admit_graphql(ring, page.launch_payload(decision, location, repository), who)
             run_id = page.launch_outcome(await self._inner_graphql(payload))
         except (page.FormRefused, Refusal) as exc:
             return await _html(send, 400, page.render_page(view, user, granted, str(exc), error=True))
         return await _redirect(send, f"/runs/{run_id}", "")
 
-    async def _repository(self, page) -> tuple[str, str]:
-        answer = await self._inner_graphql({"query": page.LOCATION})
+    async def _forget(self, ring, scope, receive, send):
+        """A POST of the forget form launches forget_filing as the signed-in user, then shows its run."""
+        from memgov import decide_page as page
+        from memgov import forget_page
+        from pipelines.cycle.policy_in_force import policy_in_force
+        from pipelines.cycle.releases_view import releases_view
+        from pipelines.workspace import Workspace
+
+        if scope.get("method") != "POST":
+            return await _redirect(send, "/memgov/releases", "")
+        who = identify(ring, scope)
+        form = parse_qs((await _read_body(receive)).decode("utf-8", "replace"), keep_blank_values=True)
+        try:
+            if who is None:
+                raise page.FormRefused("you are not signed in: sign in to file a forget request")
+            filing = forget_page.parse_filing(form, who[0])
+            location, repository = await self._repository(forget_page.JOB)
+            payload = admit_graphql(ring, forget_page.launch_payload(filing, location, repository), who)
+            run_id = page.launch_outcome(await self._inner_graphql(payload))
+        except (page.FormRefused, Refusal) as exc:
+            ws = Workspace.open(self.home)
+            view = releases_view(ws, policy_in_force(ws, None))
+            user = who[0] if who else None
+            granted = ring.roles_of(user) if user else []
+            return await _html(send, 400, page.render_page(view, user, granted, str(exc), error=True))
+        return await _redirect(send, f"/runs/{run_id}", "")
+
+    async def _repository(self, job: str) -> tuple[str, str]:
+        from memgov.decide_page import LOCATION, FormRefused
+
+        answer = await self._inner_graphql({"query": LOCATION})
         nodes = ((answer.get("data") or {}).get("repositoriesOrError") or {}).get("nodes") or []
         for node in nodes:
-            if any(j["name"] == page.JOB for j in node.get("jobs") or []):
+            if any(j["name"] == job for j in node.get("jobs") or []):
                 return node["location"]["name"], node["name"]
-        raise page.FormRefused(f"no code location defines the {page.JOB} job; is the deployment loaded?")
+        raise FormRefused(f"no code location defines the {job} job; is the deployment loaded?")
 
     async def _inner_graphql(self, payload: Any) -> dict:
         """A GraphQL call to the wrapped webserver from this process (already admitted by the caller)."""

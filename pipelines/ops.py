@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.forget.filing import check_filing, holder_of, sign_request
+from pipelines.forget.filing import attested_by, check_filing, holder_of, sign_request, ui_attestation
 from pipelines.requests.models import ForgetRequest, deadline_after
 from pipelines.requests.store import StoredRequest
+from pipelines.trust.decisions import SignatureRefused
+from pipelines.trust.keyring import same_person
 from pipelines.workspace import Workspace
 
 
@@ -31,6 +33,35 @@ def file_request(ws: Workspace, request: ForgetRequest | dict[str, Any],
         ws.log.append(who.person, "forget.received", stored.request_id, reason=stored.legal_basis,
                       details={"selector": ws.log.redact(json.dumps(stored.selector, sort_keys=True)),
                                "urgent": stored.urgent, "signed": who.proof()})
+    return stored, created
+
+
+def file_request_from_ui(ws: Workspace, fields: dict[str, Any], user: str, via: str,
+                         run_id: str) -> tuple[StoredRequest, bool]:
+    """File a request for the user signed in to `memgov ui` (the run's sealed identity): the same validation,
+    store and log line as a signed filing, vouched for by the UI server instead of a private key.
+
+    The requester is the signed-in user (a `requester` naming anyone else is refused), and one run files one
+    request: a second filing carrying the same run id is refused."""
+    claimed = str(fields.pop("requester", "") or "").strip()
+    if claimed and same_person(claimed) != same_person(user):
+        raise SignatureRefused(f"requester is {claimed!r} but you are signed in as {user}: a request is filed under "
+                               "the signed-in user's name only (leave requester empty)")
+    req = ForgetRequest(**{**fields, "requester": user})
+    ring = ws.keyring()
+    for event in ws.log.events():
+        if event["action"] == "forget.received" and (event.get("details") or {}).get("signed", {}).get("run_id") == run_id:
+            raise SignatureRefused(f"run {run_id} already filed request {event['object']}; one run files one request")
+    attestation = ui_attestation(ring, req, user, via, run_id)
+    attested_by(ring, attestation, req)
+    stored, created = ws.requests.submit(req)
+    if created:
+        proof = {"via": f"ui:{via}", "user": user, "run_id": run_id}
+        stored = ws.requests.update_evidence(stored.request_id,
+                                             lambda _s, e: {**e, "filed": {"signed": proof, "attested": attestation}})
+        ws.log.append(user, "forget.received", stored.request_id, reason=stored.legal_basis, run_id=run_id,
+                      details={"selector": ws.log.redact(json.dumps(stored.selector, sort_keys=True)),
+                               "urgent": stored.urgent, "signed": proof})
     return stored, created
 
 

@@ -8,11 +8,14 @@ store (or a signature lifted from another request) is refused there, before the 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 from typing import Any
 
 from pipelines.requests.models import ForgetRequest
 from pipelines.requests.store import StoredRequest
+from pipelines.store.base import canonical_json
 from pipelines.trust.decisions import (
     SignatureRefused,
     SignedBy,
@@ -22,7 +25,7 @@ from pipelines.trust.decisions import (
     statement,
     verify_decision,
 )
-from pipelines.trust.keyring import same_person
+from pipelines.trust.keyring import Keyring, same_person
 from pipelines.trust.keys import load_private, public_text
 from pipelines.workspace import Workspace
 
@@ -65,13 +68,57 @@ def check_filing(ws: Workspace, req: ForgetRequest, envelope: Any, fresh: bool =
 def filed_signer(ws: Workspace, stored: StoredRequest) -> SignedBy:
     """Re-verify a stored request's signature before its scrub (any age: requests wait for cycles); refuse one
     that was never signed, was signed for other content, or whose signer is not the requester it records."""
-    envelope = ((stored.evidence or {}).get("filed") or {}).get("envelope")
+    filed = (stored.evidence or {}).get("filed") or {}
+    envelope = filed.get("envelope")
+    if envelope is None and filed.get("attested") is not None:
+        return attested_by(ws.keyring(), filed["attested"], stored)
     if envelope is None:
         raise SignatureRefused(f"request {stored.request_id} carries no requester's signature (it did not come "
-                               "through `memgov forget --key` or `submit_forget_request(key=...)`); nothing is "
+                               "through `memgov forget --key`, `submit_forget_request(key=...)` or the signed-in UI); nothing is "
                                "deleted for an unsigned request: file it again, signed")
     who = verify_decision(ws.keyring(), envelope, ACTION, request_subject(stored), need_role=False, max_age=None)
     if same_person(stored.requester) != same_person(who.person):
         raise SignatureRefused(f"request {stored.request_id} records {stored.requester} as its requester but is "
                                f"signed by {who.person}")
     return who
+
+
+UI_KIND = "memgov.ui-filing/v1"
+
+
+def _ui_mac(secret: str, body: dict[str, Any]) -> str:
+    return hmac.new(secret.encode(), canonical_json(body), hashlib.sha256).hexdigest()
+
+
+def ui_attestation(ring: Keyring, req: ForgetRequest, user: str, via: str, run_id: str) -> dict[str, Any]:
+    """The server's word that `user`, signed in to `memgov ui`, filed exactly this request from run `run_id`.
+
+    A person at the browser holds no private key, so the UI server vouches instead: an HMAC under the keyring's
+    UI secret (the one that seals run identities) over the request's content, the user and the run. A row written
+    straight into the request store cannot carry one without that secret."""
+    if not ring.ui.secret:
+        raise SignatureRefused("the keyring's ui section has no secret, so the UI cannot vouch for a filing: "
+                               "configure sign-in (README, Security model) or file with `memgov forget --key`")
+    body = {"kind": UI_KIND, "subject": request_subject(req), "user": user, "via": via, "run_id": run_id}
+    return {**body, "mac": _ui_mac(ring.ui.secret, body)}
+
+
+def attested_by(ring: Keyring, attestation: Any, req: ForgetRequest | StoredRequest) -> SignedBy:
+    """The signed-in requester a UI attestation names, after checking its seal, content, user and requester."""
+    if not isinstance(attestation, dict) or attestation.get("kind") != UI_KIND:
+        raise SignatureRefused(f"request {req.request_id}'s UI attestation is malformed")
+    body = {k: v for k, v in attestation.items() if k != "mac"}
+    mac = str(attestation.get("mac", ""))
+    if not ring.ui.secret or not hmac.compare_digest(mac, _ui_mac(ring.ui.secret, body)):
+        raise SignatureRefused(f"request {req.request_id}'s UI attestation was not made by this deployment's UI "
+                               "server (or the UI secret has been rotated since): file it again")
+    if body.get("subject") != request_subject(req):
+        raise SignatureRefused(f"request {req.request_id}'s UI attestation covers other content than the request")
+    person = ring.person(str(body.get("user", "")))
+    if person is None:
+        raise SignatureRefused(f"{body.get('user')} filed request {req.request_id} from the UI but is no longer in "
+                               "the keyring")
+    if same_person(req.requester) != same_person(person[0]):
+        raise SignatureRefused(f"request {req.request_id} records {req.requester} as its requester but was filed "
+                               f"from the UI by {person[0]}")
+    return SignedBy(person[0], f"ui:{body.get('via')}", "requester", req.reason, "ui:" + mac, {})

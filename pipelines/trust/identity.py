@@ -18,7 +18,7 @@ USER_TAG = "memgov/identity"
 SEAL_TAG = "memgov/identity-seal"
 VIA_TAG = "memgov/identity-via"
 MAX_AGE_S = 24 * 3600
-GOVERNANCE_JOBS = ("release_decision", "gate_waiver", "rollback", "forget_request")
+GOVERNANCE_JOBS = ("release_decision", "gate_waiver", "rollback", "forget_request", "forget_filing")
 
 
 class IdentityRefused(ValueError):

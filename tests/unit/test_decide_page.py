@@ -59,3 +59,27 @@ def test_a_launch_that_is_refused_reads_as_the_servers_reason():
     with pytest.raises(FormRefused, match="memgov: you are not signed in"):
         launch_outcome({"data": {"launchRun": {"__typename": "InvalidSubsetError",
                                                "message": "memgov: you are not signed in"}}})
+
+
+def test_the_forget_form_names_a_bad_field_before_anything_launches():
+    from memgov.forget_page import parse_filing
+
+    def form(**fields):
+        base = {"subject_ids": "s001, s002", "reason": "erasure request", "legal_basis": "gdpr_art17",
+                "deadline_days": "10"}
+        return {k: [v] for k, v in {**base, **fields}.items()}
+
+    filing = parse_filing(form(urgent="on"), "olga")
+    assert filing.subject_ids == ["s001", "s002"] and filing.urgent and filing.request_id.startswith("ui-")
+    config = filing.run_config()["ops"]["file_forget_request"]["config"]
+    assert config["legal_basis"] == "gdpr_art17" and config["deadline_days"] == 10.0
+    with pytest.raises(FormRefused, match="reason"):
+        parse_filing(form(reason=""), "olga")
+    with pytest.raises(FormRefused, match="selector"):
+        parse_filing(form(subject_ids=""), "olga")
+    with pytest.raises(FormRefused, match="legal_basis"):
+        parse_filing(form(legal_basis="because"), "olga")
+    with pytest.raises(FormRefused, match="deadline_days"):
+        parse_filing(form(deadline_days="soon"), "olga")
+    with pytest.raises(FormRefused, match="deadline_days"):
+        parse_filing(form(deadline_days="-1"), "olga")

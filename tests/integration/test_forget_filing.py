@@ -1,0 +1,110 @@
+"""Filing a forget request from the UI: the `forget_filing` job files under the sealed signed-in user, with the
+CLI's validation, and the UI server's attestation is what lets the scrub run. Forged tags, a different requester,
+a replayed run and an attestation copied onto another row are refused. Real Dagster instance, real stores."""
+
+from __future__ import annotations
+
+import pytest
+from support_forget import HashEmbedder, holdings, small_deployment, subject
+from support_keys import keyholder
+
+from assets.definitions import defs
+from pipelines.forget import process_request
+from pipelines.forget.filing import filed_signer
+from pipelines.ops import file_request_from_ui
+from pipelines.requests.models import deadline_after
+from pipelines.trust.decisions import SignatureRefused
+from pipelines.trust.identity import USER_TAG, VIA_TAG, identity_tags
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    ws = small_deployment(tmp_path / "home")
+    monkeypatch.setenv("MEMGOV_HOME", str(ws.home))
+    monkeypatch.delenv("MEMGOV_POLICY", raising=False)
+    monkeypatch.setattr("assets.jobs.shared_embedder", HashEmbedder)
+    keyholder(ws.home, "olga", "ml-lead")
+    return ws
+
+
+def _config(request_id: str = "req-ui-1", **fields) -> dict:
+    base = {"request_id": request_id, "subject_ids": [subject(4)], "reason": "erasure request from the data subject",
+            "legal_basis": "gdpr_art17", "deadline_days": 10.0}
+    return {"ops": {"file_forget_request": {"config": {**base, **fields}}}}
+
+
+def _run(config: dict, tags: dict[str, str]):
+    from dagster import DagsterInstance
+
+    with DagsterInstance.ephemeral() as instance:
+        return defs.resolve_job_def("forget_filing").execute_in_process(
+            run_config=config, tags=tags, instance=instance, raise_on_error=False)
+
+
+def _failure(result) -> str:
+    return " ".join(e.event_specific_data.error.to_string() for e in result.all_node_events if e.is_failure)
+
+
+def _sealed(ws, user: str = "olga") -> dict[str, str]:
+    return identity_tags(ws.keyring().ui.secret, user, "forget_filing", "login")
+
+
+def test_a_ui_filing_is_the_signed_in_users_and_its_scrub_runs(ws):
+    result = _run(_config(), _sealed(ws))
+    assert result.success, _failure(result)
+    stored = ws.requests.get("req-ui-1")
+    assert stored.requester == "olga" and stored.state == "received"
+    assert stored.evidence["filed"]["signed"]["via"] == "ui:login"
+    (event,) = [e for e in ws.log.events() if e["action"] == "forget.received"]
+    assert event["actor"] == "olga" and event["run_id"] == result.run_id
+    assert filed_signer(ws, stored).person == "olga"
+    assert process_request(ws, "req-ui-1")["state"] == "planned"  # scrubbed; the model forgets next cycle
+    assert not holdings(ws, {subject(4)})
+
+
+def test_bad_fields_are_named_and_nothing_is_filed(ws):
+    result = _run(_config(request_id="../etc", subject_ids=[]), _sealed(ws))
+    text = _failure(result)
+    assert not result.success and "request_id" in text and "selector" in text
+    assert ws.requests.list() == []
+
+
+def test_a_forged_identity_or_another_requester_files_nothing(ws):
+    forged = _run(_config(), {USER_TAG: "olga", VIA_TAG: "login"})
+    assert not forged.success and "was not set by memgov's UI server" in _failure(forged)
+    other = _run(_config(requester="privacy-office"), _sealed(ws))
+    assert not other.success and "signed in as olga" in _failure(other)
+    assert ws.requests.list() == []
+
+
+def test_one_run_files_one_request(ws):
+    fields = {"request_id": "req-a", "selector": {"subject_ids": [subject(4)]}, "reason": "erasure",
+              "legal_basis": "gdpr_art17", "deadline": deadline_after(5)}
+    file_request_from_ui(ws, dict(fields), "olga", "login", "run-1")
+    with pytest.raises(SignatureRefused, match="already filed request req-a"):
+        file_request_from_ui(ws, {**fields, "request_id": "req-b"}, "olga", "login", "run-1")
+    assert [r.request_id for r in ws.requests.list()] == ["req-a"]
+
+
+def test_an_attestation_copied_onto_another_row_deletes_nothing(ws):
+    assert _run(_config(), _sealed(ws)).success
+    attested = ws.requests.get("req-ui-1").evidence["filed"]
+    # someone with write access to the request database files a wider request and pastes olga's attestation
+    fields = {"request_id": "req-wide", "selector": {"subject_ids": [subject(3), subject(4)]}, "reason": "erasure",
+              "legal_basis": "gdpr_art17", "deadline": deadline_after(5), "requester": "olga"}
+    ws.requests.submit(fields)
+    ws.requests.update_evidence("req-wide", lambda _s, e: {**e, "filed": attested})
+    out = process_request(ws, "req-wide")
+    assert out["state"] == "failed" and "covers other content" in ws.requests.get("req-wide").evidence["failure"]
+    assert holdings(ws, {subject(3)}), "the data is untouched"
+
+
+def test_a_rotated_ui_secret_voids_pending_ui_filings(ws):
+    assert _run(_config(), _sealed(ws)).success
+    ring = ws.keyring()
+    ring.ui.secret = "0" * 64
+    stored = ws.requests.get("req-ui-1")
+    from pipelines.forget.filing import attested_by
+
+    with pytest.raises(SignatureRefused, match="rotated"):
+        attested_by(ring, stored.evidence["filed"]["attested"], stored)
