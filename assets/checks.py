@@ -17,12 +17,18 @@ from pipelines.cycle.release import gate_decision
 def gates(evaluation_card: Measurement, memgov: MemgovResource) -> AssetCheckResult:
     decision = gate_decision(memgov.workspace(), memgov.load_policy(), evaluation_card)
     verdicts = [v.model_dump() for v in decision.verdicts]
+    failed = decision.failed
+    rid = evaluation_card.card["release_id"]
     return AssetCheckResult(
         passed=decision.passed,
         severity=AssetCheckSeverity.ERROR,
-        description=decision.summary(),
+        description=(f"{rid} rejected by {len(failed)} gate(s): {decision.summary()}" if failed
+                     else f"{rid}: {decision.summary()}"),
         metadata={
-            "candidate": evaluation_card.card["release_id"],
+            "candidate": rid,
+            "failed_gates": len(failed),
+            **{f"failed/{v.metric}": MetadataValue.text(
+                f"{'-' if v.value is None else round(v.value, 4)} vs {v.threshold}") for v in failed},
             "verdicts": MetadataValue.md(verdicts_markdown(verdicts)),
             **{f"metric/{k}": float(v) for k, v in evaluation_card.metrics.items() if v is not None},
         },

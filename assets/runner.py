@@ -56,8 +56,15 @@ def output_of(result, node: str) -> Any:
 
 
 def run_cycle(ws: Workspace, batch: str | None = None):
+    """A run of `governed_cycle` tagged with its batch (the oldest pending one when none is named), as the sensor
+    tags its runs, so the UI's run list says which batch each cycle took."""
+    from pipelines.cycle.stages import pending_batches
+
     config = {"ops": {"admitted_batch": {"config": {"batch": batch or ""}}}}
-    return run_job(ws, "governed_cycle", config, tags={"memgov/trigger": "cli"})
+    pending = pending_batches(ws)
+    named = Path(batch).stem if batch else (pending[0].stem if pending else "")
+    tags = {"memgov/trigger": "cli", **({"memgov/batch": named} if named else {})}
+    return run_job(ws, "governed_cycle", config, tags=tags)
 
 
 def tick_sensor(ws: Workspace, sensor_name: str) -> list:

@@ -3,7 +3,6 @@
 
 from dagster import (
     DefaultScheduleStatus,
-    DefaultSensorStatus,
     RunRequest,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
@@ -12,6 +11,7 @@ from dagster import (
     sensor,
 )
 
+from assets.automation import sensor_status
 from assets.jobs import cycle_job, forget_request
 from assets.resources import MemgovResource
 from pipelines.cycle.stages import pending_batches
@@ -19,7 +19,7 @@ from pipelines.forget import pending_scrubs
 from pipelines.forget.scrub import attempts_made, lease_live
 
 
-@sensor(job=cycle_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
+@sensor(job=cycle_job, minimum_interval_seconds=60, default_status=sensor_status())
 def new_batch_sensor(context: SensorEvaluationContext, memgov: MemgovResource):
     """One cycle per new file in the inbox, keyed by the batch name so a batch is never run twice."""
     pending = pending_batches(memgov.workspace())
@@ -31,7 +31,7 @@ def new_batch_sensor(context: SensorEvaluationContext, memgov: MemgovResource):
                       tags={"memgov/batch": first.stem})
 
 
-@sensor(job=forget_request, minimum_interval_seconds=30, default_status=DefaultSensorStatus.STOPPED)
+@sensor(job=forget_request, minimum_interval_seconds=30, default_status=sensor_status())
 def forget_request_sensor(context: SensorEvaluationContext, memgov: MemgovResource):
     """Every received forget request becomes exactly one run per attempt: run_key = request id and attempt number,
     so a run that died part-way (its lease ran out, the journal still incomplete) is retried, never duplicated."""
@@ -45,7 +45,7 @@ def forget_request_sensor(context: SensorEvaluationContext, memgov: MemgovResour
                          tags={"memgov/request": req.request_id, "memgov/urgent": str(bool(req.urgent)).lower()})
 
 
-@schedule(job=cycle_job, cron_schedule="0 3 * * *", default_status=DefaultScheduleStatus.STOPPED)
+@schedule(job=cycle_job, cron_schedule="0 3 * * *", default_status=DefaultScheduleStatus.STOPPED)  # stays off: the batch sensor runs each new batch
 def nightly_cycle(context: ScheduleEvaluationContext):
     """The regular cycle: takes the oldest unprocessed batch, if any."""
     return RunRequest(run_key=None, tags={"memgov/trigger": "schedule"})

@@ -13,7 +13,6 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetSelection,
-    DefaultScheduleStatus,
     MetadataValue,
     OpExecutionContext,
     RunRequest,
@@ -23,8 +22,10 @@ from dagster import (
     schedule,
 )
 
+from assets.automation import schedule_status
 from assets.resources import MemgovResource
 from pipelines.cycle.releases_view import releases_markdown, releases_view
+from pipelines.forget.alerts import route_deadline_alerts
 from pipelines.forget.deadlines import OPEN, deadline_markdown, deadline_watch
 
 RELEASES = AssetKey("releases")
@@ -69,13 +70,16 @@ def forget_deadlines(memgov: MemgovResource) -> AssetCheckResult:
     overdue = [s for s in statuses if s.level == "overdue"]
     near = [s for s in statuses if s.level == "near"]
     worst = overdue or near
+    delivery = route_deadline_alerts(ws.home, statuses)  # the hook the runbook names: outbox + optional webhook
     return AssetCheckResult(
         passed=not worst,
         severity=AssetCheckSeverity.ERROR if overdue else AssetCheckSeverity.WARN,
         description=("; ".join(s.line() for s in worst) if worst
                      else f"{len(statuses)} open forget request(s), all within {sla:g} h SLA and their deadlines"),
         metadata={"requests": MetadataValue.md(deadline_markdown(statuses, sla)), "overdue": len(overdue),
-                  "near_deadline": len(near), "sla_hours": float(sla)},
+                  "near_deadline": len(near), "sla_hours": float(sla),
+                  "alerted": ", ".join(delivery.sent) or "none new",
+                  **({"alert_webhook_error": delivery.webhook_error} if delivery.webhook_error else {})},
     )
 
 
@@ -84,7 +88,7 @@ releases_refresh = define_asset_job(
     description="Re-read the registry and the request store; the forget_deadlines check runs with it.")
 
 
-@schedule(job=releases_refresh, cron_schedule="*/15 * * * *", default_status=DefaultScheduleStatus.STOPPED)
+@schedule(job=releases_refresh, cron_schedule="*/15 * * * *", default_status=schedule_status())
 def forget_deadline_watch(context):
     """Every 15 minutes: the releases view refreshed and every forget request's deadline checked."""
     return RunRequest(run_key=None, tags={"memgov/trigger": "deadline-watch"})

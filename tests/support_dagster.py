@@ -91,17 +91,18 @@ class DagsterDev:
             pass
 
 
-def dagster_env(home: Path, policy: str = "default") -> dict[str, str]:
-    """Environment for a `dagster dev` over `home`: its own instance, state folder and policy; offline."""
+def dagster_env(home: Path, policy: str = "default", automation: bool = False) -> dict[str, str]:
+    """Environment for a `dagster dev` over `home`: its own instance, state folder and policy; offline. Sensors and
+    schedules stay off unless `automation` (a test that wants the daemon to act says so)."""
     env = {**os.environ, "MEMGOV_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "MEMGOV_POLICY": policy,
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "MEMGOV_AUTOMATION": "on" if automation else "off"}
     for var in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         env[var] = "1"
     return env
 
 
 def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeout_s: float = START_TIMEOUT_S,
-                      memgov_ui: bool = False) -> DagsterDev:
+                      memgov_ui: bool = False, automation: bool = False) -> DagsterDev:
     """Start `dagster dev -m assets.definitions` (or `memgov ui`, the webserver behind memgov's authentication layer)
     on a free loopback port; return once /server_info answers."""
     from assets.runner import DAGSTER_YAML
@@ -117,7 +118,7 @@ def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeou
            [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions", "-h", "127.0.0.1", "-p", str(port)])
     proc = subprocess.Popen(
         [sys.executable, "-c", _DEFAULT_SIGNALS_THEN_EXEC, *cmd],
-        cwd=ROOT, env=dagster_env(home, policy), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT, env=dagster_env(home, policy, automation), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     log.close()
     server = DagsterDev("127.0.0.1", port, proc, log_path)
@@ -133,8 +134,9 @@ def start_dagster_dev(home: Path, log_dir: Path, policy: str = "default", timeou
 
 
 @contextmanager
-def dagster_dev(home: Path, log_dir: Path, policy: str = "default", memgov_ui: bool = False) -> Iterator[DagsterDev]:
-    server = start_dagster_dev(home, log_dir, policy, memgov_ui=memgov_ui)
+def dagster_dev(home: Path, log_dir: Path, policy: str = "default", memgov_ui: bool = False,
+                automation: bool = False) -> Iterator[DagsterDev]:
+    server = start_dagster_dev(home, log_dir, policy, memgov_ui=memgov_ui, automation=automation)
     try:
         yield server
     finally:

@@ -41,7 +41,11 @@ def _demo_key(ws, person: str):
 def run_demo(home: str | None, fresh: bool, console: Console) -> int:
     os.environ["MEMGOV_POLICY"] = "demo"
     os.environ.setdefault("TQDM_MININTERVAL", "1")
+    from transformers.utils import logging as hf_logging
+
     from pipelines.workspace import Workspace
+
+    hf_logging.disable_progress_bar()  # a bar per checkpoint load buries the story's own progress lines
 
     ws = Workspace.open(home)
     if fresh and ws.home.exists():
@@ -60,6 +64,7 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
         timings[name] = time.perf_counter() - t0
 
     console.print(STORY)
+    from assets.automation import switch_on
     from assets.runner import run_cycle, tick_sensor
     from memgov.demo.deploy import deploy_demo, world_of
     from memgov.report import print_cycle
@@ -68,6 +73,8 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
     policy = load_policy("demo")
     with stage("init (base model, data tables, stores, index)"):
         info = deploy_demo(ws, policy)
+        switch_on(ws.home, "the demo's home is for watching the loop: new batches and forget requests run by "
+                           "themselves under `memgov ui`")
         console.print(f"$ memgov init --base-model {info.get('base_model')} --data {info.get('data')}")
         console.print(info)
     outs = {}

@@ -161,7 +161,10 @@ def test_dagster_instance_recorded_the_cycles_and_the_gate_checks(demo_home):
 
     instance = DagsterInstance.get()
     runs = instance.get_runs()
-    assert len([r for r in runs if r.job_name == "governed_cycle"]) == 3
+    cycles = [r for r in runs if r.job_name == "governed_cycle"]
+    assert len(cycles) == 3
+    batches = {r.tags.get("memgov/batch", "") for r in cycles}
+    assert len(batches) == 3 and all(b.startswith("batch_") for b in batches), "each cycle run names its batch"
     assert len([r for r in runs if r.job_name == "forget_request"]) == 1
     for name in ("admitted_batch", "selected_samples", "candidate_update", "candidate_model", "candidate_index",
                  "evaluation_card"):

@@ -99,6 +99,72 @@ def expect_visible(locator, timeout_ms: float = 30_000) -> None:
     expect(locator).to_be_visible(timeout=timeout_ms)
 
 
+def rejected_cycle_run(home: Path) -> str:
+    """The run id of the demo's cycle whose candidate its gates rejected."""
+    from dagster import AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        records = instance.fetch_materializations(AssetKey("release"), limit=20).records
+    return next(r.run_id for r in records if r.asset_materialization.metadata["status"].value == "rejected")
+
+
+def unforgotten_subjects(home: Path, n: int) -> list[str]:
+    ws = Workspace.open(home)
+    tomb = ws.requests.tombstones()
+    names = [r["subject"] for r in ws.data.rows("admitted", "initial")[1:] if r.get("subject") and not tomb.covers(r)]
+    return list(dict.fromkeys(names))[-n:]
+
+
+def file_from_the_page(page, server, request_id: str, subject: str, days: str, urgent: bool) -> None:
+    page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
+    form = page.locator("#forget-form")
+    form.locator("input[name=request_id]").fill(request_id)
+    form.locator("input[name=subject]").fill(subject)
+    form.locator("select[name=legal_basis]").select_option("gdpr_art17")
+    form.locator("input[name=deadline_days]").fill(days)
+    if urgent:
+        form.locator("input[name=urgent]").check()
+    form.locator("textarea[name=reason]").fill("erasure request received by phone")
+    form.get_by_role("button").click()
+    page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
+    assert run_outcome(page, server, "") == "Success"
+
+
+def wait_for_state(home: Path, request_id: str, state: str, timeout_s: float = 420.0):
+    """The daemon's forget sensor ticks every 30 s; the urgent run then trains an unlearning-only candidate."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        req = Workspace.open(home).requests.get(request_id)
+        if req.state == state:
+            return req
+        assert req.state != "failed", req.evidence.get("failure")
+        time.sleep(3)
+    raise AssertionError(f"{request_id} is {req.state}, not {state}, after {timeout_s:.0f} s")
+
+
+def check_evaluations(home: Path, check: str) -> list:
+    """The releases asset's `check` executions, newest first, from the deployment's instance."""
+    from dagster import AssetCheckKey, AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        key = AssetCheckKey(AssetKey("releases"), check)
+        return list(instance.event_log_storage.get_asset_check_execution_history(key, limit=100))
+
+
+def wait_for_check(home: Path, check: str, seen: int, timeout_s: float = 180.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        history = check_evaluations(home, check)
+        if len(history) > seen and history[0].status.value in ("SUCCEEDED", "FAILED"):
+            return
+        time.sleep(2)
+    raise AssertionError(f"no new evaluation of {check} within {timeout_s:.0f} s")
+
+
 def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_release: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -111,7 +177,7 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
     reason = "evaluation card reviewed in the UI"
     config = {"release_id": release_id, "decision": "approve", "role": "ml-lead", "reason": reason}
 
-    with dagster_dev(home, tmp_path, memgov_ui=True) as server, sync_playwright() as pw:
+    with dagster_dev(home, tmp_path, memgov_ui=True, automation=True) as server, sync_playwright() as pw:
         location = wait_for_location(server)
         browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -192,6 +258,49 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
             assert len(widths) == 2 and all(w > 0 for w in widths), widths
             expect(page.get_by_text(re.compile(r"Evaluation card — r\d{4}")).first).to_be_visible()
             page.screenshot(path=tmp_path / "card.png")
+
+            # A gate rejection reads as a verdict on its cycle's run page: the failed gates, values and thresholds.
+            rejected_run = rejected_cycle_run(home)
+            page.goto(f"{server.url}/runs/{rejected_run}", wait_until="domcontentloaded")
+            expect(page.get_by_text(re.compile(r"r\d{4} rejected by its gates: new_fact_recall")).first).to_be_visible()
+            page.screenshot(path=tmp_path / "rejection.png")
+
+            # Forget requests filed from the releases page, as the signed-in user: one with a deadline about to
+            # pass, one urgent. The daemon's sensor runs each; the urgent one's candidate waits for a decision.
+            late_subject, urgent_subject = unforgotten_subjects(home, 2)
+            known = {r.release_id for r in Workspace.open(home).registry.list()}
+            file_from_the_page(page, server, "req-browser-late", late_subject, "0.0006", urgent=False)
+            file_from_the_page(page, server, "req-browser-urgent", urgent_subject, "20", urgent=True)
+            wait_for_state(home, "req-browser-urgent", "applied")
+            (candidate,) = [r.release_id for r in Workspace.open(home).registry.list()
+                            if r.release_id not in known and r.status == "candidate"]
+            assert Workspace.open(home).requests.get("req-browser-urgent").requester == APPROVER
+            page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
+            expect(page.locator("tr", has_text="req-browser-urgent")).to_contain_text("applied")
+            expect(page.locator("tr", has_text="req-browser-urgent")).to_contain_text(candidate)
+            expect(page.locator("tr.pending")).to_contain_text(candidate)
+            page.screenshot(path=tmp_path / "urgent_candidate.png")
+
+            # Reject that candidate from its form; the view shows it rejected and nothing left to decide.
+            form = page.locator(f"#decide-{candidate}")
+            form.locator("input[value=reject]").check()
+            form.locator("textarea").fill("unlearning candidate rejected in review")
+            form.get_by_role("button").click()
+            page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
+            assert run_outcome(page, server, "") == "Success"
+            page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
+            expect(page.locator("tr", has_text=candidate).first).to_contain_text("rejected")
+            assert page.locator("form.decide").count() == 0
+            assert Workspace.open(home).registry.status(candidate) == "rejected"
+
+            # The overdue request turns the deadline check red once the releases view is materialized.
+            seen = len(check_evaluations(home, "forget_deadlines"))
+            page.goto(f"{server.url}/assets/releases", wait_until="domcontentloaded")
+            page.get_by_role("button", name="Materialize").first.click()
+            wait_for_check(home, "forget_deadlines", seen)
+            page.goto(f"{server.url}/assets/releases?view=checks", wait_until="domcontentloaded")
+            expect(page.locator("tr", has_text="forget_deadlines").first).to_contain_text("Failed")
+            page.screenshot(path=tmp_path / "overdue.png")
         except BaseException:
             page.screenshot(path=tmp_path / "failure.png")
             print(f"screenshots and the server's log: {tmp_path}")
