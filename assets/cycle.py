@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from evals.card import card_markdown_for_ui
 from pipelines.cycle import evaluation, stages
+from pipelines.cycle import lock as cycle_lock
 from pipelines.cycle import release as release_step
 from pipelines.cycle.records import (
     Admitted,
@@ -35,24 +36,44 @@ def _out(value, context: AssetExecutionContext, **extra) -> Output:
 @asset(group_name=GROUP)
 def admitted_batch(context: AssetExecutionContext, config: BatchConfig, memgov: MemgovResource) -> Output[Admitted]:
     """One arriving batch validated by the policy's Great Expectations suite; failing rows are quarantined with reasons."""
-    value = stages.admit(memgov.workspace(), memgov.load_policy(), config.batch or None, run_id=context.run.run_id)
+    ws = memgov.workspace()
+    held = cycle_lock.acquire(ws, "governed_cycle", run_id=context.run.run_id)  # CycleBusy: another cycle runs
+    if held.interrupted:
+        mark_interrupted(context, ws, held.interrupted)
+    value = stages.admit(ws, memgov.load_policy(), config.batch or None, run_id=context.run.run_id)
     return _out(value, context, admitted=value.admitted, quarantined=value.quarantined,
                 forget_requests_scrubbed=MetadataValue.json(value.forget_requests_scrubbed),
                 expectations=MetadataValue.md(value.expectations_md), policy=value.policy, batch_hash=value.batch_hash)
 
 
-def _nothing_admitted(context: AssetExecutionContext, admitted: Admitted) -> bool:
+def _nothing_admitted(context: AssetExecutionContext, admitted: Admitted, memgov: MemgovResource) -> bool:
     if admitted.has_new_data:
         return False
     context.log.info(f"batch {admitted.batch}: no row admitted ({admitted.quarantined} quarantined); "
                      "no candidate is built this cycle")
+    stages.mark_processed(memgov.workspace(), admitted.batch)  # its outcome: quarantined, nothing to train on
+    cycle_lock.release(memgov.workspace())
     return True
+
+
+def mark_interrupted(context: AssetExecutionContext, ws, holder: dict) -> None:
+    """A run that died holding the cycle lock (SIGKILL, lost node) is marked failed, not left 'started' for ever."""
+    from dagster import DagsterRunStatus
+
+    run = context.instance.get_run_by_id(holder["run_id"])
+    if run is None or run.status not in (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING):
+        return
+    message = (f"interrupted: its process (pid {holder.get('pid')}) ended without finishing; found by run "
+               f"{context.run.run_id}, which takes the batch again")
+    context.instance.report_run_failed(run, message)
+    ws.log.append("system:cycle", "cycle.interrupted", holder["run_id"], reason=message, run_id=context.run.run_id)
+    context.log.warning(f"run {holder['run_id']} {message}")
 
 
 @asset(group_name=GROUP, output_required=False)
 def selected_samples(context: AssetExecutionContext, admitted_batch: Admitted, memgov: MemgovResource):
     """What is worth training on: deduplicated, scored by the champion's loss, clustered by skill, plus replay."""
-    if _nothing_admitted(context, admitted_batch):
+    if _nothing_admitted(context, admitted_batch, memgov):
         return
     value: Selected = stages.select(memgov.workspace(), memgov.load_policy(), admitted_batch, progress=memgov.progress)
     yield _out(value, context, method=value.method, samples=value.n_samples, replay=value.n_replay,
@@ -82,7 +103,7 @@ def candidate_model(context: AssetExecutionContext, candidate_update: Updated,
 @asset(group_name=GROUP, output_required=False)
 def candidate_index(context: AssetExecutionContext, admitted_batch: Admitted, memgov: MemgovResource):
     """The FAISS index refreshed incrementally: this batch's documents upserted, tombstoned documents removed."""
-    if _nothing_admitted(context, admitted_batch):
+    if _nothing_admitted(context, admitted_batch, memgov):
         return
     value: CandidateIndex = stages.candidate_index(memgov.workspace(), memgov.load_policy(), admitted_batch,
                                                    shared_embedder())
@@ -103,7 +124,11 @@ def evaluation_card(context: AssetExecutionContext, candidate_update: Updated, c
 @asset(group_name=GROUP)
 def release(context: AssetExecutionContext, evaluation_card: Measurement, memgov: MemgovResource) -> Output[ReleaseOutcome]:
     """The candidate registered, then rejected by its gates, promoted where policy allows, or waiting for an approver."""
-    value = release_step.release_stage(memgov.workspace(), memgov.load_policy(), evaluation_card, run_id=context.run.run_id)
+    ws = memgov.workspace()
+    try:
+        value = release_step.release_stage(ws, memgov.load_policy(), evaluation_card, run_id=context.run.run_id)
+    finally:
+        cycle_lock.release(ws)
     return _out(value, context, release=value.release_id, status=value.status, champion=value.champion or "",
                 passed=value.passed, verdict=value.summary,
                 card=MetadataValue.md(card_markdown_for_ui(Path(value.card_dir), value.release_id)))

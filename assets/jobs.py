@@ -2,7 +2,7 @@
 
 from enum import Enum
 
-from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
+from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, in_process_executor, job, op
 from pydantic import Field
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
@@ -15,10 +15,14 @@ from pipelines.requests.models import LEGAL_BASES, deadline_after
 from pipelines.trust.identity import USER_TAG, IdentityRefused, UiUser, check_claim, ui_user
 from pipelines.trust.keyring import same_person
 
+CYCLE_TAG = "memgov/cycle"
+
 cycle_job = define_asset_job(
     "governed_cycle",
     selection=AssetSelection.groups("cycle") | AssetSelection.assets(RELEASES),
     description="One cycle: admit a batch, select, update, edit/forget, refresh the index, evaluate, gate, release.",
+    executor_def=in_process_executor,  # one process holds the cycle lock from admission to release (lock.py)
+    tags={CYCLE_TAG: "1"},  # the run queue admits one cycle at a time (dagster.yaml tag_concurrency_limits)
 )
 
 def signed_in_user(context: OpExecutionContext, ws, job: str) -> UiUser:

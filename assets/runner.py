@@ -17,15 +17,24 @@ telemetry:
 storage:
   sqlite:
     base_dir: {base}
+# One cycle at a time: a second cycle launched by a sensor or the UI waits in the queue (CLI runs take the
+# home's cycle lock instead, pipelines/cycle/lock.py).
+run_queue:
+  tag_concurrency_limits:
+    - key: memgov/cycle
+      limit: 1
 """
 
 
 def ensure_instance_home(ws: Workspace) -> Path:
+    """The home's Dagster instance, its storage pointed inside this home: a home copied or restored elsewhere has
+    its memgov-written dagster.yaml re-pointed here, so it never writes runs into the original's database."""
     home = ws.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(DAGSTER_YAML.format(base=home / "storage"))
+    wanted = DAGSTER_YAML.format(base=home / "storage")
+    if not cfg.exists() or (cfg.read_text() != wanted and cfg.read_text().startswith(DAGSTER_YAML.splitlines()[0])):
+        cfg.write_text(wanted)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -64,7 +73,13 @@ def run_cycle(ws: Workspace, batch: str | None = None):
     pending = pending_batches(ws)
     named = Path(batch).stem if batch else (pending[0].stem if pending else "")
     tags = {"memgov/trigger": "cli", **({"memgov/batch": named} if named else {})}
-    return run_job(ws, "governed_cycle", config, tags=tags)
+    from pipelines.cycle import lock
+
+    lock.acquire(ws, f"memgov run (pid {os.getpid()})")  # CycleBusy names the running cycle
+    try:
+        return run_job(ws, "governed_cycle", config, tags=tags)
+    finally:
+        lock.release(ws)
 
 
 def tick_sensor(ws: Workspace, sensor_name: str) -> list:

@@ -2,8 +2,10 @@
 
 
 from dagster import (
+    DagsterRunStatus,
     DefaultScheduleStatus,
     RunRequest,
+    RunsFilter,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SkipReason,
@@ -18,15 +20,27 @@ from pipelines.cycle.stages import pending_batches
 from pipelines.forget import pending_scrubs
 from pipelines.forget.scrub import attempts_made, lease_live
 
+MAX_BATCH_ATTEMPTS = 3
+
 
 @sensor(job=cycle_job, minimum_interval_seconds=60, default_status=sensor_status())
 def new_batch_sensor(context: SensorEvaluationContext, memgov: MemgovResource):
-    """One cycle per new file in the inbox, keyed by the batch name so a batch is never run twice."""
+    """One cycle per new file in the inbox, keyed by the batch name so a batch is never run twice at once.
+
+    A batch stays pending until its cycle records an outcome, so a cycle that died is run again (a new run key per
+    attempt), up to MAX_BATCH_ATTEMPTS; then the sensor stops and says so rather than failing forever."""
     pending = pending_batches(memgov.workspace())
     if not pending:
         return SkipReason("no new batch in the inbox")
     first = pending[0]
-    return RunRequest(run_key=f"batch:{first.stem}",
+    runs = context.instance.get_runs(filters=RunsFilter(tags={"memgov/batch": first.stem}))
+    if any(r.status not in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+           for r in runs):
+        return SkipReason(f"a cycle on {first.stem} is still running")
+    if len(runs) >= MAX_BATCH_ATTEMPTS:
+        return SkipReason(f"{len(runs)} cycles on {first.stem} ended without an outcome; fix the cause (see their "
+                          f"runs) and run `memgov run --batch {first.name}`")
+    return RunRequest(run_key=f"batch:{first.stem}" + (f"#attempt{len(runs) + 1}" if runs else ""),
                       run_config={"ops": {"admitted_batch": {"config": {"batch": first.name}}}},
                       tags={"memgov/batch": first.stem})
 

@@ -98,8 +98,12 @@ def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; defaul
     if not batch and not pending_batches(ws):
         _fail(f"no new batch in {ws.inbox}: drop a .jsonl or .parquet file there (or run `memgov demo`)")
     from assets.runner import run_cycle
+    from pipelines.cycle.lock import CycleBusy
 
-    result = run_cycle(ws, batch or None)
+    try:
+        result = run_cycle(ws, batch or None)
+    except CycleBusy as exc:
+        _fail(str(exc), 3)
     print_cycle(console, ws, result)
     if not result.success:
         raise typer.Exit(1)

@@ -102,7 +102,7 @@ def render_page(view: ReleasesView, user: str | None, granted: list[str], messag
     who = f"signed in as <b>{_esc(user)}</b>" if user else "not signed in"
     return f"""<!doctype html><html><head><title>memgov releases</title><style>
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px}}
-tr.pending{{background:#fff8d6}} tr.serving{{background:#e6f4e6}} form.decide{{border:1px solid #ccc;padding:1em;
+tr.pending{{background:#fff8d6}} tr.serving{{background:#e6f4e6}} form.decide,form.forget{{border:1px solid #ccc;padding:1em;
 margin:1em 0;max-width:40em}}</style></head><body>
 <h2>Releases</h2><p>{who} · policy {_esc(view.policy)} · champion <b>{_esc(view.champion or 'none')}</b> ·
 <a href='/assets/release'>latest evaluation card</a> · <a href='/assets/releases'>releases asset</a></p>{note}

@@ -80,7 +80,7 @@ def render_form(user: str | None) -> str:
         return "<p><a href='/memgov/login?next=/memgov/releases'>Sign in</a> to file a forget request.</p>"
     bases = "".join(f"<option value='{_esc(b)}'>{_esc(b)}</option>" for b in LEGAL_BASES)
     return (
-        "<form method='post' action='/memgov/forget' class='decide' id='forget-form'>"
+        "<form method='post' action='/memgov/forget' class='forget' id='forget-form'>"
         f"<h3>File a forget request</h3><p>Requester: <b>{_esc(user)}</b> (the signed-in user). Select by at "
         "least one of the four fields; ids are separated by commas or spaces.</p>"
         "<label>Request id <input name='request_id' placeholder='generated when empty' size='30'></label><br><br>"

@@ -116,8 +116,10 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
         raise ApprovalRefused(f"role '{role}' may not decide releases; allowed roles: {', '.join(policy.approval.roles)}")
     if policy.approval.forbid_self_approval and same_person(approver) in {same_person(n) for n in requesters(ws, release)}:
         raise ApprovalRefused(f"{approver} requested a change in {release_id} and cannot also approve it")
+    card = read_card(ws, release)
     if decision == "approve":
         refuse_if_stale(ws, release)
+        refuse_without_passing_verdict(release, card)
     now = now or datetime.now(UTC)
     if decision == "approve" and now - _created(release) > timedelta(hours=policy.approval.expiry_hours):
         raise ApprovalRefused(
@@ -127,7 +129,6 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
     if decision == "reject":
         ws.registry.set_status(release_id, "rejected", approver, reason, run_id=run_id, proof=proof)
         return {"release_id": release_id, "status": "rejected", "champion": ws.registry.champion()}
-    card = read_card(ws, release)
     approvals = {same_person(a["approver"]) for a in ws.registry.get(release_id).approvals if a["decision"] == "approve"}
     needed = approvers_needed(policy, card)
     if len(approvals) < needed:
@@ -135,6 +136,23 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
                 "waiting_for": f"{needed - len(approvals)} more distinct approver(s)"}
     ws.registry.set_status(release_id, "approved", approver, reason, run_id=run_id, proof=proof)
     return promote_with_canary(ws, policy, release_id, approver, reason, run_id)
+
+
+def refuse_without_passing_verdict(release, card: dict[str, Any]) -> None:
+    """Approve only what its own card says passed its gates (or whose failed gates are all waived): a status of
+    'candidate' alone is not enough, since a crash between registering a release and recording its rejection
+    would leave a failed candidate looking decidable."""
+    verdict = card.get("decision") if isinstance(card, dict) else None
+    if not isinstance(verdict, dict) or "passed" not in verdict:
+        raise ApprovalRefused(f"release {release.release_id} has no recorded gate verdict on its evaluation card; "
+                              "re-run its cycle")
+    if verdict["passed"]:
+        return
+    failed = {v.get("metric") for v in verdict.get("verdicts") or [] if not v.get("passed") and v.get("required", True)}
+    waived = {g for w in release.waivers for g in w.get("gates", [])}
+    if failed - waived:
+        raise ApprovalRefused(f"release {release.release_id} failed its gates ({', '.join(sorted(failed - waived))}) "
+                              "according to its evaluation card; only a gate waiver (memgov waive) can clear that")
 
 
 def _authorised(actor: str, role: str, reason: str, roles: list[str], doing: str, key: str, missing: str,

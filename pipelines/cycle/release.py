@@ -13,6 +13,7 @@ from evals.gates import Decision
 from pipelines.cycle import governance
 from pipelines.cycle.overrides import effective_policy
 from pipelines.cycle.records import Measurement, ReleaseOutcome
+from pipelines.cycle.stages import mark_processed
 from pipelines.cycle.submission import submitter
 from pipelines.cycle.verdict import judge
 from pipelines.forget.verify import conclude, request_verdicts
@@ -90,6 +91,8 @@ def release_stage(ws: Workspace, policy: Policy, measurement: Measurement, run_i
                       run_id=run_id)
         result = {"status": "candidate", "champion": ws.registry.champion(), "waiting_for": "approval"}
     result = {k: v for k, v in result.items() if k != "release_id"}
+    if measurement.batch:
+        mark_processed(ws, measurement.batch)  # the batch's outcome is recorded: it will not be taken again
     return ReleaseOutcome(**outcome, **result, seconds=round(time.perf_counter() - t0, 3))
 
 

@@ -35,6 +35,12 @@ def pending_batches(ws: Workspace) -> list[Path]:
     return [p for p in files if p.stem not in done]
 
 
+def mark_processed(ws: Workspace, batch: str) -> None:
+    """A batch counts as processed once its cycle has an outcome (a registered release with its verdict, or
+    nothing admitted); a cycle that dies before that leaves it pending, so the next run takes it again."""
+    ws.store.update_json(PROCESSED_KEY, lambda done: done if batch in done else [*done, batch], default=[])
+
+
 def champion_manifest(ws: Workspace):
     champ = ws.registry.champion()
     if champ is None:
@@ -75,9 +81,6 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
     ]
     ws.data.put_part("documents", batch, docs)
     ws.data.put_part("replay", batch, [r for r in admitted if is_fact(r)])
-    done = ws.store.read_json(PROCESSED_KEY, default=[])
-    if batch not in done:
-        ws.store.write_json(PROCESSED_KEY, [*done, batch])
     reasons = Counter(reason for r in quarantined for reason in r["quarantine_reasons"])
     ws.log.append(
         "system:admission",

@@ -153,6 +153,21 @@ def check_evaluations(home: Path, check: str) -> list:
         return list(instance.event_log_storage.get_asset_check_execution_history(key, limit=100))
 
 
+def wait_for_candidate(home: Path, known: set[str], timeout_s: float = 300.0) -> str:
+    """The unlearning-only candidate, once measured and registered (after the request reads `applied`)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        new = [r for r in Workspace.open(home).registry.list() if r.release_id not in known]
+        if new:
+            (release,) = new
+            assert release.status == "candidate", f"{release.release_id} is {release.status}"
+            return release.release_id
+        time.sleep(3)
+    raise AssertionError(f"no candidate registered within {timeout_s:.0f} s")
+
+
 def wait_for_check(home: Path, check: str, seen: int, timeout_s: float = 180.0) -> None:
     import time
 
@@ -272,8 +287,7 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
             file_from_the_page(page, server, "req-browser-late", late_subject, "0.0006", urgent=False)
             file_from_the_page(page, server, "req-browser-urgent", urgent_subject, "20", urgent=True)
             wait_for_state(home, "req-browser-urgent", "applied")
-            (candidate,) = [r.release_id for r in Workspace.open(home).registry.list()
-                            if r.release_id not in known and r.status == "candidate"]
+            candidate = wait_for_candidate(home, known)
             assert Workspace.open(home).requests.get("req-browser-urgent").requester == APPROVER
             page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
             expect(page.locator("tr", has_text="req-browser-urgent")).to_contain_text("applied")

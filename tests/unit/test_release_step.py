@@ -45,7 +45,10 @@ def measured(ws: Workspace, tmp: Path, metrics: dict, **extra) -> Measurement:
               "index_snapshot": "none", "edits": [], "unlearning": [], "honoured": [], "metrics": metrics,
               "champion_metrics": CHAMPION, "missing": {}, "forget_evidence": {}, "card": card,
               "card_digest": ws.store.put_dir(folder), "card_md": "# card\n"}
-    return Measurement(**{**fields, **extra})
+    m = Measurement(**{**fields, **extra})
+    card = {**card, "decision": judge(m, POLICY).model_dump()}  # as the evaluation step records it
+    (folder / "card.json").write_text(json.dumps(card))
+    return m.model_copy(update={"card": card, "card_digest": ws.store.put_dir(folder)})
 
 
 def test_the_decision_depends_on_nothing_but_the_measurement_and_the_policy(ws, tmp_path):
@@ -107,3 +110,30 @@ def test_a_release_outcome_reads_as_a_verdict():
     assert rejected.summary == "r0004 rejected by its gates: retention: 0.91 < 0.97"
     waiting = ReleaseOutcome(release_id="r0005", status="candidate", passed=True, verdicts=[ok], **common)
     assert waiting.summary == "r0005 passed its gates and waits for approval"
+
+
+def test_the_batch_counts_as_processed_only_once_its_outcome_is_recorded(ws, tmp_path):
+    from pipelines.cycle.stages import PROCESSED_KEY
+
+    assert "b1" not in ws.store.read_json(PROCESSED_KEY, default=[])
+    release_stage(ws, POLICY, measured(ws, tmp_path, {**GOOD, "retention": 0.5}))
+    assert ws.store.read_json(PROCESSED_KEY, default=[]) == ["b1"], "a rejection is an outcome"
+
+
+def test_an_approval_reads_the_cards_verdict_not_only_the_status(ws, tmp_path):
+    """A crash between registering a candidate and recording its rejection leaves it 'candidate': the decision
+    still refuses it, from the verdict its own card records."""
+    from pipelines.cycle.release import register
+
+    failing = measured(ws, tmp_path, {**GOOD, "retention": 0.5})
+    release, _ = register(ws, failing)  # ... and the process dies before the gates are acted on
+    assert ws.registry.status(release.release_id) == "candidate"
+    with pytest.raises(gov.ApprovalRefused, match=r"failed its gates \(retention\) according to its evaluation card"):
+        gov.decide_release(ws, POLICY, release.release_id, "approve", "olga", "ml-lead", "looks fine")
+    assert ws.registry.champion() == "r0001" and ws.registry.get(release.release_id).approvals == []
+    blank = measured(ws, tmp_path, GOOD)
+    blank_card = {**blank.card, "decision": {}}
+    (tmp_path / "card" / "card.json").write_text(json.dumps(blank_card))
+    unjudged, _ = register(ws, blank.model_copy(update={"card_digest": ws.store.put_dir(tmp_path / "card")}))
+    with pytest.raises(gov.ApprovalRefused, match="no recorded gate verdict"):
+        gov.decide_release(ws, POLICY, unjudged.release_id, "approve", "olga", "ml-lead", "looks fine")
