@@ -67,14 +67,14 @@ def render_page(view: ReleasesView, user: str | None, granted: list[str], messag
     """The page: champion and candidates, one form per pending candidate (only when signed in)."""
     roles = allowed_roles(view, granted)
     rows = "".join(
-        f"<tr class='{'pending' if r.pending else 'serving' if r.serving else ''}'><td>{_esc(r.release_id)}</td>"
+        f"<tr id='release-{_esc(r.release_id)}' class='{'pending' if r.pending else 'serving' if r.serving else ''}'><td>{_esc(r.release_id)}</td>"
         f"<td>{'champion' if r.serving else 'pending decision' if r.pending else _esc(r.status)}</td>"
         f"<td>{_esc(r.gates)}</td><td>{_esc('-' if r.new_facts is None else r.new_facts)}</td>"
         f"<td>{_esc('-' if r.forgotten is None else r.forgotten)}</td><td>{_esc(', '.join(r.approvals) or '-')}</td>"
         f"<td>{_esc('-' if r.approvals_needed is None else r.approvals_needed)}</td><td>{_esc(r.cycle)}</td></tr>"
         for r in view.releases)
     requests = "".join(
-        f"<tr><td>{_esc(q.request_id)}</td><td>{_esc(q.state)}</td><td>{'yes' if q.urgent else 'no'}</td>"
+        f"<tr id='request-{_esc(q.request_id)}'><td>{_esc(q.request_id)}</td><td>{_esc(q.state)}</td><td>{'yes' if q.urgent else 'no'}</td>"
         f"<td>{_esc(q.deadline)}</td><td>{_esc(q.hours_left)}</td><td>{_esc(q.candidate or '-')}</td></tr>"
         for q in view.requests) or "<tr><td colspan='6'>none</td></tr>"
     if not user:

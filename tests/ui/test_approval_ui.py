@@ -290,8 +290,8 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
             candidate = wait_for_candidate(home, known)
             assert Workspace.open(home).requests.get("req-browser-urgent").requester == APPROVER
             page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
-            expect(page.locator("tr", has_text="req-browser-urgent")).to_contain_text("applied")
-            expect(page.locator("tr", has_text="req-browser-urgent")).to_contain_text(candidate)
+            expect(page.locator("#request-req-browser-urgent")).to_contain_text("applied")
+            expect(page.locator("#request-req-browser-urgent")).to_contain_text(candidate)
             expect(page.locator("tr.pending")).to_contain_text(candidate)
             page.screenshot(path=tmp_path / "urgent_candidate.png")
 
@@ -303,7 +303,7 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
             page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
             assert run_outcome(page, server, "") == "Success"
             page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
-            expect(page.locator("tr", has_text=candidate).first).to_contain_text("rejected")
+            expect(page.locator(f"#release-{candidate}")).to_contain_text("rejected")
             assert page.locator("form.decide").count() == 0
             assert Workspace.open(home).registry.status(candidate) == "rejected"
 

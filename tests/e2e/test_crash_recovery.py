@@ -1,0 +1,112 @@
+"""`memgov run` killed with SIGKILL at stage boundaries and in the middle of LoRA training, on a team's own
+checkpoint: afterwards no half-written release exists, the champion is untouched, the change log verifies, no
+stale lock blocks the next run, the killed run is marked failed, and re-running converges. A second `memgov run`
+beside a running one is refused with the name of the first."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support_byo import domain_fact, trained_checkpoint, write_data_dir
+
+from pipelines.cycle.stages import pending_batches
+from pipelines.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+KNOWN, NEW, UNSEEN = range(0, 40), range(60, 72), range(120, 150)
+
+
+def _env(home: Path, policy: Path) -> dict[str, str]:
+    return {**os.environ, "MEMGOV_HOME": str(home), "MEMGOV_POLICY": str(policy), "MEMGOV_LOG_LEVEL": "DEBUG",
+            "COLUMNS": "250", "PYTHONUNBUFFERED": "1"}
+
+
+def run_until(home: Path, policy: Path, pattern: str, delay_s: float = 0.0) -> str:
+    """Start `memgov run`, SIGKILL it once its Dagster log shows `pattern` (plus `delay_s`); its output so far."""
+    proc = subprocess.Popen([sys.executable, "-m", "memgov", "run"], cwd=ROOT, env=_env(home, policy),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:
+        seen.append(line)
+        if re.search(pattern, line):
+            time.sleep(delay_s)
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "".join(seen[-40:])
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before the kill point:\n" + "".join(seen[-40:])
+    return "".join(seen)
+
+
+def memgov(home: Path, policy: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memgov", *args], cwd=ROOT, env=_env(home, policy),
+                          capture_output=True, text=True)
+
+
+def runs(home: Path) -> list:
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        return [r for r in instance.get_runs() if r.job_name == "governed_cycle"]
+
+
+def assert_untouched(home: Path) -> None:
+    ws = Workspace.open(home)
+    assert [r.release_id for r in ws.registry.list()] == ["r0001"], "no half-written release"
+    assert ws.registry.champion() == "r0001"
+    assert [p.stem for p in pending_batches(ws)] == ["b001"], "a batch without an outcome stays pending"
+    assert ws.log.verify().ok
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    from test_bring_your_own import batch, team_policy
+
+    checkpoint = trained_checkpoint(tmp_path / "llama", "llama", [domain_fact(i) for i in KNOWN])
+    data = write_data_dir(tmp_path / "data", KNOWN, UNSEEN)
+    home, policy = tmp_path / "home", team_policy(tmp_path)
+    proc = memgov(home, policy, "init", "--base-model", str(checkpoint), "--data", str(data))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    batch(home, "b001", [domain_fact(i) for i in NEW])
+    return home, policy
+
+
+def test_a_cycle_killed_anywhere_leaves_nothing_half_done_and_the_next_run_converges(deployment):
+    home, policy = deployment
+    faults = [("after admission", r'STEP_SUCCESS - Finished execution of step "admitted_batch"', 0.0),
+              ("mid LoRA training", r'STEP_START - Started execution of step "candidate_update"', 3.0),
+              ("before the release step", r'STEP_START - Started execution of step "release"', 0.0)]
+    for name, pattern, delay in faults:
+        run_until(home, policy, pattern, delay)
+        assert_untouched(home), name
+    killed = [r.run_id for r in runs(home)]
+    assert len(killed) == 3
+
+    first = subprocess.Popen([sys.executable, "-m", "memgov", "run"], cwd=ROOT, env=_env(home, policy),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in first.stdout:  # once it holds the lock, a second run on the home is refused, naming the first
+        if 'Started execution of step "admitted_batch"' in line:
+            break
+    second = memgov(home, policy, "run")
+    assert second.returncode == 3 and "another cycle is running" in " ".join(second.stdout.split()), second.stdout
+    rest = first.stdout.read()
+    assert first.wait(timeout=600) == 0, rest[-3000:]
+
+    ws = Workspace.open(home)
+    assert ws.registry.champion() == "r0002" and [r.release_id for r in ws.registry.list()] == ["r0001", "r0002"]
+    assert ws.log.verify().ok and memgov(home, policy, "log", "verify").returncode == 0
+    by_id = {r.run_id: r for r in runs(home)}
+    assert [by_id[r].status.value for r in killed] == ["FAILURE"] * 3, "killed runs do not stay STARTED"
+    interrupted = [e["object"] for e in ws.log.events() if e["action"] == "cycle.interrupted"]
+    assert sorted(interrupted) == sorted(killed)
+    assert not (home / "locks" / "cycle.holder.json").exists()
+    assert memgov(home, policy, "run").returncode != 0, "b001 is done: nothing left to run"
