@@ -11,7 +11,7 @@ export TQDM_MININTERVAL ?= 1
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,prod]"
 	touch $@
 
 install: $(VENV)/.installed

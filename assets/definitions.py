@@ -6,6 +6,7 @@ from dagster import Definitions, load_assets_from_modules
 
 from assets import cycle, views
 from assets.checks import gates
+from assets.executors import deployment_executor
 from assets.jobs import cycle_job, forget_filing, forget_request, gate_waiver, release_decision, rollback
 from assets.resources import deployment_resource
 from assets.sensors import forget_request_sensor, new_batch_sensor, nightly_cycle
@@ -17,4 +18,5 @@ defs = Definitions(
     sensors=[new_batch_sensor, forget_request_sensor],
     schedules=[nightly_cycle, views.forget_deadline_watch],
     resources={"memgov": deployment_resource()},
+    executor=deployment_executor(),
 )

@@ -2,9 +2,10 @@
 
 from enum import Enum
 
-from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, in_process_executor, job, op
+from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
 
+from assets.executors import deployment_executor
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from assets.views import RELEASES, publish_releases
 from pipelines.cycle import governance
@@ -21,7 +22,7 @@ cycle_job = define_asset_job(
     "governed_cycle",
     selection=AssetSelection.groups("cycle") | AssetSelection.assets(RELEASES),
     description="One cycle: admit a batch, select, update, edit/forget, refresh the index, evaluate, gate, release.",
-    executor_def=in_process_executor,  # one process holds the cycle lock from admission to release (lock.py)
+    executor_def=deployment_executor(),  # in-process here: one process holds the cycle lock (assets/executors.py)
     tags={CYCLE_TAG: "1"},  # the run queue admits one cycle at a time (dagster.yaml tag_concurrency_limits)
 )
 

@@ -26,7 +26,9 @@ class DeadlineStatus(BaseModel):
     level: Literal["ok", "near", "overdue"]
 
     def line(self) -> str:
-        when = f"{-self.hours_left:g} h overdue" if self.level == "overdue" else f"{self.hours_left:g} h left"
+        span = abs(self.hours_left)
+        amount = f"{span:g} h" if span >= 1 else "under an hour"
+        when = f"{amount} overdue" if self.level == "overdue" else f"{amount} left"
         return f"{self.request_id} ({self.state}{', urgent' if self.urgent else ''}): due {self.due:%Y-%m-%d %H:%M} UTC, {when}"
 
 

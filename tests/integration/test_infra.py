@@ -38,7 +38,6 @@ def test_sqlite_instance_file_starts_a_real_instance(tmp_path, monkeypatch):
 
 def test_helm_values_request_gpus_where_the_gpu_assets_run():
     values = yaml.safe_load((ROOT / "infra" / "k8s" / "values.yaml").read_text())
-    assert values["gpuNodePool"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert values["dagster-user-deployments"]["deployments"][0]["dagsterApiGrpcArgs"] == ["-m", "assets.definitions"]
     from assets.definitions import defs
 
@@ -50,7 +49,7 @@ def test_helm_values_request_gpus_where_the_gpu_assets_run():
                 k8s = tags["dagster-k8s/config"]
                 k8s = json.loads(k8s) if isinstance(k8s, str) else k8s
                 assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-                assert k8s["pod_spec_config"]["node_selector"] == values["gpuNodePool"]["nodeSelector"]
+                assert k8s["pod_spec_config"]["node_selector"] == {"memgov.io/pool": "gpu"}
                 gpu_nodes.append(node.name)
     assert {"candidate_update", "candidate_model", "process_forget_request"} <= set(gpu_nodes)
 

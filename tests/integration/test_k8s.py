@@ -1,0 +1,83 @@
+"""The Kubernetes path as dagster-k8s builds it: with MEMGOV_EXECUTOR=k8s every job runs its steps with
+`k8s_job_executor`, and the pod spec that dagster-k8s derives from a step's real op tags gives training, edit and
+unlearning steps a GPU (request, node selector, toleration) and every other step none. The manifests (the step
+jobs built here and the ConfigMap shipped in infra/k8s) validate against the Kubernetes schemas offline."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+dagster_k8s = pytest.importorskip("dagster_k8s", reason="the prod extra (dagster-k8s) is not installed")
+ROOT = Path(__file__).resolve().parents[2]
+K8S_VERSION = "1.30.0"
+GPU_STEPS = ("candidate_update", "candidate_model", "process_forget_request")
+
+
+def _op_tags() -> dict[str, dict]:
+    from assets.definitions import defs
+
+    return {node.name: dict(node.tags or {}) for job in defs.resolve_all_job_defs() for node in job.graph.node_defs}
+
+
+def _step_job(step: str, tags: dict) -> dict:
+    from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
+    from kubernetes.client import ApiClient
+
+    config = DagsterK8sJobConfig(job_image="registry.example.internal/memgov:0.1.0", dagster_home="/opt/dagster",
+                                 instance_config_map="dagster-instance", env_config_maps=["memgov-env"])
+    job = construct_dagster_k8s_job(config, ["dagster", "api", "execute_step"], f"dagster-step-{step.replace('_', '-')}",
+                                    user_defined_k8s_config=get_user_defined_k8s_config(tags),
+                                    pod_name=f"dagster-step-{step.replace('_', '-')}")
+    return ApiClient().sanitize_for_serialization(job)
+
+
+def _validate(manifest: dict) -> None:
+    import kubernetes_validate
+
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_every_job_runs_on_the_k8s_job_executor_when_the_deployment_says_so():
+    code = ("from assets.definitions import defs; "
+            "print(sorted({j.executor_def.name for j in defs.resolve_all_job_defs()}))")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "MEMGOV_EXECUTOR": "k8s"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['k8s']"
+    executor = importlib.import_module("dagster_k8s").k8s_job_executor
+    assert executor.name == "k8s"
+
+
+def test_gpu_steps_get_a_gpu_pod_and_cpu_steps_do_not():
+    tags = _op_tags()
+    for step in GPU_STEPS:
+        job = _step_job(step, tags[step])
+        _validate(job)
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1", step
+        assert container["resources"]["requests"]["nvidia.com/gpu"] == "1", step
+        assert pod["nodeSelector"] == {"memgov.io/pool": "gpu"}, step
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"], step
+    for step in ("admitted_batch", "selected_samples", "candidate_index", "evaluation_card", "release"):
+        job = _step_job(step, tags[step])
+        _validate(job)
+        pod = job["spec"]["template"]["spec"]
+        resources = pod["containers"][0].get("resources") or {}
+        assert "nvidia.com/gpu" not in {**(resources.get("limits") or {}), **(resources.get("requests") or {})}, step
+        assert "memgov.io/pool" not in (pod.get("nodeSelector") or {}), step
+
+
+def test_the_shipped_manifests_validate_against_the_kubernetes_schemas():
+    for path in sorted((ROOT / "infra" / "k8s").glob("*.yaml")):
+        if path.name == "values.yaml":  # Helm values, not a manifest
+            continue
+        for manifest in yaml.safe_load_all(path.read_text()):
+            _validate(manifest)
