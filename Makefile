@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/memgov demo --fresh
 
 test: $(VENV)/.installed
-	bash infra/scripts/ensure-chromium.sh
+	bash infra/scripts/ensure-system-packages.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

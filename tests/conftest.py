@@ -50,3 +50,17 @@ def demo_copy(demo_home, tmp_path) -> Path:
         dagster_yaml.write_text(dagster_yaml.read_text().replace(str(demo_home), str(dest)))
     os.environ["MEMGOV_HOME"] = str(dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """One real PostgreSQL server for the session (started on first use), stopped at the end."""
+    import tempfile
+
+    from support_postgres import start_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="memgov-pg-"))  # not under pytest's root-only folder: postgres must enter it
+    server = start_postgres(root)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

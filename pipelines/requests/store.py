@@ -1,7 +1,8 @@
 """Forget-request store and tombstones in one SQL database (SQLite file by default, any SQLAlchemy URL).
 
 Requests hold the only cleartext selectors in the system, and `purge_cleartext` drops them once a request is
-verified. Tombstones are insert-only: there is no delete API, and on SQLite triggers refuse DELETE and UPDATE.
+verified. Tombstones are insert-only: there is no delete API, and triggers (SQLite and Postgres) refuse DELETE and UPDATE.
+The schema is managed by Alembic (pipelines/requests/migrations), applied on open.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
+from .migrate import migrate
 from .models import ForgetRequest
 
 STATES = ("received", "held", "planned", "applied", "verified", "failed")
@@ -78,10 +80,10 @@ class _Request(_Base):
     content_hash: Mapped[str] = mapped_column(String(80))
     reason: Mapped[str] = mapped_column(Text)
     legal_basis: Mapped[str] = mapped_column(String(32))
-    deadline: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[str] = mapped_column(String(16), index=True)
-    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     held_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     planned_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     applied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -109,11 +111,6 @@ class _Meta(_Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-_SQLITE_GUARDS = [
-    f"CREATE TRIGGER IF NOT EXISTS tombstones_no_{op.lower()} BEFORE {op} ON tombstones "
-    "BEGIN SELECT RAISE(ABORT, 'tombstones are permanent: they can only be added'); END"
-    for op in ("DELETE", "UPDATE")
-]
 
 
 @dataclass(frozen=True)
@@ -263,41 +260,42 @@ def _without_cleartext(evidence: dict) -> dict:
     return out
 
 
+def _add_missing_columns(conn) -> None:
+    """Stores made before migrations existed get the nullable columns added since (no data changes), so that
+    they match revision 0001 before they are stamped with it."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(conn).get_columns("forget_requests")}
+    for column in _Request.__table__.columns:
+        if column.name not in have and column.nullable:
+            conn.exec_driver_sql(f"ALTER TABLE forget_requests ADD COLUMN {column.name} "
+                                 f"{column.type.compile(dialect=conn.dialect)}")
+
+
 class RequestStore:
     def __init__(self, url: str | Path, salt: str | None = None):
         self.url = str(url)
         self.engine = _engine_for(self.url)
-        _Base.metadata.create_all(self.engine)
-        self._add_missing_columns()
-        if self.engine.dialect.name == "sqlite":
-            with self.engine.begin() as conn:
-                for ddl in _SQLITE_GUARDS:
-                    conn.exec_driver_sql(ddl)
+        migrate(self.engine, legacy_fix=_add_missing_columns)  # the schema is Alembic's (migrations/)
         self._db_salt = self._stored_salt()  # idempotency hashes: must not change between openings
         self._selector_salt = salt or self._db_salt  # e.g. ChangeLog.salt, so log and store hashes agree
-
-    def _add_missing_columns(self) -> None:
-        """Databases made before a column existed get it added (nullable columns only, so no data changes)."""
-        from sqlalchemy import inspect
-
-        have = {c["name"] for c in inspect(self.engine).get_columns("forget_requests")}
-        with self.engine.begin() as conn:
-            for column in _Request.__table__.columns:
-                if column.name not in have and column.nullable:
-                    kind = column.type.compile(dialect=self.engine.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE forget_requests ADD COLUMN {column.name} {kind}")
 
     def close(self) -> None:
         self.engine.dispose()
 
     def _stored_salt(self) -> str:
         """A per-database secret for hashing selectors; created once and kept in the database."""
-        with Session(self.engine) as s, s.begin():
-            row = s.get(_Meta, "selector_salt")
-            if row is None:
-                row = _Meta(key="selector_salt", value=secrets.token_hex(32))
-                s.add(row)
-            return row.value
+        for _ in range(2):  # two openers of a new database: the loser of the insert reads the winner's salt
+            try:
+                with Session(self.engine) as s, s.begin():
+                    row = s.get(_Meta, "selector_salt")
+                    if row is None:
+                        row = _Meta(key="selector_salt", value=secrets.token_hex(32))
+                        s.add(row)
+                    return row.value
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not read or create the store's selector salt")
 
     @staticmethod
     def _hash(obj: Any, salt: str) -> str:
