@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("name", ["dagster.sqlite.yaml", "dagster.postgres.yaml"])
 def test_dagster_instance_files_validate_against_dagster_schema(name, monkeypatch):
-    for var in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+    for var in ("DAGSTER_PG_URL",):
         monkeypatch.setenv(var, "x")
     from dagster._config import process_config
     from dagster._core.instance.config import dagster_instance_config_schema
