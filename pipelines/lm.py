@@ -26,15 +26,31 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on a GPU that supports it (half the memory, same code path), float32 elsewhere; MEMGOV_DTYPE overrides
+    (e.g. float32 on a GPU for bit-comparable runs)."""
+    forced = os.environ.get("MEMGOV_DTYPE", "").strip()
+    if forced:
+        dtype = getattr(torch, forced, None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"MEMGOV_DTYPE={forced!r} is not a floating-point torch dtype; use float32, bfloat16 or "
+                             "float16")
+        return dtype
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
 def load_causal_lm(path_or_id: str | Path, device: torch.device | None = None):
     """Load any Hugging Face causal LM and its tokenizer, the same way for a folder or a hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = device or pick_device()
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_id))
+    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=pick_dtype(device))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device or pick_device())
+    model.to(device)
     model.eval()
     return model, tokenizer
 

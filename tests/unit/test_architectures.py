@@ -310,3 +310,23 @@ def test_table_line_that_does_not_match_the_checkpoint_is_refused(tmp_path, monk
     monkeypatch.setitem(ARCHITECTURES, "mistral", wrong)
     with pytest.raises(CheckpointError, match=r"no lora target 'wq', lora target 'wo', mlp_out 'mlp.w2'.*fix:"):
         inspect_checkpoint(str(path))
+
+
+def test_the_dtype_follows_the_device_and_bf16_takes_the_same_path(monkeypatch, tmp_path):
+    """float32 on CPU; bf16 where the device supports it (what a GPU job gets), through the same loader and LoRA
+    step: forced here with MEMGOV_DTYPE, which also lets a GPU deployment insist on float32."""
+    from pipelines.lm import pick_dtype
+
+    monkeypatch.delenv("MEMGOV_DTYPE", raising=False)
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setenv("MEMGOV_DTYPE", "bfloat16")
+    path = write_checkpoint(tmp_path / "model", "llama")
+    model, tokenizer = load_causal_lm(path, torch.device("cpu"))
+    assert next(model.parameters()).dtype == torch.bfloat16
+    peft_model = wrap_lora(model, r=4, alpha=8, dropout=0.0, target_modules=None)
+    loss = _loss(peft_model, tokenizer)
+    loss.backward()
+    assert torch.isfinite(loss)
+    monkeypatch.setenv("MEMGOV_DTYPE", "int8")
+    with pytest.raises(ValueError, match="MEMGOV_DTYPE='int8' is not a floating-point torch dtype"):
+        pick_dtype(torch.device("cpu"))
