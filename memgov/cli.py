@@ -162,6 +162,9 @@ def history(home: HomeOpt = None) -> None:
     console.print(table)
 
 
+STATUS_ROWS = 20  # open requests listed by `memgov status`, nearest deadline first
+
+
 @app.command()
 def status(at: Annotated[str | None, typer.Option("--at", help="An ISO time: which release served then.")] = None,
            home: HomeOpt = None) -> None:
@@ -178,13 +181,20 @@ def status(at: Annotated[str | None, typer.Option("--at", help="An ISO time: whi
         table.add_row(rel.release_id, rel.status, str(rel.cycle), str(rel.parent or ""), str(rel.index_snapshot),
                       str(rel.created_at)[:19])
     console.print(table)
-    pending = ws.requests.list(states=["received", "planned", "applied"])
-    req_table = Table(title=f"pending forget requests ({len(pending)})")
+    from pipelines.forget.deadlines import OPEN
+
+    counts = ws.requests.state_counts()
+    n_open = sum(counts.get(state, 0) for state in OPEN)
+    shown = ws.requests.most_pressing(OPEN, STATUS_ROWS)
+    req_table = Table(title=f"open forget requests ({n_open}; by state: "
+                            f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'})")
     for col in ("request", "state", "requester", "deadline", "urgent"):
         req_table.add_column(col)
-    for req in pending:
+    for req in shown:
         req_table.add_row(req.request_id, req.state, req.requester, str(req.deadline)[:19], str(req.urgent))
     console.print(req_table)
+    if n_open > len(shown):
+        console.print(f"… the {len(shown)} nearest deadlines of {n_open}; `memgov forget status ID` shows one")
     from pipelines.cycle.policy_in_force import PolicyNotInForce, deployed_policy
 
     try:
@@ -591,6 +601,39 @@ def keys_grant(name: Annotated[str, typer.Argument(help="The person, as decision
         console.print(grant(ws.home, ws.log, name, list(key or []), list(role), by, reason))
     except (KeyError_, ValueError) as exc:
         _fail(str(exc), 2)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The person.")],
+                by: Annotated[str, typer.Option(help="The administrator making the change (logged).")],
+                reason: Annotated[str, typer.Option(help="Why (logged).")],
+                key: Annotated[list[str] | None, typer.Option("--key", help="A public key 'ed25519:…' (repeat).")] = None,
+                role: Annotated[list[str] | None, typer.Option(help="A role taken away (repeat).")] = None,
+                home: HomeOpt = None) -> None:
+    """Take keys or roles from a person (key rotation: grant the new key first, then revoke the old one)."""
+    from pipelines.trust.grants import revoke
+    from pipelines.trust.keys import KeyError_
+
+    try:
+        ws = _ws(home)
+        console.print(revoke(ws.home, ws.log, name, list(key or []), list(role or []), by, reason))
+    except (KeyError_, ValueError) as exc:
+        _fail(str(exc), 2)
+
+
+@keys_app.command("rotate-ui-secret")
+def keys_rotate_ui_secret(by: Annotated[str, typer.Option(help="The administrator (logged).")],
+                          reason: Annotated[str, typer.Option(help="Why (logged).")],
+                          home: HomeOpt = None) -> None:
+    """A new UI secret: every session ends, and UI-filed forget requests not yet run must be filed again."""
+    from pipelines.trust.grants import rotate_ui_secret
+
+    try:
+        ws = _ws(home)
+        rotate_ui_secret(ws.home, ws.log, by, reason)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    console.print("UI secret rotated: everyone signs in again")
 
 
 @keys_app.command("list")

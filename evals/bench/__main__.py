@@ -2,8 +2,8 @@
 
 import sys
 
-from evals.bench import continual, eval_share, foreign_checkpoint, index_refresh, unlearning
+from evals.bench import continual, eval_share, foreign_checkpoint, index_refresh, status_load, unlearning
 
-for module in (index_refresh, eval_share, foreign_checkpoint, unlearning, continual):
+for module in (index_refresh, status_load, eval_share, foreign_checkpoint, unlearning, continual):
     sys.argv = [module.__name__]
     module.main()

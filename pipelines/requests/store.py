@@ -367,6 +367,21 @@ class RequestStore:
         with Session(self.engine) as s:
             return [StoredRequest._from_row(r) for r in s.scalars(query)]
 
+    def state_counts(self) -> dict[str, int]:
+        """How many requests are in each state, counted by the database (cheap with any number on file)."""
+        from sqlalchemy import func
+
+        with Session(self.engine) as s:
+            return {state: n for state, n in s.execute(
+                sa_select(_Request.state, func.count()).group_by(_Request.state))}
+
+    def most_pressing(self, states: Iterable[str], limit: int = 20) -> list[StoredRequest]:
+        """The `limit` requests in `states` with the nearest deadlines (the deadline index serves it)."""
+        query = (sa_select(_Request).where(_Request.state.in_(list(states)))
+                 .order_by(_Request.deadline, _Request.request_id).limit(limit))
+        with Session(self.engine) as s:
+            return [StoredRequest._from_row(r) for r in s.scalars(query)]
+
     def transition(
         self, request_id: str, new_state: str, evidence: dict | None = None, note: str = ""
     ) -> StoredRequest:

@@ -82,3 +82,42 @@ def set_password(home: Path, log: ChangeLog, name: str, secret: str, by: str) ->
     ring.people[known] = person
     kr.save(home, ring)
     log.append(_name(by), "keyring.password_set", known, "UI local login password set")
+
+
+def revoke(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: list[str], by: str,
+           reason: str) -> dict:
+    """Take keys and roles from a person (key rotation, leaving a role): from now on a statement signed with a
+    revoked key names nobody, so it is refused wherever it is checked, including a pending request or batch
+    signed with it before (its owner signs it again)."""
+    name, by = _name(name), _name(by)
+    if not reason.strip():
+        raise ValueError("reason: say why the revocation is made (it is logged)")
+    if not public_keys and not roles:
+        raise ValueError("name at least one --key or --role to revoke")
+    ring = kr.load(home)
+    found = ring.person(name)
+    if found is None:
+        raise ValueError(f"{name} is not in the keyring (memgov keys list shows who is)")
+    known, person = found
+    missing = [keys.key_id(k) for k in public_keys if k not in person.keys]
+    if missing:
+        raise ValueError(f"--key {', '.join(missing)}: not {known}'s; `memgov keys list` shows their keys")
+    person.keys = [k for k in person.keys if k not in set(public_keys)]
+    person.roles = [r for r in person.roles if r not in {x.strip() for x in roles}]
+    ring.people[known] = person
+    kr.save(home, ring)
+    out = {"person": known, "revoked_keys": [keys.key_id(k) for k in public_keys], "revoked_roles": sorted(roles),
+           "keys": [keys.key_id(k) for k in person.keys], "roles": person.roles}
+    log.append(by, "keyring.revoked", known, reason, details=out)
+    return out
+
+
+def rotate_ui_secret(home: Path, log: ChangeLog, by: str, reason: str) -> None:
+    """A new secret for session cookies, run identities and UI filings: everyone signs in again, and forget
+    requests filed from the UI and not yet run must be filed again (their attestation no longer verifies)."""
+    if not reason.strip():
+        raise ValueError("reason: say why the secret is rotated (it is logged)")
+    ring = kr.load(home)
+    ring.ui.secret = secrets.token_hex(32)
+    kr.save(home, ring)
+    log.append(_name(by), "keyring.ui_secret_rotated", "ui", reason)

@@ -100,11 +100,15 @@ def test_an_attestation_copied_onto_another_row_deletes_nothing(ws):
 
 
 def test_a_rotated_ui_secret_voids_pending_ui_filings(ws):
-    assert _run(_config(), _sealed(ws)).success
-    ring = ws.keyring()
-    ring.ui.secret = "0" * 64
-    stored = ws.requests.get("req-ui-1")
-    from pipelines.forget.filing import attested_by
+    from typer.testing import CliRunner
 
+    from memgov.cli import app
+
+    assert _run(_config(), _sealed(ws)).success
+    out = CliRunner().invoke(app, ["keys", "rotate-ui-secret", "--by", "keyring-admin", "--reason", "suspected leak",
+                                   "--home", str(ws.home)])
+    assert out.exit_code == 0, out.output
     with pytest.raises(SignatureRefused, match="rotated"):
-        attested_by(ring, stored.evidence["filed"]["attested"], stored)
+        filed_signer(ws, ws.requests.get("req-ui-1"))
+    assert process_request(ws, "req-ui-1")["state"] == "failed"
+    assert holdings(ws, {subject(4)}), "nothing was deleted on the strength of a voided attestation"

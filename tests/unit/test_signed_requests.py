@@ -5,6 +5,7 @@ nothing."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from support_forget import holdings, small_deployment, subject
@@ -106,3 +107,35 @@ def test_the_python_api_signs_with_the_requesters_key(tmp_path):
     assert submit_forget_request(home=ws.home, key=key, **again)[1] is False, "a resubmission is the same request"
     with pytest.raises(SignatureRefused, match="names legal as its requester"):
         submit_forget_request(home=ws.home, key=key, **{**fields, "request_id": "req-api-2", "requester": "legal"})
+
+
+def test_a_rotated_key_signs_for_its_owner_and_the_revoked_one_for_nobody(tmp_path):
+    """Key rotation: the new key is granted, the old one revoked. A request signed with the old key is refused
+    at the CLI, and one filed with it before the revocation deletes nothing at its scrub."""
+    from pipelines.trust.keys import generate, load_private, public_text
+
+    ws = small_deployment(tmp_path / "home")
+    old = keyholder(ws.home, "privacy-office")
+    pending = _request("req-before")
+    file_request(ws, pending, sign_request(old, pending))
+    new = tmp_path / "new.key"
+    new_public = generate(new)
+    old_public = public_text(load_private(Path(old)).public_key())
+    granted = runner.invoke(app, ["keys", "grant", "privacy-office", "--key", new_public, "--role", "requester",
+                                  "--by", "keyring-admin", "--reason", "rotation", "--home", str(ws.home)])
+    assert granted.exit_code == 0, granted.output
+    revoked = runner.invoke(app, ["keys", "revoke", "privacy-office", "--key", old_public, "--by", "keyring-admin",
+                                  "--reason", "rotation", "--home", str(ws.home)])
+    assert revoked.exit_code == 0, revoked.output
+    refused = forget(ws.home, "--key", old)
+    assert refused.exit_code == 2 and "not in the deployment's keyring" in " ".join(refused.output.split())
+    accepted = forget(ws.home, "--key", str(new))
+    assert accepted.exit_code == 0, accepted.output
+    out = process_request(ws, "req-before")
+    assert out["state"] == "failed", "a signature by a revoked key no longer names its requester"
+    assert holdings(ws, {subject(3)}), "the data is untouched"
+    actions = [e["action"] for e in ws.log.events()]
+    assert "keyring.revoked" in actions
+    again = runner.invoke(app, ["keys", "revoke", "privacy-office", "--key", old_public, "--by", "keyring-admin",
+                                "--reason", "twice", "--home", str(ws.home)])
+    assert again.exit_code == 2 and "not privacy-office's" in again.output
