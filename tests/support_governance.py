@@ -42,7 +42,8 @@ def _card(ws: Workspace, new_facts: int, forget: int) -> str:
     folder = ws.work_dir / f"test-card-{new_facts}-{forget}"
     folder.mkdir(exist_ok=True)
     card = {"set_sizes": {"new_facts": new_facts, "forget": forget},
-            "metrics": {"new_fact_recall": 0.97, "retention": 0.98, "forget_recall": 0.0}}
+            "metrics": {"new_fact_recall": 0.97, "retention": 0.98, "forget_recall": 0.0},
+            "decision": {"passed": True, "verdicts": []}}  # the gates' verdict, as the evaluation step records it
     (folder / "card.json").write_text(json.dumps(card))
     return ws.store.put_dir(folder)
 

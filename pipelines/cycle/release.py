@@ -81,6 +81,9 @@ def release_stage(ws: Workspace, policy: Policy, measurement: Measurement, run_i
     if not decision.passed:
         ws.registry.set_status(rid, "rejected", "system:gates",
                                "failed gates: " + ", ".join(v.metric for v in failed), run_id=run_id)
+    if measurement.batch:  # registered with its verdict: the batch's outcome is recorded, it is not taken again
+        mark_processed(ws, measurement.batch)
+    if not decision.passed:
         settle_requests_after_rejection(ws, eff, rid, measurement, run_id)
         result = {"status": "rejected", "champion": ws.registry.champion()}
     elif eff.approval.mode == "auto":
@@ -91,8 +94,6 @@ def release_stage(ws: Workspace, policy: Policy, measurement: Measurement, run_i
                       run_id=run_id)
         result = {"status": "candidate", "champion": ws.registry.champion(), "waiting_for": "approval"}
     result = {k: v for k, v in result.items() if k != "release_id"}
-    if measurement.batch:
-        mark_processed(ws, measurement.batch)  # the batch's outcome is recorded: it will not be taken again
     return ReleaseOutcome(**outcome, **result, seconds=round(time.perf_counter() - t0, 3))
 
 

@@ -44,7 +44,8 @@ def promotions(monkeypatch) -> list[str]:
 def _card(ws: Workspace, tmp: Path, new_facts: int, forget: int = 0) -> str:
     folder = tmp / f"card-{new_facts}-{forget}"
     folder.mkdir(exist_ok=True)
-    card = {"set_sizes": {"new_facts": new_facts, "forget": forget}, "metrics": {"retention": 0.99}}
+    card = {"set_sizes": {"new_facts": new_facts, "forget": forget}, "metrics": {"retention": 0.99},
+            "decision": {"passed": True, "verdicts": []}}
     (folder / "card.json").write_text(json.dumps(card))
     return ws.store.put_dir(folder)
 
