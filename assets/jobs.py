@@ -1,18 +1,22 @@
 """Jobs a person launches from the Launchpad (approve, reject, roll back) and the ones sensors launch."""
 
+import functools
 from enum import Enum
 
-from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
+from dagster import AssetSelection, Config, Failure, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
 
 from assets.executors import deployment_executor
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from assets.views import RELEASES, publish_releases
 from pipelines.cycle import governance
+from pipelines.cycle.governance import ApprovalRefused
+from pipelines.cycle.lock import CycleBusy
 from pipelines.cycle.urgent import urgent_cycle
 from pipelines.forget import process_request
 from pipelines.forget.scrub import scrub_complete
 from pipelines.requests.models import LEGAL_BASES, deadline_after
+from pipelines.trust.decisions import SignatureRefused
 from pipelines.trust.identity import USER_TAG, IdentityRefused, UiUser, check_claim, ui_user
 from pipelines.trust.keyring import same_person
 
@@ -25,6 +29,24 @@ cycle_job = define_asset_job(
     executor_def=deployment_executor(),  # in-process here: one process holds the cycle lock (assets/executors.py)
     tags={CYCLE_TAG: "1"},  # the run queue admits one cycle at a time (dagster.yaml tag_concurrency_limits)
 )
+
+REFUSALS = (ApprovalRefused, IdentityRefused, SignatureRefused, CycleBusy)
+
+
+def refusals_as_verdicts(fn):
+    """A refused decision ends its run as a verdict: Dagster's Failure with the rule as its description and
+    metadata, no traceback to read through. Anything else still fails as the error it is."""
+    @functools.wraps(fn)
+    def run(context: OpExecutionContext, *args, **kwargs):
+        try:
+            return fn(context, *args, **kwargs)
+        except REFUSALS as exc:
+            context.log.error(f"refused: {exc}")
+            raise Failure(description=f"refused: {exc}", metadata={"verdict": "refused", "rule": str(exc)},
+                          allow_retries=False) from None
+    return run
+
+
 
 def signed_in_user(context: OpExecutionContext, ws, job: str) -> UiUser:
     """Who launched this run, as the UI server sealed it into the run's tags; a re-executed run is refused."""
@@ -53,6 +75,7 @@ class DecisionConfig(Config):
     approver: str = ""  # optional: who decides is the signed-in user; a different name here is refused
 
 @op
+@refusals_as_verdicts
 def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: MemgovResource) -> dict:
     """Apply the signed-in user's decision under the policy's rules; approval promotes by compare-and-swap."""
     ws, policy = memgov.governed()
@@ -77,6 +100,7 @@ class WaiverConfig(Config):
     waived_by: str = ""  # optional: the signed-in user waives; a different name here is refused
 
 @op
+@refusals_as_verdicts
 def waive_gates(context: OpExecutionContext, config: WaiverConfig, memgov: MemgovResource) -> dict:
     """The logged exception to a failed gate, by a role the policy names; the release still needs approval."""
     ws, policy = memgov.governed()
@@ -99,6 +123,7 @@ class RollbackConfig(Config):
     actor: str = ""  # optional: the signed-in user rolls back; a different name here is refused
 
 @op
+@refusals_as_verdicts
 def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov: MemgovResource) -> dict:
     """Serve an earlier release again; refused for releases tainted by a forget request."""
     ws, policy = memgov.governed()
@@ -147,6 +172,7 @@ class FilingConfig(Config):
 
 
 @op
+@refusals_as_verdicts
 def file_forget_request(context: OpExecutionContext, config: FilingConfig, memgov: MemgovResource) -> dict:
     """File a forget request as the signed-in user, with the CLI's validation; the forget sensor then runs it."""
     from pipelines.ops import file_request_from_ui
@@ -173,6 +199,7 @@ def forget_filing():
 
 
 @op(tags=GPU_TAGS)
+@refusals_as_verdicts
 def process_forget_request(context: OpExecutionContext, config: ForgetConfig, memgov: MemgovResource) -> dict:
     """Scrub the request's data from every store at once; urgent requests also get an unlearning-only candidate."""
     ws, policy = memgov.governed()

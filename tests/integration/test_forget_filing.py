@@ -72,6 +72,9 @@ def test_bad_fields_are_named_and_nothing_is_filed(ws):
 def test_a_forged_identity_or_another_requester_files_nothing(ws):
     forged = _run(_config(), {USER_TAG: "olga", VIA_TAG: "login"})
     assert not forged.success and "was not set by memgov's UI server" in _failure(forged)
+    (failure,) = [e.event_specific_data for e in forged.all_node_events if e.is_failure]
+    assert failure.error.cls_name == "Failure" and failure.error.cause is None, "a verdict, not a traceback"
+    assert failure.user_failure_data.metadata["verdict"].value == "refused"
     other = _run(_config(requester="privacy-office"), _sealed(ws))
     assert not other.success and "signed in as olga" in _failure(other)
     assert ws.requests.list() == []
