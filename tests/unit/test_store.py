@@ -239,3 +239,15 @@ def test_s3_governance_retention_is_bypassed_and_what_cannot_go_is_named(s3_endp
     assert names[compliance].startswith("s3-object-lock-compliance until ")
     assert names[hold] == "s3-object-lock-legal-hold"
     assert len(report.deleted) == 1, "the first version, under GOVERNANCE only, went"
+
+
+def test_a_blob_corrupted_on_disk_is_refused_on_load_by_its_hash(tmp_path):
+    import os
+
+    store = LocalStore(tmp_path / "store")
+    digest = store.put_bytes(b"weights of r0002")
+    path = store._blob_path(digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"weights of r0002, flipped")  # a disk error, or someone editing the artifact folder
+    with pytest.raises(ValueError, match="is corrupt \\(content hash differs\\)"):
+        store.get_bytes(digest)
