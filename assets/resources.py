@@ -69,7 +69,8 @@ class LaunchOverrideRefused(ValueError):
 
 
 def local_resource() -> MemgovResource:
-    return MemgovResource()
+    """The embedded default; MEMGOV_PROGRESS=1 shows the training, edit and unlearning progress bars."""
+    return MemgovResource(progress=os.environ.get("MEMGOV_PROGRESS") == "1")
 
 
 def s3_resource() -> MemgovResource:

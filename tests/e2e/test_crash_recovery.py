@@ -27,25 +27,34 @@ KNOWN, NEW, UNSEEN = range(0, 40), range(60, 72), range(120, 150)
 
 def _env(home: Path, policy: Path) -> dict[str, str]:
     return {**os.environ, "MEMGOV_HOME": str(home), "MEMGOV_POLICY": str(policy), "MEMGOV_LOG_LEVEL": "DEBUG",
+            "MEMGOV_PROGRESS": "1",
             "COLUMNS": "250", "PYTHONUNBUFFERED": "1"}
 
 
 def run_until(home: Path, policy: Path, pattern: str, delay_s: float = 0.0) -> str:
-    """Start `memgov run`, SIGKILL it once its Dagster log shows `pattern` (plus `delay_s`); its output so far."""
+    """Start `memgov run`, SIGKILL it once its output shows `pattern` (plus `delay_s`); its output so far.
+
+    Output is read as it comes, split at newlines and at the carriage returns of progress bars, so a kill can
+    land on the first frame of the LoRA training bar, that is while it trains."""
     proc = subprocess.Popen([sys.executable, "-m", "memgov", "run"], cwd=ROOT, env=_env(home, policy),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen = []
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    seen, pending = [], b""
     deadline = time.monotonic() + 300
-    for line in proc.stdout:
-        seen.append(line)
-        if re.search(pattern, line):
+    while True:
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = re.split(rb"[\r\n]", pending)
+        seen += [line.decode("utf-8", "replace") for line in lines]
+        if any(re.search(pattern, line.decode("utf-8", "replace")) for line in lines):
             time.sleep(delay_s)
             os.killpg(proc.pid, signal.SIGKILL)
             break
-        assert time.monotonic() < deadline, "".join(seen[-40:])
+        assert time.monotonic() < deadline, "\n".join(seen[-40:])
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before the kill point:\n" + "".join(seen[-40:])
-    return "".join(seen)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before the kill point:\n" + "\n".join(seen[-40:])
+    return "\n".join(seen)
 
 
 def memgov(home: Path, policy: Path, *args: str) -> subprocess.CompletedProcess:
@@ -94,7 +103,7 @@ def test_a_cycle_killed_anywhere_leaves_nothing_half_done_and_the_next_run_conve
 
     home, policy = deployment
     faults = [("after admission", r'STEP_SUCCESS - Finished execution of step "admitted_batch"', 0.0),
-              ("mid LoRA training", r'STEP_START - Started execution of step "candidate_update"', 3.0),
+              ("mid LoRA training", r"lora update: +0%", 0.0),  # the bar's first frame: training has begun
               ("after evaluation, before the release", r'STEP_SUCCESS - Finished execution of step "evaluation_card"',
                0.0)]
     for name, pattern, delay in faults:
