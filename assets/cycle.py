@@ -41,18 +41,19 @@ def admitted_batch(context: AssetExecutionContext, config: BatchConfig, memgov: 
     if held.interrupted:
         mark_interrupted(context, ws, held.interrupted)
     value = stages.admit(ws, memgov.load_policy(), config.batch or None, run_id=context.run.run_id)
+    if not value.has_new_data:  # the batch's outcome: quarantined, nothing to train on
+        stages.mark_processed(ws, value.batch)
+        cycle_lock.release(ws)
     return _out(value, context, admitted=value.admitted, quarantined=value.quarantined,
                 forget_requests_scrubbed=MetadataValue.json(value.forget_requests_scrubbed),
                 expectations=MetadataValue.md(value.expectations_md), policy=value.policy, batch_hash=value.batch_hash)
 
 
-def _nothing_admitted(context: AssetExecutionContext, admitted: Admitted, memgov: MemgovResource) -> bool:
+def _nothing_admitted(context: AssetExecutionContext, admitted: Admitted) -> bool:
     if admitted.has_new_data:
         return False
     context.log.info(f"batch {admitted.batch}: no row admitted ({admitted.quarantined} quarantined); "
                      "no candidate is built this cycle")
-    stages.mark_processed(memgov.workspace(), admitted.batch)  # its outcome: quarantined, nothing to train on
-    cycle_lock.release(memgov.workspace())
     return True
 
 
@@ -73,7 +74,7 @@ def mark_interrupted(context: AssetExecutionContext, ws, holder: dict) -> None:
 @asset(group_name=GROUP, output_required=False)
 def selected_samples(context: AssetExecutionContext, admitted_batch: Admitted, memgov: MemgovResource):
     """What is worth training on: deduplicated, scored by the champion's loss, clustered by skill, plus replay."""
-    if _nothing_admitted(context, admitted_batch, memgov):
+    if _nothing_admitted(context, admitted_batch):
         return
     value: Selected = stages.select(memgov.workspace(), memgov.load_policy(), admitted_batch, progress=memgov.progress)
     yield _out(value, context, method=value.method, samples=value.n_samples, replay=value.n_replay,
@@ -103,7 +104,7 @@ def candidate_model(context: AssetExecutionContext, candidate_update: Updated,
 @asset(group_name=GROUP, output_required=False)
 def candidate_index(context: AssetExecutionContext, admitted_batch: Admitted, memgov: MemgovResource):
     """The FAISS index refreshed incrementally: this batch's documents upserted, tombstoned documents removed."""
-    if _nothing_admitted(context, admitted_batch, memgov):
+    if _nothing_admitted(context, admitted_batch):
         return
     value: CandidateIndex = stages.candidate_index(memgov.workspace(), memgov.load_policy(), admitted_batch,
                                                    shared_embedder())

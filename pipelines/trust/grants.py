@@ -70,14 +70,19 @@ def grant(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: 
     return out
 
 
+def _known(ring: kr.Keyring, name: str, fix: str) -> tuple[str, Person]:
+    """The keyring's spelling of `name` and their entry, or ValueError naming the fix."""
+    found = ring.person(name)
+    if found is None:
+        raise ValueError(f"{name} is not in the keyring; {fix}")
+    return found
+
+
 def set_password(home: Path, log: ChangeLog, name: str, secret: str, by: str) -> None:
     if len(secret) < 12:
         raise ValueError("password: use at least 12 characters")
     ring = kr.load(home)
-    found = ring.person(name)
-    if found is None:
-        raise ValueError(f"{name} is not in the keyring; grant them a role first (memgov keys grant)")
-    known, person = found
+    known, person = _known(ring, name, "grant them a role first (memgov keys grant)")
     person.password = hash_password(secret)
     ring.people[known] = person
     kr.save(home, ring)
@@ -95,10 +100,7 @@ def revoke(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles:
     if not public_keys and not roles:
         raise ValueError("name at least one --key or --role to revoke")
     ring = kr.load(home)
-    found = ring.person(name)
-    if found is None:
-        raise ValueError(f"{name} is not in the keyring (memgov keys list shows who is)")
-    known, person = found
+    known, person = _known(ring, name, "memgov keys list shows who is")
     missing = [keys.key_id(k) for k in public_keys if k not in person.keys]
     if missing:
         raise ValueError(f"--key {', '.join(missing)}: not {known}'s; `memgov keys list` shows their keys")
