@@ -95,20 +95,22 @@ def render_page(view: ReleasesView, user: str | None, granted: list[str], messag
             "<label>Reason<br><textarea name='reason' rows='3' cols='60' required></textarea></label><br><br>"
             f"<button type='submit'>Record decision on {_esc(rid)}</button></form>"
             for rid in view.pending)
-    from memgov.forget_page import render_form  # the forget form imports this module's launch pieces
+    from memgov.forget_page import render_form  # these forms import this module's launch pieces
+    from memgov.rollback_page import render_rollback
 
     note = (f"<p id='memgov-message' style='color:{'#b00' if error else '#060'}'>{_esc(message)}</p>"
             if message else "")
     who = f"signed in as <b>{_esc(user)}</b>" if user else "not signed in"
     return f"""<!doctype html><html><head><title>memgov releases</title><style>
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px}}
-tr.pending{{background:#fff8d6}} tr.serving{{background:#e6f4e6}} form.decide,form.forget{{border:1px solid #ccc;padding:1em;
+tr.pending{{background:#fff8d6}} tr.serving{{background:#e6f4e6}} form.decide,form.forget,form.rollback{{border:1px solid #ccc;padding:1em;
 margin:1em 0;max-width:40em}}</style></head><body>
 <h2>Releases</h2><p>{who} · policy {_esc(view.policy)} · champion <b>{_esc(view.champion or 'none')}</b> ·
 <a href='/assets/release'>latest evaluation card</a> · <a href='/assets/releases'>releases asset</a></p>{note}
 <table><tr><th>release</th><th>status</th><th>gates</th><th>new facts</th><th>forgotten</th><th>approvals</th>
 <th>still needed</th><th>cycle</th></tr>{rows}</table>
 {forms}
+{render_rollback(view, user, granted)}
 <h3>Open forget requests</h3><table><tr><th>request</th><th>state</th><th>urgent</th><th>deadline</th>
 <th>hours left</th><th>candidate</th></tr>{requests}</table>
 {render_form(user)}</body></html>"""
@@ -129,11 +131,15 @@ LOCATION = """query { repositoriesOrError { __typename ... on RepositoryConnecti
   jobs { name } } } } }"""
 
 
-def launch_payload(form: DecisionForm, location: str, repository: str) -> dict:
+def form_launch(job: str, run_config: dict, form: str, location: str, repository: str) -> dict:
+    """The GraphQL launch of `job` that a page's form asks for, tagged with the form it came from."""
     return {"query": LAUNCH, "operationName": "LaunchDecision", "variables": {"executionParams": {
-        "selector": {"repositoryLocationName": location, "repositoryName": repository, "jobName": JOB},
-        "runConfigData": form.run_config(),
-        "executionMetadata": {"tags": [{"key": "memgov/form", "value": "releases-page"}]}}}}
+        "selector": {"repositoryLocationName": location, "repositoryName": repository, "jobName": job},
+        "runConfigData": run_config, "executionMetadata": {"tags": [{"key": "memgov/form", "value": form}]}}}}
+
+
+def launch_payload(form: DecisionForm, location: str, repository: str) -> dict:
+    return form_launch(JOB, form.run_config(), "releases-page", location, repository)
 
 
 def launch_outcome(answer: dict) -> str:

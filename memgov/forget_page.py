@@ -12,7 +12,7 @@ import html
 import re
 from dataclasses import dataclass
 
-from memgov.decide_page import LAUNCH, FormRefused
+from memgov.decide_page import FormRefused, form_launch
 from pipelines.requests.models import LEGAL_BASES, ForgetRequest, deadline_after
 
 JOB = "forget_filing"
@@ -96,7 +96,4 @@ def render_form(user: str | None) -> str:
 
 
 def launch_payload(filing: FilingForm, location: str, repository: str) -> dict:
-    return {"query": LAUNCH, "operationName": "LaunchDecision", "variables": {"executionParams": {
-        "selector": {"repositoryLocationName": location, "repositoryName": repository, "jobName": JOB},
-        "runConfigData": filing.run_config(),
-        "executionMetadata": {"tags": [{"key": "memgov/form", "value": "forget-form"}]}}}}
+    return form_launch(JOB, filing.run_config(), "forget-form", location, repository)

@@ -293,6 +293,8 @@ class GovernanceGate:
             return await self._releases(ring, scope, receive, send)
         if path == "/memgov/forget":
             return await self._forget(ring, scope, receive, send)
+        if path == "/memgov/rollback":
+            return await self._rollback(ring, scope, receive, send)
         if path == "/memgov/logout":
             return await _redirect(send, "/", f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict")
         if path != "/memgov/login":
@@ -320,29 +322,34 @@ class GovernanceGate:
         from pipelines.cycle.releases_view import releases_view
         from pipelines.workspace import Workspace
 
+        if scope.get("method") == "POST":
+            return await self._launch_form(ring, scope, receive, send, page, "decide",
+                                           lambda form, user, view, granted: page.parse_form(form, view, granted))
         who = identify(ring, scope)
         ws = Workspace.open(self.home)
-        view = releases_view(ws, policy_in_force(ws, None))
         user = who[0] if who else None
-        granted = ring.roles_of(user) if user else []
-        if scope.get("method") != "POST":
-            return await _html(send, 200, page.render_page(view, user, granted))
-        form = parse_qs((await _read_body(receive)).decode("utf-8", "replace"), keep_blank_values=True)
-        try:
-            if who is None:
-                raise page.FormRefused("you are not signed in: sign in to decide")
-            decision = page.parse_form(form, view, granted)
-            location, repository = await self._repository(page.JOB)
-            payload = admit_graphql(ring, page.launch_payload(decision, location, repository), who)
-            run_id = page.launch_outcome(await self._inner_graphql(payload))
-        except (page.FormRefused, Refusal) as exc:
-            return await _html(send, 400, page.render_page(view, user, granted, str(exc), error=True))
-        return await _redirect(send, f"/runs/{run_id}", "")
+        return await _html(send, 200, page.render_page(releases_view(ws, policy_in_force(ws, None)), user,
+                                                       ring.roles_of(user) if user else []))
 
     async def _forget(self, ring, scope, receive, send):
         """A POST of the forget form launches forget_filing as the signed-in user, then shows its run."""
-        from memgov import decide_page as page
         from memgov import forget_page
+
+        return await self._launch_form(ring, scope, receive, send, forget_page, "file a forget request",
+                                       lambda form, user, view, granted: forget_page.parse_filing(form, user))
+
+    async def _rollback(self, ring, scope, receive, send):
+        """A POST of the rollback form launches the rollback job as the signed-in user, then shows its run."""
+        from memgov import rollback_page
+
+        return await self._launch_form(ring, scope, receive, send, rollback_page, "roll back",
+                                       lambda form, user, view, granted: rollback_page.parse_rollback(form, view,
+                                                                                                      granted))
+
+    async def _launch_form(self, ring, scope, receive, send, module, verb: str, parse):
+        """Check a page form, launch its job as the signed-in user and land on the run; a refusal re-renders the
+        releases page with the reason."""
+        from memgov import decide_page as page
         from pipelines.cycle.policy_in_force import policy_in_force
         from pipelines.cycle.releases_view import releases_view
         from pipelines.workspace import Workspace
@@ -350,19 +357,19 @@ class GovernanceGate:
         if scope.get("method") != "POST":
             return await _redirect(send, "/memgov/releases", "")
         who = identify(ring, scope)
+        user = who[0] if who else None
+        granted = ring.roles_of(user) if user else []
+        ws = Workspace.open(self.home)
+        view = releases_view(ws, policy_in_force(ws, None))
         form = parse_qs((await _read_body(receive)).decode("utf-8", "replace"), keep_blank_values=True)
         try:
             if who is None:
-                raise page.FormRefused("you are not signed in: sign in to file a forget request")
-            filing = forget_page.parse_filing(form, who[0])
-            location, repository = await self._repository(forget_page.JOB)
-            payload = admit_graphql(ring, forget_page.launch_payload(filing, location, repository), who)
+                raise page.FormRefused(f"you are not signed in: sign in to {verb}")
+            launch = parse(form, who[0], view, granted)
+            location, repository = await self._repository(module.JOB)
+            payload = admit_graphql(ring, module.launch_payload(launch, location, repository), who)
             run_id = page.launch_outcome(await self._inner_graphql(payload))
         except (page.FormRefused, Refusal) as exc:
-            ws = Workspace.open(self.home)
-            view = releases_view(ws, policy_in_force(ws, None))
-            user = who[0] if who else None
-            granted = ring.roles_of(user) if user else []
             return await _html(send, 400, page.render_page(view, user, granted, str(exc), error=True))
         return await _redirect(send, f"/runs/{run_id}", "")
 

@@ -58,8 +58,10 @@ class Workspace:
 
     @cached_property
     def log(self) -> ChangeLog:
-        """Mirrored in its own locked bucket, never in the artifact store: one writer must not hold both."""
-        return ChangeLog(self.home / "changelog.jsonl", mirror=open_log_mirror(self.store_url))
+        """Mirrored in its own locked bucket, never in the artifact store: one writer must not hold both.
+        MEMGOV_LOG_PRIMARY=mirror (run pods) makes the mirror the primary copy and the home's file its cache."""
+        return ChangeLog(self.home / "changelog.jsonl", mirror=open_log_mirror(self.store_url),
+                         primary=os.environ.get("MEMGOV_LOG_PRIMARY", "").strip() or "local")
 
     @cached_property
     def registry(self) -> Registry:

@@ -20,6 +20,7 @@ from pipelines.workspace import Workspace
 from policies import Policy
 
 CARD_STATUSES = ("candidate", "approved", "champion")  # whose card is read (the others' verdicts are settled)
+SERVABLE = ("retired", "approved")  # statuses a rollback may return to (tainted ones hold forgotten data)
 
 
 class ReleaseRow(BaseModel):
@@ -55,10 +56,16 @@ class ReleasesView(BaseModel):
     roles: list[str]
     releases: list[ReleaseRow]
     requests: list[RequestRow]
+    rollback_roles: list[str] = []
 
     @property
     def pending(self) -> list[str]:
         return [r.release_id for r in self.releases if r.pending]
+
+    @property
+    def rollback_targets(self) -> list[str]:
+        """Earlier releases that could serve again, newest first."""
+        return [r.release_id for r in self.releases if r.status in SERVABLE and not r.serving]
 
 
 def releases_view(ws: Workspace, policy: Policy, now: dt.datetime | None = None) -> ReleasesView:
@@ -79,7 +86,7 @@ def releases_view(ws: Workspace, policy: Policy, now: dt.datetime | None = None)
         for req in ws.requests.list(states=list(OPEN))
     ]
     return ReleasesView(champion=champion, policy=policy.label, roles=list(policy.approval.roles), releases=rows,
-                        requests=requests)
+                        requests=requests, rollback_roles=list(policy.approval.rollback_roles))
 
 
 def _row(ws: Workspace, policy: Policy, rel: Any, champion: str | None) -> ReleaseRow:

@@ -5,6 +5,11 @@ located. A chain alone cannot notice a consistent rewrite or lines cut off the e
 object per event, on S3 under COMPLIANCE Object Lock in its own bucket, see `mirror.py`) can, through
 `verify_mirror`, which reads every version of every event object. The log is permanent, so callers put ids and
 `redact`-ed hashes in it, never personal data in clear.
+
+Where many machines write (run pods on Kubernetes), the mirror is the primary copy (`primary="mirror"`,
+`MEMGOV_LOG_PRIMARY=mirror`): an append first pulls the events it lacks, then creates the next sequence number's
+object with a conditional write; a writer that loses the race re-reads and tries the next number. The local file
+is then a verified cache of the mirror, and a new pod starts from the mirror, not from sequence 1.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,12 @@ GENESIS = "0" * 64
 FIELDS = ("seq", "time", "actor", "action", "object", "reason", "run_id", "details", "prev_hash", "hash")
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _MIRROR_KEY = re.compile(r"^changelog/(\d{8,})\.json$")
+PRIMARIES = ("local", "mirror")
+MAX_RACES = 200  # lost conditional writes before an append gives up (each loss means another writer progressed)
+
+
+class LogRaceLost(RuntimeError):
+    """An append lost the race for the next sequence number more often than MAX_RACES times in a row."""
 
 
 def _canonical(obj: Any) -> bytes:
@@ -58,9 +71,15 @@ class VerifyResult:
 
 
 class ChangeLog:
-    def __init__(self, path: str | Path, mirror: ArtifactStore | LogMirror | None = None):
+    def __init__(self, path: str | Path, mirror: ArtifactStore | LogMirror | None = None, primary: str = "local"):
+        if primary not in PRIMARIES:
+            raise ValueError(f"primary {primary!r}: use 'local' (one writer) or 'mirror' (many writers)")
         self.path = Path(path)
         self.mirror = as_mirror(mirror)
+        if primary == "mirror" and self.mirror is None:
+            raise ValueError("MEMGOV_LOG_PRIMARY=mirror needs a mirror: an S3 artifact store or MEMGOV_LOG_MIRROR")
+        self.primary = primary
+        self.races_lost = 0  # conditional writes another writer won (mirror-primary only)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._salt_path = self.path.with_name(self.path.name + ".salt")
@@ -136,26 +155,82 @@ class ChangeLog:
                 f"details must be JSON-serialisable ({exc}); convert values to str/int/float/list/dict"
             ) from exc
         with self._locked():
-            last = self._last_event()
-            event = {
-                "seq": 1 if last is None else last["seq"] + 1,
-                "time": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
-                "actor": actor,
-                "action": action,
-                "object": obj,
-                "reason": reason,
-                "run_id": run_id,
-                "details": details,
-                "prev_hash": GENESIS if last is None else last["hash"],
-            }
-            event["hash"] = event_hash(event)
-            with open(self.path, "ab") as fh:
-                fh.write(_canonical(event) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            if self.primary == "mirror":
+                return self._append_to_mirror(actor, action, obj, reason, run_id, details)
+            event = self._next_event(self._last_event(), actor, action, obj, reason, run_id, details)
+            self._write_local(event)
             if self.mirror is not None:
                 self._mirror_one(event)
         return event
+
+    @staticmethod
+    def _next_event(last: dict | None, actor: str, action: str, obj: str, reason: str, run_id: str | None,
+                    details: dict) -> dict:
+        event = {
+            "seq": 1 if last is None else last["seq"] + 1,
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "object": obj,
+            "reason": reason,
+            "run_id": run_id,
+            "details": details,
+            "prev_hash": GENESIS if last is None else last["hash"],
+        }
+        event["hash"] = event_hash(event)
+        return event
+
+    def _write_local(self, *events: dict) -> None:
+        with open(self.path, "ab") as fh:
+            fh.write(b"".join(_canonical(e) + b"\n" for e in events))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _append_to_mirror(self, actor: str, action: str, obj: str, reason: str, run_id: str | None,
+                          details: dict) -> dict:
+        """Claim the next sequence number in the mirror; a lost race means another writer got it: pull, retry
+        after a short random pause (so one fast writer cannot starve the others)."""
+        for lost in range(MAX_RACES):
+            last = self._pull()
+            event = self._next_event(last, actor, action, obj, reason, run_id, details)
+            if self.mirror.create(self._mirror_key(event["seq"]), _canonical(event).decode("utf-8")):
+                self._write_local(event)
+                return event
+            self.races_lost += 1
+            time.sleep(random.uniform(0, 0.005 * min(lost + 1, 20)))
+        raise LogRaceLost(f"{MAX_RACES} other writers took the next sequence number first; nothing was written "
+                          "(is a writer looping?)")
+
+    def _pull(self) -> dict | None:
+        """Copy the mirror's events beyond the local cache into it, each checked to chain on; returns the last."""
+        last = self._last_event()
+        after = self._mirror_key(last["seq"]) if last else "changelog/"
+        new = []
+        for key in self.mirror.keys_after("changelog/", after):
+            if not _MIRROR_KEY.match(key):
+                continue
+            text = self.mirror.read(key)
+            event = json.loads(text) if text else None
+            expected = 1 if last is None else last["seq"] + 1
+            if event is None or _check_line(text.encode("utf-8"), expected, GENESIS if last is None
+                                            else last["hash"]):
+                if new:  # what did chain on is kept; the cache never holds what does not
+                    self._write_local(*new)
+                raise RuntimeError(f"mirror {self.mirror.uri}/{key} does not chain onto event {expected - 1} of "
+                                   f"the local log; run `memgov log verify` (the mirror or the cache was altered)")
+            new.append(event)
+            last = event
+        if new:
+            self._write_local(*new)
+        return last
+
+    def refresh(self) -> int:
+        """Bring the local cache up to the mirror (mirror-primary logs only); returns how many events came in."""
+        if self.primary != "mirror":
+            return 0
+        with self._locked():
+            before = (self._last_event() or {"seq": 0})["seq"]
+            return (self._pull() or {"seq": 0})["seq"] - before
 
     def _mirror_key(self, seq: int) -> str:
         return f"changelog/{seq:08d}.json"
@@ -184,10 +259,12 @@ class ChangeLog:
 
     def head(self) -> dict | None:
         """The last event's sequence number and hash: what a release manifest anchors."""
+        self.refresh()
         last = self._last_event()
         return {"seq": last["seq"], "hash": last["hash"]} if last else None
 
     def events(self) -> list[dict]:
+        self.refresh()
         if not self.path.exists():
             return []
         with open(self.path, encoding="utf-8") as fh:
@@ -195,6 +272,10 @@ class ChangeLog:
 
     def verify(self) -> VerifyResult:
         """Re-compute the chain; report the first line (1-based) where it breaks."""
+        try:
+            self.refresh()
+        except RuntimeError as exc:  # the mirror's next event does not chain on, or the mirror is unreachable
+            return VerifyResult(False, 0, None, str(exc))
         if not self.path.exists():
             return VerifyResult(True, 0)
         prev, n = GENESIS, 0

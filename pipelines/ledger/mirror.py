@@ -73,6 +73,10 @@ class LogMirror(ABC):
     def versions(self, prefix: str) -> dict[str, list[MirrorVersion]]:
         """Every version and delete marker under `prefix`, by key."""
 
+    def keys_after(self, prefix: str, after: str) -> list[str]:
+        """Keys under `prefix` sorting after `after`: what a writer lacks, without listing the whole log."""
+        return [k for k in self.keys(prefix) if k > after]
+
 
 class StoreMirror(LogMirror):
     """An ArtifactStore as mirror: write-once by compare-and-swap, one (current) version per key, no lock."""
@@ -159,6 +163,15 @@ class S3LockedMirror(LogMirror):
         base = self._full("") if self.prefix else ""
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+            return sorted(item["Key"][len(base):] for page in pages for item in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable("listing keys", exc) from exc
+
+    def keys_after(self, prefix: str, after: str) -> list[str]:
+        base = self._full("") if self.prefix else ""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix,
+                                                                           StartAfter=base + after)
             return sorted(item["Key"][len(base):] for page in pages for item in page.get("Contents", []))
         except (ClientError, BotoCoreError) as exc:
             raise self._unavailable("listing keys", exc) from exc

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -300,3 +301,74 @@ def test_a_bucket_without_object_lock_is_refused_then_sync_backfills(env, s3, tm
     fixed = Workspace.open(ws.home).log
     assert fixed.sync_mirror() == 1 and fixed.verify_mirror().ok
     assert s3.head_object(Bucket=locked, Key="prod/changelog/00000001.json")["ObjectLockMode"] == "COMPLIANCE"
+
+
+# -- many writers: the mirror as the primary copy ---------------------------------------------------------------------
+POD_SCRIPT = """
+import sys, time
+from pathlib import Path
+from pipelines.workspace import Workspace
+ws = Workspace.open(sys.argv[1])
+ws.log  # opened (and the mirror client made) before the start signal, so the writers race from the first event
+(Path(sys.argv[1]) / "ready").touch()
+while not (Path(sys.argv[1]).parent / "start").exists():
+    time.sleep(0.01)
+for j in range(int(sys.argv[3])):
+    ws.log.append("system:" + sys.argv[2], "test.appended", f"{sys.argv[2]}-{j}")
+print(ws.log.races_lost)
+"""
+
+
+def test_writers_on_separate_disks_share_one_chain_through_the_mirror(bucket, tmp_path, monkeypatch):
+    """Run pods have no shared disk: each appends through its own empty home, claiming the next sequence number in
+    the mirror with a conditional write. Every event lands exactly once, in one chain every pod can verify."""
+    monkeypatch.setenv("MEMGOV_LOG_PRIMARY", "mirror")
+    pods, per_pod = 4, 12
+    procs = [subprocess.Popen([sys.executable, "-c", POD_SCRIPT, str(tmp_path / f"pod{i}"), f"pod{i}", str(per_pod)],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(pods)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"pod{i}" / "ready").exists() for i in range(pods)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "start").touch()
+    lost = 0
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        lost += int(out.split()[-1])
+    assert lost > 0, "the writers never raced for a sequence number"
+
+    reader = Workspace.open(tmp_path / "new-pod")  # a pod started after the fact begins from the mirror
+    events = reader.log.events()
+    assert [e["seq"] for e in events] == list(range(1, pods * per_pod + 1))
+    objects = [e["object"] for e in events]
+    assert sorted(objects) == sorted(f"pod{i}-{j}" for i in range(pods) for j in range(per_pod))
+    assert reader.log.verify().ok and reader.log.verify_mirror().ok
+    for i in range(pods):  # each writer's cache is the same chain once it has caught up
+        pod = Workspace.open(tmp_path / f"pod{i}")
+        assert [e["hash"] for e in pod.log.events()] == [e["hash"] for e in events]
+
+
+def test_a_mirror_event_that_does_not_chain_on_is_refused_not_cached(bucket, s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMGOV_LOG_PRIMARY", "mirror")
+    ws = Workspace.open(tmp_path / "pod")
+    ws.log.append("alice", "test.appended", "one")
+    forged = {"seq": 2, "time": "2030-01-01T00:00:00+00:00", "actor": "mallory", "action": "release.promoted",
+              "object": "r0009", "reason": "", "run_id": None, "details": {}, "prev_hash": "f" * 64}
+    forged["hash"] = event_hash(forged)
+    s3.put_object(Bucket=f"{bucket}-log", Key="deploy/changelog/00000002.json", Body=json.dumps(forged).encode())
+    fresh = Workspace.open(tmp_path / "other-pod")
+    with pytest.raises(RuntimeError, match="does not chain onto event 1"):
+        fresh.log.append("bob", "test.appended", "two")
+    verdict = fresh.log.verify()
+    assert not verdict.ok and "does not chain onto event 1" in verdict.problem
+    cached = (tmp_path / "other-pod" / "changelog.jsonl").read_text().splitlines()
+    assert [json.loads(line)["object"] for line in cached] == ["one"], "nothing unchained is cached"
+
+
+def test_the_mirror_as_primary_needs_a_mirror(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMGOV_LOG_PRIMARY", "mirror")
+    monkeypatch.delenv("MEMGOV_STORE", raising=False)
+    monkeypatch.delenv("MEMGOV_LOG_MIRROR", raising=False)
+    with pytest.raises(ValueError, match="MEMGOV_LOG_PRIMARY=mirror needs a mirror"):
+        Workspace.open(tmp_path / "home").log.append("alice", "test.appended", "x")

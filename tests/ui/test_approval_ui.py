@@ -23,6 +23,7 @@ from support_dagster import (
     wait_for_location,
     waiting_candidate,
 )
+from support_governance import candidate as registered_candidate
 
 from pipelines.workspace import Workspace
 
@@ -287,6 +288,35 @@ def test_approve_from_the_launchpad(chromium: Path, demo_copy: Path, waiting_rel
             page.goto(f"{server.url}/runs/{rejected_run}", wait_until="domcontentloaded")
             expect(page.get_by_text(re.compile(r"r\d{4} rejected by its gates: new_fact_recall")).first).to_be_visible()
             page.screenshot(path=tmp_path / "rejection.png")
+
+            # A rollback from the page: a later candidate (registered on the champion's weights, as a cycle would)
+            # is approved, then the approver serves the earlier release again from the rollback form, which offers
+            # only releases that may serve again. The view shows each new state.
+            ws_now = Workspace.open(home)
+            later = registered_candidate(ws_now, honoured=tuple(ws_now.registry.get(release_id).tombstones_honoured))
+            page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
+            expect(page.locator(f"#release-{later}")).to_contain_text("pending decision")
+            page.locator(f"#decide-{later} textarea").fill("later candidate reviewed")
+            page.locator(f"#decide-{later} button").click()
+            page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
+            assert run_outcome(page, server, "") == "Success"
+            page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
+            expect(page.locator("tr.serving")).to_contain_text(later)
+            expect(page.locator(f"#release-{release_id}")).to_contain_text("retired")
+            targets = page.locator("#rollback-form select[name=to_release] option").all_inner_texts()
+            assert release_id in targets and champion_before not in targets, targets  # tainted: never offered
+            rollback_form = page.locator("#rollback-form")
+            rollback_form.locator("select[name=to_release]").select_option(release_id)
+            rollback_form.locator("textarea").fill("regression reported after the later release")
+            page.screenshot(path=tmp_path / "rollback_form.png")
+            rollback_form.get_by_role("button").click()
+            page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"))
+            assert run_outcome(page, server, "") == "Success"
+            page.goto(f"{server.url}/memgov/releases", wait_until="domcontentloaded")
+            expect(page.locator("tr.serving")).to_contain_text(release_id)
+            expect(page.locator(f"#release-{later}")).to_contain_text("retired")
+            assert Workspace.open(home).registry.champion() == release_id
+            page.screenshot(path=tmp_path / "rolled_back.png")
 
             # Forget requests filed from the releases page, as the signed-in user: one with a deadline about to
             # pass, one urgent. The daemon's sensor runs each; the urgent one's candidate waits for a decision.

@@ -15,7 +15,9 @@ def _view() -> ReleasesView:
                           created_at="2031-01-01T00:00", gates="passed")
     return ReleasesView(champion="r0003", policy="default-2026.11@x", roles=["ml-lead", "governance"], requests=[],
                         releases=[row("r0005", "candidate", pending=True), row("r0004", "rejected"),
-                                  row("r0003", "champion", serving=True)])
+                                  row("r0003", "champion", serving=True), row("r0002", "retired"),
+                                  row("r0001", "tainted")],
+                        rollback_roles=["governance"])
 
 
 FORM = {"release_id": ["r0005"], "decision": ["approve"], "role": ["ml-lead"], "reason": ["card reviewed"]}
@@ -83,3 +85,29 @@ def test_the_forget_form_names_a_bad_field_before_anything_launches():
         parse_filing(form(deadline_days="soon"), "olga")
     with pytest.raises(FormRefused, match="deadline_days"):
         parse_filing(form(deadline_days="-1"), "olga")
+
+
+def test_the_rollback_form_offers_only_releases_that_may_serve_again():
+    from memgov.rollback_page import launch_payload as rollback_launch
+    from memgov.rollback_page import parse_rollback, render_rollback
+
+    form = {"to_release": ["r0002"], "role": ["governance"], "reason": ["regression in production"]}
+    rollback = parse_rollback(form, _view(), granted=["governance"])
+    params = rollback_launch(rollback, "loc", "__repository__")["variables"]["executionParams"]
+    assert params["selector"]["jobName"] == "rollback"
+    assert params["runConfigData"]["ops"]["rollback_release"]["config"] == {
+        "to_release": "r0002", "role": "governance", "reason": "regression in production"}
+    for target, why in (("r0001", "it is tainted"), ("r0004", "it is rejected"), ("r0003", "it is champion"),
+                        ("r0005", "it is candidate")):
+        with pytest.raises(FormRefused, match=f"to_release: {target} cannot serve again \\({why}\\); choose one of r0002"):
+            parse_rollback({**form, "to_release": [target]}, _view(), granted=["governance"])
+    with pytest.raises(FormRefused, match="role: choose one of none .*lets governance roll back"):
+        parse_rollback(form, _view(), granted=["ml-lead"])
+    with pytest.raises(FormRefused, match="reason: say why"):
+        parse_rollback({**form, "reason": [" "]}, _view(), granted=["governance"])
+
+    page = render_rollback(_view(), "carol", granted=["governance"])
+    assert "<option value='r0002'>" in page and "r0001" not in page and "r0004" not in page
+    assert "hold none of the rollback roles" in render_rollback(_view(), "alice", granted=["ml-lead"])
+    assert render_rollback(_view(), None, []) == ""
+    assert "id='rollback-form'" in render_page(_view(), "carol", granted=["governance"])

@@ -1,0 +1,81 @@
+"""The rollback form on the releases page (`/memgov/rollback`): serve an earlier release again.
+
+It offers only the releases that could serve again (retired or approved, never a tainted one, which may hold
+forgotten data) and the rollback roles the policy names that the signed-in person holds; a reason is required.
+A valid form launches the `rollback` job as the signed-in user, which checks every rule again.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from memgov.decide_page import FormRefused, form_launch
+from pipelines.cycle.releases_view import ReleasesView
+
+JOB = "rollback"
+
+
+@dataclass(frozen=True)
+class RollbackForm:
+    to_release: str
+    role: str
+    reason: str
+
+    def run_config(self) -> dict:
+        return {"ops": {"rollback_release": {"config": {"to_release": self.to_release, "role": self.role,
+                                                        "reason": self.reason}}}}
+
+
+def rollback_roles(view: ReleasesView, granted: list[str]) -> list[str]:
+    return [r for r in view.rollback_roles if r in granted]
+
+
+def parse_rollback(form: dict[str, list[str]], view: ReleasesView, granted: list[str]) -> RollbackForm:
+    """The submitted form as a rollback, or FormRefused naming the field (the job checks it all again)."""
+    def one(name: str) -> str:
+        return (form.get(name) or [""])[0].strip()
+
+    target, role, reason = one("to_release"), one("role"), one("reason")
+    if target not in view.rollback_targets:
+        status = next((r.status for r in view.releases if r.release_id == target), "unknown")
+        choices = ", ".join(view.rollback_targets) or "none"
+        raise FormRefused(f"to_release: {target or '(empty)'} cannot serve again (it is {status}); choose one of "
+                          f"{choices}")
+    roles = rollback_roles(view, granted)
+    if role not in roles:
+        raise FormRefused(f"role: choose one of {', '.join(roles) or 'none (you hold no rollback role)'}; the "
+                          f"policy lets {', '.join(view.rollback_roles) or 'nobody'} roll back")
+    if not reason:
+        raise FormRefused("reason: say why (it is recorded in the change log with your name)")
+    return RollbackForm(target, role, reason)
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def render_rollback(view: ReleasesView, user: str | None, granted: list[str]) -> str:
+    """The form, or a sentence saying why there is none."""
+    if not user:
+        return ""
+    targets = view.rollback_targets
+    if not targets:
+        return ("<p id='rollback-none'>No earlier release can serve again (tainted releases may hold forgotten "
+                "data and are never rolled back to).</p>")
+    roles = rollback_roles(view, granted)
+    if not roles:
+        return (f"<p id='rollback-none'>You ({_esc(user)}) hold none of the rollback roles "
+                f"({_esc(', '.join(view.rollback_roles) or 'none')}).</p>")
+    releases = "".join(f"<option value='{_esc(t)}'>{_esc(t)}</option>" for t in targets)
+    options = "".join(f"<option value='{_esc(r)}'>{_esc(r)}</option>" for r in roles)
+    return ("<form method='post' action='/memgov/rollback' class='rollback' id='rollback-form'>"
+            f"<h3>Roll back from {_esc(view.champion or 'no champion')}</h3>"
+            f"<label>Serve again <select name='to_release'>{releases}</select></label> "
+            f"<label>Role <select name='role'>{options}</select></label><br><br>"
+            "<label>Reason<br><textarea name='reason' rows='2' cols='60' required></textarea></label><br><br>"
+            "<button type='submit'>Roll back</button></form>")
+
+
+def launch_payload(form: RollbackForm, location: str, repository: str) -> dict:
+    return form_launch(JOB, form.run_config(), "rollback-form", location, repository)
