@@ -86,6 +86,11 @@ def safe_relpath(rel: str) -> PurePosixPath:
     return p
 
 
+class StoreUnavailable(RuntimeError):
+    """The store could not be reached within its bounded retries. Nothing half-written is referred to (a blob is
+    complete or absent, a document is replaced whole), so retrying once the store is back is safe."""
+
+
 @dataclass
 class DeleteReport:
     """What `delete_blob` removed and what it could not (e.g. versions under S3 Object Lock)."""

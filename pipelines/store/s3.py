@@ -17,16 +17,61 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from .base import ArtifactStore, DeleteReport, check_digest, check_key, digest_of
+from .base import ArtifactStore, DeleteReport, StoreUnavailable, check_digest, check_key, digest_of
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _LOCKED = {"AccessDenied", "403"}  # what S3 answers for a version under Object Lock retention or legal hold
 
 
+ATTEMPTS = 5  # per request, with botocore's standard exponential backoff between them
+CONNECT_TIMEOUT_S = 10
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class _GuardedClient:
+    """The boto3 client, with an endpoint that stays unreachable (or answers 5xx) after the bounded retries
+    turned into one StoreUnavailable naming the store and the operation."""
+
+    def __init__(self, client: Any, uri: str):
+        self._client, self._uri = client, uri
+
+    def _unavailable(self, operation: str, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"artifact store {self._uri} is unreachable ({operation} failed after {ATTEMPTS} "
+                                f"attempts: {exc}); nothing half-written is referred to, retry once it is back")
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = attr(*args, **kwargs)
+            except BotoCoreError as exc:
+                raise self._unavailable(name, exc) from exc
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+                if status >= 500:
+                    raise self._unavailable(name, exc) from exc
+                raise
+            return _GuardedPaginator(result, self) if name == "get_paginator" else result
+        return call
+
+
+class _GuardedPaginator:
+    def __init__(self, paginator: Any, guard: _GuardedClient):
+        self._paginator, self._guard = paginator, guard
+
+    def paginate(self, **kwargs: Any):
+        try:
+            yield from self._paginator.paginate(**kwargs)
+        except BotoCoreError as exc:
+            raise self._guard._unavailable("listing", exc) from exc
 
 
 class S3Store(ArtifactStore):
@@ -45,13 +90,14 @@ class S3Store(ArtifactStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.client = client or boto3.session.Session().client(
+        self.client = _GuardedClient(client or boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint_url,
             region_name=region_name,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
+            config=Config(retries={"max_attempts": ATTEMPTS, "mode": "standard"}, max_pool_connections=32,
+                          connect_timeout=CONNECT_TIMEOUT_S),
             **client_kwargs,
-        )
+        ), self.uri)
 
     @property
     def uri(self) -> str:
