@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Config, MetadataValue, OpExecutionContext, Output, asset
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from evals.card import card_markdown_for_ui
@@ -57,15 +57,15 @@ def _nothing_admitted(context: AssetExecutionContext, admitted: Admitted) -> boo
     return True
 
 
-def mark_interrupted(context: AssetExecutionContext, ws, holder: dict) -> None:
+def mark_interrupted(context: AssetExecutionContext | OpExecutionContext, ws, holder: dict) -> None:
     """A run that died holding the cycle lock (SIGKILL, lost node) is marked failed, not left 'started' for ever."""
     from dagster import DagsterRunStatus
 
     run = context.instance.get_run_by_id(holder["run_id"])
     if run is None or run.status not in (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING):
         return
-    message = (f"interrupted: its process (pid {holder.get('pid')}) ended without finishing; found by run "
-               f"{context.run.run_id}, which takes the batch again")
+    message = (f"interrupted: its process (pid {holder.get('pid')}) ended without finishing its "
+               f"{holder.get('holder', 'work')}; found by run {context.run.run_id}, which took the lock after it")
     context.instance.report_run_failed(run, message)
     ws.log.append("system:cycle", "cycle.interrupted", holder["run_id"], reason=message, run_id=context.run.run_id)
     context.log.warning(f"run {holder['run_id']} {message}")

@@ -6,10 +6,12 @@ from enum import Enum
 from dagster import AssetSelection, Config, Failure, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
 
+from assets.cycle import mark_interrupted
 from assets.executors import deployment_executor
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from assets.views import RELEASES, publish_releases
 from pipelines.cycle import governance
+from pipelines.cycle import lock as cycle_lock
 from pipelines.cycle.governance import ApprovalRefused
 from pipelines.cycle.lock import CycleBusy
 from pipelines.cycle.urgent import urgent_cycle
@@ -21,6 +23,7 @@ from pipelines.trust.identity import USER_TAG, IdentityRefused, UiUser, check_cl
 from pipelines.trust.keyring import same_person
 
 CYCLE_TAG = "memgov/cycle"
+FORGET_WAITS_FOR_CYCLE_S = 3600.0  # a forget run queued behind a cycle waits this long before it reports busy
 
 cycle_job = define_asset_job(
     "governed_cycle",
@@ -205,16 +208,25 @@ def process_forget_request(context: OpExecutionContext, config: ForgetConfig, me
     ws, policy = memgov.governed()
     launcher = forget_launcher(context, ws, config.launched_by)
     context.log.info(f"forget request {config.request_id} launched by {launcher}")
-    result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id, policy=policy)
-    result["launched_by"] = launcher
-    req = ws.requests.get(config.request_id)
-    if req.urgent and req.state == "planned" and scrub_complete(req.evidence):
-        result["urgent_cycle"] = urgent_cycle(ws, policy, config.request_id, shared_embedder(),
-                                              run_id=context.run_id).model_dump()
+    # The scrub and an urgent candidate change what a cycle reads and registers: they wait for a running cycle.
+    held = cycle_lock.acquire(ws, "forget_request", run_id=context.run_id, wait_s=FORGET_WAITS_FOR_CYCLE_S)
+    try:
+        if held.interrupted:
+            mark_interrupted(context, ws, held.interrupted)
+        result = process_request(ws, config.request_id, embedder=shared_embedder(), run_id=context.run_id,
+                                 policy=policy)
+        result["launched_by"] = launcher
+        req = ws.requests.get(config.request_id)
+        if req.urgent and req.state == "planned" and scrub_complete(req.evidence):
+            result["urgent_cycle"] = urgent_cycle(ws, policy, config.request_id, shared_embedder(),
+                                                  run_id=context.run_id).model_dump()
+    finally:
+        cycle_lock.release(ws)
     context.log.info(f"forget request processed: {result.get('state')}")
     publish_releases(context, ws, policy)
     return result
 
-@job(description="Process one forget request (launched by the forget-request sensor, run_key = request id).")
+@job(description="Process one forget request (launched by the forget-request sensor, run_key = request id).",
+     tags={CYCLE_TAG: "1"})  # queued with the cycles: one of them changes the deployment's data at a time
 def forget_request():
     process_forget_request()

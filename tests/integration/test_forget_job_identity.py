@@ -56,3 +56,33 @@ def test_a_launch_without_identity_is_the_systems_and_cannot_claim_a_person(ws):
     assert not refused.success and "carries no signed-in user" in _failure(refused)
     result = _run("req-ui", {})
     assert result.success and result.output_for_node("process_forget_request")["launched_by"] == "system:launch"
+
+
+HOLD = """
+import sys, time
+from pipelines.cycle import lock
+from pipelines.workspace import Workspace
+lock.acquire(Workspace.open(sys.argv[1]), "governed_cycle", run_id="run-of-a-cycle")
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_forget_run_waits_for_a_running_cycle_then_reports_it_busy_and_changes_nothing(ws, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr("assets.jobs.FORGET_WAITS_FOR_CYCLE_S", 1.0)
+    root = Path(__file__).resolve().parents[2]
+    cycle = subprocess.Popen([sys.executable, "-c", HOLD, str(ws.home)], cwd=root, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert cycle.stdout.readline().strip() == "held"
+        busy = _run("req-ui", {})
+        assert not busy.success and "another cycle is running" in _failure(busy) and "run-of-a-cycle" in _failure(busy)
+        assert ws.requests.get("req-ui").state == "received", "nothing was scrubbed beside the running cycle"
+    finally:
+        cycle.communicate("done\n", timeout=30)
+    assert _run("req-ui", {}).success  # the cycle ended: the lock is free
+    assert ws.requests.get("req-ui").state != "received"

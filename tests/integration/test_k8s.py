@@ -81,3 +81,16 @@ def test_the_shipped_manifests_validate_against_the_kubernetes_schemas():
             continue
         for manifest in yaml.safe_load_all(path.read_text()):
             _validate(manifest)
+
+
+def test_run_pods_keep_no_change_log_of_their_own(tmp_path, monkeypatch):
+    """With the deployment's settings a pod's change log is a cache of the S3 mirror, never a chain of its own."""
+    from pipelines.workspace import Workspace
+
+    (config_map,) = yaml.safe_load_all((ROOT / "infra" / "k8s" / "memgov-env.yaml").read_text())
+    for key, value in config_map["data"].items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("MEMGOV_HOME", str(tmp_path / "pod-disk"))
+    log = Workspace.open().log
+    assert log.primary == "mirror"
+    assert log.mirror.uri == "s3://memgov-artifacts-log/prod"
