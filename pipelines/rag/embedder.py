@@ -34,7 +34,7 @@ class Embedder:
         batch_size: int = 64,
         device: Any = None,
         max_length: int = 256,
-        cache_size: int = 200_000,
+        cache_size: int = 20_000,  # repeated queries (evaluation sets); bulk documents pass through
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")

@@ -19,6 +19,7 @@ from pipelines.datasets import id_list
 from pipelines.rag.embedder import text_hash
 
 _MAGIC = b"MEMGOV-FAISS\x01"
+UPSERT_CHUNK = 2048  # documents embedded and added per step: memory stays flat however large the batch
 _INT63 = (1 << 63) - 1
 
 
@@ -136,22 +137,25 @@ class DocumentIndex:
                 self._meta[doc_id] = meta  # metadata only: the vector is still right
             else:
                 unchanged += 1
-        if to_embed:
-            vectors = np.asarray(embedder.encode([m["text"] for _, m in to_embed]), dtype=np.float32)
-            if vectors.shape != (len(to_embed), self.dim):
-                raise ValueError(
-                    f"embedder returned shape {vectors.shape}, index expects ({len(to_embed)}, {self.dim}); "
-                    "use the embedder the index was built with"
-                )
-            keys = np.array([doc_key(doc_id) for doc_id, _ in to_embed], dtype=np.int64)
-            replaced = [doc_id for doc_id, _ in to_embed if doc_id in self._meta]
-            if replaced:
-                self._remove_keys([doc_key(d) for d in replaced])
-            self._index.add_with_ids(np.ascontiguousarray(vectors), keys)
-            for (doc_id, meta), key in zip(to_embed, keys.tolist(), strict=True):
-                self._meta[doc_id] = meta
-                self._by_key[int(key)] = doc_id
+        replaced = [doc_id for doc_id, _ in to_embed if doc_id in self._meta]
+        if replaced:
+            self._remove_keys([doc_key(d) for d in replaced])
+        for start in range(0, len(to_embed), UPSERT_CHUNK):  # a chunk's vectors at a time, not the whole batch's
+            self._add(to_embed[start : start + UPSERT_CHUNK], embedder)
         return UpsertReport(added=added, updated=updated, unchanged=unchanged, embedded=len(to_embed))
+
+    def _add(self, chunk: list[tuple[str, dict[str, Any]]], embedder: SupportsEncode) -> None:
+        vectors = np.ascontiguousarray(embedder.encode([m["text"] for _, m in chunk]), dtype=np.float32)
+        if vectors.shape != (len(chunk), self.dim):
+            raise ValueError(
+                f"embedder returned shape {vectors.shape}, index expects ({len(chunk)}, {self.dim}); "
+                "use the embedder the index was built with"
+            )
+        keys = np.array([doc_key(doc_id) for doc_id, _ in chunk], dtype=np.int64)
+        self._index.add_with_ids(vectors, keys)
+        for (doc_id, meta), key in zip(chunk, keys.tolist(), strict=True):
+            self._meta[doc_id] = meta
+            self._by_key[int(key)] = doc_id
 
     @staticmethod
     def _meta_for(doc: dict[str, Any]) -> dict[str, Any]:
@@ -232,8 +236,8 @@ class DocumentIndex:
         """One self-contained payload: magic, metadata JSON length, metadata JSON, serialized FAISS index."""
         faiss = _faiss()
         meta = json.dumps({"dim": self.dim, "docs": self._meta}, sort_keys=True, separators=(",", ":")).encode()
-        blob = faiss.serialize_index(self._index).tobytes()
-        return _MAGIC + struct.pack(">Q", len(meta)) + meta + blob
+        blob = faiss.serialize_index(self._index)  # a uint8 array, joined without another copy
+        return b"".join([_MAGIC, struct.pack(">Q", len(meta)), meta, memoryview(blob)])
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> DocumentIndex:

@@ -49,10 +49,12 @@ class CountingEmbedder:
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.seen: list[str] = []
+        self.calls: list[int] = []  # texts per call
 
     def encode(self, texts):
         texts = list(texts)
         self.seen.extend(texts)
+        self.calls.append(len(texts))
         return self.inner.encode(texts)
 
 
@@ -197,3 +199,18 @@ def test_structural_errors_and_empty_index():
     assert [h.doc_id for h in idx.search(["x"], emb, k=5)[0]] == ["a", "b"]
     with pytest.raises(ValueError, match="k must be at least 1"):
         idx.search(["x"], emb, k=0)
+
+
+def test_a_large_upsert_is_embedded_chunk_by_chunk_with_the_same_result(monkeypatch):
+    """Memory stays flat however large the batch: the embedder sees one chunk at a time, and the index built
+    that way is the one built in one go (same vectors, same snapshot)."""
+    docs = [{"id": f"d{i}", "text": f"notice {i}: the market opens at {i % 9} today"} for i in range(23)]
+    whole = DocumentIndex(HashEmbedder.dim)
+    whole.upsert(docs, HashEmbedder())
+    monkeypatch.setattr("pipelines.rag.index.UPSERT_CHUNK", 5)
+    counting = CountingEmbedder(HashEmbedder())
+    chunked = DocumentIndex(HashEmbedder.dim)
+    report = chunked.upsert(docs, counting)
+    assert report.added == 23 and counting.calls == [5, 5, 5, 5, 3]
+    assert chunked.to_bytes() == whole.to_bytes()
+    assert DocumentIndex.from_bytes(chunked.to_bytes()).fingerprint() == whole.fingerprint()
