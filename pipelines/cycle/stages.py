@@ -18,6 +18,7 @@ from pipelines.cycle.records import Admitted, CandidateIndex, CandidateModel, Ed
 from pipelines.datasets import HELD_TABLES
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
+from pipelines.memory import release_free_memory
 from pipelines.selection.common import KNOWN
 from pipelines.workspace import Workspace
 from policies import Policy
@@ -50,6 +51,13 @@ def champion_manifest(ws: Workspace):
 
 def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: str | None = None) -> Admitted:
     """Validate one batch with the policy's GX suite; admitted rows go to the data store, the rest to quarantine."""
+    try:
+        return _admit(ws, policy, batch_file, run_id)
+    finally:
+        release_free_memory()  # the batch's rows and GX frames are written or gone: the next stage starts lean
+
+
+def _admit(ws: Workspace, policy: Policy, batch_file: str | None, run_id: str | None) -> Admitted:
     if batch_file:
         path = Path(batch_file) if Path(batch_file).exists() else ws.inbox / batch_file
     else:
@@ -404,8 +412,11 @@ def candidate_index(ws: Workspace, policy: Policy, admitted: Admitted, embedder)
     tomb = ws.requests.tombstones()
     removed = index.delete_matching(tomb.covers)
     version = save_index(ws, index)
+    fingerprint, n_docs = index.fingerprint(), len(index)
+    del index
+    release_free_memory()  # the batch's documents and vectors are stored: evaluation starts from a lean process
     ws.log.append("system:rag", "index.refreshed", version, reason=f"+{report.added} ~{report.updated} -{removed}",
-                  details={"cycle": admitted.cycle, "fingerprint": index.fingerprint()})
+                  details={"cycle": admitted.cycle, "fingerprint": fingerprint})
     return CandidateIndex(**admitted.carry(), index_snapshot=version, added=report.added, updated=report.updated,
-                          unchanged=report.unchanged, removed=removed, n_docs=len(index),
-                          fingerprint=index.fingerprint(), seconds=round(time.perf_counter() - t0, 3))
+                          unchanged=report.unchanged, removed=removed, n_docs=n_docs,
+                          fingerprint=fingerprint, seconds=round(time.perf_counter() - t0, 3))

@@ -247,8 +247,9 @@ class DocumentIndex:
         offset = len(_MAGIC)
         (meta_len,) = struct.unpack(">Q", payload[offset : offset + 8])
         offset += 8
-        meta = json.loads(payload[offset : offset + meta_len].decode())
-        raw = np.frombuffer(payload[offset + meta_len :], dtype=np.uint8)
+        view = memoryview(payload)  # slices of a view share the payload: no copy of a snapshot hundreds of MB large
+        meta = json.loads(bytes(view[offset : offset + meta_len]))
+        raw = np.frombuffer(view[offset + meta_len :], dtype=np.uint8)
         index = cls.__new__(cls)
         index.dim = int(meta["dim"])
         index._index = faiss.deserialize_index(raw)
