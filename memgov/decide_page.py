@@ -38,23 +38,30 @@ def allowed_roles(view: ReleasesView, granted: list[str]) -> list[str]:
     return [r for r in view.roles if r in granted]
 
 
+def form_value(form: dict[str, list[str]], name: str) -> str:
+    """One submitted field, stripped; empty when absent."""
+    return (form.get(name) or [""])[0].strip()
+
+
+def require_role_and_reason(role: str, reason: str, held: list[str], policy_roles: list[str], kind: str,
+                            verb: str) -> None:
+    """FormRefused unless `role` is one the person holds among the policy's, and a reason is given."""
+    if role not in held:
+        raise FormRefused(f"role: choose one of {', '.join(held) or f'none (you hold no {kind} role)'}; the policy "
+                          f"lets {', '.join(policy_roles) or 'nobody'} {verb}")
+    if not reason:
+        raise FormRefused("reason: say why (it is recorded in the change log with your name)")
+
+
 def parse_form(form: dict[str, list[str]], view: ReleasesView, granted: list[str]) -> DecisionForm:
     """The submitted form as a decision, or FormRefused naming the field: checked again by the job itself."""
-    def one(name: str) -> str:
-        return (form.get(name) or [""])[0].strip()
-
-    release_id, decision, role, reason = one("release_id"), one("decision"), one("role"), one("reason")
+    release_id, decision, role, reason = (form_value(form, n) for n in ("release_id", "decision", "role", "reason"))
     if release_id not in view.pending:
         waiting = ", ".join(view.pending) or "none"
         raise FormRefused(f"release: {release_id or '(empty)'} is not waiting for a decision; pending: {waiting}")
     if decision not in DECISIONS:
         raise FormRefused("decision: choose approve or reject")
-    roles = allowed_roles(view, granted)
-    if role not in roles:
-        raise FormRefused(f"role: choose one of {', '.join(roles) or 'none (you hold no deciding role)'}; the policy "
-                          f"lets {', '.join(view.roles)} decide")
-    if not reason:
-        raise FormRefused("reason: say why (it is recorded in the change log with your name)")
+    require_role_and_reason(role, reason, allowed_roles(view, granted), view.roles, "deciding", "decide")
     return DecisionForm(release_id, decision, role, reason)
 
 

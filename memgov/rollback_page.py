@@ -7,10 +7,9 @@ A valid form launches the `rollback` job as the signed-in user, which checks eve
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
-from memgov.decide_page import FormRefused, form_launch
+from memgov.decide_page import FormRefused, _esc, form_launch, form_value, require_role_and_reason
 from pipelines.cycle.releases_view import ReleasesView
 
 JOB = "rollback"
@@ -33,26 +32,15 @@ def rollback_roles(view: ReleasesView, granted: list[str]) -> list[str]:
 
 def parse_rollback(form: dict[str, list[str]], view: ReleasesView, granted: list[str]) -> RollbackForm:
     """The submitted form as a rollback, or FormRefused naming the field (the job checks it all again)."""
-    def one(name: str) -> str:
-        return (form.get(name) or [""])[0].strip()
-
-    target, role, reason = one("to_release"), one("role"), one("reason")
+    target, role, reason = (form_value(form, n) for n in ("to_release", "role", "reason"))
     if target not in view.rollback_targets:
         status = next((r.status for r in view.releases if r.release_id == target), "unknown")
         choices = ", ".join(view.rollback_targets) or "none"
         raise FormRefused(f"to_release: {target or '(empty)'} cannot serve again (it is {status}); choose one of "
                           f"{choices}")
-    roles = rollback_roles(view, granted)
-    if role not in roles:
-        raise FormRefused(f"role: choose one of {', '.join(roles) or 'none (you hold no rollback role)'}; the "
-                          f"policy lets {', '.join(view.rollback_roles) or 'nobody'} roll back")
-    if not reason:
-        raise FormRefused("reason: say why (it is recorded in the change log with your name)")
+    require_role_and_reason(role, reason, rollback_roles(view, granted), view.rollback_roles, "rollback",
+                            "roll back")
     return RollbackForm(target, role, reason)
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def render_rollback(view: ReleasesView, user: str | None, granted: list[str]) -> str:
