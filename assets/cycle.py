@@ -43,7 +43,6 @@ def admitted_batch(context: AssetExecutionContext, config: BatchConfig, memgov: 
     value = stages.admit(ws, memgov.load_policy(), config.batch or None, run_id=context.run.run_id)
     if not value.has_new_data:  # the batch's outcome: quarantined, nothing to train on
         stages.mark_processed(ws, value.batch)
-        cycle_lock.release(ws)
     return _out(value, context, admitted=value.admitted, quarantined=value.quarantined,
                 forget_requests_scrubbed=MetadataValue.json(value.forget_requests_scrubbed),
                 expectations=MetadataValue.md(value.expectations_md), policy=value.policy, batch_hash=value.batch_hash)
@@ -126,10 +125,7 @@ def evaluation_card(context: AssetExecutionContext, candidate_update: Updated, c
 def release(context: AssetExecutionContext, evaluation_card: Measurement, memgov: MemgovResource) -> Output[ReleaseOutcome]:
     """The candidate registered, then rejected by its gates, promoted where policy allows, or waiting for an approver."""
     ws = memgov.workspace()
-    try:
-        value = release_step.release_stage(ws, memgov.load_policy(), evaluation_card, run_id=context.run.run_id)
-    finally:
-        cycle_lock.release(ws)
+    value = release_step.release_stage(ws, memgov.load_policy(), evaluation_card, run_id=context.run.run_id)
     return _out(value, context, release=value.release_id, status=value.status, champion=value.champion or "",
                 passed=value.passed, verdict=value.summary,
                 card=MetadataValue.md(card_markdown_for_ui(Path(value.card_dir), value.release_id)))

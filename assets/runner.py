@@ -52,9 +52,14 @@ def _defs():
 
 def run_job(ws: Workspace, job_name: str, run_config: dict[str, Any] | None = None, tags: dict[str, str] | None = None):
     """Execute a job in this process, recorded in the deployment's instance (visible in the UI afterwards)."""
+    from pipelines.cycle import lock
+
     job = _defs().get_job_def(job_name)
     config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": os.environ.get("MEMGOV_LOG_LEVEL", "WARNING")}}}}
-    return job.execute_in_process(run_config=config, instance=instance(ws), tags=tags or {}, raise_on_error=False)
+    try:
+        return job.execute_in_process(run_config=config, instance=instance(ws), tags=tags or {}, raise_on_error=False)
+    finally:  # a cycle's lock is held until its run has ended (a run worker's ends with its process)
+        lock.release(ws)
 
 
 def output_of(result, node: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,11 +50,29 @@ def index_snapshots(ws: Workspace) -> dict[str, str]:
     return dict(ws.store.read_json(SNAPSHOTS_KEY, default={}))
 
 
+def read_index(ws: Workspace, digest: str) -> DocumentIndex:
+    """An index snapshot read from the store as a file: a large index is never held twice while it loads."""
+    with ws.store.open_blob(digest) as fh:
+        return DocumentIndex.read(fh)
+
+
+def store_index(ws: Workspace, index: DocumentIndex) -> str:
+    """The index's snapshot as a blob, written through a file in the work folder: a large index is streamed to
+    the store, never held as one payload beside itself."""
+    fd, tmp = tempfile.mkstemp(dir=ws.work_dir, prefix=".index-", suffix=".snapshot")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            index.write(fh)
+        return ws.store.put_file(Path(tmp))
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def save_index(ws: Workspace, index: DocumentIndex) -> str:
     """Store a new index snapshot version; returns its version name (what releases refer to).
 
     The snapshot map moves by compare-and-swap, so a scrub running at the same time is never undone."""
-    digest = ws.store.put_bytes(index.to_bytes())
+    digest = store_index(ws, index)
     chosen: dict[str, str] = {}
 
     def add(snaps: dict[str, str]) -> dict[str, str]:
@@ -71,7 +90,7 @@ def load_index(ws: Workspace, version: str) -> DocumentIndex:
     snaps = index_snapshots(ws)
     if version not in snaps:
         raise ValueError(f"index snapshot '{version}' not found; kept snapshots: {', '.join(sorted(snaps)) or 'none'}")
-    return DocumentIndex.from_bytes(ws.store.get_bytes(snaps[version]))
+    return read_index(ws, snaps[version])
 
 
 def scrub_index_snapshots(ws: Workspace, doc_ids: set[str], subject_ids: set[str], fact_ids: set[str],
@@ -89,10 +108,10 @@ def scrub_index_snapshots(ws: Workspace, doc_ids: set[str], subject_ids: set[str
         new = dict(snaps)
         for version, digest in sorted(snaps.items()):
             if digest not in rewritten:
-                index = DocumentIndex.from_bytes(ws.store.get_bytes(digest))
+                index = read_index(ws, digest)
                 n = index.delete(sorted(set(doc_ids) & set(index.doc_ids())))
                 n += index.delete_where(subject_ids=subject_ids, fact_ids=fact_ids)
-                rewritten[digest] = (ws.store.put_bytes(index.to_bytes()) if n else digest, n)
+                rewritten[digest] = (store_index(ws, index) if n else digest, n)
             new[version], n = rewritten[digest]
             if n:
                 removed[version] = n
@@ -111,7 +130,7 @@ def index_holds(ws: Workspace, doc_ids: set[str], subject_ids: set[str], fact_id
     cache: dict[str, list[str]] = {}
     for version, digest in sorted(index_snapshots(ws).items()):
         if digest not in cache:
-            index = DocumentIndex.from_bytes(ws.store.get_bytes(digest))
+            index = read_index(ws, digest)
             hits = set(doc_ids) & set(index.doc_ids())
             hits |= set(index.select_where(subject_ids=subject_ids, fact_ids=fact_ids))
             cache[digest] = sorted(hits)

@@ -1,7 +1,8 @@
 """One handle on the durable state of a memgov deployment: artifact store, change log, registry, requests, data.
 
 Local default: everything under MEMGOV_HOME (./.memgov). Production: MEMGOV_STORE=s3://bucket/prefix (with
-MEMGOV_S3_ENDPOINT for any S3-compatible endpoint) and MEMGOV_REQUESTS_URL=postgresql+psycopg://… . The change
+MEMGOV_S3_ENDPOINT for any S3-compatible endpoint), MEMGOV_INBOX=s3://bucket/prefix and
+MEMGOV_REQUESTS_URL=postgresql+psycopg://… . The change
 log's mirror lives apart from the artifacts: MEMGOV_LOG_MIRROR=s3://bucket/prefix, by default the bucket
 `<artifact-bucket>-log` (see pipelines/ledger/mirror.py).
 """
@@ -94,7 +95,27 @@ class Workspace:
 
     @property
     def inbox(self) -> Path:
+        """The inbox folder: the inbox itself, or the working copy of the remote one (MEMGOV_INBOX)."""
         return self.home / "inbox"
+
+    @cached_property
+    def remote_inbox(self):
+        """MEMGOV_INBOX=s3://bucket/prefix: batches wait in a bucket, not on one machine (pipelines/inbox.py)."""
+        from pipelines.inbox import open_remote_inbox
+
+        url = os.environ.get("MEMGOV_INBOX", "").strip()
+        return open_remote_inbox(url, self.inbox) if url else None
+
+    def pull_inbox(self) -> Path:
+        """The inbox folder, first brought up to date with the remote inbox where there is one."""
+        if self.remote_inbox is not None:
+            self.remote_inbox.pull()
+        return self.inbox
+
+    def inbox_changed(self, path: Path) -> list[dict]:
+        """A change memgov made to an inbox file sent to the remote inbox (nothing without one); the versions an
+        Object Lock keeps, if any."""
+        return self.remote_inbox.push(path).legal_holds if self.remote_inbox is not None else []
 
     @property
     def models_cache(self) -> Path:

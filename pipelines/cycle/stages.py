@@ -32,7 +32,7 @@ class NoNewBatch(RuntimeError):
 
 def pending_batches(ws: Workspace) -> list[Path]:
     done = set(ws.store.read_json(PROCESSED_KEY, default=[]))
-    files = sorted(p for p in ws.inbox.glob("*") if p.suffix in (".jsonl", ".parquet"))
+    files = sorted(p for p in ws.pull_inbox().glob("*") if p.suffix in (".jsonl", ".parquet"))
     return [p for p in files if p.stem not in done]
 
 
@@ -59,7 +59,7 @@ def admit(ws: Workspace, policy: Policy, batch_file: str | None = None, run_id: 
 
 def _admit(ws: Workspace, policy: Policy, batch_file: str | None, run_id: str | None) -> Admitted:
     if batch_file:
-        path = Path(batch_file) if Path(batch_file).exists() else ws.inbox / batch_file
+        path = Path(batch_file) if Path(batch_file).exists() else ws.pull_inbox() / batch_file
     else:
         pending = pending_batches(ws)
         if not pending:
@@ -75,7 +75,7 @@ def _admit(ws: Workspace, policy: Policy, batch_file: str | None, run_id: str | 
     if eff.admission.require_signed_submission and not (submitted and submitted.submitted_by):
         result = _unsigned(result, submitted.note if submitted else "no signed submission")
     result = _general_apart(ws, result)
-    quarantined = _without_forgotten_content(result.quarantined, path, tombstones)
+    quarantined = _without_forgotten_content(ws, result.quarantined, path, tombstones)
     evaluation = {name: [r for r in result.admitted if r.get("kind") == name] for name in HELD_TABLES}
     admitted = [r for r in result.admitted if r.get("kind") not in HELD_TABLES]
     for name, rows in evaluation.items():  # measured on or replayed, never trained on as new data nor indexed
@@ -144,7 +144,8 @@ def _honour_forget_requests(ws: Workspace, policy: Policy, run_id: str | None) -
     return honour_pending_requests(ws, policy, run_id=run_id)
 
 
-def _without_forgotten_content(quarantined: list[dict[str, Any]], path: Path, tombstones) -> list[dict[str, Any]]:
+def _without_forgotten_content(ws: Workspace, quarantined: list[dict[str, Any]], path: Path,
+                               tombstones) -> list[dict[str, Any]]:
     """A row refused because it is tombstoned is recorded by reason only, and leaves the inbox file too: keeping it
     in quarantine or in the raw batch would keep exactly what was forgotten."""
     from pipelines.admission import TOMBSTONED
@@ -153,6 +154,8 @@ def _without_forgotten_content(quarantined: list[dict[str, Any]], path: Path, to
     if not any(TOMBSTONED in r["quarantine_reasons"] for r in quarantined):
         return quarantined
     scrub_inbox_file(path, tombstones)  # judged by the tombstones' hashes, row by row
+    if path.resolve().is_relative_to(ws.inbox.resolve()):
+        ws.inbox_changed(path)
     return [{"id": f"{path.stem}#tombstoned{i}", "quarantine_reasons": r["quarantine_reasons"], "content": "withheld"}
             if TOMBSTONED in r["quarantine_reasons"] else r for i, r in enumerate(quarantined)]
 

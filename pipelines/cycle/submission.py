@@ -56,7 +56,7 @@ def submit(ws: Workspace, source: Path, key_file: str | Path, name: str | None =
     batch = name or source.stem
     if not batch.replace("-", "").replace("_", "").replace(".", "").isalnum() or "/" in batch or batch.startswith("."):
         raise ValueError(f"batch name {batch!r}: use letters, digits, '-', '_' and '.' only")
-    if any((ws.inbox / f"{batch}{s}").exists() for s in SUFFIXES):
+    if any((ws.pull_inbox() / f"{batch}{s}").exists() for s in SUFFIXES):
         raise ValueError(f"a batch named {batch!r} is already in the inbox; choose another --name")
     digest = _digest(source)
     envelope = sign_statement(key_file, statement("submit", batch_subject(batch, digest), "submitter",
@@ -69,6 +69,8 @@ def submit(ws: Workspace, source: Path, key_file: str | Path, name: str | None =
         target.unlink()
         raise ValueError(f"{source} changed while it was being copied; submit it again")
     _sidecar(ws.inbox, batch).write_text(json.dumps(envelope))
+    for path in (target, _sidecar(ws.inbox, batch)):
+        ws.inbox_changed(path)
     ws.log.append(who.person, "batch.submitted", batch, reason=f"{target.name} submitted",
                   details={"sha256": digest, "signed": who.proof()})
     return Submission(batch=batch, submitted_by=who.person, sha256=digest)

@@ -66,7 +66,7 @@ def dry_run_report(ws: Workspace, plan: ForgetPlan, policy: Policy | None) -> di
         "dry_run": True,
         "stores": {"tables": dict(plan.per_table),
                    "index_snapshots": {v: len(d) for v, d in index.items()},
-                   "inbox": inbox_holds(ws.inbox, plan)},
+                   "inbox": inbox_holds(ws.pull_inbox(), plan)},
         "tombstones": {k: len(v) for k, v in plan.ids().items()},
         "facts_for_the_model_to_forget": len(plan.forget_qas),
         "share": {k: round(v, 4) for k, v in shares.items()},
@@ -162,7 +162,7 @@ def _conclude_scrub(ws: Workspace, request_id: str, plan: ForgetPlan, done: dict
     req = ws.requests.get(request_id)
     leaks = index_returns_forgotten(ws, plan, embedder)
     tainted = done["taint"]["tainted"]
-    holds = done["collect"]["legal_holds"] + [{"blob": h["blob"], "detail": {k: v for k, v in h.items() if k != "blob"}}
+    holds = done["collect"]["legal_holds"] + done["inbox"].get("legal_holds", []) + [{"blob": h["blob"], "detail": {k: v for k, v in h.items() if k != "blob"}}
                                               for h in (done.get("weights") or {}).get("object_lock", [])]
     weights = done.get("weights") or {}
     evidence = {

@@ -268,7 +268,7 @@ def store_holds(ws: Workspace, plan: ForgetPlan) -> dict[str, Any]:
     """Everything covered by the plan that some store still holds: the verification of a scrub."""
     tables = {t: n for t in TABLES if (n := sum(1 for r in ws.data.rows(t) if plan.matches(r)))}
     index = index_holds(ws, plan.doc_ids | plan.row_ids, plan.subject_ids, plan.fact_ids)
-    inbox = inbox_holds(ws.inbox, plan)
+    inbox = inbox_holds(ws.pull_inbox(), plan)
     return {k: v for k, v in (("tables", tables), ("index", index), ("inbox", inbox)) if v}
 
 
@@ -328,7 +328,9 @@ def run_steps(ws: Workspace, request_id: str, plan: ForgetPlan, run_id: str | No
                                      on_stale=j.add_stale)
 
     def inbox() -> dict[str, Any]:
-        return {"removed": scrub_inbox(ws.inbox, plan)}
+        removed = scrub_inbox(ws.pull_inbox(), plan)
+        holds = [{"blob": f"inbox:{rel}", "detail": h} for rel in removed for h in ws.inbox_changed(ws.inbox / rel)]
+        return {"removed": removed, "legal_holds": holds}
 
     def taint() -> dict[str, Any]:
         return {"tainted": ws.registry.mark_tainted(plan.row_ids, plan.subject_ids, request_id, ACTOR)}

@@ -7,11 +7,12 @@ serving index at once, not at the next rebuild. Vectors are L2-normalised, so in
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
@@ -239,20 +240,39 @@ class DocumentIndex:
         blob = faiss.serialize_index(self._index)  # a uint8 array, joined without another copy
         return b"".join([_MAGIC, struct.pack(">Q", len(meta)), meta, memoryview(blob)])
 
+    def write(self, fh: BinaryIO) -> None:
+        """The `to_bytes` payload written to a seekable binary file piece by piece: the metadata a document at a
+        time and the FAISS index straight from its buffers, so saving a large index holds no second copy of it."""
+        faiss = _faiss()
+        length_at = fh.tell() + len(_MAGIC)
+        fh.write(_MAGIC + struct.pack(">Q", 0))
+        n = fh.write(b'{"dim":%d,"docs":{' % self.dim)
+        for i, doc_id in enumerate(sorted(self._meta)):
+            entry = json.dumps(self._meta[doc_id], sort_keys=True, separators=(",", ":"))
+            n += fh.write(f'{"," if i else ""}{json.dumps(doc_id)}:{entry}'.encode())
+        n += fh.write(b"}}")
+        end = fh.tell()
+        fh.seek(length_at)
+        fh.write(struct.pack(">Q", n))
+        fh.seek(end)
+        faiss.write_index(self._index, faiss.PyCallbackIOWriter(fh.write))
+
     @classmethod
     def from_bytes(cls, payload: bytes) -> DocumentIndex:
-        if not payload.startswith(_MAGIC):
+        return cls.read(io.BytesIO(payload))  # a BytesIO over bytes shares their buffer: no copy of the payload
+
+    @classmethod
+    def read(cls, fh: BinaryIO) -> DocumentIndex:
+        """An index from a snapshot file (what `write` or `to_bytes` gave), the FAISS part read in chunks."""
+        head = fh.read(len(_MAGIC) + 8)
+        if not head.startswith(_MAGIC) or len(head) < len(_MAGIC) + 8:
             raise ValueError("not a memgov document index snapshot (bad header)")
         faiss = _faiss()
-        offset = len(_MAGIC)
-        (meta_len,) = struct.unpack(">Q", payload[offset : offset + 8])
-        offset += 8
-        view = memoryview(payload)  # slices of a view share the payload: no copy of a snapshot hundreds of MB large
-        meta = json.loads(bytes(view[offset : offset + meta_len]))
-        raw = np.frombuffer(view[offset + meta_len :], dtype=np.uint8)
+        (meta_len,) = struct.unpack(">Q", head[len(_MAGIC) :])
+        meta = json.loads(fh.read(meta_len))
         index = cls.__new__(cls)
         index.dim = int(meta["dim"])
-        index._index = faiss.deserialize_index(raw)
+        index._index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
         index._meta = meta["docs"]
         index._by_key = {doc_key(doc_id): doc_id for doc_id in index._meta}
         if index._index.ntotal != len(index._meta) or index._index.d != index.dim:

@@ -7,16 +7,18 @@ move under a concurrent writer is changed with `compare_and_swap` on the documen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
@@ -26,6 +28,12 @@ _MISSING = object()
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def digest_of_file(path: Path) -> str:
+    """The digest `digest_of` gives the file's bytes, read in chunks rather than held whole."""
+    with open(path, "rb") as fh:
+        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def check_digest(digest: str) -> str:
@@ -115,8 +123,19 @@ class ArtifactStore(ABC):
     @abstractmethod
     def put_bytes(self, data: bytes) -> str: ...
 
+    def put_file(self, path: Path) -> str:
+        """Store a file's bytes as a blob (its digest as `put_bytes` would give it); backends that can stream
+        override this so a large file (weights, an index snapshot) is never held in memory whole."""
+        return self.put_bytes(Path(path).read_bytes())
+
     @abstractmethod
     def get_bytes(self, digest: str) -> bytes: ...
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: str) -> Iterator[BinaryIO]:
+        """The blob as a binary file to read from, its hash checked before the first byte is handed out; backends
+        that can stream override this so reading a large blob (an index snapshot) needs no copy of it in memory."""
+        yield io.BytesIO(self.get_bytes(digest))
 
     @abstractmethod
     def has(self, digest: str) -> bool: ...
@@ -167,8 +186,7 @@ class ArtifactStore(ABC):
     def put_dir(self, path: Path) -> str:
         files = []
         for rel, p in dir_entries(path):
-            data = p.read_bytes()
-            files.append({"path": rel, "digest": self.put_bytes(data), "size": len(data)})
+            files.append({"path": rel, "digest": self.put_file(p), "size": p.stat().st_size})
         return self.put_bytes(canonical_json(dir_manifest(files)))
 
     def dir_manifest(self, digest: str) -> dict:

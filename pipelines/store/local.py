@@ -11,11 +11,13 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from .base import ArtifactStore, DeleteReport, check_digest, check_key, digest_of
+from .base import ArtifactStore, DeleteReport, check_digest, check_key, digest_of, digest_of_file
 
 
 class LocalStore(ArtifactStore):
@@ -73,6 +75,27 @@ class LocalStore(ArtifactStore):
             self._atomic_write(path, bytes(data), mode=0o444)
         return digest
 
+    def put_file(self, path: Path) -> str:
+        digest = digest_of_file(path)
+        target = self._blob_path(digest)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root / ".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.chmod(tmp, 0o444)
+                if digest_of_file(tmp) != digest:  # changed while being copied: store nothing rather than a lie
+                    raise ValueError(f"{path} changed while it was being stored; store it again once it is written")
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return digest
+
     def get_bytes(self, digest: str) -> bytes:
         path = self._blob_path(digest)
         try:
@@ -82,6 +105,18 @@ class LocalStore(ArtifactStore):
         if digest_of(data) != digest:
             raise ValueError(f"blob {digest} in {self.uri} is corrupt (content hash differs)")
         return data
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: str) -> Iterator[BinaryIO]:
+        try:
+            fh = open(self._blob_path(digest), "rb")  # noqa: SIM115 - handed out, closed below
+        except FileNotFoundError:
+            raise KeyError(f"blob {digest} is not in {self.uri}") from None
+        with fh:
+            if "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest() != digest:
+                raise ValueError(f"blob {digest} in {self.uri} is corrupt (content hash differs)")
+            fh.seek(0)
+            yield fh
 
     def has(self, digest: str) -> bool:
         return self._blob_path(digest).is_file()

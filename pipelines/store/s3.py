@@ -10,16 +10,20 @@ under COMPLIANCE retention or a legal hold is reported with the hold's name.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .base import ArtifactStore, DeleteReport, StoreUnavailable, check_digest, check_key, digest_of
+from .base import ArtifactStore, DeleteReport, StoreUnavailable, check_digest, check_key, digest_of, digest_of_file
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _LOCKED = {"AccessDenied", "403"}  # what S3 answers for a version under Object Lock retention or legal hold
@@ -27,6 +31,14 @@ _LOCKED = {"AccessDenied", "403"}  # what S3 answers for a version under Object 
 
 ATTEMPTS = 5  # per request, with botocore's standard exponential backoff between them
 CONNECT_TIMEOUT_S = 10
+
+
+_ALREADY_THERE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}  # create-only put lost
+
+
+def _checksum(digest: str) -> str:
+    """S3's ChecksumSHA256 header for a blob digest: S3 refuses an upload whose bytes do not match it."""
+    return base64.b64encode(bytes.fromhex(check_digest(digest))).decode()
 
 
 def _code(exc: ClientError) -> str:
@@ -133,7 +145,19 @@ class S3Store(ArtifactStore):
         try:  # create-only: an existing blob already holds these exact bytes
             self.client.put_object(Bucket=self.bucket, Key=self._blob_key(digest), Body=data, IfNoneMatch="*")
         except ClientError as exc:
-            if _code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}:
+            if _code(exc) not in _ALREADY_THERE:
+                raise
+        return digest
+
+    def put_file(self, path: Path) -> str:
+        digest = digest_of_file(path)
+        checksum = _checksum(digest)
+        try:  # the body streams from the file (botocore rewinds it on a retry); S3 checks it against the digest
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=self._blob_key(digest), Body=body, IfNoneMatch="*",
+                                       ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
+        except ClientError as exc:
+            if _code(exc) not in _ALREADY_THERE:
                 raise
         return digest
 
@@ -156,6 +180,37 @@ class S3Store(ArtifactStore):
                 fh.write(data)
             os.replace(tmp, cached)
         return data
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: str) -> Iterator[BinaryIO]:
+        """Streamed to the read cache (or a temporary file without one) and hashed on the way, then read from there."""
+        cached = self._cache_path(digest)
+        if cached is not None and cached.is_file() and digest_of_file(cached) == digest:
+            with open(cached, "rb") as fh:
+                yield fh
+            return
+        folder = cached.parent if cached is not None else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".blob-") as tmp:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._blob_key(digest))["Body"]
+            except ClientError as exc:
+                if _code(exc) in _NOT_FOUND:
+                    raise KeyError(f"blob {digest} is not in {self.uri}") from None
+                raise
+            h = hashlib.sha256()
+            for chunk in body.iter_chunks(1 << 20):
+                h.update(chunk)
+                tmp.write(chunk)
+            tmp.flush()
+            if "sha256:" + h.hexdigest() != digest:
+                raise ValueError(f"blob {digest} in {self.uri} is corrupt (content hash differs)")
+            if cached is not None:  # kept as the read cache: a hard link survives the temporary file's removal
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp.name, cached)
+            tmp.seek(0)
+            yield tmp
 
     def has(self, digest: str) -> bool:
         try:
@@ -212,10 +267,15 @@ class S3Store(ArtifactStore):
         if cached is not None and cached.exists():
             cached.unlink()
             report.deleted.append(str(cached))
+        self._purge(key, report)
+        return report
+
+    def _purge(self, key: str, report: DeleteReport, keep: str | None = None) -> None:
+        """Delete every version and delete marker of `key` but the version `keep`, into `report`."""
         paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
             for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
-                if item["Key"] != key:
+                if item["Key"] != key or item["VersionId"] == keep:
                     continue
                 vid = item["VersionId"]
                 held = self._delete_version(key, vid)
@@ -223,6 +283,40 @@ class S3Store(ArtifactStore):
                     report.deleted.append(f"s3://{self.bucket}/{key}?versionId={vid}")
                 else:
                     report.legal_hold.append(held)
+
+    # -- named files: objects replaced or removed with every earlier version (a remote inbox) ---------------------
+    def named_files(self) -> dict[str, str]:
+        """Every object under the prefix but blobs, by its key below the prefix: its ETag."""
+        base = self._full("") if self.prefix else ""
+        out = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(base) :]
+                if not rel.startswith("blobs/"):
+                    out[rel] = item["ETag"]
+        return out
+
+    def get_named(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag, or None when absent."""
+        return self._get(self._full(check_key(key)))
+
+    def replace_named(self, key: str, path: Path) -> tuple[str, DeleteReport]:
+        """Upload the file as the object `key`, then delete every earlier version of it: what the old bytes held
+        (a row since forgotten) does not stay in the bucket's history. Returns the new ETag and what went."""
+        full = self._full(check_key(key))
+        checksum = _checksum(digest_of_file(path))  # also what a bucket under default Object Lock retention needs
+        with open(path, "rb") as body:
+            resp = self.client.put_object(Bucket=self.bucket, Key=full, Body=body, ChecksumAlgorithm="SHA256",
+                                          ChecksumSHA256=checksum)
+        report = DeleteReport(key)
+        if resp.get("VersionId"):  # an unversioned bucket kept no earlier bytes: the put replaced them
+            self._purge(full, report, keep=resp["VersionId"])
+        return resp["ETag"], report
+
+    def remove_named(self, key: str) -> DeleteReport:
+        """The object `key` and every version of it deleted (Object Lock holds reported, not raised)."""
+        report = DeleteReport(key)
+        self._purge(self._full(check_key(key)), report)
         return report
 
     # -- documents -------------------------------------------------------------------

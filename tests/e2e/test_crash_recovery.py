@@ -69,19 +69,42 @@ def runs(home: Path) -> list:
         return [r for r in instance.get_runs() if r.job_name == "governed_cycle"]
 
 
-def assert_consistent(home: Path, name: str) -> None:
-    """The champion untouched; any release registered carries its gate verdict (the batch then counts as done),
-    and a batch without one stays pending; the log verifies."""
+def approve_waiting(home: Path, policy: Path) -> None:
+    """A release registered by a killed run waits for its approval like any other: approve it."""
     ws = Workspace.open(home)
-    assert ws.registry.champion() == "r0001", name
+    for release in [r for r in ws.registry.list() if r.status == "candidate"]:
+        proc = memgov(home, policy, "approve", release.release_id, "--key", keyholder(home, "olga", "ml-lead"),
+                      "--role", "ml-lead", "--reason", "its auto-approval was interrupted")
+        assert proc.returncode == 0, proc.stdout
+
+
+def next_batch(home: Path, n: int) -> str:
+    from test_bring_your_own import batch
+
+    name = f"b{n + 1:03d}"
+    batch(home, name, [domain_fact(i) for i in range(72 + 8 * (n - 1), 80 + 8 * (n - 1))])
+    return name
+
+
+def assert_consistent(home: Path, name: str, before: tuple[str, set[str]], batch: str) -> None:
+    """Whatever the kill interrupted: a release registered carries its gate verdict, and its batch then counts as
+    done while a batch without one stays pending; the champion moves only to that release, passed and promoted
+    by the policy's approver; the log verifies."""
     from pipelines.cycle.governance import read_card
 
-    registered = [r for r in ws.registry.list() if r.release_id != "r0001"]
-    for release in registered:
+    champion, known = before
+    ws = Workspace.open(home)
+    new = [r for r in ws.registry.list() if r.release_id not in known]
+    assert len(new) <= 1, f"{name}: {[r.release_id for r in new]}"
+    for release in new:
         verdict = read_card(ws, release).get("decision") or {}
         assert "passed" in verdict, f"{name}: {release.release_id} registered without its gate verdict"
-        assert release.status == ("candidate" if verdict["passed"] else "rejected"), name
-    assert [p.stem for p in pending_batches(ws)] == ([] if registered else ["b001"]), name
+        assert (release.status == "rejected") == (not verdict["passed"]), name
+    if ws.registry.champion() != champion:
+        promoted = [e for e in ws.log.events() if e["action"] == "release.promoted"][-1]
+        assert new and promoted["object"] == new[0].release_id == ws.registry.champion(), name
+        assert promoted["actor"] == "policy:team", name
+    assert (batch in [p.stem for p in pending_batches(ws)]) == (not new), name
     assert ws.log.verify().ok, name
 
 
@@ -99,25 +122,37 @@ def deployment(tmp_path):
 
 
 def test_a_cycle_killed_anywhere_leaves_nothing_half_done_and_the_next_run_converges(deployment):
-    from test_bring_your_own import batch
-
     home, policy = deployment
-    faults = [("after admission", r'STEP_SUCCESS - Finished execution of step "admitted_batch"', 0.0),
+
+    def after(step: str) -> str:
+        return rf'STEP_SUCCESS - Finished execution of step "{step}"'
+
+    faults = [("after admission", after("admitted_batch"), 0.0),
+              ("after selection", after("selected_samples"), 0.0),
               ("mid LoRA training", r"lora update: +0%", 0.0),  # the bar's first frame: training has begun
-              ("after evaluation, before the release", r'STEP_SUCCESS - Finished execution of step "evaluation_card"',
-               0.0)]
+              ("after the update", after("candidate_update"), 0.0),
+              ("after the candidate model", after("candidate_model"), 0.0),
+              ("after the index refresh", after("candidate_index"), 0.0),
+              ("after evaluation, before the release", after("evaluation_card"), 0.0),
+              # the release registered with its verdict and promoted, its step not yet recorded as done
+              ("after the release, before its step ends", r'STEP_OUTPUT - Yielded output "result" of type '
+                                                             r'"ReleaseOutcome"', 0.0)]
+    batches = ["b001"]
     for name, pattern, delay in faults:
+        if not pending_batches(Workspace.open(home)):  # an earlier kill landed after the release was registered
+            approve_waiting(home, policy)
+            batches.append(next_batch(home, len(batches)))
+        ws = Workspace.open(home)
+        before = ws.registry.champion(), {r.release_id for r in ws.registry.list()}
         run_until(home, policy, pattern, delay)
-        assert_consistent(home, name)
+        assert_consistent(home, name, before, batches[-1])
+        ws = Workspace.open(home)  # what was observed, for `pytest -s`
+        print(f"killed {name}: releases {[(r.release_id, r.status) for r in ws.registry.list()]}, "
+              f"pending {[p.stem for p in pending_batches(ws)]}, log verifies {ws.log.verify().ok}")
     killed = [r.run_id for r in runs(home)]
-    assert len(killed) == 3
-    ws = Workspace.open(home)
-    leftover = [r.release_id for r in ws.registry.list() if r.release_id != "r0001"]
-    if leftover:  # the last kill landed just after the release was registered with its verdict: it waits
-        proc = memgov(home, policy, "approve", leftover[0], "--key", keyholder(home, "olga", "ml-lead"),
-                      "--role", "ml-lead", "--reason", "its auto-approval was interrupted")
-        assert proc.returncode == 0, proc.stdout
-    batch(home, "b002", [domain_fact(i) for i in range(72, 80)])
+    assert len(killed) == len(faults)
+    approve_waiting(home, policy)
+    batches.append(next_batch(home, len(batches)))
 
     first = subprocess.Popen([sys.executable, "-m", "memgov", "run"], cwd=ROOT, env=_env(home, policy),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -132,12 +167,13 @@ def test_a_cycle_killed_anywhere_leaves_nothing_half_done_and_the_next_run_conve
     while pending_batches(Workspace.open(home)):
         assert memgov(home, policy, "run").returncode == 0
     ws = Workspace.open(home)
-    assert [r.release_id for r in ws.registry.list()] == ["r0001", "r0002", "r0003"], "one release per batch"
-    assert ws.registry.champion() == "r0003"
+    releases = [r.release_id for r in ws.registry.list()]
+    assert releases == [f"r{n:04d}" for n in range(1, len(batches) + 2)], "one release per batch"
+    assert ws.registry.champion() == releases[-1]
     assert ws.log.verify().ok and memgov(home, policy, "log", "verify").returncode == 0
     by_id = {r.run_id: r for r in runs(home)}
-    assert [by_id[r].status.value for r in killed] == ["FAILURE"] * 3, "killed runs do not stay STARTED"
+    assert [by_id[r].status.value for r in killed] == ["FAILURE"] * len(faults), "killed runs do not stay STARTED"
     interrupted = [e["object"] for e in ws.log.events() if e["action"] == "cycle.interrupted"]
     assert sorted(interrupted) == sorted(killed)
     assert not (home / "locks" / "cycle.holder.json").exists()
-    assert memgov(home, policy, "run").returncode != 0, "both batches are done: nothing left to run"
+    assert memgov(home, policy, "run").returncode != 0, "every batch is done: nothing left to run"

@@ -83,8 +83,9 @@ def test_the_shipped_manifests_validate_against_the_kubernetes_schemas():
             _validate(manifest)
 
 
-def test_run_pods_keep_no_change_log_of_their_own(tmp_path, monkeypatch):
-    """With the deployment's settings a pod's change log is a cache of the S3 mirror, never a chain of its own."""
+def test_run_pods_keep_no_change_log_inbox_or_lock_of_their_own(tmp_path, monkeypatch):
+    """With the deployment's settings a pod's change log is a cache of the S3 mirror, never a chain of its own, its
+    inbox folder a working copy of the bucket's inbox, and the cycle lock a lease in the bucket."""
     from pipelines.workspace import Workspace
 
     (config_map,) = yaml.safe_load_all((ROOT / "infra" / "k8s" / "memgov-env.yaml").read_text())
@@ -94,3 +95,9 @@ def test_run_pods_keep_no_change_log_of_their_own(tmp_path, monkeypatch):
     log = Workspace.open().log
     assert log.primary == "mirror"
     assert log.mirror.uri == "s3://memgov-artifacts-log/prod"
+    inbox = Workspace.open().remote_inbox
+    assert inbox is not None and inbox.uri == "s3://memgov-artifacts/inbox"
+    assert inbox.folder == tmp_path / "pod-disk" / "inbox"
+    from pipelines.cycle.lock import shared_lock
+
+    assert shared_lock(), "a cycle's lock is the deployment's lease, not one pod's file"

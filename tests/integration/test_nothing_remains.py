@@ -1,6 +1,6 @@
 """Nothing of the forgotten remains: once a request is verified, no file under $MEMGOV_HOME (read byte by byte,
 SQLite databases and their journals included, Parquet, compressed and UTF-16 files also as what they decode to) and
-no object version in the artifact bucket or the log-mirror bucket holds the forgotten subject's name, the answers of
+no object version in the artifact bucket (the inbox's objects included) or the log-mirror bucket holds the forgotten subject's name, the answers of
 its facts, its texts or its ids (subject, rows, facts), except what a legal hold named in the request's evidence
 keeps. The tombstones that keep the data out for good and the release manifests' lineage hold the ids as salted
 hashes only.
@@ -298,7 +298,7 @@ def local_home(tmp_path: Path, monkeypatch) -> Path:
     """A deployment home with local stores only, whatever the environment says."""
     home = tmp_path / "home"
     monkeypatch.setenv("MEMGOV_HOME", str(home))
-    for var in ("MEMGOV_STORE", "MEMGOV_LOG_MIRROR", "MEMGOV_REQUESTS_URL"):
+    for var in ("MEMGOV_STORE", "MEMGOV_LOG_MIRROR", "MEMGOV_REQUESTS_URL", "MEMGOV_INBOX"):
         monkeypatch.delenv(var, raising=False)
     return home
 
@@ -367,6 +367,7 @@ def test_nothing_of_the_forgotten_remains_in_any_object_version(tmp_path, monkey
             monkeypatch.setenv(key, value)
         bucket = create_buckets(endpoint)
         monkeypatch.setenv("MEMGOV_STORE", f"s3://{bucket}/deploy")
+        monkeypatch.setenv("MEMGOV_INBOX", f"s3://{bucket}/inbox")  # batches wait in the bucket too
         for var in ("MEMGOV_LOG_MIRROR", "MEMGOV_LOG_RETENTION_DAYS", "MEMGOV_REQUESTS_URL"):
             monkeypatch.delenv(var, raising=False)
         client = boto3.client("s3", endpoint_url=endpoint, **CREDS)
@@ -387,7 +388,10 @@ def test_nothing_of_the_forgotten_remains_in_any_object_version(tmp_path, monkey
 
         before = [item for b in buckets for item in bucket_versions(client, b)]
         assert_the_search_sees(before, {"table and index blobs": f"s3://{bucket}/deploy/blobs/",
-                                        "the locked version": f"{key}?versionId={locked}"})
+                                        "the locked version": f"{key}?versionId={locked}",
+                                        "inbox objects": f"s3://{bucket}/inbox/b-0001.jsonl",
+                                        "inbox Parquet object": f"s3://{bucket}/inbox/b-0002.parquet",
+                                        "inbox gzip object": f"s3://{bucket}/inbox/b-0003.jsonl"})
         assert any(where.startswith(f"s3://{bucket}-log/") for where, _ in before), "the log mirror is searched"
         older = [v for b in buckets for page in client.get_paginator("list_object_versions").paginate(Bucket=b)
                  for v in page.get("Versions", []) if not v["IsLatest"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 
 import numpy as np
 import pytest
@@ -151,6 +152,19 @@ def test_serialization_round_trip_gives_identical_results(index, embedder):
     assert copy.to_bytes() == payload
     with pytest.raises(ValueError, match="bad header"):
         DocumentIndex.from_bytes(b"garbage")
+
+
+def test_a_snapshot_streamed_to_a_file_is_the_same_payload(index, tmp_path):
+    """`write` (how snapshots are saved) and `to_bytes` give identical bytes, wherever the file starts."""
+    path = tmp_path / "snap"
+    with open(path, "wb") as fh:
+        fh.write(b"prefix")
+        index.write(fh)
+    assert path.read_bytes() == b"prefix" + index.to_bytes()
+    empty = io.BytesIO()
+    DocumentIndex(8).write(empty)
+    assert empty.getvalue() == DocumentIndex(8).to_bytes()
+    assert DocumentIndex.from_bytes(path.read_bytes()[6:]).fingerprint() == index.fingerprint()
 
 
 def test_incremental_upsert_embeds_only_changed_docs(embedder):

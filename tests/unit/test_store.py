@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from support_s3 import CREDS, s3_server
 
 from pipelines.store import ArtifactStore, LocalStore, S3Store, dir_digest, open_store
+from pipelines.store.base import digest_of
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,15 @@ def test_blobs_are_content_addressed_and_idempotent(store):
         store.get_bytes(missing)
     with pytest.raises(ValueError, match="malformed"):
         store.get_bytes("md5:abc")
+
+
+def test_a_file_is_stored_streamed_under_the_digest_of_its_bytes(store, tmp_path):
+    data = os.urandom(3 << 20)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    digest = store.put_file(path)
+    assert digest == digest_of(data) and store.put_file(path) == digest and store.put_bytes(data) == digest
+    assert store.get_bytes(digest) == data
 
 
 def test_delete_blob_removes_every_copy(store):
@@ -242,8 +253,6 @@ def test_s3_governance_retention_is_bypassed_and_what_cannot_go_is_named(s3_endp
 
 
 def test_a_blob_corrupted_on_disk_is_refused_on_load_by_its_hash(tmp_path):
-    import os
-
     store = LocalStore(tmp_path / "store")
     digest = store.put_bytes(b"weights of r0002")
     path = store._blob_path(digest)
@@ -251,3 +260,22 @@ def test_a_blob_corrupted_on_disk_is_refused_on_load_by_its_hash(tmp_path):
     path.write_bytes(b"weights of r0002, flipped")  # a disk error, or someone editing the artifact folder
     with pytest.raises(ValueError, match="is corrupt \\(content hash differs\\)"):
         store.get_bytes(digest)
+    with pytest.raises(ValueError, match="is corrupt"), store.open_blob(digest):  # the streamed read checks too
+        pass
+
+
+def test_a_blob_opened_as_a_file_reads_its_bytes_and_only_when_whole(store):
+    data = os.urandom(3 << 20)
+    digest = store.put_bytes(data)
+    with store.open_blob(digest) as fh:
+        assert fh.read() == data
+    with store.open_blob(digest) as fh:  # the second read may come from the S3 read cache
+        assert fh.read() == data
+    with pytest.raises(KeyError), store.open_blob("sha256:" + "0" * 64):
+        pass
+    if isinstance(store, S3Store):  # an object altered in the bucket is refused, and never enters the read cache
+        other = store.put_bytes(b"an adapter")
+        store.client.put_object(Bucket=store.bucket, Key=store._blob_key(other), Body=b"an adapter, altered")
+        with pytest.raises(ValueError, match="is corrupt"), store.open_blob(other):
+            pass
+        assert not store._cache_path(other).exists()
