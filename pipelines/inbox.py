@@ -11,13 +11,16 @@ forgotten row does not outlive its scrub in the bucket's history.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.store.s3 import S3Store
 
+log = logging.getLogger(__name__)
 STATE = ".remote.json"  # hidden: the inbox's readers skip hidden names (writers' temporary files, this record)
 
 
@@ -67,6 +70,11 @@ class RemoteInbox:
         for rel, etag in remote.items():
             local = self.folder / rel
             if state.get(rel) != etag or not local.is_file():
+                if rel not in state and local.is_file():  # dropped here under a name the bucket already has
+                    kept = local.with_name(f".conflict-{int(time.time())}-{local.name}")
+                    local.rename(kept)
+                    log.warning("inbox file %s was dropped here but %s already holds one by that name; the local one "
+                                "is kept as %s (not admitted): submit it under another name", rel, self.uri, kept)
                 got = self.store.get_named(rel)
                 if got is None:  # removed between the listing and the read
                     continue

@@ -54,6 +54,16 @@ def test_a_batch_dropped_on_one_pod_is_pending_on_another_and_changes_travel(buc
     pending_batches(pod_a)
     assert (pod_a.inbox / "b001.jsonl").read_text() == rows(2, "first")
 
+    # a file dropped on pod B under a name the bucket already has does not replace it, and is not lost
+    (pod_b.inbox / "b002.jsonl").write_text(rows(1, "bucket's"))
+    pod_b.inbox_changed(pod_b.inbox / "b002.jsonl")
+    (pod_a.inbox / "b002.jsonl").write_text(rows(1, "local"))
+    pending_batches(pod_a)
+    assert (pod_a.inbox / "b002.jsonl").read_text() == rows(1, "bucket's")
+    assert [p.read_text() for p in pod_a.inbox.glob(".conflict-*-b002.jsonl")] == [rows(1, "local")]
+    (pod_b.inbox / "b002.jsonl").unlink()
+    pod_b.inbox_changed(pod_b.inbox / "b002.jsonl")
+
     # pod A removes it (a file removed whole): gone from the bucket with every version, and from pod B's copy
     (pod_a.inbox / "b001.jsonl").unlink()
     pod_a.inbox_changed(pod_a.inbox / "b001.jsonl")
