@@ -93,7 +93,9 @@ class _Lease:
                 log.warning("could not renew the cycle lease: %s", exc)
 
     def update(self, holder: str, run_id: str | None) -> None:
-        self._swap(holder=holder, run_id=run_id)
+        if not self._swap(holder=holder, run_id=run_id):
+            raise CycleBusy(f"the cycle lease in {self.store.uri} was taken by another run while this one held it "
+                            f"(its renewals did not reach the store for {lease_seconds():.0f} s); run again")
 
     def release(self) -> None:
         self._stop.set()
