@@ -65,7 +65,8 @@ def parse_form(form: dict[str, list[str]], view: ReleasesView, granted: list[str
     return DecisionForm(release_id, decision, role, reason)
 
 
-def _esc(value: object) -> str:
+def esc(value: object) -> str:
+    """Text made safe inside HTML and quoted attributes (every form page renders through this)."""
     return html.escape(str(value), quote=True)
 
 
@@ -74,45 +75,45 @@ def render_page(view: ReleasesView, user: str | None, granted: list[str], messag
     """The page: champion and candidates, one form per pending candidate (only when signed in)."""
     roles = allowed_roles(view, granted)
     rows = "".join(
-        f"<tr id='release-{_esc(r.release_id)}' class='{'pending' if r.pending else 'serving' if r.serving else ''}'><td>{_esc(r.release_id)}</td>"
-        f"<td>{'champion' if r.serving else 'pending decision' if r.pending else _esc(r.status)}</td>"
-        f"<td>{_esc(r.gates)}</td><td>{_esc('-' if r.new_facts is None else r.new_facts)}</td>"
-        f"<td>{_esc('-' if r.forgotten is None else r.forgotten)}</td><td>{_esc(', '.join(r.approvals) or '-')}</td>"
-        f"<td>{_esc('-' if r.approvals_needed is None else r.approvals_needed)}</td><td>{_esc(r.cycle)}</td></tr>"
+        f"<tr id='release-{esc(r.release_id)}' class='{'pending' if r.pending else 'serving' if r.serving else ''}'><td>{esc(r.release_id)}</td>"
+        f"<td>{'champion' if r.serving else 'pending decision' if r.pending else esc(r.status)}</td>"
+        f"<td>{esc(r.gates)}</td><td>{esc('-' if r.new_facts is None else r.new_facts)}</td>"
+        f"<td>{esc('-' if r.forgotten is None else r.forgotten)}</td><td>{esc(', '.join(r.approvals) or '-')}</td>"
+        f"<td>{esc('-' if r.approvals_needed is None else r.approvals_needed)}</td><td>{esc(r.cycle)}</td></tr>"
         for r in view.releases)
     requests = "".join(
-        f"<tr id='request-{_esc(q.request_id)}'><td>{_esc(q.request_id)}</td><td>{_esc(q.state)}</td><td>{'yes' if q.urgent else 'no'}</td>"
-        f"<td>{_esc(q.deadline)}</td><td>{_esc(q.hours_left)}</td><td>{_esc(q.candidate or '-')}</td></tr>"
+        f"<tr id='request-{esc(q.request_id)}'><td>{esc(q.request_id)}</td><td>{esc(q.state)}</td><td>{'yes' if q.urgent else 'no'}</td>"
+        f"<td>{esc(q.deadline)}</td><td>{esc(q.hours_left)}</td><td>{esc(q.candidate or '-')}</td></tr>"
         for q in view.requests) or "<tr><td colspan='6'>none</td></tr>"
     if not user:
         forms = "<p><a href='/memgov/login?next=/memgov/releases'>Sign in</a> to decide.</p>"
     elif not view.pending:
         forms = "<p>Nothing is waiting for a decision.</p>"
     elif not roles:
-        forms = (f"<p>You ({_esc(user)}) hold none of the deciding roles ({_esc(', '.join(view.roles))}); ask an "
+        forms = (f"<p>You ({esc(user)}) hold none of the deciding roles ({esc(', '.join(view.roles))}); ask an "
                  "administrator for a grant (memgov keys grant).</p>")
     else:
-        options = "".join(f"<option value='{_esc(r)}'>{_esc(r)}</option>" for r in roles)
+        options = "".join(f"<option value='{esc(r)}'>{esc(r)}</option>" for r in roles)
         forms = "".join(
-            f"<form method='post' action='/memgov/releases' class='decide' id='decide-{_esc(rid)}'>"
-            f"<h3>Decide {_esc(rid)}</h3><input type='hidden' name='release_id' value='{_esc(rid)}'>"
+            f"<form method='post' action='/memgov/releases' class='decide' id='decide-{esc(rid)}'>"
+            f"<h3>Decide {esc(rid)}</h3><input type='hidden' name='release_id' value='{esc(rid)}'>"
             "<label><input type='radio' name='decision' value='approve' checked> approve</label> "
             "<label><input type='radio' name='decision' value='reject'> reject</label><br><br>"
             f"<label>Role <select name='role'>{options}</select></label><br><br>"
             "<label>Reason<br><textarea name='reason' rows='3' cols='60' required></textarea></label><br><br>"
-            f"<button type='submit'>Record decision on {_esc(rid)}</button></form>"
+            f"<button type='submit'>Record decision on {esc(rid)}</button></form>"
             for rid in view.pending)
     from memgov.forget_page import render_form  # these forms import this module's launch pieces
     from memgov.rollback_page import render_rollback
 
-    note = (f"<p id='memgov-message' style='color:{'#b00' if error else '#060'}'>{_esc(message)}</p>"
+    note = (f"<p id='memgov-message' style='color:{'#b00' if error else '#060'}'>{esc(message)}</p>"
             if message else "")
-    who = f"signed in as <b>{_esc(user)}</b>" if user else "not signed in"
+    who = f"signed in as <b>{esc(user)}</b>" if user else "not signed in"
     return f"""<!doctype html><html><head><title>memgov releases</title><style>
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px}}
 tr.pending{{background:#fff8d6}} tr.serving{{background:#e6f4e6}} form.decide,form.forget,form.rollback{{border:1px solid #ccc;padding:1em;
 margin:1em 0;max-width:40em}}</style></head><body>
-<h2>Releases</h2><p>{who} · policy {_esc(view.policy)} · champion <b>{_esc(view.champion or 'none')}</b> ·
+<h2>Releases</h2><p>{who} · policy {esc(view.policy)} · champion <b>{esc(view.champion or 'none')}</b> ·
 <a href='/assets/release'>latest evaluation card</a> · <a href='/assets/releases'>releases asset</a></p>{note}
 <table><tr><th>release</th><th>status</th><th>gates</th><th>new facts</th><th>forgotten</th><th>approvals</th>
 <th>still needed</th><th>cycle</th></tr>{rows}</table>

@@ -8,11 +8,10 @@ request under the user's name with the UI server's attestation, and the forget-r
 from __future__ import annotations
 
 import datetime as dt
-import html
 import re
 from dataclasses import dataclass
 
-from memgov.decide_page import FormRefused, form_launch
+from memgov.decide_page import FormRefused, esc, form_launch, form_value
 from pipelines.requests.models import LEGAL_BASES, ForgetRequest, deadline_after
 
 JOB = "forget_filing"
@@ -45,7 +44,7 @@ def _ids(text: str) -> list[str]:
 def parse_filing(form: dict[str, list[str]], user: str, now: dt.datetime | None = None) -> FilingForm:
     """The submitted form as a filing, or FormRefused naming the field (the job checks it all again)."""
     def one(name: str) -> str:
-        return (form.get(name) or [""])[0].strip()
+        return form_value(form, name)
 
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M%S")
     request_id = one("request_id") or f"ui-{stamp}"
@@ -70,18 +69,14 @@ def parse_filing(form: dict[str, list[str]], user: str, now: dt.datetime | None 
     return filing
 
 
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def render_form(user: str | None) -> str:
     """The filing form (only for a signed-in person: the request is filed under that name)."""
     if not user:
         return "<p><a href='/memgov/login?next=/memgov/releases'>Sign in</a> to file a forget request.</p>"
-    bases = "".join(f"<option value='{_esc(b)}'>{_esc(b)}</option>" for b in LEGAL_BASES)
+    bases = "".join(f"<option value='{esc(b)}'>{esc(b)}</option>" for b in LEGAL_BASES)
     return (
         "<form method='post' action='/memgov/forget' class='forget' id='forget-form'>"
-        f"<h3>File a forget request</h3><p>Requester: <b>{_esc(user)}</b> (the signed-in user). Select by at "
+        f"<h3>File a forget request</h3><p>Requester: <b>{esc(user)}</b> (the signed-in user). Select by at "
         "least one of the four fields; ids are separated by commas or spaces.</p>"
         "<label>Request id <input name='request_id' placeholder='generated when empty' size='30'></label><br><br>"
         "<label>Subject ids <input name='subject_ids' size='40'></label><br>"

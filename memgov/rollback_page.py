@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memgov.decide_page import FormRefused, _esc, form_launch, form_value, require_role_and_reason
+from memgov.decide_page import FormRefused, esc, form_launch, form_value, require_role_and_reason
 from pipelines.cycle.releases_view import ReleasesView
 
 JOB = "rollback"
@@ -53,12 +53,12 @@ def render_rollback(view: ReleasesView, user: str | None, granted: list[str]) ->
                 "data and are never rolled back to).</p>")
     roles = rollback_roles(view, granted)
     if not roles:
-        return (f"<p id='rollback-none'>You ({_esc(user)}) hold none of the rollback roles "
-                f"({_esc(', '.join(view.rollback_roles) or 'none')}).</p>")
-    releases = "".join(f"<option value='{_esc(t)}'>{_esc(t)}</option>" for t in targets)
-    options = "".join(f"<option value='{_esc(r)}'>{_esc(r)}</option>" for r in roles)
+        return (f"<p id='rollback-none'>You ({esc(user)}) hold none of the rollback roles "
+                f"({esc(', '.join(view.rollback_roles) or 'none')}).</p>")
+    releases = "".join(f"<option value='{esc(t)}'>{esc(t)}</option>" for t in targets)
+    options = "".join(f"<option value='{esc(r)}'>{esc(r)}</option>" for r in roles)
     return ("<form method='post' action='/memgov/rollback' class='rollback' id='rollback-form'>"
-            f"<h3>Roll back from {_esc(view.champion or 'no champion')}</h3>"
+            f"<h3>Roll back from {esc(view.champion or 'no champion')}</h3>"
             f"<label>Serve again <select name='to_release'>{releases}</select></label> "
             f"<label>Role <select name='role'>{options}</select></label><br><br>"
             "<label>Reason<br><textarea name='reason' rows='2' cols='60' required></textarea></label><br><br>"
