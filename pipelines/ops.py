@@ -36,6 +36,9 @@ def file_request(ws: Workspace, request: ForgetRequest | dict[str, Any],
     return stored, created
 
 
+UI_FILING_KEY = "forget/ui-filings/{run_id}.json"  # which request each UI run filed
+
+
 def file_request_from_ui(ws: Workspace, fields: dict[str, Any], user: str, via: str,
                          run_id: str) -> tuple[StoredRequest, bool]:
     """File a request for the user signed in to `memgov ui` (the run's sealed identity): the same validation,
@@ -49,11 +52,12 @@ def file_request_from_ui(ws: Workspace, fields: dict[str, Any], user: str, via: 
                                "the signed-in user's name only (leave requester empty)")
     req = ForgetRequest(**{**fields, "requester": user})
     ring = ws.keyring()
-    for event in ws.log.events():
-        if event["action"] == "forget.received" and (event.get("details") or {}).get("signed", {}).get("run_id") == run_id:
-            raise SignatureRefused(f"run {run_id} already filed request {event['object']}; one run files one request")
     attestation = ui_attestation(ring, req, user, via, run_id)
     attested_by(ring, attestation, req)
+    claim = UI_FILING_KEY.format(run_id=run_id)  # claimed once, by compare-and-swap: two filings cannot both pass
+    if not ws.store.compare_and_swap(claim, None, json.dumps({"request_id": req.request_id})):
+        filed = ws.store.read_json(claim, default={}) or {}
+        raise SignatureRefused(f"run {run_id} already filed request {filed.get('request_id')}; one run files one request")
     stored, created = ws.requests.submit(req)
     if created:
         proof = {"via": f"ui:{via}", "user": user, "run_id": run_id}

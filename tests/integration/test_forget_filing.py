@@ -4,6 +4,8 @@ a replayed run and an attestation copied onto another row are refused. Real Dags
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from support_forget import HashEmbedder, holdings, small_deployment, subject
 from support_keys import keyholder
@@ -15,6 +17,7 @@ from pipelines.ops import file_request_from_ui
 from pipelines.requests.models import deadline_after
 from pipelines.trust.decisions import SignatureRefused
 from pipelines.trust.identity import USER_TAG, VIA_TAG, identity_tags
+from pipelines.workspace import Workspace
 
 
 @pytest.fixture
@@ -87,6 +90,24 @@ def test_one_run_files_one_request(ws):
     with pytest.raises(SignatureRefused, match="already filed request req-a"):
         file_request_from_ui(ws, {**fields, "request_id": "req-b"}, "olga", "login", "run-1")
     assert [r.request_id for r in ws.requests.list()] == ["req-a"]
+
+    outcomes = []  # the same run filing twice at once: the claim is one compare-and-swap, so exactly one passes
+
+    def file(request_id: str) -> None:
+        try:
+            file_request_from_ui(Workspace.open(ws.home), {**fields, "request_id": request_id}, "olga", "login",
+                                 "run-2")
+            outcomes.append(request_id)
+        except SignatureRefused:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=file, args=(f"req-{n}",)) for n in ("c", "d")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 2 and outcomes.count("refused") == 1, outcomes
+    assert len(ws.requests.list()) == 2
 
 
 def test_an_attestation_copied_onto_another_row_deletes_nothing(ws):
