@@ -3,23 +3,16 @@ by a trigger, an old revision with data upgraded in place, and concurrent opener
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
+from support_requests import assert_upgraded_with_its_row, forget_request
 
-from pipelines.requests import ForgetRequest
 from pipelines.requests.migrate import HEAD, _config, current_revision
 from pipelines.requests.store import RequestStore
-
-
-def _request(request_id: str) -> ForgetRequest:
-    return ForgetRequest(request_id=request_id, requester="privacy-office", selector={"subject_ids": ["s001"]},
-                         reason="erasure", legal_basis="gdpr_art17",
-                         deadline=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
 
 
 def test_a_new_store_on_postgres_is_at_head_and_its_tombstones_are_permanent(postgres):
@@ -42,7 +35,7 @@ def test_a_new_store_on_postgres_is_at_head_and_its_tombstones_are_permanent(pos
     store = opened[0]
     with store.engine.connect() as conn:
         assert current_revision(conn) == HEAD
-    store.submit(_request("req-pg"))
+    store.submit(forget_request("req-pg"))
     store.transition("req-pg", "planned", {"plan": {"rows": 1}})
     with store.engine.begin() as conn:
         conn.execute(text("INSERT INTO tombstones (request_id, kind, value, created_at) "
@@ -68,9 +61,4 @@ def test_an_old_revision_with_data_is_upgraded_in_place_on_postgres(postgres):
             {"sel": json.dumps({"subject_ids": ["s001"]}), "ev": json.dumps({"plan": {"rows": 2}})})
     engine.dispose()
     store = RequestStore(url)
-    with store.engine.connect() as conn:
-        assert current_revision(conn) == HEAD
-        names = {ix["name"] for ix in inspect(conn).get_indexes("forget_requests")}
-    assert {"ix_forget_requests_deadline", "ix_forget_requests_received_at"} <= names
-    old = store.get("req-old")
-    assert (old.state, old.selector, old.evidence) == ("planned", {"subject_ids": ["s001"]}, {"plan": {"rows": 2}})
+    assert_upgraded_with_its_row(store)

@@ -3,20 +3,13 @@ in it is upgraded without losing a row, and a store made before migrations exist
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine
+from support_requests import assert_upgraded_with_its_row, forget_request
 
-from pipelines.requests import ForgetRequest
 from pipelines.requests.migrate import HEAD, MIGRATIONS, _config, current_revision
 from pipelines.requests.store import RequestStore
-
-
-def _request(request_id: str) -> ForgetRequest:
-    return ForgetRequest(request_id=request_id, requester="privacy-office", selector={"subject_ids": ["s001"]},
-                         reason="erasure", legal_basis="gdpr_art17",
-                         deadline=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
 
 
 def test_head_is_the_newest_migration():
@@ -47,22 +40,17 @@ def test_a_store_at_an_old_revision_with_data_is_upgraded_in_place(tmp_path):
         db.execute("INSERT INTO tombstones (request_id, kind, value, created_at) VALUES "
                    "('req-old', 'subject', 'hmac-sha256:ab', '2030-01-01 00:00:00.000000')")
     store = RequestStore(f"sqlite:///{path}")
-    with store.engine.connect() as conn:
-        assert current_revision(conn) == HEAD
-        names = {ix["name"] for ix in inspect(conn).get_indexes("forget_requests")}
-    assert {"ix_forget_requests_deadline", "ix_forget_requests_received_at"} <= names
-    old = store.get("req-old")
-    assert (old.state, old.selector, old.evidence) == ("planned", {"subject_ids": ["s001"]}, {"plan": {"rows": 2}})
+    assert_upgraded_with_its_row(store)
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM tombstones").fetchone() == (1,)
-    store.submit(_request("req-new"))
+    store.submit(forget_request("req-new"))
     assert {r.request_id for r in store.list()} == {"req-old", "req-new"}
 
 
 def test_a_store_from_before_migrations_is_adopted_and_keeps_its_rows(tmp_path):
     path = tmp_path / "requests.db"
     store = RequestStore(f"sqlite:///{path}")
-    store.submit(_request("req-legacy"))
+    store.submit(forget_request("req-legacy"))
     store.engine.dispose()
     with sqlite3.connect(path) as db:  # as create_all left it: no alembic_version, no indexes of 0002
         db.execute("DROP TABLE alembic_version")
