@@ -189,7 +189,10 @@ def release(ws: Workspace) -> None:
         return
     lease = _LEASES.pop(home, None)
     if lease is not None:
-        lease.release()
+        try:
+            lease.release()
+        except Exception as exc:  # noqa: BLE001 - the lease then expires by itself; the local lock still goes
+            log.warning("could not give the cycle lease back (it expires within %.0f s): %s", lease_seconds(), exc)
     (home / HOLDER).unlink(missing_ok=True)
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)

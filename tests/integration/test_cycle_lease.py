@@ -80,3 +80,20 @@ def test_without_the_setting_pods_do_not_share_a_lease(deployment, tmp_path, mon
     finally:
         lock.release(pod_a)
     assert pod_a.store.read_text(lock.LEASE_KEY) is None
+
+
+def test_a_lease_the_store_cannot_take_back_still_frees_the_pod_and_expires(deployment, tmp_path):
+    from pipelines.store.base import StoreUnavailable
+
+    pod_a = Workspace.open(tmp_path / "pod-a")
+    lock.acquire(pod_a, "memgov run", run_id="run-that-ended")
+
+    def unreachable(*_args, **_kwargs):
+        raise StoreUnavailable("artifact store is unreachable")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pod_a.store, "compare_and_swap", unreachable)
+        lock.release(pod_a)  # logs, does not raise: the run's own outcome is what its caller sees
+    again = lock.acquire(pod_a, "memgov run", run_id="next-on-a", wait_s=LEASE_S + 2)  # the pod's lock is free
+    assert again.interrupted and again.interrupted["run_id"] == "run-that-ended", "taken once the lease expired"
+    lock.release(pod_a)
