@@ -52,6 +52,14 @@ def s3_server() -> Iterator[str]:
         server.stop()
 
 
+def use_endpoint(monkeypatch, endpoint: str) -> None:
+    """Point memgov and boto3 at the test endpoint with its credentials, as a deployment's environment would."""
+    for key, value in {"AWS_ACCESS_KEY_ID": CREDS["aws_access_key_id"],
+                       "AWS_SECRET_ACCESS_KEY": CREDS["aws_secret_access_key"],
+                       "AWS_DEFAULT_REGION": CREDS["region_name"], "MEMGOV_S3_ENDPOINT": endpoint}.items():
+        monkeypatch.setenv(key, value)
+
+
 def create_buckets(endpoint: str) -> str:
     """Both buckets through infra/s3/create_bucket.py, as an operator makes them: the artifact bucket versioned,
     under GOVERNANCE default retention; the log mirror beside it under COMPLIANCE, with the default name."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support_s3 import create_buckets, s3_server
+from support_s3 import create_buckets, s3_server, use_endpoint
 
 from pipelines.cycle import lock
 from pipelines.workspace import Workspace
@@ -33,10 +33,9 @@ time.sleep(600)
 @pytest.fixture
 def deployment(monkeypatch):
     with s3_server() as endpoint:
-        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-               "MEMGOV_S3_ENDPOINT": endpoint, "MEMGOV_CYCLE_LOCK": "store", "MEMGOV_CYCLE_LEASE_S": str(LEASE_S)}
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
+        use_endpoint(monkeypatch, endpoint)
+        monkeypatch.setenv("MEMGOV_CYCLE_LOCK", "store")
+        monkeypatch.setenv("MEMGOV_CYCLE_LEASE_S", str(LEASE_S))
         monkeypatch.setenv("MEMGOV_STORE", f"s3://{create_buckets(endpoint)}/deploy")
         for var in ("MEMGOV_LOG_MIRROR", "MEMGOV_REQUESTS_URL", "MEMGOV_INBOX"):
             monkeypatch.delenv(var, raising=False)

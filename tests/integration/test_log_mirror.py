@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from support_s3 import CREDS, create_buckets, free_port, s3_server
+from support_s3 import CREDS, create_buckets, free_port, s3_server, use_endpoint
 
 from pipelines.ledger.changelog import event_hash
 from pipelines.ledger.mirror import MirrorUnavailable, mirror_url
@@ -41,9 +41,7 @@ def s3(endpoint):
 
 @pytest.fixture
 def env(endpoint, monkeypatch) -> None:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "MEMGOV_S3_ENDPOINT": endpoint}.items():
-        monkeypatch.setenv(key, value)
+    use_endpoint(monkeypatch, endpoint)
     for key in ("MEMGOV_LOG_MIRROR", "MEMGOV_LOG_RETENTION_DAYS"):
         monkeypatch.delenv(key, raising=False)
 

@@ -27,7 +27,7 @@ import boto3
 import pandas as pd
 import pytest
 from support_forget import HashEmbedder, fact, file, small_deployment
-from support_s3 import CREDS, create_buckets, s3_server
+from support_s3 import CREDS, create_buckets, s3_server, use_endpoint
 
 from pipelines.artifacts import index_snapshots, model_path
 from pipelines.cycle import governance
@@ -362,9 +362,7 @@ def test_a_release_under_a_named_legal_hold_keeps_its_weights_and_nothing_else(t
 
 def test_nothing_of_the_forgotten_remains_in_any_object_version(tmp_path, monkeypatch, policy):
     with s3_server() as endpoint:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "MEMGOV_S3_ENDPOINT": endpoint}.items():
-            monkeypatch.setenv(key, value)
+        use_endpoint(monkeypatch, endpoint)
         bucket = create_buckets(endpoint)
         monkeypatch.setenv("MEMGOV_STORE", f"s3://{bucket}/deploy")
         monkeypatch.setenv("MEMGOV_INBOX", f"s3://{bucket}/inbox")  # batches wait in the bucket too

@@ -8,7 +8,7 @@ import json
 
 import boto3
 import pytest
-from support_s3 import CREDS, create_buckets, s3_server
+from support_s3 import CREDS, create_buckets, s3_server, use_endpoint
 
 from pipelines.cycle.stages import pending_batches
 from pipelines.workspace import Workspace
@@ -17,9 +17,7 @@ from pipelines.workspace import Workspace
 @pytest.fixture
 def bucket(monkeypatch):
     with s3_server() as endpoint:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "MEMGOV_S3_ENDPOINT": endpoint}.items():
-            monkeypatch.setenv(key, value)
+        use_endpoint(monkeypatch, endpoint)
         name = create_buckets(endpoint)
         monkeypatch.setenv("MEMGOV_INBOX", f"s3://{name}/inbox")
         for var in ("MEMGOV_STORE", "MEMGOV_LOG_MIRROR", "MEMGOV_REQUESTS_URL"):
