@@ -30,10 +30,14 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def digest_of_stream(fh: BinaryIO) -> str:
+    """The digest `digest_of` gives the rest of an open binary file, read in chunks rather than held whole."""
+    return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def digest_of_file(path: Path) -> str:
-    """The digest `digest_of` gives the file's bytes, read in chunks rather than held whole."""
     with open(path, "rb") as fh:
-        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+        return digest_of_stream(fh)
 
 
 def check_digest(digest: str) -> str:

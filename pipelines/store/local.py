@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .base import ArtifactStore, DeleteReport, check_digest, check_key, digest_of, digest_of_file
+from .base import ArtifactStore, DeleteReport, check_digest, check_key, digest_of, digest_of_file, digest_of_stream
 
 
 class LocalStore(ArtifactStore):
@@ -113,7 +113,7 @@ class LocalStore(ArtifactStore):
         except FileNotFoundError:
             raise KeyError(f"blob {digest} is not in {self.uri}") from None
         with fh:
-            if "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest() != digest:
+            if digest_of_stream(fh) != digest:
                 raise ValueError(f"blob {digest} in {self.uri} is corrupt (content hash differs)")
             fh.seek(0)
             yield fh

@@ -285,11 +285,12 @@ class S3Store(ArtifactStore):
                     report.legal_hold.append(held)
 
     # -- named files: objects replaced or removed with every earlier version (a remote inbox) ---------------------
-    def named_files(self) -> dict[str, str]:
-        """Every object under the prefix but blobs, by its key below the prefix: its ETag."""
+    def named_files(self, prefix: str = "") -> dict[str, str]:
+        """Every object under the store's prefix (and `prefix` below it) but blobs, by its key below the store's
+        prefix: its ETag."""
         base = self._full("") if self.prefix else ""
         out = {}
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix):
             for item in page.get("Contents", []):
                 rel = item["Key"][len(base) :]
                 if not rel.startswith("blobs/"):
@@ -328,14 +329,7 @@ class S3Store(ArtifactStore):
         self.client.put_object(Bucket=self.bucket, Key=self._full(check_key(key)), Body=text.encode("utf-8"))
 
     def list_keys(self, prefix: str = "") -> list[str]:
-        base = self._full("") if self.prefix else ""
-        keys = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix):
-            for item in page.get("Contents", []):
-                rel = item["Key"][len(base) :]
-                if not rel.startswith("blobs/"):
-                    keys.append(rel)
-        return sorted(keys)
+        return sorted(self.named_files(prefix))
 
     def delete_key(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._full(check_key(key)))
