@@ -15,6 +15,19 @@ for var in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE", "TRA
     os.environ[var] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_MODULES_CACHE", str(ROOT / ".memgov" / "hf_modules"))
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:  # parallel workers share the cores: one worker's torch (and its subprocesses') must not claim them all
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    """Under `pytest -n`, a module's tests stay on one worker (module fixtures are built once), and every test on
+    the demo deployment shares one worker, so the session's demo is built once."""
+    for item in items:
+        uses_demo = "demo_home" in getattr(item, "fixturenames", ())
+        group = "demo" if uses_demo else item.module.__name__ if item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def fresh_home(tmp: Path) -> Path:

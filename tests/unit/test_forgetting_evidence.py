@@ -62,9 +62,19 @@ def test_a_model_that_still_knows_the_forget_set_is_caught(tiny):
     assert m["forget_recall"] > 0.9
     assert m["forget_mia_auc"] > 0.9, "members are far more likely than never-seen facts"
     assert m["forget_quality"] < 0.01 and results.details["forgetting"]["forget_quality"]["comparison"] == COMPARISON_UNSEEN
-    assert m["forget_probe_excess"] > 0, "answers of known facts are more readable than never-seen ones"
+    assert m["forget_probe_excess"] is not None
     checks = request_checks(POLICY, m, {"index_clean": True})
     assert not checks["forget_recall"] and not checks["membership_inference"] and not checks["forget_quality"]
+
+
+def test_the_probe_reads_known_answers_better_than_never_seen_ones(tiny):
+    # Ten forgotten facts are too few to tell one lucky read from residual knowledge (0 or 2 of 10 right, depending
+    # on the thread count the model was trained with): score facts the model knows but the probe was not fit on.
+    from evals.probe import linear_probe
+
+    half = len(tiny.retain) // 2
+    probe = linear_probe(tiny.model, tiny.tokenizer, tiny.retain[:half], tiny.retain[half:] + tiny.forget, tiny.unseen)
+    assert probe.n_forget > 100 and probe.excess > 0.1 and probe.p_value < 0.05, probe.as_dict()
 
 
 def test_forget_quality_uses_the_retrained_reference_when_given(tiny):
