@@ -22,7 +22,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash infra/scripts/ensure-system-packages.sh
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadgroup
+	$(PY) -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadscope
 
 ui: $(VENV)/.installed
 	$(VENV)/bin/memgov ui

@@ -20,14 +20,37 @@ if WORKERS > 1:  # parallel workers share the cores: one worker's torch (and its
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 
 
-@pytest.hookimpl(tryfirst=True)
+# Tests on the demo deployment; under `pytest -n` they share one worker, so the session's demo is built once.
+DEMO_MODULES = frozenset({
+    "tests/e2e/test_demo_story.py",
+    "tests/e2e/test_forget_outcomes.py",
+    "tests/integration/test_governance.py",
+    "tests/integration/test_graphql_approval.py",
+    "tests/integration/test_releases_view.py",
+    "tests/integration/test_signed_decisions.py",
+    "tests/ui/test_approval_ui.py",
+})
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """Under `pytest -n`, a module's tests stay on one worker (module fixtures are built once), and every test on
-    the demo deployment shares one worker, so the session's demo is built once."""
+    """A test on the demo outside DEMO_MODULES would build the demo again on another worker: say where it goes."""
     for item in items:
-        uses_demo = "demo_home" in getattr(item, "fixturenames", ())
-        group = "demo" if uses_demo else item.module.__name__ if item.module else item.nodeid
-        item.add_marker(pytest.mark.xdist_group(group))
+        module = item.nodeid.split("::", 1)[0]
+        if "demo_home" in getattr(item, "fixturenames", ()) and module not in DEMO_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses the demo deployment: add {module} to DEMO_MODULES in "
+                                    "tests/conftest.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """A module's tests stay on one worker (module fixtures are built once); the demo modules count as one."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DemoTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "demo" if module in DEMO_MODULES else module
+
+    return DemoTogether(config, log)
 
 
 def fresh_home(tmp: Path) -> Path:
