@@ -42,13 +42,19 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """A module's tests stay on one worker (module fixtures are built once); the demo modules count as one."""
+    """A module's tests stay on one worker (module fixtures are built once); the demo modules count as one, and go
+    first: they are the longest unit of work, so starting them late would leave the other workers idle at the end."""
     from xdist.scheduler import LoadScopeScheduling
 
     class DemoTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "demo" if module in DEMO_MODULES else module
+
+        def _assign_work_unit(self, node) -> None:
+            if "demo" in self.workqueue:
+                self.workqueue.move_to_end("demo", last=False)
+            super()._assign_work_unit(node)
 
     return DemoTogether(config, log)
 
