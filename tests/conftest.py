@@ -32,11 +32,16 @@ DEMO_MODULES = frozenset({
 })
 
 
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or "demo" for every module on the demo deployment."""
+    module = nodeid.split("::", 1)[0]
+    return "demo" if module in DEMO_MODULES else module
+
+
 def pytest_collection_modifyitems(items) -> None:
     """A test on the demo outside DEMO_MODULES would build the demo again on another worker: say where it goes."""
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        if "demo_home" in getattr(item, "fixturenames", ()) and module not in DEMO_MODULES:
+        if "demo_home" in getattr(item, "fixturenames", ()) and (module := scope_of(item.nodeid)) != "demo":
             raise pytest.UsageError(f"{item.nodeid} uses the demo deployment: add {module} to DEMO_MODULES in "
                                     "tests/conftest.py")
 
@@ -48,8 +53,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class DemoTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return "demo" if module in DEMO_MODULES else module
+            return scope_of(nodeid)
 
         def _assign_work_unit(self, node) -> None:
             if "demo" in self.workqueue:
