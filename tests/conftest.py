@@ -63,6 +63,19 @@ def pytest_xdist_make_scheduler(config, log):
     return DemoTogether(config, log)
 
 
+def pytest_sessionstart(session) -> None:
+    """Under `pytest -n`, train the demo's base model before the workers start, on every core, so that it is not
+    trained by two workers at once on one core each (its lock makes the second wait, but the first would be slow)."""
+    config = session.config
+    if hasattr(config, "workerinput") or (getattr(config.option, "numprocesses", None) or 0) < 2:
+        return
+    from memgov.demo.deploy import demo_config
+    from memgov.demo.model import ensure_base_model
+    from policies import load_policy
+
+    ensure_base_model(MODEL_CACHE, demo_config(load_policy("demo"))[1], progress=False)
+
+
 def fresh_home(tmp: Path) -> Path:
     """A new state folder that reuses the cached base model (training it is not what these tests test)."""
     home = tmp / "memgov"

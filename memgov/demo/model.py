@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memgov.demo.tokenizer import build_tokenizer
 from memgov.demo.world import HELDOUT_TEMPLATE, WORLD_VERSION, World, fact_row, generate_world, qas
+from pipelines.filelock import exclusive
 from pipelines.lm import load_causal_lm, perplexity, score_qa
 from pipelines.recipe import TrainingRecipe, recipe_qas, train_on_facts, write_recipe
 
@@ -153,6 +154,15 @@ def ensure_base_model(cache_dir: Path, cfg: BaseModelConfig | None = None, progr
     final = cache_dir / config_hash(cfg)
     if (final / REPORT_NAME).is_file():
         return final
+    # Two processes asking at once (parallel test workers, two `memgov demo`) train it once: the second waits.
+    with exclusive(cache_dir / f".{final.name}.lock"):
+        if (final / REPORT_NAME).is_file():
+            return final
+        return _train_into(final, cfg, progress)
+
+
+def _train_into(final: Path, cfg: BaseModelConfig, progress: bool) -> Path:
+    cache_dir = final.parent
     model, tokenizer, report = train_base_model(cfg, progress)
     texts = generate_world(cfg.seed, cfg.n_subjects).general_text if cfg.general_text else []
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -162,9 +172,7 @@ def ensure_base_model(cache_dir: Path, cfg: BaseModelConfig | None = None, progr
         tokenizer.save_pretrained(tmp)
         write_recipe(tmp, cfg.recipe(), texts)
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if final.exists():  # an incomplete leftover (no report) or a concurrent winner
-            if (final / REPORT_NAME).is_file():
-                return final
+        if final.exists():  # a folder without its report is not a complete model
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from evals.metrics import load_metric
 from pipelines import evalsets
 from pipelines.artifacts import model_path
+from pipelines.filelock import exclusive
 from pipelines.knowledge import current_facts, qa
 from pipelines.lm import load_causal_lm, save_causal_lm, score_qa
 from pipelines.recipe import TrainingRecipe, fresh_from_config, read_recipe, recipe_qas, train_on_facts
@@ -97,9 +98,15 @@ def retrained_reference(ws: Workspace, progress: bool = False):
 
 
 def _load_or_train(plan: _Plan, progress: bool):
-    if (plan.folder / "reference.json").is_file():
-        model, tokenizer = load_causal_lm(plan.folder)
-        return model, tokenizer, json.loads((plan.folder / "reference.json").read_text())
+    # Two processes over the same knowledge (the unlearning step and a parallel evaluation) train it once.
+    with exclusive(plan.folder.with_name(f".{plan.folder.name}.lock")):
+        if (plan.folder / "reference.json").is_file():
+            model, tokenizer = load_causal_lm(plan.folder)
+            return model, tokenizer, json.loads((plan.folder / "reference.json").read_text())
+        return _train_reference(plan, progress)
+
+
+def _train_reference(plan: _Plan, progress: bool):
     model, tokenizer = fresh_from_config(plan.base, plan.recipe.seed)
     report = train_on_facts(model, tokenizer, plan.rows, plan.texts, plan.recipe, progress=progress,
                             eval_qas=plan.main)
@@ -107,10 +114,9 @@ def _load_or_train(plan: _Plan, progress: bool):
     tmp = plan.folder.with_name(f"{plan.folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     save_causal_lm(model, tokenizer, tmp)
     (tmp / "reference.json").write_text(json.dumps(report, indent=1))
-    if plan.folder.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(plan.folder)
+    if plan.folder.exists():  # a folder without reference.json is not a complete reference
+        shutil.rmtree(plan.folder)
+    tmp.rename(plan.folder)
     return model, tokenizer, report
 
 

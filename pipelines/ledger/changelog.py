@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import hmac
 import json
@@ -25,11 +24,11 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..filelock import exclusive
 from ..store import ArtifactStore
 from .mirror import LOCK_MODE, LogMirror, MirrorUnavailable, MirrorVersion, as_mirror
 
@@ -84,14 +83,8 @@ class ChangeLog:
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._salt_path = self.path.with_name(self.path.name + ".salt")
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self._lock_path, "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive(self._lock_path)
 
     @property
     def salt(self) -> str:

@@ -8,7 +8,6 @@ also excludes other threads of the same process, because each call opens its own
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ..filelock import exclusive
 from .base import ArtifactStore, DeleteReport, check_digest, check_key, digest_of, digest_of_file, digest_of_stream
 
 
@@ -57,15 +57,8 @@ class LocalStore(ArtifactStore):
                 os.unlink(tmp)
             raise
 
-    @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        name = hashlib.sha256(key.encode()).hexdigest()[:32]
-        with open(self.root / ".locks" / f"{name}.lock", "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def _locked(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return exclusive(self.root / ".locks" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock")
 
     # -- blobs ---------------------------------------------------------------------
     def put_bytes(self, data: bytes) -> str:
