@@ -20,35 +20,41 @@ if WORKERS > 1:  # parallel workers share the cores: one worker's torch (and its
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 
 
-# Tests on the demo deployment; under `pytest -n` they share one worker, so the session's demo is built once.
-DEMO_MODULES = frozenset({
-    "tests/e2e/test_demo_story.py",
-    "tests/e2e/test_forget_outcomes.py",
-    "tests/integration/test_governance.py",
-    "tests/integration/test_graphql_approval.py",
-    "tests/integration/test_releases_view.py",
-    "tests/integration/test_signed_decisions.py",
-    "tests/ui/test_approval_ui.py",
-})
+# Tests on the demo deployment, in two units of work: under `pytest -n` each unit stays on one worker and builds the
+# session's demo once, and the two run side by side (one alone would be the whole suite's critical path).
+DEMO_UNITS = {
+    "demo-ui": frozenset({
+        "tests/ui/test_approval_ui.py",
+        "tests/e2e/test_demo_story.py",
+        "tests/integration/test_releases_view.py",
+    }),
+    "demo-decisions": frozenset({
+        "tests/e2e/test_forget_outcomes.py",
+        "tests/integration/test_governance.py",
+        "tests/integration/test_graphql_approval.py",
+        "tests/integration/test_signed_decisions.py",
+    }),
+}
+DEMO_OF = {module: unit for unit, modules in DEMO_UNITS.items() for module in modules}
 
 
 def scope_of(nodeid: str) -> str:
-    """The unit of work a test belongs to: its module, or "demo" for every module on the demo deployment."""
+    """The unit of work a test belongs to: its module, or its demo unit for modules on the demo deployment."""
     module = nodeid.split("::", 1)[0]
-    return "demo" if module in DEMO_MODULES else module
+    return DEMO_OF.get(module, module)
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """A test on the demo outside DEMO_MODULES would build the demo again on another worker: say where it goes."""
+    """A test on the demo outside DEMO_UNITS would build the demo again on another worker: say where it goes."""
     for item in items:
-        if "demo_home" in getattr(item, "fixturenames", ()) and (module := scope_of(item.nodeid)) != "demo":
-            raise pytest.UsageError(f"{item.nodeid} uses the demo deployment: add {module} to DEMO_MODULES in "
+        if "demo_home" in getattr(item, "fixturenames", ()) and (module := scope_of(item.nodeid)) not in DEMO_UNITS:
+            raise pytest.UsageError(f"{item.nodeid} uses the demo deployment: add {module} to one of DEMO_UNITS in "
                                     "tests/conftest.py")
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """A module's tests stay on one worker (module fixtures are built once); the demo modules count as one, and go
-    first: they are the longest unit of work, so starting them late would leave the other workers idle at the end."""
+    """A module's tests stay on one worker (module fixtures are built once); each demo unit counts as one, and they go
+    first: they are the longest units of work, so starting them late would leave the other workers idle at the end."""
     from xdist.scheduler import LoadScopeScheduling
 
     class DemoTogether(LoadScopeScheduling):
@@ -56,8 +62,9 @@ def pytest_xdist_make_scheduler(config, log):
             return scope_of(nodeid)
 
         def _assign_work_unit(self, node) -> None:
-            if "demo" in self.workqueue:
-                self.workqueue.move_to_end("demo", last=False)
+            for unit in DEMO_UNITS:
+                if unit in self.workqueue:
+                    self.workqueue.move_to_end(unit, last=False)
             super()._assign_work_unit(node)
 
     return DemoTogether(config, log)
