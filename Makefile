@@ -5,8 +5,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export MEMGOV_HOME ?= $(CURDIR)/.memgov
 export TQDM_MININTERVAL ?= 1
-# One test worker more than cores (at most 4): tests that wait on a daemon or a subprocess leave a core to the others.
-TEST_WORKERS ?= $(shell python3 -c "import os; print(min(4, (os.cpu_count() or 1) + 1))")
 
 .PHONY: demo test ui lint bench install clean
 
@@ -24,7 +22,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash infra/scripts/ensure-system-packages.sh
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q --numprocesses $(TEST_WORKERS) --dist loadscope
+	$(PY) -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadscope
 
 ui: $(VENV)/.installed
 	$(VENV)/bin/memgov ui

@@ -52,6 +52,12 @@ def pytest_collection_modifyitems(items) -> None:
                                     "tests/conftest.py")
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` means one worker more than cores: tests that wait on a daemon or a subprocess leave a core to the
+    others (`--maxprocesses` still caps it)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_xdist_make_scheduler(config, log):
     """A module's tests stay on one worker (module fixtures are built once); each demo unit counts as one, and they go
     first: they are the longest units of work, so starting them late would leave the other workers idle at the end."""
