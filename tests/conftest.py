@@ -20,8 +20,8 @@ if WORKERS > 1:  # parallel workers share the cores: one worker's torch (and its
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 
 
-# Tests on the demo deployment, in two units of work: under `pytest -n` each unit stays on one worker and builds the
-# session's demo once, and the two run side by side (one alone would be the whole suite's critical path).
+# Tests on the demo deployment, in two units of work: under `pytest -n` each unit stays on one worker, the demo is
+# built once for both (see `demo_home`), and the two run side by side (one alone would be the suite's critical path).
 DEMO_UNITS = {
     "demo-ui": frozenset({
         "tests/ui/test_approval_ui.py",
@@ -100,12 +100,34 @@ def fresh_home(tmp: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory) -> Path:
-    """A deployment on which the whole demo story has run once (3 cycles and a forget request)."""
+    """A deployment on which the whole demo story has run once (3 cycles and a forget request).
+
+    Under `pytest -n` the story runs once per pytest run, not once per demo unit: the first unit to ask builds it in
+    the run's shared temporary folder under a lock, and each unit takes its own copy of that pristine build."""
+    from support_dagster import copy_deployment
+
+    from pipelines.filelock import exclusive
+
+    own = tmp_path_factory.mktemp("demo")
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _built_demo(own)
+    shared = tmp_path_factory.getbasetemp().parent / "demo-built"  # one per pytest run, beside each worker's basetemp
+    with exclusive(shared.with_suffix(".lock")):
+        if not (shared / "complete").exists():
+            shutil.rmtree(shared, ignore_errors=True)  # a build that failed part-way is never reused
+            _built_demo(shared)
+            (shared / "complete").touch()
+    home = copy_deployment(shared / "memgov", own / "memgov")
+    os.environ["MEMGOV_HOME"] = str(home)
+    return home
+
+
+def _built_demo(folder: Path) -> Path:
     from rich.console import Console
 
     from memgov.demo import run_demo
 
-    home = fresh_home(tmp_path_factory.mktemp("demo"))
+    home = fresh_home(folder)
     os.environ["MEMGOV_HOME"] = str(home)
     code = run_demo(str(home), fresh=False, console=Console(width=160))
     assert code == 0, "the demo story did not hold (see the captured output)"
@@ -115,11 +137,9 @@ def demo_home(tmp_path_factory) -> Path:
 @pytest.fixture
 def demo_copy(demo_home, tmp_path) -> Path:
     """A private copy of the demo deployment for tests that change state."""
-    dest = tmp_path / "memgov"
-    shutil.copytree(demo_home, dest, symlinks=True)
-    dagster_yaml = dest / "dagster" / "dagster.yaml"
-    if dagster_yaml.exists():
-        dagster_yaml.write_text(dagster_yaml.read_text().replace(str(demo_home), str(dest)))
+    from support_dagster import copy_deployment
+
+    dest = copy_deployment(demo_home, tmp_path / "memgov")
     os.environ["MEMGOV_HOME"] = str(dest)
     return dest
 
