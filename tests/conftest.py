@@ -45,7 +45,8 @@ def scope_of(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """A test on the demo outside DEMO_UNITS would build the demo again on another worker: say where it goes."""
+    """A test on the demo outside DEMO_UNITS would hold a third worker waiting on the demo build and take one more
+    copy (and waiting-candidate snapshot) of its own: say where it goes."""
     for item in items:
         if "demo_home" in getattr(item, "fixturenames", ()) and (module := scope_of(item.nodeid)) not in DEMO_UNITS:
             raise pytest.UsageError(f"{item.nodeid} uses the demo deployment: add {module} to one of DEMO_UNITS in "
