@@ -31,4 +31,4 @@ bench: $(VENV)/.installed
 	$(PY) -m evals.bench
 
 clean:
-	rm -rf $(MEMGOV_HOME)
+	rm -rf $(MEMGOV_HOME) $(MEMGOV_HOME).secrets $(MEMGOV_HOME).demo-keys

@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, Config, MetadataValue, OpExecutionCon
 
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from evals.card import card_markdown_for_ui
-from pipelines.cycle import evaluation, stages
+from pipelines.cycle import evaluation, recovery, stages
 from pipelines.cycle import lock as cycle_lock
 from pipelines.cycle import release as release_step
 from pipelines.cycle.records import (
@@ -40,6 +40,8 @@ def admitted_batch(context: AssetExecutionContext, config: BatchConfig, memgov: 
     held = cycle_lock.acquire(ws, "governed_cycle", run_id=context.run.run_id)  # CycleBusy: another cycle runs
     if held.interrupted:
         mark_interrupted(context, ws, held.interrupted)
+    for line in recovery.recover(ws, memgov.load_policy(), run_id=context.run.run_id):  # what a crash left half-done
+        context.log.warning(f"recovered: {line}")
     value = stages.admit(ws, memgov.load_policy(), config.batch or None, run_id=context.run.run_id)
     if not value.has_new_data:  # the batch's outcome: quarantined, nothing to train on
         stages.mark_processed(ws, value.batch)

@@ -1,3 +1,3 @@
-from memgov.cli import app
+from memgov.cli import main
 
-app()
+main()

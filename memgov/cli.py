@@ -66,19 +66,39 @@ def _policy(ws, requested: str):
 def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging Face causal LM: a folder or a cached hub id.")],
          data: Annotated[str | None, typer.Option("--data", help="Folder of contract tables (facts.jsonl, documents.jsonl, "
                                                   "general.jsonl, unseen.jsonl, ...; see policies/contract.json).")] = None,
-         home: HomeOpt = None, policy: InitPolicyOpt = "default") -> None:
-    """Start a deployment from your own model and data: r0001 is the checkpoint, unchanged."""
+         home: HomeOpt = None, policy: InitPolicyOpt = "default",
+         admin: Annotated[list[str] | None, typer.Option("--admin", help="A keyring administrator, "
+                                                         "NAME=ed25519:… (repeat): the keyring's root of trust.")] = None
+         ) -> None:
+    """Start a deployment from your own model and data: r0001 is the checkpoint, unchanged. Prints where the
+    secrets live (outside the home): back that folder up, and keep it away from whoever writes the data."""
 
     from pipelines.cycle.deploy import InitError, init_deployment, validate
     from policies import load_policy
 
     pol = load_policy(policy)
     try:
+        admins = _admins(admin)
         info, rows = validate(pol, base_model, Path(data) if data else None)  # before anything is written
-        out = init_deployment(_ws(home), pol, base_model, rows, info)
-    except InitError as exc:
+        out = init_deployment(_ws(home), pol, base_model, rows, info, admins=admins)
+    except (InitError, ValueError) as exc:
         _fail(str(exc), 2)
     console.print_json(json.dumps({**out, "checkpoint": info.to_dict()}, default=str))
+    notes = Console(stderr=True)  # stdout stays one JSON document
+    notes.print(f"secrets (system key, UI secret, log witness): {out['secrets']} (mode 700; outside the home)")
+    if not admins:
+        notes.print("no keyring administrator pinned yet: `memgov keys pin-admins --admin NAME=ed25519:…`")
+
+
+def _admins(values: list[str] | None) -> dict[str, str]:
+    """NAME=ed25519:… pairs as given to --admin."""
+    out = {}
+    for value in values or []:
+        name, sep, public = value.partition("=")
+        if not sep or not name.strip() or not public.strip():
+            raise ValueError(f"--admin {value!r}: write NAME=ed25519:… (the public key `memgov keys new` prints)")
+        out[name.strip()] = public.strip()
+    return out
 
 
 @app.command()
@@ -523,7 +543,7 @@ def verify(release_id: str, home: HomeOpt = None) -> None:
     """Check a release: its signed attestation, its sealed status record and the digest of every artifact."""
     ws = _ws(home)
     _release(ws, release_id)
-    problems = ws.registry.release_problems(release_id)
+    problems = ws.registry.release_problems(release_id) + ws.registry.pointer_problems()
     if problems:
         console.print("[red]release " + release_id + " does NOT verify:[/red]\n  " + "\n  ".join(problems))
         raise typer.Exit(1)
@@ -560,6 +580,8 @@ def log_verify(home: HomeOpt = None) -> None:
     if not result.ok:
         console.print(f"[red]change log BROKEN at line {result.first_bad_line}: {result.problem}[/red]")
     checked, problems = anchor_problems(ws.registry, log) if result.ok else (0, [])
+    if result.ok:
+        problems += _crossed(ws, log.events())
     try:
         mirrored = [text for _, text in log.mirror_problems()] if log.mirror is not None else []
     except MirrorUnavailable as exc:
@@ -569,8 +591,18 @@ def log_verify(home: HomeOpt = None) -> None:
         console.print("[red]change log BROKEN: " + "; ".join(problems) + "[/red]")
     if problems or not result.ok:
         raise typer.Exit(1)
-    mirror = f", every event held once in the mirror {log.mirror.uri}" if log.mirror else ", no mirror configured"
-    console.print(f"change log OK: {result.n_events} events, hash chain intact, {checked} release anchors hold{mirror}")
+    mirror = (f", every event held once in the mirror {log.mirror.uri}" if log.mirror else
+              ", its newest event witnessed with the secrets" if log.witness else ", no mirror configured")
+    console.print(f"change log OK: {result.n_events} events, hash chain intact, {checked} release anchors hold, "
+                  f"every release, status record, the champion pointer and the keyring match it{mirror}")
+
+
+def _crossed(ws, events: list[dict]) -> list[str]:
+    """The registry and the keyring crossed with the log (what the chain alone cannot vouch for)."""
+    from pipelines.registry.anchors import registry_problems
+    from pipelines.trust.keyring import log_problems
+
+    return registry_problems(ws.registry, events) + log_problems(ws.home, events)
 
 
 @keys_app.command("new")
@@ -585,14 +617,71 @@ def keys_new(path: Annotated[Path, typer.Argument(help="Where to write the priva
     console.print(public)
 
 
+ByOpt = Annotated[str, typer.Option(help="A keyring administrator's private key file: the signer of the change.")]
+
+
+@keys_app.command("pin-admins")
+def keys_pin_admins(admin: Annotated[list[str], typer.Option("--admin", help="NAME=ed25519:… (repeat).")],
+                    home: HomeOpt = None) -> None:
+    """Pin the keyring's administrators, once (needs the deployment's secrets: the root is sealed by the system
+    key). Every later change to the keyring is signed by one of them."""
+    from pipelines.trust.grants import pin_admins
+    from pipelines.trust.keys import KeyError_
+
+    try:
+        ws = _ws(home)
+        ring = pin_admins(ws.home, ws.log, _admins(admin))
+    except (KeyError_, ValueError) as exc:
+        _fail(str(exc), 2)
+    console.print(f"keyring administrators pinned: {', '.join(sorted(ring.admins))}")
+
+
+@keys_app.command("admins")
+def keys_admins(by: ByOpt, reason: Annotated[str, typer.Option(help="Why (logged).")],
+                add: Annotated[list[str] | None, typer.Option("--add", help="NAME=ed25519:… (repeat).")] = None,
+                remove: Annotated[list[str] | None, typer.Option("--remove", help="NAME (repeat).")] = None,
+                home: HomeOpt = None) -> None:
+    """Add or remove keyring administrators, signed by one in force."""
+    from pipelines.trust.grants import change_admins
+    from pipelines.trust.keys import KeyError_
+
+    try:
+        ws = _ws(home)
+        ring = change_admins(ws.home, ws.log, by, reason, _admins(add), list(remove or []))
+    except (KeyError_, ValueError) as exc:
+        _fail(str(exc), 2)
+    console.print(f"keyring administrators: {', '.join(sorted(ring.admins))}")
+
+
+@keys_app.command("ui")
+def keys_ui(by: ByOpt, reason: Annotated[str, typer.Option(help="Why (logged).")],
+            trusted_proxy: Annotated[list[str] | None, typer.Option("--trusted-proxy", help="An address whose "
+                                                                    "identity header is believed (repeat).")] = None,
+            user_header: Annotated[str | None, typer.Option(help="The header a trusted proxy sets.")] = None,
+            local_login: Annotated[bool | None, typer.Option("--local-login/--no-local-login")] = None,
+            home: HomeOpt = None) -> None:
+    """How the UI learns who is at the browser: a signed change to the keyring's ui section."""
+    from pipelines.trust.grants import configure_ui
+    from pipelines.trust.keys import KeyError_
+
+    settings = {k: v for k, v in {"trusted_proxies": trusted_proxy, "user_header": user_header,
+                                  "local_login": local_login}.items() if v is not None}
+    try:
+        ws = _ws(home)
+        ring = configure_ui(ws.home, ws.log, by, reason, **settings)
+    except (KeyError_, ValueError) as exc:
+        _fail(str(exc), 2)
+    console.print(ring.ui.model_dump())
+
+
 @keys_app.command("grant")
 def keys_grant(name: Annotated[str, typer.Argument(help="The person, as decisions will record them.")],
                role: Annotated[list[str], typer.Option(help="A role granted (repeat).")],
-               by: Annotated[str, typer.Option(help="The administrator making the change (logged).")],
+               by: ByOpt,
                reason: Annotated[str, typer.Option(help="Why (logged).")],
                key: Annotated[list[str] | None, typer.Option("--key", help="A public key 'ed25519:…' (repeat).")] = None,
                home: HomeOpt = None) -> None:
-    """Grant a person keys and roles in the keyring (deployment configuration); the change is logged."""
+    """Grant a person keys and roles, a statement signed by a keyring administrator's key; the change is logged."""
     from pipelines.trust.grants import grant
     from pipelines.trust.keys import KeyError_
 
@@ -605,7 +694,7 @@ def keys_grant(name: Annotated[str, typer.Argument(help="The person, as decision
 
 @keys_app.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="The person.")],
-                by: Annotated[str, typer.Option(help="The administrator making the change (logged).")],
+                by: ByOpt,
                 reason: Annotated[str, typer.Option(help="Why (logged).")],
                 key: Annotated[list[str] | None, typer.Option("--key", help="A public key 'ed25519:…' (repeat).")] = None,
                 role: Annotated[list[str] | None, typer.Option(help="A role taken away (repeat).")] = None,
@@ -622,7 +711,7 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The person.")],
 
 
 @keys_app.command("rotate-ui-secret")
-def keys_rotate_ui_secret(by: Annotated[str, typer.Option(help="The administrator (logged).")],
+def keys_rotate_ui_secret(by: ByOpt,
                           reason: Annotated[str, typer.Option(help="Why (logged).")],
                           home: HomeOpt = None) -> None:
     """A new UI secret: every session ends, and UI-filed forget requests not yet run must be filed again."""
@@ -631,9 +720,37 @@ def keys_rotate_ui_secret(by: Annotated[str, typer.Option(help="The administrato
     try:
         ws = _ws(home)
         rotate_ui_secret(ws.home, ws.log, by, reason)
-    except ValueError as exc:
+    except ValueError as exc:  # KeyError_ is a ValueError
         _fail(str(exc), 2)
     console.print("UI secret rotated: everyone signs in again")
+
+
+@keys_app.command("rotate-system-key")
+def keys_rotate_system_key(by: ByOpt, reason: Annotated[str, typer.Option(help="Why (logged).")],
+                           new_key: Annotated[Path | None, typer.Option(help="A new key made elsewhere (production: "
+                                                                        "mount it as the Secret afterwards).")] = None,
+                           home: HomeOpt = None) -> None:
+    """Re-seal every status record, attestation, the champion pointer, the keyring root and the log witness under a
+    new system key, then swap it in; ordered by a keyring administrator. Holds the cycle lock."""
+    from pipelines.cycle import lock
+    from pipelines.rotation import rotate_system_key
+    from pipelines.trust.grants import _admin
+    from pipelines.trust.keys import KeyError_
+
+    ws = _ws(home)
+    try:
+        lock.acquire(ws, "system-key rotation", wait_s=0)
+    except lock.CycleBusy as exc:
+        _fail(str(exc), 3)
+    try:
+        out = rotate_system_key(ws, _admin(by), reason, new_key)
+    except (KeyError_, ValueError) as exc:
+        _fail(str(exc), 2)
+    finally:
+        lock.release(ws)
+    console.print_json(json.dumps(out))
+    if not out["installed"]:
+        console.print(f"now mount {new_key} as the deployment's system key (MEMGOV_SYSTEM_KEY) in every pod")
 
 
 @keys_app.command("list")
@@ -652,7 +769,7 @@ def keys_list(home: HomeOpt = None) -> None:
 
 
 @keys_app.command("password")
-def keys_password(name: str, by: Annotated[str, typer.Option(help="The administrator (logged).")],
+def keys_password(name: str, by: ByOpt,
                   password_file: Annotated[Path | None, typer.Option(help="Read the password from this file "
                                                                      "instead of the prompt.")] = None,
                   home: HomeOpt = None) -> None:
@@ -738,5 +855,16 @@ def demo(fresh: Annotated[bool, typer.Option(help="Start from an empty state fol
     sys.exit(run_demo(home, fresh=fresh, console=console))
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """The `memgov` command: evidence of tampering (a log, pointer, record, keyring or secret that is not what memgov
+    wrote) is a one-line finding with its fix, exit 1, never a traceback."""
+    from pipelines.ledger import LogTampered
+    from pipelines.registry.registry import RecordTampered
+    from pipelines.secrets import SecretsError
+    from pipelines.trust.keys import KeyError_
+
+    try:
+        app()
+    except (LogTampered, RecordTampered, SecretsError, KeyError_) as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        sys.exit(1)

@@ -3,6 +3,7 @@ as `memgov forget`. It sits above the workspace (it opens one), so the request s
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,18 @@ def existing_request(ws: Workspace, request_id: str) -> StoredRequest | None:
         return None
 
 
+def _deadline_for_retry(ws: Workspace, request_id: Any, days: Any):
+    """`deadline_days` counts from the first filing: a retry of a request already on file gets the deadline it was
+    filed with (so the retry is the same content), not one a few seconds later."""
+    deadline = deadline_after(days)
+    stored = existing_request(ws, request_id) if isinstance(request_id, str) else None
+    if stored is not None and "received" in stored.timestamps:
+        then = stored.timestamps["received"] + dt.timedelta(days=days)
+        if abs(then - stored.deadline) < dt.timedelta(minutes=5):
+            return stored.deadline
+    return deadline
+
+
 def submit_forget_request(store_url: str | None = None, *, key: str | Path, home: str | Path | None = None,
                           **fields: Any) -> tuple[StoredRequest, bool]:
     """Validate, sign with `key` (the requester's private key file) and submit one request; safe to retry (an
@@ -85,12 +98,15 @@ def submit_forget_request(store_url: str | None = None, *, key: str | Path, home
     The requester is the keyring's holder of `key` (a `requester` field naming anyone else is refused). `home` is
     the deployment's state folder (default: MEMGOV_HOME), whose change log records the request; `store_url`
     overrides its request store (e.g. Postgres). `deadline_days=N` may replace `deadline`."""
+    if key is None or not str(key).strip():
+        raise ValueError("key: give the requester's private key file (create one with `memgov keys new FILE`); "
+                         "it signs the request, and its holder in the keyring is the requester")
+    ws = Workspace.open(home, requests_url=store_url)
     if "deadline_days" in fields:
         days = fields.pop("deadline_days")
         if "deadline" in fields:
             raise ValueError("give either deadline or deadline_days, not both")
-        fields["deadline"] = deadline_after(days)
-    ws = Workspace.open(home, requests_url=store_url)
+        fields["deadline"] = _deadline_for_retry(ws, fields.get("request_id"), days)
     try:
         req = ForgetRequest(**{"requester": holder_of(ws, key), **fields})
         return file_request(ws, req, sign_request(key, req))

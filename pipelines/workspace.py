@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from pipelines import secrets
 from pipelines.datasets import DataStore
-from pipelines.ledger import ChangeLog
+from pipelines.ledger import ChangeLog, Witness
 from pipelines.ledger.mirror import open_log_mirror
 from pipelines.registry import Registry
 from pipelines.requests import RequestStore
@@ -60,17 +61,23 @@ class Workspace:
     @cached_property
     def log(self) -> ChangeLog:
         """Mirrored in its own locked bucket, never in the artifact store: one writer must not hold both.
-        MEMGOV_LOG_PRIMARY=mirror (run pods) makes the mirror the primary copy and the home's file its cache."""
-        return ChangeLog(self.home / "changelog.jsonl", mirror=open_log_mirror(self.store_url),
+        MEMGOV_LOG_PRIMARY=mirror (run pods) makes the mirror the primary copy and the home's file its cache.
+        Without a mirror, the newest event is witnessed with the secrets (pipelines/ledger/witness.py)."""
+        mirror = open_log_mirror(self.store_url)
+        witness_file = secrets.witness_path(self.home) if mirror is None else None
+        witness = Witness(witness_file, lambda: self.system_key) if witness_file is not None else None
+        return ChangeLog(self.home / "changelog.jsonl", mirror=mirror, witness=witness,
                          primary=os.environ.get("MEMGOV_LOG_PRIMARY", "").strip() or "local")
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry(self.store, self.log, signer=self.system_key)
+        lineage = secrets.lineage_key_path(self.home)
+        return Registry(self.store, self.log, signer=self.system_key,
+                        lineage_key=lineage.read_bytes() if lineage.exists() else None)
 
     @cached_property
     def system_key(self):
-        """The deployment's signing key (created with the keyring on first use); see pipelines.trust.keyring."""
+        """The deployment's signing key, from the secrets folder outside the home (created there on first use)."""
         from pipelines.trust.keyring import system_key
 
         return system_key(self.home)
@@ -126,6 +133,11 @@ class Workspace:
         path = self.home / "work"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where the system key, the UI secret and the log witness live: never inside the home."""
+        return secrets.secrets_dir(self.home)
 
     @property
     def dagster_home(self) -> Path:

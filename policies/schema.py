@@ -27,6 +27,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _bounded(field) -> bool:
+    """Whether a config field's value is confined: a closed set (bool, Literal) or numbers bounded on both sides."""
+    if field.annotation is bool or getattr(field.annotation, "__origin__", None) is Literal:
+        return True
+    kinds = {type(m).__name__ for m in field.metadata}
+    return bool(kinds & {"Ge", "Gt", "Interval"}) and bool(kinds & {"Le", "Lt", "Interval"})
+
+
 class MethodChoice(_Strict):
     """A plugin chosen by name plus its parameters, validated by the plugin's own config class."""
 
@@ -169,6 +177,24 @@ class Policy(_Strict):
             section.resolve(kind)
         for step in self.merge:
             step.resolve("merge")
+        return self
+
+    @model_validator(mode="after")
+    def _overrides_bounded(self) -> Policy:
+        """A batch may only move a hyper-parameter the chosen method bounds on both sides: an unbounded one (1e9
+        epochs) would let data hold the cycle lock while forget requests wait."""
+        for key in self.batch_overrides:
+            kind, _, name = key.split(".")
+            section = self.selection if kind == "selection" else self.update
+            _, config = section.resolve(kind)
+            field = type(config).model_fields.get(name)
+            if field is None:
+                raise ValueError(f"batch_overrides: {key} is not a parameter of the {kind} method "
+                                 f"'{section.method}'; its parameters: {', '.join(sorted(type(config).model_fields))}")
+            if not _bounded(field):
+                raise ValueError(f"batch_overrides: {key} has no lower and upper bound in the {kind} method "
+                                 f"'{section.method}', so a batch could set any value; bound it in the method's "
+                                 "config or remove it from batch_overrides")
         return self
 
     def fingerprint(self) -> str:

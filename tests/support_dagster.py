@@ -144,24 +144,26 @@ def dagster_dev(home: Path, log_dir: Path, policy: str = "default", memgov_ui: b
 
 
 def configure_ui_auth(home: Path, trusted_proxies: list[str] | None = None, local_login: bool = False) -> None:
-    """Set the keyring's ui section (the gate reads it on every request, so a running server sees the change)."""
-    from pipelines.trust import keyring
+    """Set the keyring's ui section, signed by its administrator (the gate reads it on every request, so a running
+    server sees the change)."""
+    from pipelines.trust.grants import configure_ui
+    from pipelines.workspace import Workspace
+    from tests.support_keys import admin_key
 
-    keyring.system_key(home)
-    ring = keyring.load(home)
-    ring.ui.trusted_proxies = list(trusted_proxies or [])
-    ring.ui.local_login = local_login
-    keyring.save(home, ring)
+    ws = Workspace.open(home)
+    configure_ui(ws.home, ws.log, admin_key(home), "test setup", trusted_proxies=list(trusted_proxies or []),
+                 local_login=local_login)
 
 
 def grant_ui_user(home: Path, name: str, *roles: str, password: str | None = None) -> None:
     from pipelines.trust.grants import grant, set_password
     from pipelines.workspace import Workspace
+    from tests.support_keys import admin_key
 
     ws = Workspace.open(home)
-    grant(ws.home, ws.log, name, [], list(roles), "keyring-admin", "test setup")
+    grant(ws.home, ws.log, name, [], list(roles), admin_key(home), "test setup")
     if password:
-        set_password(ws.home, ws.log, name, password, "keyring-admin")
+        set_password(ws.home, ws.log, name, password, admin_key(home))
 
 
 def wait_for_location(server: DagsterDev, timeout_s: float = 60.0) -> str:

@@ -4,18 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.trust.grants import grant
+from pipelines.trust import keyring
+from pipelines.trust.grants import grant, pin_admins
 from pipelines.trust.keys import generate, load_private, public_text
 from pipelines.workspace import Workspace
+
+ADMIN = "keyring-admin"
+
+
+def key_file(home: Path, name: str) -> tuple[str, str]:
+    """`name`'s private key file beside (never inside) the home, created on first use, and its public key."""
+    path = Path(home).parent / f"keys-of-{Path(home).name}" / f"{name}.key"
+    public = public_text(load_private(path).public_key()) if path.exists() else generate(path)
+    return str(path), public
+
+
+def admin_key(home: Path) -> str:
+    """The keyring administrator's key file; pinned as the keyring's root of trust on first use."""
+    path, public = key_file(home, ADMIN)
+    ws = Workspace.open(home)
+    if not keyring.load(ws.home).admins:
+        pin_admins(ws.home, ws.log, {ADMIN: public})
+    return path
 
 
 def keyholder(home: Path, name: str, *roles: str) -> str:
     """The path of `name`'s key (created on first use) after granting it `roles` in the keyring of `home`."""
-    path = Path(home).parent / f"keys-of-{Path(home).name}" / f"{name}.key"
-    public = public_text(load_private(path).public_key()) if path.exists() else generate(path)
+    path, public = key_file(home, name)
     ws = Workspace.open(home)
-    grant(ws.home, ws.log, name, [public], list(roles), "keyring-admin", "test setup")
-    return str(path)
+    grant(ws.home, ws.log, name, [public], list(roles), admin_key(home), "test setup")
+    return path
 
 
 def adopt_policy(home: Path, policy: str | Path, by: str = "policy-admin") -> str:

@@ -63,6 +63,20 @@ def write_tables(world: World, folder: Path) -> Path:
     return folder
 
 
+def demo_keys_dir(ws: Workspace) -> Path:
+    """The demo's people's private keys: beside the home, never inside it."""
+    return ws.home.with_name(ws.home.name + ".demo-keys")
+
+
+def demo_key(ws: Workspace, person: str) -> tuple[str, str]:
+    """A demo person's private key file (created on first use) and public key."""
+    from pipelines.trust.keys import generate, load_private, public_text
+
+    path = demo_keys_dir(ws) / f"{person}.key"
+    public = public_text(load_private(path).public_key()) if path.exists() else generate(path)
+    return str(path), public
+
+
 def deploy_demo(ws: Workspace, policy: Policy, progress: bool = True, embedder=None) -> dict[str, Any]:
     """Build the tiny model, write the world's tables, `init` the deployment, drop the update batches in the inbox.
 
@@ -76,7 +90,8 @@ def deploy_demo(ws: Workspace, policy: Policy, progress: bool = True, embedder=N
     checkpoint = ensure_base_model(ws.models_cache, tiny, progress=progress)
     data = write_tables(world, ws.work_dir / DATA_DIR)
     info, rows = validate(policy, str(checkpoint), data)
-    out = init_deployment(ws, policy, str(checkpoint), rows, info, embedder=embedder)
+    out = init_deployment(ws, policy, str(checkpoint), rows, info, embedder=embedder,
+                          admins={"demo-admin": demo_key(ws, "demo-admin")[1]})
     batches = [p.name for p in write_inbox(world, ws.inbox)]
     return {**out, "created": True, "base_model": str(checkpoint), "data": str(data), "inbox": batches}
 

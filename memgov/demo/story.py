@@ -27,14 +27,14 @@ def peak_memory_mib() -> float:
 
 
 def _demo_key(ws, person: str):
-    """The demo's people sign like anyone else: a key per person, granted in the deployment's keyring. Their keys
-    live beside the demo's state (a real deployment keeps each person's key with that person)."""
+    """The demo's people sign like anyone else: a key per person, granted in the deployment's keyring by the demo's
+    keyring administrator. Their keys live outside the home (a real deployment keeps each key with its person)."""
+    from memgov.demo.deploy import demo_key
     from pipelines.trust.grants import grant
-    from pipelines.trust.keys import generate, load_private, public_text
 
-    path = ws.home / "demo-keys" / f"{person}.key"
-    public = public_text(load_private(path).public_key()) if path.exists() else generate(path)
-    grant(ws.home, ws.log, person, [public], ["requester"], "demo-admin", "the demo's privacy office files requests")
+    path, public = demo_key(ws, person)
+    grant(ws.home, ws.log, person, [public], ["requester"], demo_key(ws, "demo-admin")[0],
+          "the demo's privacy office files requests")
     return path
 
 
@@ -49,10 +49,14 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
 
     ws = Workspace.open(home)
     if fresh and ws.home.exists():
+        from memgov.demo.deploy import demo_keys_dir
+
         keep = ws.models_cache  # the base model is cached by config hash: a fresh demo reuses it
         for child in ws.home.iterdir():
             if child != keep:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
+        for outside in (ws.secrets_dir, demo_keys_dir(ws)):  # a new deployment: its own secrets and people
+            shutil.rmtree(outside, ignore_errors=True)
         ws = Workspace.open(ws.home)
     timings: dict[str, float] = {}
 

@@ -104,13 +104,20 @@ def validate(policy: Policy, base_model: str, data_dir: Path | None):
 
 
 def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[dict[str, Any]], info,
-                    embedder=None) -> dict[str, Any]:
-    """Store the checkpoint unchanged, seed the tables and the index from validated rows, crown r0001."""
+                    embedder=None, admins: dict[str, str] | None = None) -> dict[str, Any]:
+    """Store the checkpoint unchanged, seed the tables and the index from validated rows, crown r0001; with
+    `admins` (name -> public key), pin the keyring's administrators as its root of trust."""
     from pipelines.rag import DocumentIndex, Embedder
+    from pipelines.trust.grants import pin_admins
 
     if ws.registry.list():
         raise InitError(f"{ws.home} already holds a deployment (champion {ws.registry.champion()}); fix: use a new "
                         "--home, or `memgov run` to update this one")
+    if admins:
+        try:
+            pin_admins(ws.home, ws.log, admins)
+        except ValueError as exc:
+            raise InitError(str(exc)) from None
     folder = Path(base_model)
     if folder.is_dir():
         digest = ws.store.put_dir(folder)
@@ -149,7 +156,8 @@ def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[d
                   details={"model": digest, "rows": dict(kinds), "index_snapshot": version})
     adopt(ws, policy, ACTOR, "the policy this deployment was initialised with")
     return {"release_id": release.release_id, "model": digest, "architecture": info.architecture,
-            "rows": dict(kinds), "index_snapshot": version, "documents": len(docs)}
+            "rows": dict(kinds), "index_snapshot": version, "documents": len(docs),
+            "secrets": str(ws.secrets_dir), "keyring_admins": sorted(ws.keyring().admins)}
 
 
 __all__ = ["InitError", "init_deployment", "read_data_dir", "validate"]

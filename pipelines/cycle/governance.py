@@ -11,11 +11,19 @@ from typing import Any
 from evals.names import FORGET_METRICS
 from pipelines.artifacts import load_model
 from pipelines.cycle.policy_in_force import adopt
+from pipelines.failpoints import failpoint
 from pipelines.forget.verify import bounds, conclude, request_checks
 from pipelines.forget.weights import release_after_move
 from pipelines.knowledge import current_facts, qa, sample
 from pipelines.lm import exact_match
-from pipelines.trust.decisions import SignedBy, content_subject, refuse_replay, release_subject, verify_decision
+from pipelines.trust.decisions import (
+    SignedBy,
+    claim,
+    content_subject,
+    refuse_replay,
+    release_subject,
+    verify_decision,
+)
 from pipelines.trust.keyring import same_person
 from pipelines.workspace import Workspace
 from policies import Policy
@@ -78,6 +86,7 @@ def signed(ws: Workspace, envelope: Any, action: str, subject: dict[str, Any], c
         raise ApprovalRefused(f"the decision is signed by {who.person}'s key but claims to be {claimed}'s; "
                               "a decision is recorded under the signer's name only")
     refuse_replay(ws.log.events(), who)
+    claim(ws.store, who)
     return who
 
 
@@ -134,7 +143,15 @@ def decide_release(ws: Workspace, policy: Policy, release_id: str, decision: str
     if len(approvals) < needed:
         return {"release_id": release_id, "status": "candidate", "champion": ws.registry.champion(),
                 "waiting_for": f"{needed - len(approvals)} more distinct approver(s)"}
-    ws.registry.set_status(release_id, "approved", approver, reason, run_id=run_id, proof=proof)
+    try:
+        ws.registry.set_status(release_id, "approved", approver, reason, run_id=run_id, proof=proof)
+    except ValueError:
+        now_status = ws.registry.status(release_id)
+        if now_status == "candidate":
+            raise
+        raise ApprovalRefused(f"release {release_id} was decided by another approval at the same moment (it is now "
+                              f"'{now_status}'); your approval is recorded, nothing more is needed") from None
+    failpoint("release.approved")
     return promote_with_canary(ws, policy, release_id, approver, reason, run_id)
 
 
@@ -237,6 +254,14 @@ def promote_with_canary(ws: Workspace, policy: Policy, release_id: str, actor: s
     previous = ws.registry.champion()
     if not ws.registry.promote(release_id, actor, reason, expected=previous):
         raise RuntimeError(f"promotion of {release_id} lost a race: the champion moved away from {previous}")
+    failpoint("release.promoted")
+    return after_promotion(ws, policy, release_id, previous, run_id)
+
+
+def after_promotion(ws: Workspace, policy: Policy, release_id: str, previous: str | None,
+                    run_id: str | None = None) -> dict[str, Any]:
+    """What follows a promotion: the old champion's weights released if tainted, the canary and its verdict.
+    Recovery calls it again for a promotion whose canary verdict was never recorded."""
     release_after_move(ws, policy, "promotion", run_id)  # a tainted champion just left service: its weights go
     ok, recall = canary(ws, policy, release_id)
     ws.log.append("system:canary", "canary.passed" if ok else "canary.failed", release_id,

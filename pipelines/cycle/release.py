@@ -16,6 +16,7 @@ from pipelines.cycle.records import Measurement, ReleaseOutcome
 from pipelines.cycle.stages import mark_processed
 from pipelines.cycle.submission import submitter
 from pipelines.cycle.verdict import judge
+from pipelines.failpoints import failpoint
 from pipelines.forget.verify import conclude, request_verdicts
 from pipelines.workspace import Workspace
 from policies import Policy
@@ -70,31 +71,45 @@ def release_stage(ws: Workspace, policy: Policy, measurement: Measurement, run_i
     eff = effective_policy(ws, policy, measurement.batch)
     decision = judge(measurement, eff)
     release, cards_dir = register(ws, measurement)
+    failpoint("release.registered")
     rid = release.release_id
-    failed = decision.failed
-    ws.log.append("system:gates", "gates.passed" if decision.passed else "gates.failed", rid,
-                  reason="; ".join(f"{v.metric} {v.value} vs {v.threshold}" for v in failed) or "all gates passed",
-                  run_id=run_id, details={"metrics": measurement.metrics})
     outcome = {"cycle": measurement.cycle, "release_id": rid, "passed": decision.passed,
                "verdicts": [v.model_dump() for v in decision.verdicts], "metrics": measurement.metrics,
                "card_dir": str(cards_dir)}
-    if not decision.passed:
-        ws.registry.set_status(rid, "rejected", "system:gates",
-                               "failed gates: " + ", ".join(v.metric for v in failed), run_id=run_id)
-    if measurement.batch:  # registered with its verdict: the batch's outcome is recorded, it is not taken again
-        mark_processed(ws, measurement.batch)
-    if not decision.passed:
-        settle_requests_after_rejection(ws, eff, rid, measurement, run_id)
-        result = {"status": "rejected", "champion": ws.registry.champion()}
-    elif eff.approval.mode == "auto":
-        result = governance.decide_release(ws, eff, rid, "approve", eff.approval.auto_approver, "policy",
-                                           "gates passed; policy auto-approves", run_id=run_id)
-    else:
-        ws.log.append("system:release", "approval.requested", rid, reason="gates passed; waiting for an approver",
-                      run_id=run_id)
-        result = {"status": "candidate", "champion": ws.registry.champion(), "waiting_for": "approval"}
+    why = "; ".join(f"{v.metric} {v.value} vs {v.threshold}" for v in decision.failed)
+    result = finish_release(ws, eff, rid, measurement.batch, [v.metric for v in decision.failed], why,
+                            measurement.metrics, run_id, measurement=measurement)
     result = {k: v for k, v in result.items() if k != "release_id"}
     return ReleaseOutcome(**outcome, **result, seconds=round(time.perf_counter() - t0, 3))
+
+
+def finish_release(ws: Workspace, eff: Policy, rid: str, batch: str | None, failed: list[str], why: str,
+                   metrics: dict, run_id: str | None, measurement: Measurement | None = None) -> dict:
+    """Act on a registered candidate's verdict: the gate event, a rejection, the batch marked processed, then
+    auto-approval or the request for an approver. Each step is skipped when already done, so the recovery of a
+    run killed after registration finishes the same release instead of building a second one."""
+    passed = not failed
+    done = {e["action"] for e in ws.log.events() if e["object"] == rid}
+    if not done & {"gates.passed", "gates.failed"}:
+        ws.log.append("system:gates", "gates.passed" if passed else "gates.failed", rid,
+                      reason=why or "all gates passed", run_id=run_id, details={"metrics": metrics})
+    if not passed and ws.registry.status(rid) == "candidate":
+        ws.registry.set_status(rid, "rejected", "system:gates", "failed gates: " + ", ".join(failed), run_id=run_id)
+    if batch:  # registered with its verdict: the batch's outcome is recorded, it is not taken again
+        mark_processed(ws, batch)
+    if not passed:
+        if measurement is not None:
+            settle_requests_after_rejection(ws, eff, rid, measurement, run_id)
+        return {"status": "rejected", "champion": ws.registry.champion()}
+    if ws.registry.status(rid) != "candidate":
+        return {"status": ws.registry.status(rid), "champion": ws.registry.champion()}
+    if eff.approval.mode == "auto":
+        return governance.decide_release(ws, eff, rid, "approve", eff.approval.auto_approver, "policy",
+                                         "gates passed; policy auto-approves", run_id=run_id)
+    if "approval.requested" not in done:
+        ws.log.append("system:release", "approval.requested", rid, reason="gates passed; waiting for an approver",
+                      run_id=run_id)
+    return {"status": "candidate", "champion": ws.registry.champion(), "waiting_for": "approval"}
 
 
 def settle_requests_after_rejection(ws: Workspace, policy: Policy, release_id: str, measurement: Measurement,

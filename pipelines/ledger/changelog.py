@@ -31,6 +31,7 @@ from typing import Any
 from ..filelock import exclusive
 from ..store import ArtifactStore
 from .mirror import LOCK_MODE, LogMirror, MirrorUnavailable, MirrorVersion, as_mirror
+from .witness import LogTampered, Witness, end_problem, pending
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "time", "actor", "action", "object", "reason", "run_id", "details", "prev_hash", "hash")
@@ -70,7 +71,8 @@ class VerifyResult:
 
 
 class ChangeLog:
-    def __init__(self, path: str | Path, mirror: ArtifactStore | LogMirror | None = None, primary: str = "local"):
+    def __init__(self, path: str | Path, mirror: ArtifactStore | LogMirror | None = None, primary: str = "local",
+                 witness: Witness | None = None):
         if primary not in PRIMARIES:
             raise ValueError(f"primary {primary!r}: use 'local' (one writer) or 'mirror' (many writers)")
         self.path = Path(path)
@@ -78,6 +80,8 @@ class ChangeLog:
         if primary == "mirror" and self.mirror is None:
             raise ValueError("MEMGOV_LOG_PRIMARY=mirror needs a mirror: an S3 artifact store or MEMGOV_LOG_MIRROR")
         self.primary = primary
+        self.witness = witness if primary == "local" else None  # a mirror-primary log is anchored by the mirror
+        self._checked: tuple | None = None  # (file identity, events) of the last chain check
         self.races_lost = 0  # conditional writes another writer won (mirror-primary only)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
@@ -150,11 +154,60 @@ class ChangeLog:
         with self._locked():
             if self.primary == "mirror":
                 return self._append_to_mirror(actor, action, obj, reason, run_id, details)
-            event = self._next_event(self._last_event(), actor, action, obj, reason, run_id, details)
+            event = self._next_event(self._settled_last(), actor, action, obj, reason, run_id, details)
+            if self.witness is not None:
+                self.witness.write(event, committed=False)  # first: a crash before the line leaves it to complete
             self._write_local(event)
+            if self.witness is not None:
+                self.witness.write(event, committed=True)
             if self.mirror is not None:
                 self._mirror_one(event)
         return event
+
+    def _settled_last(self) -> dict | None:
+        """The last event, after finishing an append a crash interrupted; LogTampered when the end is not the
+        witnessed event (called under the lock)."""
+        last = self._last_event()
+        if self.witness is None:
+            return last
+        witnessed = self.witness.read()
+        if pending(witnessed, last):
+            event = {k: v for k, v in witnessed.items() if k != "committed"}
+            self._write_local(event)
+            self.witness.write(event, committed=True)
+            return event
+        problem = end_problem(witnessed, last, self._hash_at)
+        if problem:
+            raise LogTampered(f"{self.path}: {problem}; nothing was appended (run `memgov log verify`)")
+        return last
+
+    def complete(self) -> bool:
+        """Finish an append a crash interrupted (the witness one event ahead); True when a line was written."""
+        if self.witness is None:
+            return False
+        with self._locked():
+            before = self._last_event()
+            after = self._settled_last()
+        return after is not None and (before is None or after["seq"] != before["seq"])
+
+    def _hash_at(self, seq: int) -> str | None:
+        lines = self._raw_lines()
+        if not 0 < seq <= len(lines):
+            return None
+        try:
+            return json.loads(lines[seq - 1]).get("hash")
+        except (ValueError, AttributeError):
+            return None
+
+    def tail_problem(self) -> str | None:
+        """Why the log's end is not the event the witness holds (None where there is no witness or it is)."""
+        if self.witness is None:
+            return None
+        try:
+            last = self._last_event()
+        except RuntimeError as exc:
+            return str(exc)
+        return end_problem(self.witness.read(), last, self._hash_at)
 
     @staticmethod
     def _next_event(last: dict | None, actor: str, action: str, obj: str, reason: str, run_id: str | None,
@@ -257,11 +310,26 @@ class ChangeLog:
         return {"seq": last["seq"], "hash": last["hash"]} if last else None
 
     def events(self) -> list[dict]:
+        """Every event. With a witness the chain and its end are checked first (once per version of the file), so
+        what callers read (the policy in force, record digests, approvals) is the log memgov wrote, or LogTampered."""
         self.refresh()
         if not self.path.exists():
+            if self.witness is not None and self.witness.read() is not None:
+                raise LogTampered(f"{self.path} is missing but the witness kept with the secrets holds events")
             return []
-        with open(self.path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        if self.witness is None:
+            with open(self.path, encoding="utf-8") as fh:
+                return [json.loads(line) for line in fh if line.strip()]
+        st = self.path.stat()
+        ident = (st.st_ino, st.st_size, st.st_mtime_ns, self.witness.path.stat().st_mtime_ns
+                 if self.witness.path.exists() else 0)
+        if self._checked is None or self._checked[0] != ident:
+            result = self.verify()
+            if not result.ok:
+                raise LogTampered(f"{self.path}: {result.problem}; run `memgov log verify`")
+            with open(self.path, encoding="utf-8") as fh:
+                self._checked = (ident, [json.loads(line) for line in fh if line.strip()])
+        return list(self._checked[1])
 
     def verify(self) -> VerifyResult:
         """Re-compute the chain; report the first line (1-based) where it breaks."""
@@ -285,6 +353,9 @@ class ChangeLog:
             prev, n = event["hash"], n + 1
         if raw and not raw.endswith(b"\n"):
             return VerifyResult(False, n - 1, len(lines), f"line {len(lines)}: incomplete (no newline; truncated?)")
+        problem = self.tail_problem()
+        if problem:
+            return VerifyResult(False, n, n, problem)
         return VerifyResult(True, n)
 
     def verify_mirror(self) -> VerifyResult:

@@ -26,3 +26,15 @@ def anchor_problems(registry: Registry, log: ChangeLog) -> tuple[int, list[str]]
             problems.append(f"release {release.release_id} was registered after event {seq} with hash "
                             f"{expected[:12]}, the log now has {hashes[seq][:12]} there: the log was rewritten")
     return checked, problems
+
+
+def registry_problems(registry: Registry, events: list[dict]) -> list[str]:
+    """The registry crossed with the log: every release has its creation event, every status record is the one its
+    latest event recorded, and the champion pointer is the one its latest move recorded."""
+    created = {e["object"] for e in events if e["action"] == "release.created"}
+    problems = []
+    for release_id in registry.release_ids():
+        if release_id not in created:
+            problems.append(f"release {release_id} has no release.created event in the log")
+        problems += registry.record_problems(release_id, events)
+    return problems + registry.pointer_problems(events)

@@ -1,9 +1,13 @@
 """Release registry: creation, status changes, approvals, the champion pointer, rollback and tainting.
 
 The champion pointer (document "registry/champion") is the single source of truth for what serves; it only moves by
-compare-and-swap, so two concurrent promotions cannot both win. Release records are bookkeeping updated after the
-pointer moves; a record that still says "champion" while the pointer names another release reads as "retired",
-so a crash between the two steps never shows two champions.
+compare-and-swap, so two concurrent promotions cannot both win. It is a record sealed by the system key (release,
+previous release, move number), so a pointer written by hand is refused by every reader, and every move is logged
+with the pointer's digest, twice: an intent before the swap (`release.promotion_started`) and the outcome after it.
+A crash between the two is finished on the next start (`recover`): the move completed if the pointer holds the
+intended record, abandoned if not. Release records are bookkeeping updated after the pointer moves; a record that
+still says "champion" while the pointer names another release reads as "retired", so a crash between the two steps
+never shows two champions.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from ..failpoints import failpoint
 from ..ledger import ChangeLog
 from ..store import ArtifactStore, canonical_json
 from ..store.base import digest_of
@@ -50,13 +55,15 @@ class Registry:
     """With a system key, every status record is sealed (signed) when written and its digest goes into the change
     log event that reports the change; `verify_record` then proves a record is the one memgov last wrote."""
 
-    def __init__(self, store: ArtifactStore, log: ChangeLog, signer=None):
+    def __init__(self, store: ArtifactStore, log: ChangeLog, signer=None, lineage_key: bytes | None = None):
+        """`lineage_key`: the key lineage ids are hashed under; kept apart from the system key so that rotating
+        the system key does not change how forgotten ids match the lineage of existing releases."""
         self.store = store
         self.log = log
         self.signer = signer
         self.system_public = keys.public_text(signer.public_key()) if signer is not None else None
         self._written: dict[str, str] = {}
-        self._lineage_key: bytes | None = None
+        self._lineage_key: bytes | None = lineage_key
 
     # -- lineage -----------------------------------------------------------------------
     def _lineage_digest(self, value: str) -> str:
@@ -65,9 +72,7 @@ class Registry:
         if value.startswith(LINEAGE_HASH):
             return value
         if self._lineage_key is None:
-            raw = (self.signer.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                             serialization.NoEncryption()) if self.signer is not None else b"")
-            self._lineage_key = hashlib.sha256(b"memgov lineage\x00" + raw).digest()
+            self._lineage_key = derived_lineage_key(self.signer)
         return LINEAGE_HASH + hmac.new(self._lineage_key, value.encode(), hashlib.sha256).hexdigest()
 
     def lineage_digests(self, values) -> set[str]:
@@ -98,7 +103,7 @@ class Registry:
         extra = {"records": written} if written else {}
         return self.log.append(actor, action, obj, reason, run_id, details={**(details or {}), **extra})
 
-    def record_problems(self, release_id: str) -> list[str]:
+    def record_problems(self, release_id: str, events: list[dict] | None = None) -> list[str]:
         """Why the stored status record is not the one memgov sealed and last logged (empty: it is)."""
         record = self._record(release_id)
         problems = []
@@ -109,10 +114,13 @@ class Registry:
                 problems.append(f"release {release_id}'s status record is not sealed by the deployment's system key: "
                                 "it was edited outside memgov")
         logged = None
-        for event in self.log.events():
+        for event in events if events is not None else self.log.events():
             if release_id in (event.get("details") or {}).get("records", {}):
                 logged = (event["seq"], event["details"]["records"][release_id])
-        if logged is not None and logged[1] != _record_digest(record):
+        if logged is None and self.signer is not None:
+            problems.append(f"release {release_id}'s status record is named by no change-log event: the log lost "
+                            "the event that wrote it")
+        elif logged is not None and logged[1] != _record_digest(record):
             problems.append(f"release {release_id}'s status record differs from the one change-log event {logged[0]} "
                             "recorded: it was edited or restored from an older copy")
         return problems
@@ -166,7 +174,62 @@ class Registry:
         return record
 
     def champion(self) -> str | None:
-        return self.store.read_text(CHAMPION_KEY)
+        """The release in service, from the sealed pointer; RecordTampered for a pointer memgov did not write."""
+        pointer = self._pointer()
+        return pointer["release"] if pointer else None
+
+    def _pointer(self, text: str | None = ...) -> dict | None:
+        text = self.store.read_text(CHAMPION_KEY) if text is ... else text
+        if text is None:
+            return None
+        try:
+            pointer = json.loads(text)
+        except ValueError:
+            pointer = None
+        if not isinstance(pointer, dict) or not _valid_id(pointer.get("release")):
+            raise RecordTampered(f"the champion pointer reads {text[:40]!r}, not a record memgov wrote: it was moved "
+                                 "outside memgov; restore it (`memgov log verify` names the last logged move)")
+        if self.signer is not None:
+            seal = pointer.get(SEAL) or {}
+            body = {k: v for k, v in pointer.items() if k != SEAL}
+            if seal.get("key") != self.system_public or not keys.verify(seal["key"], body, seal.get("signature", "")):
+                raise RecordTampered(f"the champion pointer (naming {pointer['release']}) is not sealed by the "
+                                     "deployment's system key: it was moved outside memgov; restore it (`memgov log "
+                                     "verify` names the last logged move)")
+        return pointer
+
+    def pointer_problems(self, events: list[dict] | None = None) -> list[str]:
+        """Why the champion pointer is not the one memgov last logged (seal, then the log's last move)."""
+        try:
+            text = self.store.read_text(CHAMPION_KEY)
+            pointer = self._pointer(text)
+        except RecordTampered as exc:
+            return [str(exc)]
+        logged = None
+        for event in events if events is not None else self.log.events():
+            if "pointer" in (event.get("details") or {}):
+                logged = event
+        actual = digest_of(text.encode()) if text is not None else None
+        if logged is None:
+            return [f"the champion pointer names {pointer['release']} but no change-log event records a move"] \
+                if pointer else []
+        details = logged["details"]
+        allowed = {details["pointer"]}
+        if logged["action"] == "release.promotion_started":  # a move in flight: before or after the swap
+            allowed.add(details.get("was"))
+        if actual not in allowed:
+            named = f"naming {pointer['release']}" if pointer else "missing"
+            return [f"the champion pointer ({named}) is not the one change-log event {logged['seq']} "
+                    f"({logged['action']} {logged['object']}) recorded: it was put back from an older copy or "
+                    "written outside memgov"]
+        return []
+
+    def verify_champion(self) -> str | None:
+        """The champion, after checking the pointer against the log; RecordTampered names what is wrong."""
+        problems = self.pointer_problems()
+        if problems:
+            raise RecordTampered("; ".join(problems))
+        return self.champion()
 
     def get(self, release_id: str) -> Release:
         return self._load(release_id, self.champion())
@@ -188,10 +251,13 @@ class Registry:
     def status(self, release_id: str) -> str:
         return _effective(release_id, self._record(release_id)["status"], self.champion())
 
-    def list(self) -> list[Release]:
+    def release_ids(self) -> list[str]:
         ids = [k[len(RECORDS) :] for k in self.store.list_keys(RECORDS)]
+        return sorted((i for i in ids if _valid_id(i)), key=lambda r: int(r[1:]))
+
+    def list(self) -> list[Release]:
         champion = self.champion()
-        return [self._load(i, champion) for i in sorted(ids, key=lambda r: int(r[1:]))]
+        return [self._load(i, champion) for i in self.release_ids()]
 
     # -- changing ----------------------------------------------------------------------
     def create(self, manifest_fields: dict[str, Any], actor: str, reason: str) -> Release:
@@ -309,17 +375,64 @@ class Registry:
         self, release_id: str, expected: str | None, actor: str, reason: str, run_id: str | None, action: str,
         proof: dict | None = None,
     ) -> bool:
+        """Intent logged, pointer swapped, records moved, outcome logged; `recover` finishes what a crash cut."""
         if expected == release_id:
             raise ValueError(f"release {release_id} is already the champion")
         self.verify_record(release_id)
-        if not self.store.compare_and_swap(CHAMPION_KEY, expected, release_id):
+        old_text = self.store.read_text(CHAMPION_KEY)
+        old = self._pointer(old_text)
+        if (old["release"] if old else None) != expected:
             return False
+        problems = self.pointer_problems()
+        if problems:
+            raise RecordTampered("; ".join(problems) + "; refusing to move it")
+        body = {"release": release_id, "previous": expected, "move": (old or {}).get("move", 0) + 1, "time": _now()}
+        new_text = json.dumps(self._seal(body), sort_keys=True)
+        digest = digest_of(new_text.encode())
+        signed = {"signed": proof} if proof else {}
+        self.log.append(actor, "release.promotion_started", release_id, reason, run_id,
+                        details={"previous": expected, "pointer": digest, "was": digest_of(old_text.encode())
+                                 if old_text else None, "action": action, **signed})
+        if not self.store.compare_and_swap(CHAMPION_KEY, old_text, new_text):
+            now = self.store.read_text(CHAMPION_KEY)
+            self.log.append(actor, "release.promotion_abandoned", release_id, "another move won the race", run_id,
+                            details={"pointer": digest_of(now.encode()) if now else None})
+            return False
+        failpoint("champion.swapped")
+        self._finish_move(release_id, expected, actor, reason, run_id, action, digest, proof)
+        return True
+
+    def _finish_move(self, release_id: str, expected: str | None, actor: str, reason: str, run_id: str | None,
+                     action: str, digest: str, proof: dict | None, recovered: bool = False) -> None:
         self._move(release_id, "champion", actor, reason, run_id, strict=False, extra_entry=proof)
         if expected is not None:
             self._move(expected, "retired", actor, f"replaced by {release_id}: {reason}", run_id, strict=False)
         self._log(actor, action, release_id, reason, run_id,
-                  details={"previous": expected, **({"signed": proof} if proof else {})})
-        return True
+                  details={"previous": expected, "pointer": digest, **({"signed": proof} if proof else {}),
+                           **({"recovered": True} if recovered else {})})
+
+    def recover(self) -> str | None:
+        """Finish a champion move a crash interrupted: its intent is the log's last word on the pointer. Completed
+        (records and outcome event) when the pointer holds the intended record, else abandoned; returns what was
+        done, or None."""
+        events = self.log.events()
+        last = next((e for e in reversed(events) if "pointer" in (e.get("details") or {})), None)
+        if last is None or last["action"] != "release.promotion_started":
+            return None
+        text = self.store.read_text(CHAMPION_KEY)
+        details = last["details"]
+        if text is not None and digest_of(text.encode()) == details["pointer"]:
+            self._pointer(text)
+            self._finish_move(last["object"], details["previous"], last["actor"], last["reason"], last["run_id"],
+                              details["action"], details["pointer"], details.get("signed"), recovered=True)
+            return "completed"
+        if (digest_of(text.encode()) if text is not None else None) != details.get("was"):
+            raise RecordTampered(f"the champion pointer is neither the one before nor the one after the move that "
+                                 f"change-log event {last['seq']} started: it was written outside memgov")
+        self.log.append("system:recovery", "release.promotion_abandoned", last["object"],
+                        "the process moving the champion pointer stopped before the swap", last["run_id"],
+                        details={"pointer": details.get("was")})
+        return "abandoned"
 
     def promote(self, release_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None) -> bool:
         """Make an approved release champion; False when the pointer no longer held `expected` (lost a race)."""
@@ -420,6 +533,13 @@ class Registry:
                 )
                 tainted.append(release.release_id)
         return tainted
+
+
+def derived_lineage_key(signer) -> bytes:
+    """The lineage key of a deployment that has never rotated its system key: derived from that key."""
+    raw = (signer.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption()) if signer is not None else b"")
+    return hashlib.sha256(b"memgov lineage\x00" + raw).digest()
 
 
 def _record_digest(record: dict) -> str:

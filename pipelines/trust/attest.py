@@ -41,7 +41,11 @@ def attest(key: Ed25519PrivateKey, manifest: dict[str, Any], manifest_digest: st
                  "predicateType": PREDICATE_TYPE,
                  "predicate": {"release_id": manifest["release_id"], "created_by": manifest["created_by"],
                                "created_at": manifest["created_at"], "log_head": manifest.get("log_head")}}
-    payload = canonical_json(statement)
+    return resign(key, canonical_json(statement))
+
+
+def resign(key: Ed25519PrivateKey, payload: bytes) -> dict[str, Any]:
+    """The same statement in an envelope signed by another key (a system-key rotation)."""
     public = keys.public_text(key.public_key())
     return {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
             "signatures": [{"keyid": keys.key_id(public), "key": public,

@@ -142,3 +142,18 @@ def refuse_replay(log_events: list[dict], signed: SignedBy) -> None:
         if (event.get("details") or {}).get("signed", {}).get("statement") == signed.digest:
             raise SignatureRefused(f"this signed {signed.envelope['statement']['action']} was already used (change "
                                    f"log event {event['seq']}); a signature is accepted once")
+
+
+CLAIMS = "trust/claims/"
+
+
+def claim(store, signed: SignedBy) -> None:
+    """One signature, one act, atomically: the first process to create the statement's claim document acts, every
+    other one (a replay, or the same file handed to four processes at once) is refused. The log scan in
+    `refuse_replay` keeps refusing statements used before claims existed."""
+    key = CLAIMS + signed.digest.split(":", 1)[1]
+    body = {"statement": signed.digest, "person": signed.person,
+            "action": signed.envelope["statement"]["action"]}
+    if not store.compare_and_swap(key, None, canonical_json(body).decode()):
+        raise SignatureRefused(f"this signed {body['action']} was already used; a signature is accepted once "
+                               "(sign again for a new decision)")

@@ -1,4 +1,8 @@
-"""Changing who may do what: keyring grants and UI passwords, each a logged change (never a silent file edit)."""
+"""Changing who may do what: grants, revocations, UI passwords and settings, administrators.
+
+Each change is a statement signed by a keyring administrator's key (`--by KEYFILE`: the signer, not a typed name),
+appended to the keyring's chain and logged with the statement's digest; see pipelines.trust.keyring.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,15 @@ import hmac
 import secrets
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from pipelines.admission.identifiers import name_problem
 from pipelines.ledger import ChangeLog
 from pipelines.trust import keyring as kr
 from pipelines.trust import keys
-from pipelines.trust.keyring import Person
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+AdminKey = Ed25519PrivateKey | str | Path
 
 
 def hash_password(secret: str) -> str:
@@ -43,13 +49,32 @@ def _name(name: str) -> str:
     return name
 
 
-def grant(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: list[str], by: str,
+def _admin(by: AdminKey) -> Ed25519PrivateKey:
+    if isinstance(by, Ed25519PrivateKey):
+        return by
+    if not str(by).strip():
+        raise ValueError("--by: the administrator's private key file (the signer of this change)")
+    return keys.load_private(Path(by))
+
+
+def _reason(reason: str, what: str) -> str:
+    if not reason.strip():
+        raise ValueError(f"reason: say why the {what} is made (it is logged)")
+    return reason
+
+
+def _signed(home: Path, log: ChangeLog, by: AdminKey, op: str, args: dict, reason: str, action: str,
+            obj: str, details: dict) -> kr.Keyring:
+    ring, statement = kr.sign_change(home, _admin(by), op, args, reason)
+    log.append(statement["admin"], action, obj, reason,
+               details={**details, "statement": {"seq": statement["seq"], "digest": statement["digest"]}})
+    return ring
+
+
+def grant(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: list[str], by: AdminKey,
           reason: str) -> dict:
     """Add keys and roles to a person (created if new); a key already held by someone else is refused."""
-    name, by = _name(name), _name(by)
-    if not reason.strip():
-        raise ValueError("reason: say why the grant is made (it is logged)")
-    kr.system_key(home)  # the keyring and the system key come into being together
+    name, reason = _name(name), _reason(reason, "grant")
     ring = kr.load(home)
     for public in public_keys:
         keys.parse_public(public, "--key")
@@ -57,20 +82,18 @@ def grant(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: 
         if holder is not None and kr.same_person(holder) != kr.same_person(name):
             raise ValueError(f"--key {keys.key_id(public)} is already {holder}'s; one key, one person")
     found = ring.person(name)
-    known, person = found or (name, Person())
-    before = (list(person.keys), list(person.roles))
-    person.keys = sorted(set(person.keys) | set(public_keys))
-    person.roles = sorted(set(person.roles) | {r.strip() for r in roles if r.strip()})
-    out = {"person": known, "keys": [keys.key_id(k) for k in person.keys], "roles": person.roles}
-    if found is not None and (person.keys, person.roles) == before:
+    known, person = found or (name, kr.Person())
+    new_keys = sorted(set(person.keys) | set(public_keys))
+    new_roles = sorted(set(person.roles) | {r.strip() for r in roles if r.strip()})
+    out = {"person": known, "keys": [keys.key_id(k) for k in new_keys], "roles": new_roles}
+    if found is not None and (new_keys, new_roles) == (sorted(person.keys), sorted(person.roles)):
         return {**out, "unchanged": True}  # granting what is held already changes nothing and logs nothing
-    ring.people[known] = person
-    kr.save(home, ring)
-    log.append(by, "keyring.granted", known, reason, details=out)
+    args = {"person": known, "keys": sorted(public_keys), "roles": sorted({r.strip() for r in roles if r.strip()})}
+    _signed(home, log, by, "grant", args, reason, "keyring.granted", known, out)
     return out
 
 
-def _known(ring: kr.Keyring, name: str, fix: str) -> tuple[str, Person]:
+def _known(ring: kr.Keyring, name: str, fix: str) -> tuple[str, kr.Person]:
     """The keyring's spelling of `name` and their entry, or ValueError naming the fix."""
     found = ring.person(name)
     if found is None:
@@ -78,48 +101,77 @@ def _known(ring: kr.Keyring, name: str, fix: str) -> tuple[str, Person]:
     return found
 
 
-def set_password(home: Path, log: ChangeLog, name: str, secret: str, by: str) -> None:
+def set_password(home: Path, log: ChangeLog, name: str, secret: str, by: AdminKey) -> None:
     if len(secret) < 12:
         raise ValueError("password: use at least 12 characters")
-    ring = kr.load(home)
-    known, person = _known(ring, name, "grant them a role first (memgov keys grant)")
-    person.password = hash_password(secret)
-    ring.people[known] = person
-    kr.save(home, ring)
-    log.append(_name(by), "keyring.password_set", known, "UI local login password set")
+    known, _ = _known(kr.load(home), name, "grant them a role first (memgov keys grant)")
+    _signed(home, log, by, "password", {"person": known, "hash": hash_password(secret)}, "UI local login password set",
+            "keyring.password_set", known, {})
 
 
-def revoke(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: list[str], by: str,
+def revoke(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: list[str], by: AdminKey,
            reason: str) -> dict:
     """Take keys and roles from a person (key rotation, leaving a role): from now on a statement signed with a
     revoked key names nobody, so it is refused wherever it is checked, including a pending request or batch
     signed with it before (its owner signs it again)."""
-    name, by = _name(name), _name(by)
-    if not reason.strip():
-        raise ValueError("reason: say why the revocation is made (it is logged)")
+    name, reason = _name(name), _reason(reason, "revocation")
     if not public_keys and not roles:
         raise ValueError("name at least one --key or --role to revoke")
-    ring = kr.load(home)
-    known, person = _known(ring, name, "memgov keys list shows who is")
+    known, person = _known(kr.load(home), name, "memgov keys list shows who is")
     missing = [keys.key_id(k) for k in public_keys if k not in person.keys]
     if missing:
         raise ValueError(f"--key {', '.join(missing)}: not {known}'s; `memgov keys list` shows their keys")
-    person.keys = [k for k in person.keys if k not in set(public_keys)]
-    person.roles = [r for r in person.roles if r not in {x.strip() for x in roles}]
-    ring.people[known] = person
-    kr.save(home, ring)
-    out = {"person": known, "revoked_keys": [keys.key_id(k) for k in public_keys], "revoked_roles": sorted(roles),
-           "keys": [keys.key_id(k) for k in person.keys], "roles": person.roles}
-    log.append(by, "keyring.revoked", known, reason, details=out)
-    return out
+    args = {"person": known, "keys": sorted(public_keys), "roles": sorted({r.strip() for r in roles})}
+    ring = _signed(home, log, by, "revoke", args, reason, "keyring.revoked", known,
+                   {"person": known, "revoked_keys": [keys.key_id(k) for k in public_keys],
+                    "revoked_roles": sorted(roles)})
+    after = ring.people[known]
+    return {"person": known, "revoked_keys": [keys.key_id(k) for k in public_keys], "revoked_roles": sorted(roles),
+            "keys": [keys.key_id(k) for k in after.keys], "roles": after.roles}
 
 
-def rotate_ui_secret(home: Path, log: ChangeLog, by: str, reason: str) -> None:
+def configure_ui(home: Path, log: ChangeLog, by: AdminKey, reason: str, **settings) -> kr.Keyring:
+    """Who the UI believes (trusted proxies, the header they set, local login): a signed change like a grant."""
+    unknown = set(settings) - set(kr.UI_FIELDS)
+    if unknown:
+        raise ValueError(f"ui setting(s) {', '.join(sorted(unknown))}: use {', '.join(kr.UI_FIELDS)}")
+    return _signed(home, log, by, "ui", settings, _reason(reason, "UI setting change"), "keyring.ui_configured", "ui",
+                   {"settings": sorted(settings)})
+
+
+def change_admins(home: Path, log: ChangeLog, by: AdminKey, reason: str, add: dict[str, str] | None = None,
+                  remove: list[str] | None = None) -> kr.Keyring:
+    """Add or remove keyring administrators, signed by one in force (the last one cannot be removed)."""
+    reason = _reason(reason, "administrator change")
+    ring = None
+    for name, public in (add or {}).items():
+        keys.parse_public(public, f"--add {name}")
+        ring = _signed(home, log, by, "admin_add", {"name": _name(name), "key": public}, reason,
+                       "keyring.admin_added", name, {"key": keys.key_id(public)})
+    for name in remove or []:
+        ring = _signed(home, log, by, "admin_remove", {"name": name}, reason, "keyring.admin_removed", name, {})
+    if ring is None:
+        raise ValueError("name at least one --add NAME=ed25519:… or --remove NAME")
+    return ring
+
+
+def pin_admins(home: Path, log: ChangeLog, admins: dict[str, str]) -> kr.Keyring:
+    """The keyring's root of trust, once (needs the deployment's secrets: the root is sealed by the system key)."""
+    ring = kr.pin_admins(home, admins)
+    log.append("system:secrets-holder", "keyring.admins_pinned", "keyring", "the keyring's root of trust",
+               details={"admins": {n: keys.key_id(k) for n, k in sorted(admins.items())}, "root": ring.head})
+    return ring
+
+
+def rotate_ui_secret(home: Path, log: ChangeLog, by: AdminKey, reason: str) -> None:
     """A new secret for session cookies, run identities and UI filings: everyone signs in again, and forget
-    requests filed from the UI and not yet run must be filed again (their attestation no longer verifies)."""
-    if not reason.strip():
-        raise ValueError("reason: say why the secret is rotated (it is logged)")
+    requests filed from the UI and not yet run must be filed again (their attestation no longer verifies). Only
+    an administrator's key may order it; the secret itself lives with the secrets, outside the home."""
+    reason = _reason(reason, "rotation")
     ring = kr.load(home)
-    ring.ui.secret = secrets.token_hex(32)
-    kr.save(home, ring)
-    log.append(_name(by), "keyring.ui_secret_rotated", "ui", reason)
+    public = keys.public_text(_admin(by).public_key())
+    admin = ring.admin_of(public)
+    if admin is None:
+        raise ValueError(f"--by: key {keys.key_id(public)} is not a keyring administrator's")
+    kr.rotate_ui_secret(home)
+    log.append(admin, "keyring.ui_secret_rotated", "ui", reason)

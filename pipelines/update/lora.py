@@ -52,8 +52,8 @@ class LoraUpdateConfig(MethodConfig):
         None, description="token rows to train as well (for tokens the base model never saw)"
     )
     learning_rate: float = Field(3e-3, gt=0.0, le=1.0)
-    batch_size: int = Field(32, ge=1)
-    max_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1, le=65536)
+    max_epochs: int = Field(30, ge=1, le=10000, description="a batch's sidecar may lower or raise it within bounds")
     target_recall: float = Field(0.95, gt=0.0, le=1.0, description="early stop on new-fact exact match")
     target_response_accuracy: float = Field(
         0.95, gt=0.0, le=1.0, description="early stop of an update without facts: share of response tokens predicted"

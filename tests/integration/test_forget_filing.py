@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from support_forget import HashEmbedder, holdings, small_deployment, subject
-from support_keys import keyholder
+from support_keys import admin_key, keyholder
 
 from assets.definitions import defs
 from pipelines.forget import process_request
@@ -129,7 +129,7 @@ def test_a_rotated_ui_secret_voids_pending_ui_filings(ws):
     from memgov.cli import app
 
     assert _run(_config(), _sealed(ws)).success
-    out = CliRunner().invoke(app, ["keys", "rotate-ui-secret", "--by", "keyring-admin", "--reason", "suspected leak",
+    out = CliRunner().invoke(app, ["keys", "rotate-ui-secret", "--by", admin_key(ws.home), "--reason", "suspected leak",
                                    "--home", str(ws.home)])
     assert out.exit_code == 0, out.output
     with pytest.raises(SignatureRefused, match="rotated"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from support_governance import POLICY, actions_on, candidate, demo_ws, flat, memgov
-from support_keys import keyholder
+from support_keys import admin_key, keyholder
 
 from pipelines.workspace import Workspace
 
@@ -101,7 +101,7 @@ def test_a_second_key_of_the_same_person_is_still_one_approver(ws, tmp_path):
     bob = keyholder(ws.home, "bob", "ml-lead")
     laptop = tmp_path / "bob-laptop.key"
     public = memgov(ws.home, "keys", "new", str(laptop)).stdout.strip()
-    granted = memgov(ws.home, "keys", "grant", "Bob", "--key", public, "--role", "ml-lead", "--by", "admin",
+    granted = memgov(ws.home, "keys", "grant", "Bob", "--key", public, "--role", "ml-lead", "--by", admin_key(ws.home),
                      "--reason", "second device")
     assert granted.returncode == 0, flat(granted)
     for key in (bob, str(laptop)):

@@ -113,7 +113,7 @@ def test_lifecycle_promote_and_retire(reg):
     reg.set_status(r3, "rejected", "reviewer", "worse on utility")
     promoted = [e for e in reg.log.events() if e["action"] == "release.promoted"]
     assert [(e["object"], e["details"]["previous"]) for e in promoted] == [(r1, None), (r2, r1)]
-    assert len(reg.log.events()) == 3 + 2 + 2 + 1  # created x3, approved x2, promoted x2, rejected
+    assert len(reg.log.events()) == 3 + 2 + 2 * 2 + 1  # created x3, approved x2, promoted x2 (intent + outcome), rejected
     assert reg.log.verify().ok
 
 
@@ -193,7 +193,9 @@ def test_concurrent_creates_get_distinct_ids(any_reg):
 def test_pointer_is_the_truth_after_a_crash_between_steps(reg):
     r1, r2 = _new(reg, approve=True), _new(reg, approve=True)
     reg.promote(r1, "ops", "first")
-    assert reg.store.compare_and_swap(CHAMPION_KEY, r1, r2)  # the records were never updated
+    old = reg.store.read_text(CHAMPION_KEY)
+    moved = json.dumps({**json.loads(old), "release": r2, "previous": r1, "move": 2})
+    assert reg.store.compare_and_swap(CHAMPION_KEY, old, moved)  # the records were never updated
     assert (reg.status(r1), reg.status(r2)) == ("retired", "champion")
     assert [r.status for r in reg.list()] == ["retired", "champion"]
 
@@ -210,7 +212,7 @@ def test_rollback(reg):
         "release.rolled_back",
         r1,
         "oncall",
-        {"previous": r2, "records": {r1: ANY, r2: ANY}},  # the digests of both status records it changed
+        {"previous": r2, "pointer": ANY, "records": {r1: ANY, r2: ANY}},  # the pointer's and both records' digests
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from support_forget import holdings, small_deployment, subject
-from support_keys import keyholder
+from support_keys import admin_key, keyholder
 from typer.testing import CliRunner
 
 from memgov.cli import app
@@ -122,9 +122,9 @@ def test_a_rotated_key_signs_for_its_owner_and_the_revoked_one_for_nobody(tmp_pa
     new_public = generate(new)
     old_public = public_text(load_private(Path(old)).public_key())
     granted = runner.invoke(app, ["keys", "grant", "privacy-office", "--key", new_public, "--role", "requester",
-                                  "--by", "keyring-admin", "--reason", "rotation", "--home", str(ws.home)])
+                                  "--by", admin_key(ws.home), "--reason", "rotation", "--home", str(ws.home)])
     assert granted.exit_code == 0, granted.output
-    revoked = runner.invoke(app, ["keys", "revoke", "privacy-office", "--key", old_public, "--by", "keyring-admin",
+    revoked = runner.invoke(app, ["keys", "revoke", "privacy-office", "--key", old_public, "--by", admin_key(ws.home),
                                   "--reason", "rotation", "--home", str(ws.home)])
     assert revoked.exit_code == 0, revoked.output
     refused = forget(ws.home, "--key", old)
@@ -136,6 +136,6 @@ def test_a_rotated_key_signs_for_its_owner_and_the_revoked_one_for_nobody(tmp_pa
     assert holdings(ws, {subject(3)}), "the data is untouched"
     actions = [e["action"] for e in ws.log.events()]
     assert "keyring.revoked" in actions
-    again = runner.invoke(app, ["keys", "revoke", "privacy-office", "--key", old_public, "--by", "keyring-admin",
+    again = runner.invoke(app, ["keys", "revoke", "privacy-office", "--key", old_public, "--by", admin_key(ws.home),
                                 "--reason", "twice", "--home", str(ws.home)])
     assert again.exit_code == 2 and "not privacy-office's" in again.output

@@ -1,0 +1,112 @@
+"""Finish what a killed process left half-done in release and promotion, on the next start (under the cycle lock).
+
+Each multi-step change leaves a trace that says how far it got, and each step is safe to repeat:
+- a champion move logged as an intent (`release.promotion_started`): completed when the pointer holds the intended
+  record, abandoned otherwise (Registry.recover);
+- a promotion with no canary verdict: the canary runs now, and acts on its verdict as it would have;
+- an `approved` release that was never promoted: promoted now if it was judged against the champion still in
+  service; otherwise it stays `approved` (one a rollback may bring back) and the lapse is logged once;
+- a registered candidate whose batch was never marked processed: finished from its own card's gate verdict
+  (gate event, rejection, batch processed, approval request or auto-approval), so a re-run never builds a second
+  release for the same batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.cycle import governance
+from pipelines.cycle.overrides import effective_policy
+from pipelines.cycle.release import finish_release
+from pipelines.cycle.stages import PROCESSED_KEY
+from pipelines.workspace import Workspace
+from policies import Policy
+
+ACTOR = "system:recovery"
+
+
+def recover(ws: Workspace, policy: Policy, run_id: str | None = None) -> list[str]:
+    """Everything recovered, one line each (empty when nothing was half-done). Call only under the cycle lock:
+    a change in flight in another process looks exactly like one a crash cut short."""
+    done = []
+    moved = ws.registry.recover()
+    if moved:
+        done.append(f"champion move {moved}")
+    done += _canary(ws, policy, run_id)
+    done += _approved(ws, policy, run_id)
+    done += _orphans(ws, policy, run_id)
+    if done:
+        ws.log.append(ACTOR, "cycle.recovered", ws.registry.champion() or "-", "; ".join(done), run_id=run_id)
+    return done
+
+
+def _canary(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
+    events = ws.log.events()
+    promoted = next((e for e in reversed(events) if e["action"] in ("release.promoted", "release.rolled_back")), None)
+    if promoted is None or promoted["action"] != "release.promoted":
+        return []
+    rid = promoted["object"]
+    if any(e["object"] == rid and e["action"].startswith("canary.") for e in events[promoted["seq"]:]):
+        return []
+    if ws.registry.champion() != rid:
+        return []
+    governance.after_promotion(ws, policy, rid, promoted["details"].get("previous"), run_id)
+    return [f"canary of {rid} run after its promotion"]
+
+
+def _approved(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
+    out = []
+    champion = ws.registry.champion()
+    for release in ws.registry.list():
+        if release.status != "approved" or release.parent is None:
+            continue
+        last = next((h for h in reversed(release.history) if h["to"] == "approved"), None)
+        if release.parent != champion:
+            if not any(e["object"] == release.release_id and e["action"] == "release.approval_lapsed"
+                       for e in ws.log.events()):
+                ws.log.append(ACTOR, "release.approval_lapsed", release.release_id,
+                              f"approved against {release.parent}, but {champion} serves now; it stays approved "
+                              "(a rollback may bring it back)", run_id=run_id)
+                out.append(f"{release.release_id} approved against an earlier champion: lapse logged")
+            continue
+        actor = (last or {}).get("actor") or ACTOR
+        governance.promote_with_canary(ws, policy, release.release_id, actor,
+                                       f"promotion after approval, finished by recovery: {(last or {}).get('reason')}",
+                                       run_id)
+        champion = ws.registry.champion()
+        out.append(f"{release.release_id} approved but never promoted: promoted")
+    return out
+
+
+def _orphans(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
+    processed = set(ws.store.read_json(PROCESSED_KEY, default=[]))
+    out = []
+    for release in ws.registry.list():
+        batch = (release.data_snapshots or {}).get("batch")
+        if not batch or batch in processed or release.status not in ("candidate", "rejected"):
+            continue
+        decision = _card_decision(ws, release)
+        if decision is None:
+            continue
+        failed = [v["metric"] for v in decision.get("verdicts") or [] if not v.get("passed") and v.get("required", True)]
+        if decision.get("passed"):
+            failed = []
+        eff = effective_policy(ws, policy, batch)
+        finish_release(ws, eff, release.release_id, batch, failed, "; ".join(failed),
+                       (_card(ws, release) or {}).get("metrics", {}), run_id)
+        processed.add(batch)
+        out.append(f"{release.release_id} of batch {batch} finished from its card's verdict")
+    return out
+
+
+def _card(ws: Workspace, release) -> dict[str, Any] | None:
+    try:
+        return governance.read_card(ws, release)
+    except (KeyError, ValueError, FileNotFoundError):
+        return None
+
+
+def _card_decision(ws: Workspace, release) -> dict[str, Any] | None:
+    card = _card(ws, release)
+    decision = card.get("decision") if isinstance(card, dict) else None
+    return decision if isinstance(decision, dict) and "passed" in decision else None
