@@ -750,7 +750,8 @@ def keys_rotate_system_key(by: ByOpt, reason: Annotated[str, typer.Option(help="
         lock.release(ws)
     console.print_json(json.dumps(out))
     if not out["installed"]:
-        console.print(f"now mount {new_key} as the deployment's system key (MEMGOV_SYSTEM_KEY) in every pod")
+        console.print(f"now mount {new_key} as the deployment's system key (MEMGOV_SYSTEM_KEY) and "
+                      f"{out['lineage_key']} as MEMGOV_LINEAGE_KEY in every pod")
 
 
 @keys_app.command("list")

@@ -229,7 +229,10 @@ class GovernanceGate:
             return await self.app(scope, self._no_ws_mutations(receive), send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        ring = kr.load(self.home)
+        try:
+            ring = kr.load(self.home)
+        except ValueError as exc:  # a keyring that is not what its signed statements say: nobody is anybody
+            return await _html(send, 503, f"<p>memgov refuses to serve: {html.escape(str(exc))}</p>")
         who = identify(ring, scope)
         path = scope.get("path", "")
         if path.startswith("/memgov/"):

@@ -39,7 +39,8 @@ def rotate_system_key(ws: Workspace, admin_key: Ed25519PrivateKey, reason: str,
     if problems:
         raise ValueError("refusing to re-seal a pointer that does not verify: " + "; ".join(problems))
     lineage = secrets.lineage_key_path(ws.home)
-    if not lineage.exists():
+    if not lineage.exists():  # production: written beside the new key, to be mounted as MEMGOV_LINEAGE_KEY
+        lineage = new_key.with_name("lineage.key") if new_key is not None else lineage
         secrets.write_private(lineage, derived_lineage_key(old))
     next_path = secrets.system_key_path(ws.home).with_name("system.key.next")
     if new_key is not None:
@@ -84,4 +85,4 @@ def rotate_system_key(ws: Workspace, admin_key: Ed25519PrivateKey, reason: str,
     ws.log.append(admin, "secrets.system_key_rotated", "system-key", reason,
                   details={**details, **({"pointer": pointer} if pointer else {})})
     return {"old": keys.key_id(old_public), "new": keys.key_id(new_public), "records": len(records),
-            "pointer": pointer is not None, "installed": new_key is None}
+            "pointer": pointer is not None, "installed": new_key is None, "lineage_key": str(lineage)}

@@ -234,8 +234,13 @@ def wait_for_run(client, run_id: str, timeout_s: float = 120.0) -> str:
 
 
 def copy_deployment(src: Path, dest: Path) -> Path:
-    """A private copy of a deployment; its dagster.yaml is re-pointed at the copy (as the `demo_copy` fixture does)."""
+    """A private copy of a deployment; its dagster.yaml is re-pointed at the copy (as the `demo_copy` fixture does).
+    Its secrets and its people's keys live beside the home, not in it: they are copied beside the copy."""
     shutil.copytree(src, dest, symlinks=True)
+    for suffix in (".secrets", ".demo-keys"):
+        beside = src.with_name(src.name + suffix)
+        if beside.exists():
+            shutil.copytree(beside, dest.with_name(dest.name + suffix), symlinks=True)
     dagster_yaml = dest / "dagster" / "dagster.yaml"
     if dagster_yaml.exists():
         dagster_yaml.write_text(dagster_yaml.read_text().replace(str(src), str(dest)))

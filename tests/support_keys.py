@@ -20,7 +20,11 @@ def key_file(home: Path, name: str) -> tuple[str, str]:
 
 
 def admin_key(home: Path) -> str:
-    """The keyring administrator's key file; pinned as the keyring's root of trust on first use."""
+    """The keyring administrator's key file (the demo's own where the home is the demo's); pinned as the keyring's
+    root of trust on first use."""
+    demo = Path(home).with_name(Path(home).name + ".demo-keys") / "demo-admin.key"
+    if demo.exists():
+        return str(demo)
     path, public = key_file(home, ADMIN)
     ws = Workspace.open(home)
     if not keyring.load(ws.home).admins:

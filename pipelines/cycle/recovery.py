@@ -1,4 +1,5 @@
-"""Finish what a killed process left half-done in release and promotion, on the next start (under the cycle lock).
+"""Finish what a killed process left half-done in release and promotion, on the next start (under the cycle lock),
+and refuse to start on a champion pointer the log did not record.
 
 Each multi-step change leaves a trace that says how far it got, and each step is safe to repeat:
 - a champion move logged as an intent (`release.promotion_started`): completed when the pointer holds the intended
@@ -32,6 +33,7 @@ def recover(ws: Workspace, policy: Policy, run_id: str | None = None) -> list[st
     moved = ws.registry.recover()
     if moved:
         done.append(f"champion move {moved}")
+    ws.registry.verify_champion()  # nothing is built on a pointer the log did not record (RecordTampered)
     done += _canary(ws, policy, run_id)
     done += _approved(ws, policy, run_id)
     done += _orphans(ws, policy, run_id)
@@ -88,11 +90,9 @@ def _orphans(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
         decision = _card_decision(ws, release)
         if decision is None:
             continue
-        failed = [v["metric"] for v in decision.get("verdicts") or [] if not v.get("passed") and v.get("required", True)]
-        if decision.get("passed"):
-            failed = []
+        failed = [v["metric"] for v in decision.get("verdicts") or [] if not v.get("passed")]
         eff = effective_policy(ws, policy, batch)
-        finish_release(ws, eff, release.release_id, batch, failed, "; ".join(failed),
+        finish_release(ws, eff, release.release_id, batch, bool(decision["passed"]), failed, "; ".join(failed),
                        (_card(ws, release) or {}).get("metrics", {}), run_id)
         processed.add(batch)
         out.append(f"{release.release_id} of batch {batch} finished from its card's verdict")

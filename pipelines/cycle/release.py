@@ -77,18 +77,17 @@ def release_stage(ws: Workspace, policy: Policy, measurement: Measurement, run_i
                "verdicts": [v.model_dump() for v in decision.verdicts], "metrics": measurement.metrics,
                "card_dir": str(cards_dir)}
     why = "; ".join(f"{v.metric} {v.value} vs {v.threshold}" for v in decision.failed)
-    result = finish_release(ws, eff, rid, measurement.batch, [v.metric for v in decision.failed], why,
+    result = finish_release(ws, eff, rid, measurement.batch, decision.passed, [v.metric for v in decision.failed], why,
                             measurement.metrics, run_id, measurement=measurement)
     result = {k: v for k, v in result.items() if k != "release_id"}
     return ReleaseOutcome(**outcome, **result, seconds=round(time.perf_counter() - t0, 3))
 
 
-def finish_release(ws: Workspace, eff: Policy, rid: str, batch: str | None, failed: list[str], why: str,
-                   metrics: dict, run_id: str | None, measurement: Measurement | None = None) -> dict:
+def finish_release(ws: Workspace, eff: Policy, rid: str, batch: str | None, passed: bool, failed: list[str],
+                   why: str, metrics: dict, run_id: str | None, measurement: Measurement | None = None) -> dict:
     """Act on a registered candidate's verdict: the gate event, a rejection, the batch marked processed, then
     auto-approval or the request for an approver. Each step is skipped when already done, so the recovery of a
     run killed after registration finishes the same release instead of building a second one."""
-    passed = not failed
     done = {e["action"] for e in ws.log.events() if e["object"] == rid}
     if not done & {"gates.passed", "gates.failed"}:
         ws.log.append("system:gates", "gates.passed" if passed else "gates.failed", rid,

@@ -303,3 +303,49 @@ def test_a_rotated_system_key_reseals_everything_and_the_old_one_seals_nothing(w
     body = {k: v for k, v in record.items() if k != "seal"} | {"status": "retired"}
     fresh.store.write_json(RECORDS + rid, {**body, "seal": keys.sign(old, body)})
     assert any("not sealed by the deployment's system key" in p for p in fresh.registry.record_problems(rid))
+
+
+def test_the_ui_refuses_to_serve_on_a_hand_edited_keyring(ws):
+    import asyncio
+
+    from memgov.webauth import GovernanceGate
+
+    path = kr.keyring_path(ws.home)
+    doc = yaml.safe_load(path.read_text())
+    doc["ui"]["trusted_proxies"] = ["0.0.0.0"]  # believe anyone's identity header
+    path.write_text(yaml.safe_dump(doc))
+    sent: list[dict] = []
+
+    async def inner(scope, receive, send):  # the Dagster app behind the gate: must never be reached
+        raise AssertionError("a request went through on a tampered keyring")
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x-forwarded-user", b"alice")],
+             "client": ("0.0.0.0", 1), "query_string": b""}
+    asyncio.run(GovernanceGate(inner, ws.home)(scope, receive, send))
+    assert sent[0]["status"] == 503 and b"ui.trusted_proxies" in sent[1]["body"]
+
+
+def test_the_loser_of_two_simultaneous_approvals_is_told_it_was_decided(ws, monkeypatch):
+    """Both approvals passed their checks before either landed (the interleaving is forced here): the second is told
+    the release was decided meanwhile, not "cannot go from 'champion' to 'approved'"."""
+    import pipelines.cycle.governance as gov
+    from pipelines.registry.registry import Registry
+
+    monkeypatch.setattr(gov, "canary", lambda ws, policy, rid: (True, 1.0))
+    rid = candidate(ws)
+    keyholder(ws.home, "carol", "ml-lead")
+    real_status = Registry.status
+    gov.decide_release(ws, POLICY, rid, "approve", "alice", "ml-lead", "card reviewed")
+    assert ws.registry.champion() == rid
+    seen = iter(["candidate", "candidate"])  # carol's two checks ran before alice's promotion
+
+    monkeypatch.setattr(Registry, "status", lambda self, r: next(seen, None) or real_status(self, r))
+    monkeypatch.setattr(gov, "refuse_if_stale", lambda ws, release: None)
+    with pytest.raises(gov.ApprovalRefused, match="decided by another approval at the same moment"):
+        gov.decide_release(ws, POLICY, rid, "approve", "carol", "ml-lead", "card reviewed")

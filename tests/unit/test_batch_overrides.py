@@ -53,6 +53,7 @@ def test_an_allowed_training_setting_applies_to_the_batch_and_is_logged_with_its
     ("{not json", "unreadable"),
     ("[1, 2]", "a JSON object of policy sections is expected"),
     ({"update": {"params": {"learning_rate": "fast"}}}, "learning_rate"),
+    ({"update": {"params": {"max_epochs": 1_000_000_000}}}, "max_epochs"),  # would hold the cycle lock for ever
 ])
 def test_a_sidecar_that_reaches_beyond_training_is_quarantined_and_the_batch_runs_under_the_policy(ws, content, reason):
     write_batch(ws, "b-sly", [fact(2, 5), fact(3, 5)])
@@ -80,3 +81,12 @@ def test_a_policy_cannot_let_batches_change_anything_but_training():
     with pytest.raises(PolicyError, match="training hyper-parameters only .* not: gates, approval.mode"):
         parse_policy(raw, "team.yaml")
     assert merge_overrides(POLICY, None, "x") is POLICY
+
+
+def test_a_policy_may_let_batches_move_only_bounded_hyper_parameters():
+    raw = POLICY.model_dump(mode="json") | {"batch_overrides": ["update.params.seed"]}
+    with pytest.raises(PolicyError, match="update.params.seed has no lower and upper bound"):
+        parse_policy(raw, "loose.yaml")
+    raw = POLICY.model_dump(mode="json") | {"batch_overrides": ["update.params.no_such_knob"]}
+    with pytest.raises(PolicyError, match="no_such_knob is not a parameter of the update method 'lora'"):
+        parse_policy(raw, "typo.yaml")

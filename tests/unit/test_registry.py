@@ -139,6 +139,7 @@ def test_illegal_transitions_name_both_states(reg):
     assert [e["action"] for e in reg.log.events()] == [
         "release.created",
         "release.approved",
+        "release.promotion_started",
         "release.promoted",
         "release.tainted",
     ]

@@ -105,6 +105,10 @@ def test_the_python_api_signs_with_the_requesters_key(tmp_path):
     assert created and stored.requester == "privacy-office"
     again = {**{k: v for k, v in fields.items() if k != "deadline_days"}, "deadline": stored.deadline}
     assert submit_forget_request(home=ws.home, key=key, **again)[1] is False, "a resubmission is the same request"
+    retried, created = submit_forget_request(home=ws.home, key=key, **fields)  # the very same call, retried
+    assert created is False and retried.deadline == stored.deadline, "deadline_days counts from the first filing"
+    with pytest.raises(ValueError, match="key: give the requester's private key file"):
+        submit_forget_request(home=ws.home, key=None, **fields)
     with pytest.raises(SignatureRefused, match="names legal as its requester"):
         submit_forget_request(home=ws.home, key=key, **{**fields, "request_id": "req-api-2", "requester": "legal"})
 
