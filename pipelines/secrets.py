@@ -64,9 +64,10 @@ def legacy_problem(home: Path) -> str | None:
 
 
 def check_private(path: Path) -> None:
-    """A secret readable by group or others is refused: its mode is part of keeping it secret."""
+    """A secret anyone on the host may read is refused: its mode is part of keeping it secret. (Group access is
+    allowed: a Kubernetes Secret reaches the pod's user through its fsGroup, mode 0440.)"""
     mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode & stat.S_IRWXO:
         raise SecretsError(f"{path} is readable by others (mode {stat.S_IMODE(mode):o}); `chmod 600 {path}`")
 
 

@@ -252,7 +252,7 @@ def promote_with_canary(ws: Workspace, policy: Policy, release_id: str, actor: s
                         run_id: str | None = None) -> dict[str, Any]:
     refuse_if_stale(ws, ws.registry.get(release_id))
     previous = ws.registry.champion()
-    if not ws.registry.promote(release_id, actor, reason, expected=previous):
+    if not ws.registry.promote(release_id, actor, reason, expected=previous, run_id=run_id, owed=["canary"]):
         raise RuntimeError(f"promotion of {release_id} lost a race: the champion moved away from {previous}")
     failpoint("release.promoted")
     return after_promotion(ws, policy, release_id, previous, run_id)

@@ -4,7 +4,8 @@ and refuse to start on a champion pointer the log did not record.
 Each multi-step change leaves a trace that says how far it got, and each step is safe to repeat:
 - a champion move logged as an intent (`release.promotion_started`): completed when the pointer holds the intended
   record, abandoned otherwise (Registry.recover);
-- a promotion with no canary verdict: the canary runs now, and acts on its verdict as it would have;
+- a promotion that owed a canary (`owed: ["canary"]` in its events) with no verdict: the canary runs now, and acts
+  on its verdict as it would have;
 - an `approved` release that was never promoted: promoted now if it was judged against the champion still in
   service; otherwise it stays `approved` (one a rollback may bring back) and the lapse is logged once;
 - a registered candidate whose batch was never marked processed: finished from its own card's gate verdict
@@ -45,8 +46,8 @@ def recover(ws: Workspace, policy: Policy, run_id: str | None = None) -> list[st
 def _canary(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
     events = ws.log.events()
     promoted = next((e for e in reversed(events) if e["action"] in ("release.promoted", "release.rolled_back")), None)
-    if promoted is None or promoted["action"] != "release.promoted":
-        return []
+    if promoted is None or "canary" not in (promoted["details"].get("owed") or []):
+        return []  # a rollback, or a promotion that owes no canary (the first champion at init)
     rid = promoted["object"]
     if any(e["object"] == rid and e["action"].startswith("canary.") for e in events[promoted["seq"]:]):
         return []

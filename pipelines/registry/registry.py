@@ -373,9 +373,10 @@ class Registry:
 
     def _swap_champion(
         self, release_id: str, expected: str | None, actor: str, reason: str, run_id: str | None, action: str,
-        proof: dict | None = None,
+        proof: dict | None = None, owed: list[str] | None = None,
     ) -> bool:
-        """Intent logged, pointer swapped, records moved, outcome logged; `recover` finishes what a crash cut."""
+        """Intent logged, pointer swapped, records moved, outcome logged; `recover` finishes what a crash cut.
+        `owed`: what must follow the move (["canary"]), carried in both events so a recovery knows it is owed."""
         if expected == release_id:
             raise ValueError(f"release {release_id} is already the champion")
         self.verify_record(release_id)
@@ -390,26 +391,28 @@ class Registry:
         new_text = json.dumps(self._seal(body), sort_keys=True)
         digest = digest_of(new_text.encode())
         signed = {"signed": proof} if proof else {}
+        extra = {"owed": owed} if owed else {}
         self.log.append(actor, "release.promotion_started", release_id, reason, run_id,
                         details={"previous": expected, "pointer": digest, "was": digest_of(old_text.encode())
-                                 if old_text else None, "action": action, **signed})
+                                 if old_text else None, "action": action, **signed, **extra})
         if not self.store.compare_and_swap(CHAMPION_KEY, old_text, new_text):
             now = self.store.read_text(CHAMPION_KEY)
             self.log.append(actor, "release.promotion_abandoned", release_id, "another move won the race", run_id,
                             details={"pointer": digest_of(now.encode()) if now else None})
             return False
         failpoint("champion.swapped")
-        self._finish_move(release_id, expected, actor, reason, run_id, action, digest, proof)
+        self._finish_move(release_id, expected, actor, reason, run_id, action, digest, proof, owed)
         return True
 
     def _finish_move(self, release_id: str, expected: str | None, actor: str, reason: str, run_id: str | None,
-                     action: str, digest: str, proof: dict | None, recovered: bool = False) -> None:
+                     action: str, digest: str, proof: dict | None, owed: list[str] | None = None,
+                     recovered: bool = False) -> None:
         self._move(release_id, "champion", actor, reason, run_id, strict=False, extra_entry=proof)
         if expected is not None:
             self._move(expected, "retired", actor, f"replaced by {release_id}: {reason}", run_id, strict=False)
         self._log(actor, action, release_id, reason, run_id,
                   details={"previous": expected, "pointer": digest, **({"signed": proof} if proof else {}),
-                           **({"recovered": True} if recovered else {})})
+                           **({"owed": owed} if owed else {}), **({"recovered": True} if recovered else {})})
 
     def recover(self) -> str | None:
         """Finish a champion move a crash interrupted: its intent is the log's last word on the pointer. Completed
@@ -424,7 +427,8 @@ class Registry:
         if text is not None and digest_of(text.encode()) == details["pointer"]:
             self._pointer(text)
             self._finish_move(last["object"], details["previous"], last["actor"], last["reason"], last["run_id"],
-                              details["action"], details["pointer"], details.get("signed"), recovered=True)
+                              details["action"], details["pointer"], details.get("signed"), details.get("owed"),
+                              recovered=True)
             return "completed"
         if (digest_of(text.encode()) if text is not None else None) != details.get("was"):
             raise RecordTampered(f"the champion pointer is neither the one before nor the one after the move that "
@@ -434,8 +438,10 @@ class Registry:
                         details={"pointer": details.get("was")})
         return "abandoned"
 
-    def promote(self, release_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None) -> bool:
-        """Make an approved release champion; False when the pointer no longer held `expected` (lost a race)."""
+    def promote(self, release_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None,
+                owed: list[str] | None = None) -> bool:
+        """Make an approved release champion; False when the pointer no longer held `expected` (lost a race).
+        `owed` names what the caller does after the move (the canary), so a crash before it is done is finished."""
         _require(actor, "actor")
         current = self.status(release_id)
         if current == "retired":
@@ -445,7 +451,7 @@ class Registry:
         if current != "approved":
             raise ValueError(f"release {release_id} is '{current}'; only an approved release can be promoted")
         expected = self.champion() if expected is ... else expected
-        return self._swap_champion(release_id, expected, actor, reason, run_id, "release.promoted")
+        return self._swap_champion(release_id, expected, actor, reason, run_id, "release.promoted", owed=owed)
 
     def rollback(self, to_id: str, actor: str, reason: str, expected: Any = ..., run_id: str | None = None,
                  proof: dict | None = None) -> bool:

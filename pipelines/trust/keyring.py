@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipelines import secrets
+from pipelines.filelock import exclusive
 from pipelines.store.base import canonical_json, digest_of
 from pipelines.trust import keys
 
@@ -336,6 +337,11 @@ def sign_change(home: Path, admin_key: Ed25519PrivateKey, op: str, args: dict, r
     and the statement (its digest goes into the change-log event)."""
     if op not in OPS:
         raise ValueError(f"op {op!r}: one of {', '.join(OPS)}")
+    with exclusive(keyring_path(home).with_name(".keyring.lock")):  # two changes at once: both kept, in order
+        return _sign_change(home, admin_key, op, args, reason)
+
+
+def _sign_change(home: Path, admin_key: Ed25519PrivateKey, op: str, args: dict, reason: str) -> tuple[Keyring, dict]:
     raw = _read_file(home)
     if not raw or not raw.get("root"):
         raise ValueError("no keyring administrators are pinned for this deployment: pin them with `memgov keys "

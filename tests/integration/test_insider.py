@@ -349,3 +349,17 @@ def test_the_loser_of_two_simultaneous_approvals_is_told_it_was_decided(ws, monk
     monkeypatch.setattr(gov, "refuse_if_stale", lambda ws, release: None)
     with pytest.raises(gov.ApprovalRefused, match="decided by another approval at the same moment"):
         gov.decide_release(ws, POLICY, rid, "approve", "carol", "ml-lead", "card reviewed")
+
+
+def test_grants_made_at_the_same_moment_are_all_kept_and_the_keyring_matches_the_log(ws):
+    from pipelines.registry.anchors import registry_problems
+    from pipelines.trust.grants import grant
+
+    admin = admin_key(ws.home)
+    people = [f"tester-{i}" for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda name: grant(ws.home, ws.log, name, [], ["data-scientist"], admin, "onboarding"), people))
+    ring = ws.keyring()
+    assert all(ring.roles_of(name) == ["data-scientist"] for name in people)
+    events = ws.log.events()
+    assert kr.log_problems(ws.home, events) == [] and registry_problems(ws.registry, events) == []

@@ -101,3 +101,23 @@ def test_run_pods_keep_no_change_log_inbox_or_lock_of_their_own(tmp_path, monkey
     from pipelines.cycle.lock import shared_lock
 
     assert shared_lock(), "a cycle's lock is the deployment's lease, not one pod's file"
+
+
+def test_every_pod_that_runs_memgov_reads_its_secrets_from_read_only_mounts_outside_its_home():
+    """The system key, UI secret and lineage key come from the Secret memgov-secrets and the keyring from a
+    ConfigMap, in the webserver, the code location and every run pod; none is on a pod's disk or in the bucket."""
+    values = yaml.safe_load((ROOT / "infra" / "k8s" / "values.yaml").read_text())
+    (config_map,) = yaml.safe_load_all((ROOT / "infra" / "k8s" / "memgov-env.yaml").read_text())
+    env = config_map["data"]
+    pods = {"webserver": values["dagsterWebserver"],
+            "code location": values["dagster-user-deployments"]["deployments"][0],
+            "run pods": values["runLauncher"]["config"]["k8sRunLauncher"]}
+    for name, pod in pods.items():
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["memgov-secrets"]["secret"]["secretName"] == "memgov-secrets", name
+        mounts = {m["name"]: m for m in pod["volumeMounts"]}
+        assert all(m["readOnly"] for m in mounts.values()), name
+        for var, volume in (("MEMGOV_SYSTEM_KEY", "memgov-secrets"), ("MEMGOV_UI_SECRET_FILE", "memgov-secrets"),
+                            ("MEMGOV_LINEAGE_KEY", "memgov-secrets"), ("MEMGOV_KEYRING", "memgov-keyring")):
+            assert env[var].startswith(mounts[volume]["mountPath"] + "/"), (name, var)
+            assert not env[var].startswith(env["MEMGOV_HOME"]), var
