@@ -55,8 +55,12 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
         for child in ws.home.iterdir():
             if child != keep:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        for outside in (ws.secrets_dir, demo_keys_dir(ws)):  # a new deployment: its own secrets and people
-            shutil.rmtree(outside, ignore_errors=True)
+        shutil.rmtree(demo_keys_dir(ws), ignore_errors=True)  # a new deployment: its own people and secrets
+        if os.environ.get("MEMGOV_SECRETS"):  # a folder of the user's choosing: only what belonged to the old home
+            for name in ("log.witness", "keyring.head"):
+                (ws.secrets_dir / name).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(ws.secrets_dir, ignore_errors=True)
         ws = Workspace.open(ws.home)
     timings: dict[str, float] = {}
 

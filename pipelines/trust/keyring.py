@@ -262,13 +262,12 @@ def load(home: Path) -> Keyring:
     raw = _read_file(home)
     head_file = _head_path(home)
     remembered = head_file.read_text().strip() if head_file is not None and head_file.exists() else None
-    if raw is None:
-        if remembered:
-            raise KeyringTampered(f"keyring {path} is missing, but the secrets remember one: restore it")
+    unpinned = raw is None or not any(raw.get(k) for k in ("root", "statements", "people", "admins"))
+    if unpinned and remembered:
+        raise KeyringTampered(f"keyring {path} is missing or emptied, but the secrets remember its administrators "
+                              "and statements: restore it")
+    if unpinned:  # nothing pinned yet: ui defaults, nobody holds a role
         return _fill_secret(home, Keyring(system=_system_public(home)))
-    if "root" not in raw and not raw.get("statements") and not raw.get("people") and not raw.get("admins"):
-        ring = Keyring(system=_system_public(home))  # nothing pinned yet: only ui defaults, nobody holds a role
-        return _fill_secret(home, ring)
     try:
         ring = derive(raw, _system_public(home))
     except KeyringTampered as exc:

@@ -135,6 +135,16 @@ def test_an_older_keyring_put_back_is_refused(ws):
         ws.keyring()
 
 
+def test_an_emptied_or_deleted_keyring_is_refused(ws):
+    path = kr.keyring_path(ws.home)
+    path.write_text("{}\n")
+    with pytest.raises(kr.KeyringTampered, match="missing or emptied"):
+        ws.keyring()
+    path.unlink()
+    with pytest.raises(kr.KeyringTampered, match="missing or emptied"):
+        ws.keyring()
+
+
 def test_keys_grant_needs_an_administrators_key_not_a_typed_name(ws, tmp_path):
     mallory, public = key_file(ws.home, "mallory")
     before = kr.keyring_path(ws.home).read_text()
