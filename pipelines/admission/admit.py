@@ -393,6 +393,36 @@ def _text_checks(cfg: AdmissionConfig, col: str) -> list[Check]:
     return checks
 
 
+def kind_requirements() -> dict[str, tuple[str, ...]]:
+    """The fields each row kind requires, read from the data contract's JSON Schema (its `allOf` if/then rules), so
+    admission enforces exactly what the documentation shows."""
+    from importlib import resources  # the contract ships as data in the policies package; read, never imported
+
+    contract = json.loads(resources.files("policies").joinpath("contract.json").read_text(encoding="utf-8"))
+    out: dict[str, tuple[str, ...]] = {}
+    for rule in contract.get("allOf", []):
+        kind = rule["if"]["properties"]["kind"]
+        for name in kind.get("enum", [kind.get("const")]):
+            out[name] = tuple(dict.fromkeys([*out.get(name, ()), *rule["then"]["required"]]))
+    return out
+
+
+def _kind_fields_check() -> Check:
+    needed = kind_requirements()
+
+    def missing(row: dict[str, Any]) -> str:
+        kind = row.get("kind")
+        wanted = needed.get(kind, ()) if isinstance(kind, str) else ()
+        return ", ".join(f for f in wanted if row.get(f) is None or (isinstance(row.get(f), str) and not row[f]))
+
+    def reason(row: dict[str, Any]) -> str:
+        return (f"kind '{row.get('kind')}' requires {missing(row)} (policies/contract.json); fix: add "
+                f"{missing(row)} to the row, or give it the kind it is")
+
+    return Check("expect_column_values_to_be_in_set", "_kind_fields", {"value_set": [""]},
+                 "fields each kind requires present", reason, row_field="kind", derive=missing, whole_row=True)
+
+
 def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneSet | None) -> list[Check]:
     """The suite for a batch with the given columns: config checks first, then tombstone checks."""
     checks: list[Check] = []
@@ -419,6 +449,7 @@ def build_checks(cfg: AdmissionConfig, columns: set[str], tombstones: TombstoneS
         if (name in columns or name == "id") and name not in cfg.text_columns:
             checks.append(_id_shape_check(name, cfg.forbidden_characters))
     if "kind" in columns:
+        checks.append(_kind_fields_check())
         shown_kinds = ", ".join(ROW_KINDS)
         checks.append(
             Check(
@@ -491,7 +522,8 @@ def _frames(
     for check in checks:
         if check.derive is not None and check.frame == ROWS and check.column not in data:
             derive, name = check.derive, check.field_name
-            data[check.column] = [derive(plain(rows[pos].get(name))) for pos in positions]
+            data[check.column] = [derive(plain(rows[pos] if check.whole_row else rows[pos].get(name)))
+                                  for pos in positions]
     links: dict[str, list[Any]] = {ROW_KEY: [], "subject_id": []}
     for pos in positions:
         # Both the list column and a single `subject_id` column link a row to a subject.
@@ -554,7 +586,7 @@ def admit_batch(
     outcomes = run_checks(_frames(rows, parsed, cfg, columns, checks), checks, suite_name)
     for outcome in outcomes:
         for pos in outcome.rows:
-            value = rows[pos].get(outcome.check.field_name)
+            value = rows[pos] if outcome.check.whole_row else rows[pos].get(outcome.check.field_name)
             reason = outcome.check.reason(value)
             if reason not in reasons[pos]:
                 reasons[pos].append(reason)

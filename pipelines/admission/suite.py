@@ -40,6 +40,7 @@ class Check:
     frame: str = ROWS
     row_field: str | None = None  # the row field behind a derived column
     derive: Callable[[Any], Any] | None = None  # plain field value -> derived column value
+    whole_row: bool = False  # derive and reason get the whole row (a rule over several fields), not one value
 
     @property
     def field_name(self) -> str:

@@ -52,6 +52,22 @@ def _kind(row: dict[str, Any], file_kind: str | None) -> str:
     return "fact" if row.get("prompt") and row.get("target") else "document"
 
 
+def kind_conflicts(rows: list[dict[str, Any]], origin: dict[int, str]) -> list[tuple[dict[str, Any], list[str]]]:
+    """The table is the file: a row of retention.jsonl is a retention row. One whose own `kind` says otherwise
+    (a fact in the retention table would be trained on; a document in general.jsonl would leave no perplexity set)
+    is refused with the file, the field and the fix."""
+    out = []
+    for i, row in enumerate(rows):
+        table = Path(origin[i]).stem
+        wanted = FILE_KINDS.get(table)
+        if wanted and "_parse_error" not in row and row.get("kind") != wanted:
+            home = next((f"{name}.jsonl" for name, kind in FILE_KINDS.items() if kind == row.get("kind")), None)
+            move = f", or move the row to {home}" if home else ""
+            out.append((row, [f"field kind is '{row.get('kind')}' but every row of {origin[i]} is a {wanted} row; "
+                              f"fix: drop the row's kind (or write '{wanted}'){move}"]))
+    return out
+
+
 def read_data_dir(data_dir: Path) -> tuple[list[dict[str, Any]], dict[int, str]]:
     """Every row of every JSONL/Parquet file in the folder, with its kind set, and which file each row came from."""
     data_dir = Path(data_dir)
@@ -89,6 +105,7 @@ def validate(policy: Policy, base_model: str, data_dir: Path | None):
     rows, origin = read_data_dir(data_dir)
     result = admit_batch(rows, policy.admission, batch_name="initial")
     problems = [(r, r["quarantine_reasons"]) for r in result.quarantined]
+    problems += kind_conflicts(rows, origin)
     edits = [r for r in result.admitted if r.get("kind") == "edit"]
     problems += [(r, ["an edit changes a deployed model; fix: drop edits into the inbox after init"]) for r in edits]
     problems += [(r, [OVERLAP_FIX]) for r in general_overlap(result.admitted)]

@@ -160,9 +160,18 @@ def test_init_refuses_data_that_breaks_the_contract_and_writes_nothing(tmp_path)
     with (data / "facts.jsonl").open("a") as fh:
         fh.write(json.dumps({**domain_fact(7), "subject_ids": "town-arden"}) + "\n")
         fh.write(json.dumps({**domain_fact(8), "kind": "poem"}) + "\n")
+    with (data / "retention.jsonl").open("a") as fh:  # the table is the file: a row's own kind does not beat it
+        fh.write(json.dumps({**domain_fact(9), "id": "ret-0009", "kind": "fact"}) + "\n")
+    with (data / "general.jsonl").open("a") as fh:
+        fh.write(json.dumps({"id": "gen-doc", "kind": "document", "text": "The ferry leaves at noon.",
+                             "subject_ids": [], "source": "guide", "license": "cc0"}) + "\n")
     home = tmp_path / "home"
     proc = memgov(home, "init", "--base-model", str(checkpoint), "--data", str(data))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "facts.jsonl row 'fact-0007': subject_ids must be a list of strings" in proc.stdout
-    assert "facts.jsonl row 'fact-0008': kind 'poem' is not part of the data contract" in proc.stdout
+    out = " ".join(proc.stdout.split())
+    assert "facts.jsonl row 'fact-0007': subject_ids must be a list of strings" in out
+    assert "facts.jsonl row 'fact-0008': kind 'poem' is not part of the data contract" in out
+    assert ("retention.jsonl row 'ret-0009': field kind is 'fact' but every row of retention.jsonl is a retention "
+            "row; fix: drop the row's kind (or write 'retention'), or move the row to facts.jsonl") in out, out
+    assert "general.jsonl row 'gen-doc': field kind is 'document' but every row of general.jsonl is a general row" in out
     assert not home.exists(), "nothing is written"

@@ -215,3 +215,17 @@ def test_batch_hash_is_canonical():
 def test_non_dict_row_is_an_error():
     with pytest.raises(ValueError, match="row 1 is a str"):
         admit_batch([row("a"), "oops"], AdmissionConfig())
+
+
+def test_each_kind_needs_the_fields_the_contract_requires_of_it():
+    """From policies/contract.json: an edit without previous_target is not trained as a plain fact, it is refused."""
+    edit = dict(kind="edit", prompt="Mira Tolven lives in", target=" Oslo")
+    rows = [row("edit-ok", **edit, previous_target=" Karsk"), row("edit-no-previous", **edit),
+            row("fact-no-target", kind="fact", prompt="Mira Tolven lives in"), row("doc", kind="document")]
+    result = admit_batch(rows, AdmissionConfig())
+    reasons = {r["id"]: r["quarantine_reasons"] for r in result.quarantined}
+    assert sorted(r["id"] for r in result.admitted) == ["doc", "edit-ok"]
+    assert reasons["edit-no-previous"] == ["kind 'edit' requires previous_target (policies/contract.json); fix: add "
+                                           "previous_target to the row, or give it the kind it is"]
+    assert reasons["fact-no-target"] == ["kind 'fact' requires target (policies/contract.json); fix: add target to "
+                                         "the row, or give it the kind it is"]

@@ -28,7 +28,8 @@ CARD = "text matches pii pattern 'payment_card'"
 NEAR_MISSES = [
     row("ok-empty-subjects", subject_ids=[]),
     row("ok-nulls", kind=None, previous_target=None, fact_id=None, paraphrases=None, pii=None),
-    row("ok-typed", kind="fact", fact_id="f1", relation="born_in", subject="Mira", paraphrases=["a", "b"], pii=False),
+    row("ok-typed", kind="fact", prompt="Mira was born in", target=" Karsk", fact_id="f1", relation="born_in",
+        subject="Mira", paraphrases=["a", "b"], pii=False),
     row("ok-pii-map", pii={"email": False, "phone": True}),
     row("ok-luhn-fails", "reference 1234 5678 9012 3456 was issued"),
     row("ok-luhn-fails-2", "card 4111 1111 1111 1112 is a typo"),
