@@ -393,6 +393,25 @@ def _text_checks(cfg: AdmissionConfig, col: str) -> list[Check]:
     return checks
 
 
+FACT_KINDS = ("fact", "edit", "retention", "locality", "unseen")
+
+
+def derived_fact_id(prompt: str) -> str:
+    """A fact's identity when its row names none: the question it answers. `prompt:` plus the first 16 hex digits of
+    the SHA-256 of the prompt with Unicode compatibility forms folded, case folded and whitespace collapsed, so that
+    replay, retention, locality, supersession (a later row asking the same question replaces the answer) and
+    forgetting work on rows written without `fact_id`. A hash, never the prompt itself: ids appear in clear in
+    tombstones and lineage."""
+    normal = " ".join(unicodedata.normalize("NFKC", prompt).casefold().split())
+    return "prompt:" + hashlib.sha256(normal.encode("utf-8")).hexdigest()[:16]
+
+
+def _needs_fact_id(row: dict[str, Any]) -> bool:
+    kind = row.get("kind") or ("fact" if row.get("prompt") and row.get("target") else None)
+    prompt = row.get("prompt")
+    return kind in FACT_KINDS and row.get("fact_id") in (None, "") and isinstance(prompt, str) and bool(prompt.strip())
+
+
 def kind_requirements() -> dict[str, tuple[str, ...]]:
     """The fields each row kind requires, read from the data contract's JSON Schema (its `allOf` if/then rules), so
     admission enforces exactly what the documentation shows."""
@@ -593,6 +612,7 @@ def admit_batch(
 
     admitted: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
+    derived = 0
     for pos, row in enumerate(rows):
         out = dict(row)
         if out.get("id") is None:
@@ -601,8 +621,12 @@ def admit_batch(
             out["quarantine_reasons"] = reasons[pos]
             quarantined.append(out)
         else:
+            if _needs_fact_id(out):
+                out["fact_id"] = derived_fact_id(out["prompt"])
+                derived += 1
             admitted.append(out)
-    counts = {"rows": len(rows), "admitted": len(admitted), "quarantined": len(quarantined)}
+    counts = {"rows": len(rows), "admitted": len(admitted), "quarantined": len(quarantined),
+              **({"fact_ids_derived": derived} if derived else {})}
     return AdmissionResult(
         admitted=admitted,
         quarantined=quarantined,

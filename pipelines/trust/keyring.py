@@ -114,6 +114,10 @@ def system_key_path(home: Path) -> Path:
     return secrets.system_key_path(home)
 
 
+def _lock_path(home: Path) -> Path:
+    return keyring_path(home).with_name(".keyring.lock")
+
+
 def _head_path(home: Path) -> Path | None:
     witness = secrets.witness_path(home)
     return witness.with_name("keyring.head") if witness is not None else None
@@ -129,7 +133,7 @@ def _read_file(home: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise keys.KeyError_(f"keyring {path} is not readable YAML ({exc}); restore it from the deployment's "
                              "configuration") from None
@@ -255,9 +259,39 @@ def _fill_secret(home: Path, ring: Keyring) -> Keyring:
     return ring
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_VERIFIED: dict[tuple, Keyring] = {}  # files' identities -> the keyring they verified to (the UI reads it per request)
+
+
+def _identity(home: Path) -> tuple:
+    """What a verified keyring depends on: the keyring file, the remembered head, the UI secret and the system key."""
+    def stat(p: Path | None) -> tuple:
+        try:
+            st = p.stat() if p is not None else None
+        except OSError:
+            return ()
+        return (st.st_ino, st.st_size, st.st_mtime_ns) if st else ()
+    return (str(keyring_path(home)), stat(keyring_path(home)), stat(_head_path(home)),
+            stat(secrets.ui_secret_path(home)), stat(system_key_path(home)))
+
+
 def load(home: Path) -> Keyring:
     """The verified keyring (an empty one before any administrator is pinned); KeyringTampered when the file is
-    not what its signed statements say, with each difference named."""
+    not what its signed statements say, with each difference named. Verified once per version of its files."""
+    ident = _identity(home)
+    if ident in _VERIFIED:
+        return _VERIFIED[ident].model_copy(deep=True)
+    try:
+        ring = _load(home)
+    except KeyringTampered:
+        with exclusive(_lock_path(home)):  # a change in progress writes the keyring, then its head: read it whole
+            ring = _load(home)
+    _VERIFIED.clear()
+    _VERIFIED[ident] = ring.model_copy(deep=True)
+    return ring
+
+
+def _load(home: Path) -> Keyring:
     path = keyring_path(home)
     raw = _read_file(home)
     head_file = _head_path(home)
@@ -336,7 +370,7 @@ def sign_change(home: Path, admin_key: Ed25519PrivateKey, op: str, args: dict, r
     and the statement (its digest goes into the change-log event)."""
     if op not in OPS:
         raise ValueError(f"op {op!r}: one of {', '.join(OPS)}")
-    with exclusive(keyring_path(home).with_name(".keyring.lock")):  # two changes at once: both kept, in order
+    with exclusive(_lock_path(home)):  # two changes at once: both kept, in order
         return _sign_change(home, admin_key, op, args, reason)
 
 
@@ -345,7 +379,7 @@ def _sign_change(home: Path, admin_key: Ed25519PrivateKey, op: str, args: dict, 
     if not raw or not raw.get("root"):
         raise ValueError("no keyring administrators are pinned for this deployment: pin them with `memgov keys "
                          "pin-admins --admin NAME=ed25519:…` (it needs the deployment's secrets)")
-    ring = load(home)
+    ring = _load(home)  # under the lock already: read it directly
     signer = keys.public_text(admin_key.public_key())
     admin = ring.admin_of(signer)
     if admin is None:

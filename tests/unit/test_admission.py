@@ -229,3 +229,18 @@ def test_each_kind_needs_the_fields_the_contract_requires_of_it():
                                            "previous_target to the row, or give it the kind it is"]
     assert reasons["fact-no-target"] == ["kind 'fact' requires target (policies/contract.json); fix: add target to "
                                          "the row, or give it the kind it is"]
+
+
+def test_a_fact_without_fact_id_gets_one_from_its_question_by_the_stated_rule():
+    from pipelines.admission.admit import derived_fact_id
+
+    rows = [row("a", kind="fact", prompt="Mira  Tolven was born in", target=" Karsk"),
+            row("b", kind="retention", prompt="mira tolven was born in", target=" Karsk"),
+            row("c", kind="fact", prompt="Oren Vale works as a", target=" glassblower", fact_id="oren:job"),
+            row("d", kind="document")]
+    result = admit_batch(rows, AdmissionConfig())
+    ids = {r["id"]: r.get("fact_id") for r in result.admitted}
+    assert ids["a"] == ids["b"] == derived_fact_id("Mira Tolven was born in"), "one question, one fact"
+    assert ids["a"].startswith("prompt:") and "Mira" not in ids["a"], "a hash, never the question itself"
+    assert ids["c"] == "oren:job" and ids["d"] is None
+    assert result.counts["fact_ids_derived"] == 2
