@@ -30,10 +30,7 @@ def rotate_system_key(ws: Workspace, admin_key: Ed25519PrivateKey, reason: str,
     afterwards), else one is made in the secrets folder. Only a keyring administrator may order it."""
     if not reason.strip():
         raise ValueError("reason: say why the system key is rotated (it is logged)")
-    ring = ws.keyring()
-    admin = ring.admin_of(keys.public_text(admin_key.public_key()))
-    if admin is None:
-        raise ValueError("--by: only a keyring administrator's key may order a system-key rotation")
+    admin = ws.keyring().require_admin(admin_key, "a system-key rotation")
     old = ws.system_key
     problems = ws.registry.pointer_problems()
     if problems:

@@ -60,13 +60,13 @@ def _canary(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
 def _approved(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
     out = []
     champion = ws.registry.champion()
+    lapsed = {e["object"] for e in ws.log.events() if e["action"] == "release.approval_lapsed"}
     for release in ws.registry.list():
         if release.status != "approved" or release.parent is None:
             continue
         last = next((h for h in reversed(release.history) if h["to"] == "approved"), None)
         if release.parent != champion:
-            if not any(e["object"] == release.release_id and e["action"] == "release.approval_lapsed"
-                       for e in ws.log.events()):
+            if release.release_id not in lapsed:
                 ws.log.append(ACTOR, "release.approval_lapsed", release.release_id,
                               f"approved against {release.parent}, but {champion} serves now; it stays approved "
                               "(a rollback may bring it back)", run_id=run_id)
@@ -88,13 +88,14 @@ def _orphans(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
         batch = (release.data_snapshots or {}).get("batch")
         if not batch or batch in processed or release.status not in ("candidate", "rejected"):
             continue
-        decision = _card_decision(ws, release)
-        if decision is None:
-            continue
+        card = _card(ws, release)
+        decision = card.get("decision") if card else None
+        if not isinstance(decision, dict) or "passed" not in decision:
+            continue  # no recorded verdict: nothing to finish it from (it can never be approved either)
         failed = [v["metric"] for v in decision.get("verdicts") or [] if not v.get("passed")]
         eff = effective_policy(ws, policy, batch)
         finish_release(ws, eff, release.release_id, batch, bool(decision["passed"]), failed, "; ".join(failed),
-                       (_card(ws, release) or {}).get("metrics", {}), run_id)
+                       card.get("metrics", {}), run_id)
         processed.add(batch)
         out.append(f"{release.release_id} of batch {batch} finished from its card's verdict")
     return out
@@ -102,12 +103,7 @@ def _orphans(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
 
 def _card(ws: Workspace, release) -> dict[str, Any] | None:
     try:
-        return governance.read_card(ws, release)
+        card = governance.read_card(ws, release)
     except (KeyError, ValueError, FileNotFoundError):
         return None
-
-
-def _card_decision(ws: Workspace, release) -> dict[str, Any] | None:
-    card = _card(ws, release)
-    decision = card.get("decision") if isinstance(card, dict) else None
-    return decision if isinstance(decision, dict) and "passed" in decision else None
+    return card if isinstance(card, dict) else None

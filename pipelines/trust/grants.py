@@ -168,10 +168,6 @@ def rotate_ui_secret(home: Path, log: ChangeLog, by: AdminKey, reason: str) -> N
     requests filed from the UI and not yet run must be filed again (their attestation no longer verifies). Only
     an administrator's key may order it; the secret itself lives with the secrets, outside the home."""
     reason = _reason(reason, "rotation")
-    ring = kr.load(home)
-    public = keys.public_text(_admin(by).public_key())
-    admin = ring.admin_of(public)
-    if admin is None:
-        raise ValueError(f"--by: key {keys.key_id(public)} is not a keyring administrator's")
+    admin = kr.load(home).require_admin(_admin(by), "a UI-secret rotation")
     kr.rotate_ui_secret(home)
     log.append(admin, "keyring.ui_secret_rotated", "ui", reason)

@@ -105,6 +105,15 @@ class Keyring(BaseModel):
     def admin_of(self, public: str) -> str | None:
         return next((name for name, key in self.admins.items() if key == public), None)
 
+    def require_admin(self, key: Ed25519PrivateKey, what: str) -> str:
+        """The administrator holding `key`, or ValueError: only an administrator's key may order `what`."""
+        public = keys.public_text(key.public_key())
+        admin = self.admin_of(public)
+        if admin is None:
+            raise ValueError(f"--by: key {keys.key_id(public)} is not a keyring administrator's (administrators: "
+                             f"{', '.join(sorted(self.admins)) or 'none pinned'}); only one may order {what}")
+        return admin
+
 
 def keyring_path(home: Path) -> Path:
     return Path(os.environ.get("MEMGOV_KEYRING") or Path(home) / "keyring.yaml")
@@ -380,11 +389,7 @@ def _sign_change(home: Path, admin_key: Ed25519PrivateKey, op: str, args: dict, 
         raise ValueError("no keyring administrators are pinned for this deployment: pin them with `memgov keys "
                          "pin-admins --admin NAME=ed25519:…` (it needs the deployment's secrets)")
     ring = _load(home)  # under the lock already: read it directly
-    signer = keys.public_text(admin_key.public_key())
-    admin = ring.admin_of(signer)
-    if admin is None:
-        raise ValueError(f"--by: key {keys.key_id(signer)} is not a keyring administrator's (administrators: "
-                         f"{', '.join(sorted(ring.admins))}); the keyring changes only under an administrator's key")
+    admin = ring.require_admin(admin_key, "a keyring change")
     statements = list(raw.get("statements") or [])
     body = {"seq": len(statements) + 1, "prev": ring.head, "op": op, "args": args, "time": _now(), "reason": reason}
     signed = keys.sign(admin_key, body)
