@@ -181,6 +181,8 @@ def _markdown(card: Mapping[str, Any], plots: Mapping[str, Path], inline: bool =
             size = sizes.get(name if name != "general" else "general_text", "")
             lines.append(f"| {name} | {size} | {source} |")
         lines.append("")
+    if card.get("prompt_format"):
+        lines += [f"Prompts are scored as the model is used: {card['prompt_format']}.", ""]
 
     verdicts = decision.get("verdicts") or []
     lines += ["## Gates", ""]

@@ -49,7 +49,9 @@ def prompt_states(model, tokenizer, prompts: Sequence[str], batch_size: int = 12
 
 
 def _answer_embedding(model, tokenizer, target: str) -> np.ndarray:
-    ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+    from pipelines.lm import answer_text
+
+    ids = tokenizer(answer_text("x", target), add_special_tokens=False)["input_ids"]
     return model.get_output_embeddings().weight[ids].detach().float().mean(0).cpu().numpy()
 
 

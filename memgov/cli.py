@@ -73,21 +73,52 @@ def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging
     """Start a deployment from your own model and data: r0001 is the checkpoint, unchanged. Prints where the
     secrets live (outside the home): back that folder up, and keep it away from whoever writes the data."""
 
-    from pipelines.cycle.deploy import InitError, init_deployment, validate
+    from pipelines.cycle.deploy import InitError, init_deployment, validate_tables
     from policies import load_policy
 
     pol = load_policy(policy)
     try:
         admins = _admins(admin)
-        info, rows = validate(pol, base_model, Path(data) if data else None)  # before anything is written
-        out = init_deployment(_ws(home), pol, base_model, rows, info, admins=admins)
+        checked = validate_tables(pol, base_model, Path(data) if data else None)  # before anything is written
+        out = init_deployment(_ws(home), pol, base_model, checked.rows, checked.info, admins=admins)
     except (InitError, ValueError) as exc:
         _fail(str(exc), 2)
+    info = checked.info
     console.print_json(json.dumps({**out, "checkpoint": info.to_dict()}, default=str))
     notes = Console(stderr=True)  # stdout stays one JSON document
+    _print_tables(notes, checked)
     notes.print(f"secrets (system key, UI secret, log witness): {out['secrets']} (mode 700; outside the home)")
     if not admins:
         notes.print("no keyring administrator pinned yet: `memgov keys pin-admins --admin NAME=ed25519:…`")
+
+
+def _print_tables(out: Console, checked) -> None:
+    """Each table of --data, its rows and what it will be used for, and the prompt format detected."""
+    table = Table(title="tables")
+    for col in ("file", "kind", "rows", "fact ids derived", "used for"):
+        table.add_column(col)
+    for t in checked.tables:
+        table.add_row(t.file, t.kind, str(t.rows), str(t.fact_ids_derived or ""), t.used_for)
+    if checked.tables:
+        out.print(table)
+    out.print(f"prompt format ({checked.info.architecture}): {checked.info.prompt_format}")
+
+
+@app.command("validate")
+def validate_cmd(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging Face causal LM: a folder or "
+                                                         "a cached hub id.")],
+                 data: Annotated[str | None, typer.Option("--data", help="Folder of contract tables, as for init.")] = None,
+                 policy: InitPolicyOpt = "default") -> None:
+    """Check a checkpoint and its tables exactly as `memgov init` would, and say what each table will be used for;
+    writes nothing. Exit 2 naming every problem and its fix."""
+    from pipelines.cycle.deploy import InitError, validate_tables
+    from policies import load_policy
+
+    try:
+        checked = validate_tables(load_policy(policy), base_model, Path(data) if data else None)
+    except (InitError, ValueError) as exc:
+        _fail(str(exc).replace("nothing was written", "nothing would be admitted"), 2)
+    _print_tables(console, checked)
 
 
 def _admins(values: list[str] | None) -> dict[str, str]:

@@ -46,6 +46,7 @@ class CheckpointInfo:
     eos_token: str | None
     bos_token: str | None
     has_chat_template: bool
+    prompt_format: str  # how prompts and answers reach the model (pipelines.lm.prompt_format)
     lora_targets: tuple[str, ...]
     default_edit_layer: int
     digest: str | None  # sha256 dir digest of a local folder (as the artifact store computes it), else None
@@ -182,6 +183,8 @@ def inspect_checkpoint(path_or_id: str, *, with_digest: bool = True) -> Checkpoi
             "model.resize_token_embeddings(len(tokenizer)) if it is new) and save both, or set pad_token in "
             "tokenizer_config.json"
         )
+    from pipelines.lm import prompt_format
+
     text_config = config.get_text_config()
     model_vocab = int(text_config.vocab_size)
     if len(tokenizer) > model_vocab:
@@ -203,6 +206,7 @@ def inspect_checkpoint(path_or_id: str, *, with_digest: bool = True) -> Checkpoi
         eos_token=tokenizer.eos_token,
         bos_token=tokenizer.bos_token,
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        prompt_format=prompt_format(tokenizer),
         lora_targets=arch.lora_targets,
         default_edit_layer=arch.edit_layer(n_layers_of(config)),
         digest=dir_digest(folder) if folder is not None and with_digest else None,

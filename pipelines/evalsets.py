@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.datasets import EVAL_TABLES
-from pipelines.knowledge import heldout_qa, qa, sample
+from pipelines.knowledge import current_facts, heldout_qa, qa, sample
 from pipelines.workspace import Workspace
 
 FIX = {
@@ -57,9 +57,38 @@ def unseen(ws: Workspace) -> Resolved:
     return Resolved(rows, f"table `unseen` ({len(rows)} rows)")
 
 
-def supplied(ws: Workspace, name: str, exclude_facts: Container[Any]) -> list[dict[str, Any]]:
-    """A QA table the deployment supplied, minus facts this cycle changes or forgets."""
-    return [r for r in table(ws, name) if r.get("prompt") and r.get("target") and r.get("fact_id") not in exclude_facts]
+@dataclass
+class Supplied:
+    """A QA table the deployment supplied, its rows written out or resolved from the facts they name by id."""
+
+    rows: list[dict[str, Any]]
+    by_reference: int = 0
+    unresolved: list[str] = field(default_factory=list)  # fact ids named that no admitted fact has
+
+    def note(self) -> str:
+        parts = [f"{self.by_reference} name admitted facts by fact_id"] if self.by_reference else []
+        if self.unresolved:
+            shown = ", ".join(self.unresolved[:5]) + (" …" if len(self.unresolved) > 5 else "")
+            parts.append(f"{len(self.unresolved)} name facts not admitted, left out: {shown}")
+        return f" ({'; '.join(parts)})" if parts else ""
+
+
+def supplied(ws: Workspace, name: str, exclude_facts: Container[Any]) -> Supplied:
+    """A QA table the deployment supplied, minus facts this cycle changes or forgets. A row that gives only a
+    `fact_id` stands for the admitted fact of that id as it is now (a later row superseding it included)."""
+    rows = table(ws, name)
+    references = [r for r in rows if not (r.get("prompt") and r.get("target")) and r.get("fact_id")]
+    facts = current_facts(ws.data.rows("admitted")) if references else {}
+    out, unresolved = [], []
+    for row in rows:
+        if row.get("prompt") and row.get("target"):
+            out.append(row)
+        elif row.get("fact_id") in facts:
+            out.append({**facts[row["fact_id"]], "id": row["id"]})
+        elif row.get("fact_id"):
+            unresolved.append(str(row["fact_id"]))
+    return Supplied([r for r in out if r.get("fact_id") not in exclude_facts],
+                    len(references) - len(unresolved), unresolved)
 
 
 def paraphrases(batch_rows: list[dict[str, Any]]) -> Resolved:
@@ -72,4 +101,4 @@ def paraphrases(batch_rows: list[dict[str, Any]]) -> Resolved:
     return Resolved(rows, source)
 
 
-__all__ = ["FIX", "Resolved", "general_text", "paraphrases", "supplied", "table", "unseen"]
+__all__ = ["FIX", "Resolved", "Supplied", "general_text", "paraphrases", "supplied", "table", "unseen"]

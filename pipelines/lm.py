@@ -1,15 +1,18 @@
 """Causal-LM helpers shared by training, editing, unlearning and evaluation.
 
-Facts are (prompt, target) pairs. A sequence is ``[bos] + prompt + target + [eos]``; only the
-target (and eos) carry loss. Exact match is checked by teacher forcing: when every target token
-is the argmax given the gold prefix, greedy decoding produces exactly the target, and the check
-costs one batched forward pass instead of a generation loop.
+Facts are (prompt, target) pairs, encoded the way a plain `transformers` caller uses the model: the prompt's ids
+are what ``tokenizer(prompt)`` gives (the tokenizer's own leading special tokens, a BOS only where the tokenizer
+adds one), and the answer is the continuation that follows them (`answer_text`: one rule for spacing). Only the
+answer (and eos, when training) carries loss. Exact match is checked by teacher forcing: when every answer token is
+the argmax given the gold prefix, a greedy ``generate`` on ``tokenizer(prompt)`` produces exactly the answer, and
+the check costs one batched forward pass instead of a generation loop.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,14 +78,74 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+_LEADING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def leading_specials(tokenizer) -> list[int]:
+    """The special tokens the tokenizer itself puts in front of a text (Llama's BOS; none for GPT-2's byte-level
+    BPE), read from what ``tokenizer(text)`` returns rather than assumed from `bos_token`: a tokenizer that defines
+    a BOS but never adds one is used without it. Trailing specials some tokenizers append (an EOS, BERT's [SEP])
+    are left off: a prompt is continued, not closed."""
+    try:
+        return list(_LEADING[tokenizer])
+    except (KeyError, TypeError):
+        pass
+    probe = "a"
+    full, plain = tokenizer(probe)["input_ids"], _ids(tokenizer, probe)
+    lead = next((full[:i] for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), [])
+    try:
+        _LEADING[tokenizer] = tuple(lead)
+    except TypeError:
+        pass
+    return list(lead)
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The ids a plain caller feeds the model for `prompt`: ``tokenizer(prompt)`` without trailing specials. A text
+    that already opens with the BOS token's text (a chat template writes it) is not given a second one, as
+    ``apply_chat_template(..., tokenize=True)`` does not."""
+    bos = getattr(tokenizer, "bos_token", None)
+    lead = [] if isinstance(bos, str) and bos and prompt.startswith(bos) else leading_specials(tokenizer)
+    return lead + _ids(tokenizer, prompt)
+
+
+def answer_text(prompt: str, target: str) -> str:
+    """The one spacing rule: the answer is the target with its surrounding whitespace removed, and it continues the
+    prompt after one space, unless the prompt already ends with whitespace (a chat template's generation prompt,
+    "Q: …\nA: "). So "Paris" and " Paris" are the same answer, and a README-style leading space never doubles."""
+    answer = target.strip()
+    return answer if not prompt or prompt[-1].isspace() else " " + answer
+
+
+def answer_ids(tokenizer, prompt: str, target: str) -> list[int]:
+    """The answer's tokens as they follow the prompt's: the tokens of prompt + answer beyond those of the prompt
+    alone (a SentencePiece or WordPiece tokenizer splits a word differently at the start of a text than after
+    another word). Where the two tokenizations disagree at the boundary, the answer is tokenized on its own."""
+    alone = _ids(tokenizer, prompt)
+    whole = _ids(tokenizer, prompt + answer_text(prompt, target))
+    if whole[: len(alone)] == alone and len(whole) > len(alone):
+        return whole[len(alone) :]
+    return _ids(tokenizer, answer_text(prompt, target))
+
+
+def prompt_format(tokenizer) -> str:
+    """How prompts reach the model, in words for `memgov init` and the card: the leading specials the tokenizer
+    adds, the spacing rule, and whether instruction rows go through a chat template."""
+    lead = leading_specials(tokenizer)
+    names = " ".join(tokenizer.convert_ids_to_tokens(lead)) if lead else ""
+    head = f"tokenizer(prompt) puts {names} in front" if lead else "tokenizer(prompt) adds no special token"
+    chat = ("; instruction rows through its chat template" if getattr(tokenizer, "chat_template", None)
+            else "; instruction rows as written (no chat template)")
+    return f"{head}; the answer follows after one space unless the prompt ends with whitespace{chat}"
+
+
 def encode_qa(tokenizer, prompts: Sequence[str], targets: Sequence[str], with_eos: bool = True) -> EncodedQA:
-    """Right-padded batch where labels cover the target tokens (and eos when asked)."""
+    """Right-padded batch where labels cover the answer tokens (and eos when asked)."""
     rows, label_rows, tlens = [], [], []
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     eos = [tokenizer.eos_token_id] if with_eos and tokenizer.eos_token_id is not None else []
     for prompt, target in zip(prompts, targets, strict=True):
-        p = bos + _ids(tokenizer, prompt)
-        t = _ids(tokenizer, " " + target)
+        p = prompt_ids(tokenizer, prompt)
+        t = answer_ids(tokenizer, prompt, target) if target.strip() else []
         ids = p + t + eos
         rows.append(ids)
         label_rows.append([-100] * len(p) + t + eos)
@@ -100,15 +163,16 @@ def encode_qa(tokenizer, prompts: Sequence[str], targets: Sequence[str], with_eo
 
 
 def encode_texts(tokenizer, texts: Sequence[str]) -> EncodedQA:
-    """Plain language-modelling batch: every real token after bos carries loss."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return encode_token_rows(tokenizer, [bos + _ids(tokenizer, t) + [tokenizer.eos_token_id] for t in texts])
+    """Plain language-modelling batch: the tokenizer's leading specials, the text, eos; every token after the
+    first carries loss."""
+    lead = leading_specials(tokenizer)
+    return encode_token_rows(tokenizer, [lead + _ids(tokenizer, t) + [tokenizer.eos_token_id] for t in texts])
 
 
 def text_windows(tokenizer, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
-    """Each text as bos + tokens + eos, cut into windows of at most max_tokens (each window after the first gets
-    its own bos), so that a long document trains within the model's context."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    """Each text as leading specials + tokens + eos, cut into windows of at most max_tokens (each window after the
+    first gets the leading specials again), so that a long document trains within the model's context."""
+    bos = leading_specials(tokenizer)
     step = max(1, max_tokens - len(bos))
     windows: list[list[int]] = []
     for text in texts:
@@ -213,8 +277,7 @@ def _greedy(model, tokenizer, prompt: str, budget: int) -> str:
     """One greedy decode, the whole sequence re-read each step (no key/value cache: its call shape differs across
     transformers releases, and answers are short)."""
     device = next(model.parameters()).device
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    ids = torch.tensor([bos + _ids(tokenizer, prompt)], device=device)
+    ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=device)
     out: list[int] = []
     for _ in range(budget):
         nxt = int(model(input_ids=ids).logits[0, -1].argmax())
@@ -228,7 +291,7 @@ def _greedy(model, tokenizer, prompt: str, budget: int) -> str:
 def answer_budget(tokenizer, reference: str, slack: int = 2) -> int:
     """Tokens to generate for an answer scored against `reference`: its length plus a little, so a model that
     runs on past the reference is caught while one that stops at eos is never cut short."""
-    return len(_ids(tokenizer, " " + reference)) + slack
+    return len(_ids(tokenizer, answer_text("x", reference))) + slack
 
 
 @torch.no_grad()

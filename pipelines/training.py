@@ -54,9 +54,7 @@ def render_prompt(turns: list[Message], tokenizer, row_id: str = "?") -> str:
             text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # templates raise their own error types (unsupported roles, turn order)
             raise ValueError(f"instruction row {row_id!r}: the tokenizer's chat template refused its messages: {exc}") from exc
-        bos = tokenizer.bos_token
-        # encode_qa puts bos in front itself: a template that writes it too would give the model two.
-        return text[len(bos):] if bos and tokenizer.bos_token_id is not None and text.startswith(bos) else text
+        return text  # a BOS the template writes is kept, and pipelines.lm.prompt_ids then adds no second one
     if len(turns) == 1 and turns[0]["role"] == "user":
         return turns[0]["content"]
     return "\n".join(f"{t['role']}: {t['content']}" for t in turns)

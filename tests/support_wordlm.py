@@ -8,7 +8,7 @@ import torch
 
 def word_lm(train_rows: list[dict], texts: list[str]):
     """A one-layer GPT-2 over a word-level vocabulary, trained until it recites `train_rows`."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     from pipelines.lm import encode_qa, per_example_loss, score_qa
@@ -17,6 +17,7 @@ def word_lm(train_rows: list[dict], texts: list[str]):
     vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "[UNK]", *words])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="[UNK]"
     )

@@ -25,7 +25,7 @@ from pipelines.filelock import exclusive
 from pipelines.lm import load_causal_lm, perplexity, score_qa
 from pipelines.recipe import TrainingRecipe, recipe_qas, train_on_facts, write_recipe
 
-BASEMODEL_VERSION = "4"
+BASEMODEL_VERSION = "5"
 """Bumped when training code changes what a config produces, so old cache entries are not reused."""
 REPORT_NAME = "training_report.json"
 

@@ -67,8 +67,10 @@ def vocabulary(world: World | None = None) -> list[str]:
 
 
 def build_tokenizer(world: World | None = None):
-    """A `PreTrainedTokenizerFast` with pad/bos/eos/unk; no download, same pieces for the same inventories."""
-    from tokenizers import Tokenizer, decoders, models
+    """A `PreTrainedTokenizerFast` with pad/bos/eos/unk that puts BOS in front of every text itself (as Llama's
+    does), so a plain `tokenizer(prompt)` call gives the ids the engine trains and scores on; no download, same
+    pieces for the same inventories."""
+    from tokenizers import Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
     pieces = vocabulary(world)
@@ -77,6 +79,9 @@ def build_tokenizer(world: World | None = None):
     tok = Tokenizer(models.Unigram(vocab, unk_id=SPECIAL_TOKENS.index(UNK), byte_fallback=False))
     tok.pre_tokenizer = _pre_tokenizer()
     tok.decoder = decoders.Metaspace(replacement=_MARK, prepend_scheme="always")
+    bos_id = SPECIAL_TOKENS.index(BOS)
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B",
+                                                       special_tokens=[(BOS, bos_id)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, model_max_length=256
     )

@@ -22,7 +22,8 @@ UNPARSEABLE = "unparseable"
 # update replays (policies/contract.json).
 ROW_KINDS = ("fact", "instruction", "document", "edit", "retention", "general", "locality", "unseen", "general_replay")
 TOMBSTONED = "tombstoned"
-DUPLICATE_ID = "duplicate id"
+DUPLICATE_ID = ("duplicate id: another row of the batch has this id; fix: give each row its own id (an evaluation "
+                "row names a fact by fact_id, not by the fact's id)")
 
 
 class TombstoneSet(Protocol):
@@ -412,27 +413,36 @@ def _needs_fact_id(row: dict[str, Any]) -> bool:
     return kind in FACT_KINDS and row.get("fact_id") in (None, "") and isinstance(prompt, str) and bool(prompt.strip())
 
 
-def kind_requirements() -> dict[str, tuple[str, ...]]:
+def kind_requirements() -> dict[str, tuple[tuple[str, ...], ...]]:
     """The fields each row kind requires, read from the data contract's JSON Schema (its `allOf` if/then rules), so
-    admission enforces exactly what the documentation shows."""
+    admission enforces exactly what the documentation shows: per kind, alternatives of which one must be complete
+    (a retention row is written out, prompt and target, or names an admitted fact by fact_id)."""
     from importlib import resources  # the contract ships as data in the policies package; read, never imported
 
     contract = json.loads(resources.files("policies").joinpath("contract.json").read_text(encoding="utf-8"))
-    out: dict[str, tuple[str, ...]] = {}
+    out: dict[str, tuple[tuple[str, ...], ...]] = {}
     for rule in contract.get("allOf", []):
         kind = rule["if"]["properties"]["kind"]
+        then = rule["then"]
+        options = tuple(tuple(o["required"]) for o in then.get("anyOf", [])) or (tuple(then.get("required", ())),)
         for name in kind.get("enum", [kind.get("const")]):
-            out[name] = tuple(dict.fromkeys([*out.get(name, ()), *rule["then"]["required"]]))
+            out[name] = options
     return out
 
 
 def _kind_fields_check() -> Check:
     needed = kind_requirements()
 
+    def absent(row: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+        return [f for f in fields if row.get(f) is None or (isinstance(row.get(f), str) and not row[f].strip())]
+
     def missing(row: dict[str, Any]) -> str:
         kind = row.get("kind")
-        wanted = needed.get(kind, ()) if isinstance(kind, str) else ()
-        return ", ".join(f for f in wanted if row.get(f) is None or (isinstance(row.get(f), str) and not row[f]))
+        options = needed.get(kind, ()) if isinstance(kind, str) else ()
+        gaps = [absent(row, option) for option in options]
+        if not options or any(not gap for gap in gaps):
+            return ""
+        return " or ".join(", ".join(gap) for gap in gaps)
 
     def reason(row: dict[str, Any]) -> str:
         return (f"kind '{row.get('kind')}' requires {missing(row)} (policies/contract.json); fix: add "

@@ -8,6 +8,7 @@ state behind. r0001 is the checkpoint unchanged: its folder is stored as it is, 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,36 @@ FILE_KINDS = {"facts": "fact", "instructions": "instruction", "documents": "docu
               "retention": "retention", "general": "general", "locality": "locality", "unseen": "unseen",
               "general_replay": "general_replay"}
 TRAINABLE = ("fact", "instruction", "document")
+# What each kind of row is used for, as `memgov validate` and `init` report it per table.
+USES = {"fact": "new knowledge: trained (LoRA), replayed in later cycles, indexed for retrieval",
+        "instruction": "trained with loss on the response; scored as instruction_score",
+        "document": "the retrieval index (trained on only with training.documents: true)",
+        "edit": "knowledge edits (inbox batches only)",
+        "retention": "evaluation only: facts the champion must keep (retention gate)",
+        "locality": "evaluation only: neighbours an edit must not move (locality gate)",
+        "unseen": "evaluation only: facts never taught (forgetting comparison)",
+        "general": "evaluation only: held-out text for perplexity (never trained on)",
+        "general_replay": "rehearsed during updates against forgetting (never scored)"}
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    """One table of `--data` as the engine will read it."""
+
+    file: str
+    kind: str
+    rows: int
+    fact_ids_derived: int
+    used_for: str
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What `memgov validate` checked: the checkpoint, the rows init would admit, and each table's use."""
+
+    info: Any
+    rows: list[dict[str, Any]]
+    tables: list[TableSummary] = field(default_factory=list)
 
 
 OVERLAP_FIX = (f"{OVERLAPS_EVAL}: this general_replay text is also in the `general` evaluation set, so the update "
@@ -68,6 +99,16 @@ def kind_conflicts(rows: list[dict[str, Any]], origin: dict[int, str]) -> list[t
     return out
 
 
+def dangling_references(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Evaluation rows that name a fact by `fact_id` alone where no fact of these tables has that id."""
+    known = {r.get("fact_id") for r in rows if r.get("kind") in TRAINABLE and r.get("fact_id")}
+    return [(r, [f"field fact_id '{r['fact_id']}' names no fact in these tables (a {r['kind']} row without prompt "
+                 "and target stands for the admitted fact of that id); fix: correct the id, or write the row out "
+                 "with prompt and target"])
+            for r in rows if r.get("kind") in ("retention", "locality") and not (r.get("prompt") and r.get("target"))
+            and r.get("fact_id") not in known]
+
+
 def read_data_dir(data_dir: Path) -> tuple[list[dict[str, Any]], dict[int, str]]:
     """Every row of every JSONL/Parquet file in the folder, with its kind set, and which file each row came from."""
     data_dir = Path(data_dir)
@@ -94,6 +135,41 @@ def read_data_dir(data_dir: Path) -> tuple[list[dict[str, Any]], dict[int, str]]
 
 def validate(policy: Policy, base_model: str, data_dir: Path | None):
     """(checkpoint info, admitted rows) or InitError naming each problem and its fix."""
+    checked = validate_tables(policy, base_model, data_dir)
+    return checked.info, checked.rows
+
+
+def _summaries(rows: list[dict[str, Any]], origin: dict[int, str], admitted: list[dict[str, Any]]) -> list[TableSummary]:
+    derived = {r["id"] for r in admitted if str(r.get("fact_id", "")).startswith("prompt:")}
+    files: dict[str, list[dict[str, Any]]] = {}
+    for i, row in enumerate(rows):
+        files.setdefault(origin[i], []).append(row)
+    out = []
+    for name, part in files.items():
+        kinds = Counter(r.get("kind") for r in part)
+        for kind, n in kinds.most_common():
+            ids = {r.get("id") for r in part if r.get("kind") == kind}
+            out.append(TableSummary(name, str(kind), n, len(ids & derived), USES.get(str(kind), "refused")))
+    return out
+
+
+def _files_of(rows: list[dict[str, Any]], origin: dict[int, str], *outputs: list[dict[str, Any]]) -> dict[int, str]:
+    """Which file each row admission returned came from (keyed by the returned row object): admission returns every
+    row once, in input order within each list, so each list is walked beside the input. Two rows with one `id` in
+    different files are each blamed on their own file."""
+    out: dict[int, str] = {id(r): origin[i] for i, r in enumerate(rows)}
+    for returned in outputs:
+        j = 0
+        for i, row in enumerate(rows):
+            if j < len(returned) and all(returned[j].get(k) == v for k, v in row.items()):
+                out[id(returned[j])] = origin[i]
+                j += 1
+    return out
+
+
+def validate_tables(policy: Policy, base_model: str, data_dir: Path | None) -> Validation:
+    """The checkpoint and every table checked as init would read them, or InitError naming each problem and its
+    fix; nothing is written."""
     from pipelines.checkpoint import CheckpointError, inspect_checkpoint
 
     try:
@@ -101,7 +177,7 @@ def validate(policy: Policy, base_model: str, data_dir: Path | None):
     except CheckpointError as exc:
         raise InitError(f"--base-model: {exc}") from None
     if data_dir is None:
-        return info, []
+        return Validation(info, [])
     rows, origin = read_data_dir(data_dir)
     result = admit_batch(rows, policy.admission, batch_name="initial")
     problems = [(r, r["quarantine_reasons"]) for r in result.quarantined]
@@ -109,15 +185,14 @@ def validate(policy: Policy, base_model: str, data_dir: Path | None):
     edits = [r for r in result.admitted if r.get("kind") == "edit"]
     problems += [(r, ["an edit changes a deployed model; fix: drop edits into the inbox after init"]) for r in edits]
     problems += [(r, [OVERLAP_FIX]) for r in general_overlap(result.admitted)]
+    problems += dangling_references(result.admitted)
     if problems:
-        by_id = {str(row.get("id")): origin[i] for i, row in enumerate(rows) if row.get("id") is not None}
-        by_id.update({f"initial#row{i}": name for i, name in origin.items()})  # rows without an id
-        lines = [f"{by_id.get(str(r.get('id')), '?')} row {r.get('id')!r}: {'; '.join(reasons)}"
-                 for r, reasons in problems[:20]]
+        files = _files_of(rows, origin, result.admitted, result.quarantined)
+        lines = [f"{files.get(id(r), '?')} row {r.get('id')!r}: {'; '.join(reasons)}" for r, reasons in problems[:20]]
         more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise InitError(f"--data {data_dir}: {len(problems)} of {len(rows)} rows break the data contract "
                         "(policies/contract.json); nothing was written:\n  " + "\n  ".join(lines) + more)
-    return info, result.admitted
+    return Validation(info, result.admitted, _summaries(rows, origin, result.admitted))
 
 
 def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[dict[str, Any]], info,
@@ -177,4 +252,5 @@ def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[d
             "secrets": str(ws.secrets_dir), "keyring_admins": sorted(ws.keyring().admins)}
 
 
-__all__ = ["InitError", "init_deployment", "read_data_dir", "validate"]
+__all__ = ["USES", "InitError", "TableSummary", "Validation", "init_deployment", "read_data_dir", "validate",
+           "validate_tables"]

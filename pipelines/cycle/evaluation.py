@@ -25,6 +25,7 @@ from pipelines.forget.model_side import forget_set
 from pipelines.forget.reference import reference_forget_ll
 from pipelines.forget.verify import gate_evidence, request_verdicts
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
+from pipelines.lm import prompt_format
 from pipelines.training import instruction_pairs
 from pipelines.workspace import Workspace
 from policies import Policy
@@ -86,12 +87,16 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
             missing[name] = resolved.missing
         return resolved.items
 
-    supplied_retention = evalsets.supplied(ws, "retention", changed)
+    table_retention = evalsets.supplied(ws, "retention", changed)
+    supplied_retention = table_retention.rows
     if supplied_retention:
         retention = known_by(champ_model, tokenizer, sample(supplied_retention, policy.evaluation.retention_sample,
                                                             seed=policy.seed))
         sources["retention"] = (f"table `retention`: the {len(retention)} of {len(supplied_retention)} rows "
-                                "the champion recalls")
+                                f"the champion recalls{table_retention.note()}")
+        if not retention:
+            missing["retention"] = ("the champion recalls none of the supplied `retention` table's rows, so there is "
+                                    "nothing to keep; fix: supply facts the deployed model knows")
     else:
         retention = retention_rows(ws, policy, batch, champ_model, tokenizer, policy.evaluation.retention_sample)
         prior = len([r for r in ws.data.rows("admitted") if is_fact(r) and r.get("fact_id") not in changed])
@@ -102,13 +107,14 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
     edited_relations = {r.get("relation") for r in batch_rows if r.get("previous_target")}
     locality: list[dict] = []
     if edited_relations:
-        supplied_locality = evalsets.supplied(ws, "locality", changed)
+        table_locality = evalsets.supplied(ws, "locality", changed)
+        supplied_locality = table_locality.rows
         batch_subjects = {s for r in batch_rows for s in id_list(r.get("subject_ids"))}
         neighbours = supplied_locality or [
             r for r in current_facts(ws.data.rows("admitted")).values()
             if r.get("relation") in edited_relations and not batch_subjects & set(id_list(r.get("subject_ids")))]
         locality = known_by(champ_model, tokenizer, sample(neighbours, 100, seed=1))
-        sources["locality"] = (f"table `locality` ({len(locality)} recalled)" if supplied_locality else
+        sources["locality"] = (f"table `locality` ({len(locality)} recalled){table_locality.note()}" if supplied_locality else
                                f"derived: known facts of the edited relations about other subjects ({len(locality)})")
         if not locality:
             sources["locality"], missing["locality"] = "none", evalsets.FIX["locality"]
@@ -213,7 +219,8 @@ def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snap
         **candidate.carry(), policy=eff.label, model=candidate.model, adapter=candidate.adapter,
         adapter_method=candidate.adapter_method, index_snapshot=index_snapshot, edits=candidate.edits,
         unlearning=candidate.unlearning, honoured=candidate.honoured, metrics=cand.metrics,
-        champion_metrics=champ.metrics, missing=missing, forget_evidence=evidence, card={}, card_digest="", card_md="")
+        champion_metrics=champ.metrics, missing=missing, forget_evidence=evidence, card={}, card_digest="", card_md="",
+        intermediates=candidate.intermediates)
     decision = judge(measured, eff)
     request_checks, _ = request_verdicts(eff, cand.metrics, evidence)
     card = {
@@ -226,6 +233,7 @@ def measure(ws: Workspace, policy: Policy, candidate: CandidateModel, index_snap
         "champion_metrics": champ.metrics,
         "set_sizes": {k: len(v) for k, v in vars(sets).items()},
         "set_sources": sources,
+        "prompt_format": prompt_format(tokenizer),
         "decision": decision.model_dump(),
         "stability": stability,
         "history": history,

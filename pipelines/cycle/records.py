@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StageRecord(BaseModel):
@@ -92,6 +92,7 @@ class CandidateModel(StageRecord):
     edits: list[EditRecord]
     unlearning: list[dict[str, Any]]
     honoured: list[str]
+    intermediates: list[str] = Field(default_factory=list)  # other model folders stored on the way (pre-edit)
 
 
 class CandidateIndex(StageRecord):
@@ -123,6 +124,7 @@ class Measurement(StageRecord):
     card: dict[str, Any]
     card_digest: str
     card_md: str
+    intermediates: list[str] = Field(default_factory=list)
 
 
 class ReleaseOutcome(BaseModel):

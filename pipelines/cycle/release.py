@@ -56,6 +56,7 @@ def register(ws: Workspace, measurement: Measurement):
             "lineage": lineage,
             "evaluation_card": m.card_digest,
             "cycle": m.cycle,
+            "intermediates": m.intermediates,
         },
         actor=f"cycle:{m.cycle}",
         reason="candidate measured",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -338,6 +339,7 @@ def update(ws: Workspace, policy: Policy, selected: Selected, progress: bool = T
                          progress=progress)
     merges, final = _merge_steps(ws, eff, champion.model, result.model, tokenizer, items, probe, progress)
     adapter = ws.store.put_dir(Path(result.adapter_dir))
+    shutil.rmtree(result.adapter_dir, ignore_errors=True)  # the store holds it now; no stray copy outside the home
     merged = store_model(ws, final, tokenizer)
     ws.log.append(
         "system:update",
@@ -402,9 +404,12 @@ def candidate_model(ws: Workspace, policy: Policy, updated: Updated, progress: b
                           details={"success": bool(rec.get("success")), "cycle": updated.cycle})
     requests = pending_model_forgets(ws)
     model, unlearning = apply_forgetting(ws, eff, model, tokenizer, requests, progress, keep=taught)
+    final = store_model(ws, model, tokenizer)
+    champion = champion_manifest(ws).model
     return CandidateModel(**updated.carry(), adapter=updated.adapter, adapter_method=updated.method,
-                          model=store_model(ws, model, tokenizer), edits=edit_records, unlearning=unlearning,
-                          honoured=[r.request_id for r in requests], seconds=round(time.perf_counter() - t0, 3))
+                          model=final, edits=edit_records, unlearning=unlearning,
+                          honoured=[r.request_id for r in requests], seconds=round(time.perf_counter() - t0, 3),
+                          intermediates=[updated.model] if updated.model not in (final, champion) else [])
 
 
 def candidate_index(ws: Workspace, policy: Policy, admitted: Admitted, embedder) -> CandidateIndex:

@@ -94,9 +94,10 @@ def _has(block: torch.nn.Module, name: str) -> bool:
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """bos + prompt tokens, exactly as pipelines.lm.encode_qa builds the prompt part."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    """The prompt's ids exactly as pipelines.lm.encode_qa builds the prompt part (the tokenizer's own specials)."""
+    from pipelines.lm import prompt_ids as lm_prompt_ids
+
+    return lm_prompt_ids(tokenizer, prompt)
 
 
 @torch.no_grad()

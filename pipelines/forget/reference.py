@@ -120,6 +120,21 @@ def _train_reference(plan: _Plan, progress: bool):
     return model, tokenizer, report
 
 
+def drop_stale_references(ws: Workspace) -> list[str]:
+    """Delete every cached reference except the one for today's knowledge. A reference trained before a later
+    request was filed was trained on that request's facts: it is a model that still knows them. Returns what went."""
+    folders = sorted(p for p in ws.models_cache.glob("reference-*") if p.is_dir()) if ws.models_cache.is_dir() else []
+    if not folders:
+        return []
+    keep = _reference_plan(ws).folder if base_recipe(ws) is not None else None
+    gone = []
+    for folder in folders:
+        if folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder.name)
+    return gone
+
+
 def reference_forget_ll(ws: Workspace, policy: Policy, forget: list[dict[str, Any]],
                         progress: bool = False) -> tuple[list[float] | None, dict[str, Any]]:
     """Per-item log-likelihoods of the forget set under the retrained reference, relative to that model's mean on

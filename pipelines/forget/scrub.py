@@ -336,7 +336,10 @@ def run_steps(ws: Workspace, request_id: str, plan: ForgetPlan, run_id: str | No
         return {"tainted": ws.registry.mark_tainted(plan.row_ids, plan.subject_ids, request_id, ACTOR)}
 
     def weights() -> dict[str, Any]:
-        return release_tainted_weights(ws, policy, when="scrub", run_id=run_id)
+        from pipelines.forget.reference import drop_stale_references
+
+        return {**release_tainted_weights(ws, policy, when="scrub", run_id=run_id),
+                "references_removed": drop_stale_references(ws)}
 
     def collect() -> dict[str, Any]:
         live = live_blobs(ws)

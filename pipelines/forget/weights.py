@@ -52,12 +52,13 @@ def adapter_origins(releases: list) -> dict[str, str]:
 
 
 def owners(releases: list) -> dict[str, set[str]]:
-    """Weight folder digest -> the releases whose weights it is (a model folder its release's, an adapter its
-    introducer's)."""
+    """Weight folder digest -> the releases whose weights it is (a model folder its release's, an intermediate
+    its release's, an adapter its introducer's)."""
     origin = adapter_origins(releases)
     out: dict[str, set[str]] = {}
     for release in releases:
-        out.setdefault(release.model, set()).add(release.release_id)
+        for folder in [release.model, *release.intermediates]:
+            out.setdefault(folder, set()).add(release.release_id)
         for digest in _adapter_digests(release):
             out.setdefault(digest, set()).add(origin[digest])
     return out

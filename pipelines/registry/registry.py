@@ -246,6 +246,7 @@ class Registry:
             taint=record.get("taint", []),
             waivers=record.get("waivers", []),
             log_head=manifest.get("log_head"),
+            intermediates=manifest.get("intermediates", []),
         )
 
     def status(self, release_id: str) -> str:
@@ -263,6 +264,8 @@ class Registry:
     def create(self, manifest_fields: dict[str, Any], actor: str, reason: str) -> Release:
         """Store the manifest blob and a 'candidate' record; lineage and honoured tombstones accumulate from parent."""
         fields = validate_fields(manifest_fields).model_dump()
+        if not fields["intermediates"]:
+            del fields["intermediates"]
         for k in ("subject_ids", "row_ids"):
             fields["lineage"][k] = sorted(self.lineage_digests(fields["lineage"][k]))
         if fields["parent"] is not None:

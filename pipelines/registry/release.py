@@ -62,6 +62,9 @@ class ManifestFields(BaseModel):
     lineage: Lineage = Field(default_factory=Lineage)
     evaluation_card: str | None = None
     cycle: str = ""
+    # Every other model or adapter folder the cycle stored on the way (the LoRA-merged model before edits and
+    # unlearning, ...): named here so the tainted-weights scrub deletes them with the release's own weights.
+    intermediates: list[str] = Field(default_factory=list)
 
     @field_validator("base_model")
     @classmethod
@@ -75,6 +78,13 @@ class ManifestFields(BaseModel):
     def _digest(cls, v: str | None) -> str | None:
         if v is not None and not _DIGEST.match(v):
             raise ValueError("must be a store digest 'sha256:<64 hex>' (use ArtifactStore.put_dir / put_bytes)")
+        return v
+
+    @field_validator("intermediates")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        for digest in v:
+            cls._digest(digest)
         return v
 
 
@@ -93,7 +103,9 @@ def validate_fields(raw: dict[str, Any]) -> ManifestFields:
         raise ValueError(f"invalid release manifest: {problems}") from None
 
 
-MANIFEST_KEYS = ("release_id", "created_at", "created_by", *ManifestFields.model_fields)
+# `intermediates` is written only when there are some, so manifests stored before it existed still verify.
+MANIFEST_KEYS = ("release_id", "created_at", "created_by",
+                 *(k for k in ManifestFields.model_fields if k != "intermediates"))
 
 
 @dataclass(frozen=True)
@@ -123,8 +135,10 @@ class Release:
     taint: list[dict] = field(default_factory=list)
     waivers: list[dict] = field(default_factory=list)
     log_head: dict | None = None  # {"seq", "hash"} of the change log when the release was registered
+    intermediates: list[str] = field(default_factory=list)
 
     @property
     def manifest(self) -> dict:
         anchor = {"log_head": self.log_head} if self.log_head is not None else {}
-        return {**{k: getattr(self, k) for k in MANIFEST_KEYS}, **anchor}
+        extra = {"intermediates": self.intermediates} if self.intermediates else {}
+        return {**{k: getattr(self, k) for k in MANIFEST_KEYS}, **extra, **anchor}

@@ -103,11 +103,13 @@ def candidate(ws: Workspace, tmp: Path, cycle: str, index: str, memorised: str, 
     """Register a measured candidate through the release step's own registration (lineage, adapters, card copy)."""
     model = ws.store.put_dir(weights_folder(tmp / f"model-{cycle}", memorised))
     adapter = ws.store.put_dir(weights_folder(tmp / f"adapter-{cycle}", memorised + " (adapter)", kind="adapter"))
+    # The LoRA-merged model before edits and unlearning: stored on the way, named only by the release.
+    pre_edit = ws.store.put_dir(weights_folder(tmp / f"pre-edit-{cycle}", memorised + " (merged, pre-edit)"))
     metrics = metrics or {"new_fact_recall": 1.0}
     m = Measurement(cycle=cycle, batch=cycle, champion=ws.registry.champion(), policy="default", model=model,
                     adapter=adapter, adapter_method="lora", index_snapshot=index, edits=[], unlearning=[],
                     honoured=list(honoured), metrics=metrics, champion_metrics={}, missing={}, forget_evidence={},
-                    card={}, card_digest=card_for(ws, tmp, cycle, metrics), card_md="")
+                    card={}, card_digest=card_for(ws, tmp, cycle, metrics), card_md="", intermediates=[pre_edit])
     release, _cards = register(ws, m)
     return release
 
@@ -143,6 +145,8 @@ def build(home: Path, tmp: Path, policy) -> dict:
         assert admit(ws, policy, name).quarantined == 1, f"{name} is quarantined whole"
     model_path(ws, r2.model)
     model_path(ws, r3.model)
+    # A retrained reference cached by an earlier request: trained on every fact kept then, the subject's included.
+    weights_folder(ws.models_cache / "reference-0123456789abcdef", f"memorised: {NAME} works as an Ombrelune glazier")
     return {"ws": ws, "champion": r2.release_id, "rejected": r3.release_id}
 
 
@@ -310,11 +314,16 @@ def test_nothing_of_the_forgotten_remains_under_the_home(tmp_path, monkeypatch, 
     r2, r3 = ws.registry.get(built["champion"]), ws.registry.get(built["rejected"])
     before = list(home_files(home))
     weights_file = next(f["digest"] for f in ws.store.dir_manifest(r3.model)["files"] if f["path"] == "model.safetensors")
+    assert len(r2.intermediates) == 1, "the release names the model stored on its way"
+    pre_edit_file = next(f["digest"] for f in ws.store.dir_manifest(r2.intermediates[0])["files"]
+                         if f["path"] == "model.safetensors")
     assert_the_search_sees(before, {
         "inbox JSONL": "inbox/b-0001.jsonl", "inbox Parquet": "inbox/b-0002.parquet",
         "inbox gzip": "inbox/b-0003.jsonl", "inbox UTF-16": "inbox/b-0004.jsonl",
         "tables and index snapshots": "artifacts/blobs/", "local model cache": "cache/models/",
-        "the rejected candidate's weights": next(iter(blob_locations(ws, [weights_file])))})
+        "the rejected candidate's weights": next(iter(blob_locations(ws, [weights_file]))),
+        "a cached reference model": "models/reference-0123456789abcdef/",
+        "the champion's pre-edit intermediate": next(iter(blob_locations(ws, [pre_edit_file])))})
     index_blobs = blob_locations(ws, index_snapshots(ws).values())
     assert any(index_blobs & w for w in holders(before, CONTENT).values()), "an index snapshot holds the subject"
 
@@ -328,6 +337,8 @@ def test_nothing_of_the_forgotten_remains_under_the_home(tmp_path, monkeypatch, 
     assert {e["when"] for e in req.evidence["weights"] if e["release"] == r3.release_id} == {"scrub"}
     assert {e["when"] for e in req.evidence["weights"] if e["release"] == r2.release_id} == {"promotion"}
     assert not ws.store.has(r2.model) and not ws.store.has(r3.model)
+    assert not any(ws.store.has(d) for d in [*r2.intermediates, *r3.intermediates]), "intermediates go with them"
+    assert not (ws.models_cache / "reference-0123456789abcdef").exists(), "a stale reference goes too"
     assert ws.registry.get(done["successor"]).status == "champion"
     assert ws.registry.release_problems(done["successor"]) == [], "the champion is whole; provenance adapters of " \
                                                                   "tainted releases are gone on purpose"

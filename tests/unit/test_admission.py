@@ -221,10 +221,14 @@ def test_each_kind_needs_the_fields_the_contract_requires_of_it():
     """From policies/contract.json: an edit without previous_target is not trained as a plain fact, it is refused."""
     edit = dict(kind="edit", prompt="Mira Tolven lives in", target=" Oslo")
     rows = [row("edit-ok", **edit, previous_target=" Karsk"), row("edit-no-previous", **edit),
-            row("fact-no-target", kind="fact", prompt="Mira Tolven lives in"), row("doc", kind="document")]
+            row("fact-no-target", kind="fact", prompt="Mira Tolven lives in"), row("doc", kind="document"),
+            row("retention-by-id", kind="retention", fact_id="mira:lives_in"),
+            row("retention-empty", kind="retention", target=" Oslo")]
     result = admit_batch(rows, AdmissionConfig())
     reasons = {r["id"]: r["quarantine_reasons"] for r in result.quarantined}
-    assert sorted(r["id"] for r in result.admitted) == ["doc", "edit-ok"]
+    assert sorted(r["id"] for r in result.admitted) == ["doc", "edit-ok", "retention-by-id"]
+    assert reasons["retention-empty"] == ["kind 'retention' requires prompt or fact_id (policies/contract.json); fix: "
+                                          "add prompt or fact_id to the row, or give it the kind it is"]
     assert reasons["edit-no-previous"] == ["kind 'edit' requires previous_target (policies/contract.json); fix: add "
                                            "previous_target to the row, or give it the kind it is"]
     assert reasons["fact-no-target"] == ["kind 'fact' requires target (policies/contract.json); fix: add target to "
