@@ -14,7 +14,7 @@ from pipelines.cycle import governance
 from pipelines.cycle import lock as cycle_lock
 from pipelines.cycle.governance import ApprovalRefused
 from pipelines.cycle.lock import CycleBusy
-from pipelines.cycle.urgent import urgent_cycle
+from pipelines.cycle.urgent import unlearning_cycle, urgent_cycle, waiting_requests
 from pipelines.forget import process_request
 from pipelines.forget.scrub import scrub_complete
 from pipelines.requests.models import LEGAL_BASES, deadline_after
@@ -230,3 +230,32 @@ def process_forget_request(context: OpExecutionContext, config: ForgetConfig, me
      tags={CYCLE_TAG: "1"})  # queued with the cycles: one of them changes the deployment's data at a time
 def forget_request():
     process_forget_request()
+
+
+@op(tags=GPU_TAGS)
+@refusals_as_verdicts
+def unlearn_waiting_requests(context: OpExecutionContext, memgov: MemgovResource) -> dict:
+    """An unlearning-only candidate for every forget request scrubbed from the data and waiting for its model-side
+    forgetting, when no batch is coming to carry it: `memgov run` launches this when the inbox is empty."""
+    ws, policy = memgov.governed()
+    held = cycle_lock.acquire(ws, "unlearning_only", run_id=context.run_id, wait_s=FORGET_WAITS_FOR_CYCLE_S)
+    try:
+        if held.interrupted:
+            mark_interrupted(context, ws, held.interrupted)
+        waiting = [r.request_id for r in waiting_requests(ws)]
+        if not waiting:
+            context.log.info("no forget request waits for model-side forgetting")
+            return {"requests": [], "release": None}
+        context.log.info(f"unlearning-only candidate for {', '.join(waiting)}")
+        outcome = unlearning_cycle(ws, policy, waiting, shared_embedder(), run_id=context.run_id)
+    finally:
+        cycle_lock.release(ws)
+    publish_releases(context, ws, policy)
+    return {"requests": waiting, "release": outcome.model_dump()}
+
+
+@job(description="Model-side forgetting without waiting for data: the champion with every scrubbed, pending forget "
+                 "request applied, measured and decided like any candidate (`memgov run` with an empty inbox).",
+     tags={CYCLE_TAG: "1"})
+def unlearning_only():
+    unlearn_waiting_requests()

@@ -147,7 +147,8 @@ def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; defaul
     if policy:
         os.environ["MEMGOV_POLICY"] = policy
     if not batch and not pending_batches(ws):
-        _fail(f"no new batch in {ws.inbox}: drop a .jsonl or .parquet file there (or run `memgov demo`)")
+        _unlearning_only(ws)
+        return
     from assets.runner import run_cycle
     from pipelines.cycle.lock import CycleBusy
 
@@ -158,6 +159,40 @@ def run(batch: Annotated[str, typer.Option(help="Batch file in the inbox; defaul
     print_cycle(console, ws, result)
     if not result.success:
         raise typer.Exit(1)
+
+
+def _unlearning_only(ws) -> None:
+    """No batch: forget requests waiting for their model-side forgetting get an unlearning-only candidate now."""
+    from assets.runner import output_of, run_job
+    from pipelines.cycle.urgent import waiting_requests
+
+    waiting = [r.request_id for r in waiting_requests(ws)]
+    if not waiting:
+        _fail(f"no new batch in {ws.inbox} and no forget request waiting: drop a .jsonl or .parquet file there (or "
+              "run `memgov demo`)")
+    console.print(f"no new batch; {len(waiting)} forget request(s) wait for model-side forgetting "
+                  f"({', '.join(waiting)}): building an unlearning-only candidate")
+    result = run_job(ws, "unlearning_only", tags={"memgov/trigger": "cli"})
+    out = output_of(result, "unlearn_waiting_requests") or {}
+    if not result.success or out.get("refused"):
+        _fail(f"the unlearning-only run failed: {out.get('refused') or 'see the run in the UI'}", 1)
+    rel = out.get("release") or {}
+    table = Table(title=f"gates for {rel.get('release_id')}")
+    for col in ("metric", "value", "champion", "threshold", "verdict"):
+        table.add_column(col)
+    for v in rel.get("verdicts") or []:
+        table.add_row(v["metric"], _fmt(v.get("value")), _fmt(v.get("champion_value")), str(v.get("threshold")),
+                      "[green]pass[/green]" if v.get("passed") else "[red]FAIL[/red]")
+    console.print(table)
+    console.print(f"release {rel.get('release_id')}: {rel.get('status')}; champion now: {ws.registry.champion()}")
+    for rid in waiting:
+        console.print(f"forget request {rid}: {ws.requests.get(rid).state}")
+    if not rel.get("passed"):
+        raise typer.Exit(1)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 @app.command()

@@ -90,9 +90,12 @@ def leading_specials(tokenizer) -> list[int]:
         return list(_LEADING[tokenizer])
     except (KeyError, TypeError):
         pass
-    probe = "a"
-    full, plain = tokenizer(probe)["input_ids"], _ids(tokenizer, probe)
-    lead = next((full[:i] for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), [])
+    lead: list[int] = []
+    for probe in ("a", "Hello world", "0"):  # the first text the tokenizer gives tokens for
+        full, plain = tokenizer(probe)["input_ids"], _ids(tokenizer, probe)
+        if plain:
+            lead = next((full[:i] for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), [])
+            break
     try:
         _LEADING[tokenizer] = tuple(lead)
     except TypeError:

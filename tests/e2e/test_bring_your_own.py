@@ -175,3 +175,131 @@ def test_init_refuses_data_that_breaks_the_contract_and_writes_nothing(tmp_path)
             "row; fix: drop the row's kind (or write 'retention'), or move the row to facts.jsonl") in out, out
     assert "general.jsonl row 'gen-doc': field kind is 'document' but every row of general.jsonl is a general row" in out
     assert not home.exists(), "nothing is written"
+
+
+# -- read as written, scored as used, forgotten everywhere ---------------------------------------------------------
+def _rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _without_id(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "fact_id"}
+
+
+def team_tables(dest: Path) -> Path:
+    """Tables as a team writes them: half the facts without fact_id, a retention table that names the other half by
+    fact_id and writes two facts out (without ids), and no `kind` on evaluation rows (the file says it)."""
+    write_data_dir(dest, KNOWN, UNSEEN)
+    facts = [domain_fact(i) for i in KNOWN]
+    _rows(dest / "facts.jsonl", [f if i < 20 else _without_id(f) for i, f in enumerate(facts)])
+    named = [{"id": f"keep-{i:04d}", "text": "must stay known", "fact_id": facts[i]["fact_id"],
+              "subject_ids": facts[i]["subject_ids"], "source": "qa", "license": "internal"} for i in range(20)]
+    written = [{k: v for k, v in _without_id(facts[i]).items() if k != "kind"} | {"id": f"keep-out-{i:04d}"}
+               for i in (30, 31)]
+    _rows(dest / "retention.jsonl", [*named, *written])
+    return dest
+
+
+def model_folders(ws) -> dict[str, Path]:
+    """Every model and adapter folder left anywhere: the store's folders (read from its blobs, named by a release or
+    not) restored to disk, and every folder under the home that holds a config."""
+    import tempfile
+
+    from pipelines.store.base import DIR_KIND
+
+    out: dict[str, Path] = {}
+    for blob in (ws.store.root / "blobs" / "sha256").glob("*/*"):
+        if blob.stat().st_size > 200_000:
+            continue
+        try:
+            manifest = json.loads(blob.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        names = {f["path"] for f in manifest.get("files", [])} if isinstance(manifest, dict) else set()
+        if manifest.get("kind") == DIR_KIND and names & {"config.json", "adapter_config.json"}:
+            dest = Path(tempfile.mkdtemp(prefix="left-")) / blob.name[:12]
+            out[f"store:{blob.name[:12]}"] = ws.store.get_dir(f"sha256:{blob.name}", dest)
+    for config in [*ws.home.rglob("config.json"), *ws.home.rglob("adapter_config.json")]:
+        out[f"home:{config.parent.relative_to(ws.home)}"] = config.parent
+    return out
+
+
+def recall_of(folder: Path, base: Path, facts: list[dict]) -> float:
+    from pipelines.lm import exact_match, load_causal_lm
+
+    if (folder / "adapter_config.json").exists():  # an adapter answers on the model it was trained from
+        from peft import PeftModel
+
+        model, tokenizer = load_causal_lm(base)
+        model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    else:
+        model, tokenizer = load_causal_lm(folder)
+    return float(exact_match(model, tokenizer, [f["prompt"] for f in facts], [f["target"] for f in facts]).mean())
+
+
+def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without_waiting_for_data(tmp_path, monkeypatch):
+    """Issue 33's acceptance on a GPT-NeoX checkpoint with a byte-level BPE that adds no BOS: the tables are read as
+    written, the gate's recall is a plain caller's, and a forget request with no batch after it is verified by
+    `memgov run` alone, after which no model anywhere answers the forgotten questions."""
+    from assets.runner import tick_sensor
+    from pipelines.workspace import Workspace
+
+    checkpoint = trained_checkpoint(tmp_path / "neox", "gpt_neox", [domain_fact(i) for i in KNOWN])
+    data, policy, home = team_tables(tmp_path / "data"), team_policy(tmp_path), tmp_path / "home"
+
+    conflicting = tmp_path / "conflicting"
+    team_tables(conflicting)
+    with (conflicting / "unseen.jsonl").open("a") as fh:
+        fh.write(json.dumps(domain_fact(150)) + "\n")  # kind 'fact' in the unseen table: never trained on
+    proc = memgov(home, "validate", "--base-model", str(checkpoint), "--data", str(conflicting))
+    assert proc.returncode == 2 and "unseen.jsonl row 'fact-0150': field kind is 'fact'" in " ".join(proc.stdout.split())
+
+    proc = memgov(home, "validate", "--base-model", str(checkpoint), "--data", str(data))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert "retention.jsonl │ retention │ 22" in out and "facts.jsonl │ fact │ 40 │ 20" in out, out
+    assert "tokenizer(prompt) adds no special token" in out, "the detected prompt format is stated"
+    assert not home.exists(), "validate writes nothing"
+
+    assert memgov(home, "init", "--base-model", str(checkpoint), "--data", str(data), policy=policy).returncode == 0
+    ws = Workspace.open(home)
+    bad_edit = {**domain_fact(62), "id": "edit-no-previous", "kind": "edit"}
+    batch(home, "b001", [*(_without_id(domain_fact(i)) for i in NEW), bad_edit])
+    proc = memgov(home, "run", policy=policy)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    quarantined = {r["id"]: r["quarantine_reasons"] for r in ws.data.rows("quarantine")}
+    assert quarantined == {"edit-no-previous": ["kind 'edit' requires previous_target (policies/contract.json); fix: "
+                                                "add previous_target to the row, or give it the kind it is"]}
+    assert [r for r in ws.data.rows("selections", "b001") if r.get("role") == "replay"], "facts without ids replay"
+    card = json.loads((home / "cards" / "r0002" / "card.json").read_text())
+    assert card["set_sources"]["retention"].startswith("table `retention`: the "), card["set_sources"]
+    assert "(20 name admitted facts by fact_id)" in card["set_sources"]["retention"]
+    assert "adds no special token" in card["prompt_format"]
+    assert ws.registry.champion() == "r0002", proc.stdout[-3000:]
+
+    forgotten = [domain_fact(i) for i in NEW if domain_fact(i)["subject_ids"] == domain_fact(61)["subject_ids"]]
+    r2 = ws.registry.get("r0002")
+    from pipelines.artifacts import model_path
+
+    taught = recall_of(model_path(ws, r2.model), checkpoint, forgotten)
+    assert taught == 1.0, "the champion answers the questions about to be forgotten: the search below has teeth"
+    never = recall_of(checkpoint, checkpoint, forgotten)
+
+    proc = memgov(home, "forget", "--id", "req-lydd", "--key", keyholder(home, "privacy-office"), "--subject-id",
+                  forgotten[0]["subject_ids"][0], "--reason", "erasure request", policy=policy)
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setenv("MEMGOV_POLICY", str(policy))
+    monkeypatch.setenv("MEMGOV_HOME", str(home))
+    assert len(tick_sensor(ws, "forget_request_sensor")) == 1
+    assert ws.requests.get("req-lydd").state == "planned", "scrubbed; its model side waits"
+    proc = memgov(home, "run", policy=policy)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "building an unlearning-only candidate" in proc.stdout
+    req = ws.requests.get("req-lydd")
+    assert req.state == "verified", (req.state, req.notes[-3:])
+    assert ws.registry.status("r0002") == "tainted" and r2.intermediates == []  # LoRA only: no pre-edit model
+
+    left = model_folders(ws)
+    assert any(name.startswith("store:") for name in left), "the search reads the store's folders"
+    answers = {name: recall_of(folder, checkpoint, forgotten) for name, folder in left.items()}
+    assert all(v <= never for v in answers.values()), (answers, never)

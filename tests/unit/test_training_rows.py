@@ -11,7 +11,7 @@ from support_checkpoints import BOS, EOS, build_tokenizer
 from evals.gates import Gate, decide
 from evals.metrics import load_metric
 from pipelines.cycle.evaluation import NO_INSTRUCTIONS
-from pipelines.lm import answer_budget, encode_qa
+from pipelines.lm import answer_budget, encode_qa, prompt_ids
 from pipelines.training import document_texts, instruction_pair, instruction_rows, training_item
 
 ROW = {"id": "i-1", "kind": "instruction", "text": "Summarise the refund policy.", "prompt": "Summarise the refund policy.",
@@ -64,8 +64,11 @@ def test_instruction_without_a_chat_template_is_the_plain_prompt_or_role_lines()
 def test_instruction_with_a_chat_template_is_rendered_with_the_generation_prompt():
     tokenizer = build_tokenizer(chat_template=True)
     prompt = instruction_pair(CHAT, tokenizer)["prompt"]
-    assert prompt == f"system: Be brief.{EOS}{BOS}user: When is the market open?{EOS}{BOS}assistant:"
-    assert not prompt.startswith(BOS), "encode_qa adds bos itself"
+    assert prompt == f"{BOS}system: Be brief.{EOS}{BOS}user: When is the market open?{EOS}{BOS}assistant:"
+    ids = prompt_ids(tokenizer, prompt)
+    assert ids == tokenizer.apply_chat_template(CHAT["messages"], add_generation_prompt=True, tokenize=True,
+                                                return_dict=False), \
+        "the ids apply_chat_template gives a plain caller: the template's own BOS, never a second one"
 
 
 def test_unusable_instruction_rows_are_left_out_and_a_final_assistant_turn_is_the_response():
@@ -90,7 +93,7 @@ def test_only_the_response_carries_loss():
     pair = instruction_pair(CHAT, tokenizer)
     batch = encode_qa(tokenizer, [pair["prompt"]], [pair["target"]])
     labels, ids = batch.labels[0].tolist(), batch.input_ids[0].tolist()
-    n_prompt = 1 + len(tokenizer(pair["prompt"], add_special_tokens=False)["input_ids"])  # bos + prompt
+    n_prompt = len(tokenizer(pair["prompt"], add_special_tokens=False)["input_ids"])  # the template writes the BOS
     assert labels[:n_prompt] == [-100] * n_prompt
     trained = [t for t in labels if t != -100]
     assert trained == ids[n_prompt:] and trained[-1] == tokenizer.eos_token_id
