@@ -81,7 +81,7 @@ class ChangeLog:
             raise ValueError("MEMGOV_LOG_PRIMARY=mirror needs a mirror: an S3 artifact store or MEMGOV_LOG_MIRROR")
         self.primary = primary
         self.witness = witness if primary == "local" else None  # a mirror-primary log is anchored by the mirror
-        self._checked: tuple | None = None  # (file identity, events) of the last chain check
+        self._checked: _Checked | None = None  # what the last chain check read
         self.races_lost = 0  # conditional writes another writer won (mirror-primary only)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
@@ -323,13 +323,36 @@ class ChangeLog:
         st = self.path.stat()
         ident = (st.st_ino, st.st_size, st.st_mtime_ns, self.witness.path.stat().st_mtime_ns
                  if self.witness.path.exists() else 0)
-        if self._checked is None or self._checked[0] != ident:
-            result = self.verify()
-            if not result.ok:
-                raise LogTampered(f"{self.path}: {result.problem}; run `memgov log verify`")
-            with open(self.path, encoding="utf-8") as fh:
-                self._checked = (ident, [json.loads(line) for line in fh if line.strip()])
-        return list(self._checked[1])
+        if self._checked is None or self._checked.ident != ident:
+            raw = self.path.read_bytes()
+            events = self._grown(raw)
+            if events is None:
+                result = self.verify()
+                if not result.ok:
+                    raise LogTampered(f"{self.path}: {result.problem}; run `memgov log verify`")
+                events = [json.loads(line) for line in raw.split(b"\n") if line.strip()]
+            elif (problem := self.tail_problem()) is not None:
+                raise LogTampered(f"{self.path}: {problem}; run `memgov log verify`")
+            self._checked = _Checked(ident, events, len(raw), hashlib.sha256(raw).digest())
+        return list(self._checked.events)
+
+    def _grown(self, raw: bytes) -> list[dict] | None:
+        """The events of a log that only grew since the last check: the bytes checked then are unchanged (their
+        SHA-256 matches) and each new line chains on; None where a full check is needed. Keeps a long-running
+        process (the UI, a cycle reading the log between its own appends) from re-hashing every event each time."""
+        seen = self._checked
+        if seen is None or len(raw) <= seen.size or not raw.endswith(b"\n"):
+            return None
+        if hashlib.sha256(raw[: seen.size]).digest() != seen.prefix:
+            return None
+        events, prev = list(seen.events), seen.events[-1]["hash"] if seen.events else GENESIS
+        for i, line in enumerate((x for x in raw[seen.size :].split(b"\n") if x), start=len(events) + 1):
+            if _check_line(line, i, prev):
+                return None  # the full check names the problem
+            event = json.loads(line)
+            events.append(event)
+            prev = event["hash"]
+        return events
 
     def verify(self) -> VerifyResult:
         """Re-compute the chain; report the first line (1-based) where it breaks."""
@@ -387,6 +410,16 @@ class ChangeLog:
         if not self.path.exists():
             return []
         return [line for line in self.path.read_bytes().split(b"\n") if line.strip()]
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The log as its last chain check read it: file identity, events, length and SHA-256 of the bytes checked."""
+
+    ident: tuple
+    events: list[dict]
+    size: int
+    prefix: bytes
 
 
 def _normal(text: bytes | str) -> str:

@@ -264,7 +264,10 @@ def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without
     assert memgov(home, "init", "--base-model", str(checkpoint), "--data", str(data), policy=policy).returncode == 0
     ws = Workspace.open(home)
     bad_edit = {**domain_fact(62), "id": "edit-no-previous", "kind": "edit"}
-    batch(home, "b001", [*(_without_id(domain_fact(i)) for i in NEW), bad_edit])
+    old = domain_fact(3)
+    edit = {**domain_fact(3, day=" Sunday" if old["target"] != " Sunday" else " Monday"), "id": "edit-0003",
+            "kind": "edit", "previous_target": old["target"]}  # edited after the LoRA merge: a pre-edit model exists
+    batch(home, "b001", [*(_without_id(domain_fact(i)) for i in NEW), bad_edit, edit])
     proc = memgov(home, "run", policy=policy)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     quarantined = {r["id"]: r["quarantine_reasons"] for r in ws.data.rows("quarantine")}
@@ -281,8 +284,10 @@ def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without
     r2 = ws.registry.get("r0002")
     from pipelines.artifacts import model_path
 
-    taught = recall_of(model_path(ws, r2.model), checkpoint, forgotten)
-    assert taught == 1.0, "the champion answers the questions about to be forgotten: the search below has teeth"
+    assert len(r2.intermediates) == 1, "the release names the LoRA-merged model stored before its edit"
+    for folder in (r2.model, r2.intermediates[0]):
+        assert recall_of(model_path(ws, folder), checkpoint, forgotten) == 1.0, \
+            "both answer the questions about to be forgotten: the search below has teeth"
     never = recall_of(checkpoint, checkpoint, forgotten)
 
     proc = memgov(home, "forget", "--id", "req-lydd", "--key", keyholder(home, "privacy-office"), "--subject-id",
@@ -297,7 +302,8 @@ def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without
     assert "building an unlearning-only candidate" in proc.stdout
     req = ws.requests.get("req-lydd")
     assert req.state == "verified", (req.state, req.notes[-3:])
-    assert ws.registry.status("r0002") == "tainted" and r2.intermediates == []  # LoRA only: no pre-edit model
+    assert ws.registry.status("r0002") == "tainted"
+    assert not ws.store.has(r2.model) and not ws.store.has(r2.intermediates[0]), "its weights and its intermediate"
 
     left = model_folders(ws)
     assert any(name.startswith("store:") for name in left), "the search reads the store's folders"

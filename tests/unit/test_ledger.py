@@ -179,3 +179,23 @@ def test_sync_mirror_backfills(tmp_path):
     assert not mirrored.verify_mirror().ok
     assert mirrored.sync_mirror() == 2 and mirrored.sync_mirror() == 0
     assert mirrored.verify_mirror().ok
+
+
+def test_a_reader_that_checked_the_log_once_still_sees_an_earlier_line_edited_while_it_grew(tmp_path):
+    """events() checks only what was appended since its last check, and only when the bytes it checked then are
+    unchanged: an edit of an early line together with an append is found by the same long-running reader."""
+    from pipelines.ledger import LogTampered
+    from pipelines.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "home")
+    log = ws.log
+    for i in range(5):
+        log.append("ops", "note", f"thing-{i}", reason="ordinary")
+    assert len(log.events()) == 5
+    log.append("ops", "note", "thing-5", reason="appended")
+    assert log.events()[-1]["object"] == "thing-5", "growth is read"
+    log.append("ops", "note", "thing-6", reason="appended")
+    edited = log.path.read_bytes().replace(b"thing-1", b"thing-X", 1)
+    log.path.write_bytes(edited)
+    with pytest.raises(LogTampered, match="line 2"):
+        log.events()
