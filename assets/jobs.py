@@ -178,7 +178,7 @@ class FilingConfig(Config):
 @refusals_as_verdicts
 def file_forget_request(context: OpExecutionContext, config: FilingConfig, memgov: MemgovResource) -> dict:
     """File a forget request as the signed-in user, with the CLI's validation; the forget sensor then runs it."""
-    from pipelines.ops import file_request_from_ui
+    from pipelines.forget.filing import file_request_from_ui
 
     ws, policy = memgov.governed()
     user = signed_in_user(context, ws, "forget_filing")

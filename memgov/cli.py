@@ -362,7 +362,7 @@ def forget(
         req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason=reason,
                             legal_basis=legal_basis, deadline=deadline_after(deadline_days, "--deadline-days"),
                             urgent=urgent)
-        from pipelines.ops import file_request
+        from pipelines.forget.filing import file_request
 
         stored, created = file_request(ws, req, sign_request(key, req))
     except (ValueError, KeyError_) as exc:  # SignatureRefused is a ValueError
@@ -372,7 +372,7 @@ def forget(
 
 
 def _existing_request(ws, request_id: str):
-    from pipelines.ops import existing_request
+    from pipelines.forget.filing import existing_request
 
     return existing_request(ws, request_id)
 

@@ -272,8 +272,7 @@ def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:
     try:
         from support_keys import adopt_policy, keyholder
 
-        from pipelines.forget.filing import sign_request
-        from pipelines.ops import file_request
+        from pipelines.forget.filing import file_request, sign_request
 
         adopt_policy(home, "default")
         ws = Workspace.open(home)

@@ -75,8 +75,7 @@ def file(ws: Workspace, request_id: str, requester: str = "privacy-office", **se
     """File a request as `requester` would: signed with their key (granted in the keyring on first use)."""
     from support_keys import keyholder
 
-    from pipelines.forget.filing import sign_request
-    from pipelines.ops import file_request
+    from pipelines.forget.filing import file_request, sign_request
     from pipelines.requests import ForgetRequest
 
     req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason="erasure request",

@@ -12,7 +12,8 @@ from evals.names import FORGET_METRICS
 from pipelines.artifacts import load_model
 from pipelines.cycle.policy_in_force import adopt
 from pipelines.failpoints import failpoint
-from pipelines.forget.verify import bounds, conclude, request_checks
+from pipelines.forget.lifecycle import conclude
+from pipelines.forget.verify import bounds, request_checks
 from pipelines.forget.weights import release_after_move
 from pipelines.knowledge import current_facts, qa, sample
 from pipelines.lm import exact_match

@@ -17,7 +17,8 @@ from pipelines.cycle.stages import mark_processed
 from pipelines.cycle.submission import submitter
 from pipelines.cycle.verdict import judge
 from pipelines.failpoints import failpoint
-from pipelines.forget.verify import conclude, request_verdicts
+from pipelines.forget.lifecycle import conclude
+from pipelines.forget.verify import request_verdicts
 from pipelines.workspace import Workspace
 from policies import Policy
 

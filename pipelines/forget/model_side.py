@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines import evalsets
+from pipelines.forget import lifecycle
 from pipelines.forget.reference import reference_forget_ll
 from pipelines.knowledge import current_facts, known_by, qa, sample
 from pipelines.workspace import Workspace
@@ -82,7 +83,7 @@ def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: 
     for req in requests:
         records.append({"request_id": req.request_id, "method": policy.unlearning.method, "stats": result.stats})
         if req.state == "planned":
-            ws.requests.transition(req.request_id, "applied", {"unlearning": result.stats}, note="model-side forgetting applied")
+            lifecycle.applied(ws, req.request_id, {"unlearning": result.stats}, note="model-side forgetting applied")
         ws.log.append("system:unlearn", "forget.model_applied", req.request_id, reason=policy.unlearning.method, details=result.stats)
     return result.model, records
 

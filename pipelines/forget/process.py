@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from pipelines.artifacts import load_index
+from pipelines.forget import lifecycle
 from pipelines.forget.filing import filed_signer
 from pipelines.forget.plan import ForgetPlan, resolve_selector
 from pipelines.forget.scrub import (
@@ -79,8 +80,7 @@ def dry_run_report(ws: Workspace, plan: ForgetPlan, policy: Policy | None) -> di
 
 
 def _fail(ws: Workspace, request_id: str, reason: str, evidence: dict[str, Any], run_id: str | None) -> dict[str, Any]:
-    ws.requests.transition(request_id, "failed", {**evidence, "failure": reason}, note=reason)
-    ws.log.append(ACTOR, "forget.failed", request_id, reason=reason, run_id=run_id)
+    lifecycle.fail(ws, request_id, reason, evidence, run_id, actor=ACTOR)
     return {"request_id": request_id, "state": "failed", "reason": reason}
 
 
@@ -96,16 +96,15 @@ def _plan_or_hold(ws: Workspace, req, rules: UnlearningSection, run_id: str | No
         why = ", ".join(f"{k} {v:.1%}" for k, v in sorted(over.items()))
         note = f"plan covers {why} of the deployment (policy max_share {rules.max_share:.0%}); " \
                f"a {' or '.join(rules.confirm_roles)} must confirm it"
-        ws.requests.transition(req.request_id, "held", {"plan_summary": plan.summary(), "shares": shares,
-                                                        "confirmation_needed": list(rules.confirm_roles)}, note=note)
-        ws.log.append(ACTOR, "forget.held", req.request_id, reason=note, run_id=run_id,
-                      details={"shares": {k: round(v, 4) for k, v in shares.items()}})
+        lifecycle.hold(ws, req.request_id, {"plan_summary": plan.summary(), "shares": shares,
+                                            "confirmation_needed": list(rules.confirm_roles)}, note, run_id,
+                       details={"shares": {k: round(v, 4) for k, v in shares.items()}})
         return {"request_id": req.request_id, "state": "held", "reason": note}
     # The journal's plan is written with the state change itself: a planned request always knows what to scrub.
     started = {**journal(ws.requests.get(req.request_id).evidence), "plan": plan.ids(), "done": {}, "stale": [],
                "complete": False}
-    ws.requests.transition(req.request_id, "planned", {"plan": {**plan.summary(), "forget_qas": plan.forget_qas},
-                                                       "journal": started}, note="selector resolved")
+    lifecycle.planned(ws, req.request_id, {"plan": {**plan.summary(), "forget_qas": plan.forget_qas},
+                                           "journal": started}, note="selector resolved")
     return plan
 
 
@@ -182,16 +181,14 @@ def _conclude_scrub(ws: Workspace, request_id: str, plan: ForgetPlan, done: dict
                                           "tables": plan.per_table, "index_clean": not leaks,
                                           "attempts": attempts_made(req.evidence)})
     if not plan.forget_qas:
-        ws.requests.transition(request_id, "applied", evidence, note="no fact reached the model's training data")
+        lifecycle.applied(ws, request_id, evidence, note="no fact reached the model's training data")
         if leaks:
             return {**_fail(ws, request_id, f"the serving index still holds {len(leaks)} covered document(s)", evidence,
                             run_id), **evidence}
-        ws.requests.transition(request_id, "verified", {}, note="retrieval-side only")
-        ws.requests.purge_cleartext(request_id)  # verified: only the selector's hash and counts stay
-        ws.log.append(ACTOR, "forget.verified", request_id, reason="retrieval-side only: every store scrubbed",
-                      run_id=run_id)
+        lifecycle.conclude(ws, request_id, "verified", {}, "retrieval-side only: every store scrubbed", run_id,
+                           actor=ACTOR)
     else:
-        ws.requests.transition(request_id, "planned", evidence, note="scrubbed; model-side forgetting pending")
+        lifecycle.planned(ws, request_id, evidence, note="scrubbed; model-side forgetting pending")
     return {"request_id": request_id, "state": ws.requests.get(request_id).state, **evidence, "plan": plan.summary()}
 
 
@@ -256,10 +253,10 @@ def retry_request(ws: Workspace, request_id: str, actor: str, reason: str,
         raise ValueError(f"request {request_id} has no facts for the model to forget and its scrub is complete; its "
                          "failure was the serving index (see `memgov forget status`): run a cycle, then retry")
     old_attempts = journal(req.evidence).get("attempts") or []
-    ws.requests.transition(request_id, target, {"retries": retries, "journal": j,
-                                                "earlier_attempts": [*(req.evidence or {}).get("earlier_attempts", []),
-                                                                     *(old_attempts if what == "the scrub" else [])]},
-                           note=f"retried by {actor}: {reason}")
+    lifecycle.resumed(ws, request_id, target, {"retries": retries, "journal": j,
+                                               "earlier_attempts": [*(req.evidence or {}).get("earlier_attempts", []),
+                                                                    *(old_attempts if what == "the scrub" else [])]},
+                      note=f"retried by {actor}: {reason}")
     ws.log.append(actor, "forget.retried", request_id, reason=f"{what}: {reason}",
                   details={"signed": proof} if proof else {})
     return {"request_id": request_id, "state": target, "resumes": what, "urgent": req.urgent}
@@ -280,8 +277,8 @@ def confirm_request(ws: Workspace, policy: Policy, request_id: str, by: str, rol
                          f"{', '.join(rules.confirm_roles)} (policy unlearning.confirm_roles)")
     if same_person(by) == same_person(req.requester):
         raise ValueError(f"{by} filed request {request_id} and cannot also confirm it; another person must")
-    ws.requests.transition(request_id, "received", {"confirmation": {"by": by, "role": role, "reason": reason}},
-                           note=f"broad plan confirmed by {by} ({role}): {reason}")
+    lifecycle.confirmed(ws, request_id, {"confirmation": {"by": by, "role": role, "reason": reason}},
+                        note=f"broad plan confirmed by {by} ({role}): {reason}")
     ws.log.append(by if proof else f"user:{by}", "forget.confirmed", request_id, reason=reason, run_id=run_id,
                   details={"role": role, **({"signed": proof} if proof else {})})
     return {"request_id": request_id, "state": "received", "confirmed_by": by, "role": role}

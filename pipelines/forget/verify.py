@@ -70,12 +70,3 @@ def gate_evidence(evidence: dict[str, Any] | None) -> dict[str, Any]:
 
 
 __all__ = ["bounds", "gate_evidence", "request_checks", "request_verdicts"]
-
-
-def conclude(ws, request_id: str, state: str, evidence: dict[str, Any], reason: str, run_id: str | None = None) -> None:
-    """End (or hold) a request the one way every caller must: the state change with its evidence, and the log line."""
-    if state in ("verified", "failed"):
-        ws.requests.transition(request_id, state, evidence, note=reason)
-    if state == "verified":  # nothing left to do with the cleartext: only its hashes and counts stay
-        ws.requests.purge_cleartext(request_id)
-    ws.log.append("system:unlearn", f"forget.{state}", request_id, reason=reason, run_id=run_id)

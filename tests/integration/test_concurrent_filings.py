@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from support_forget import HashEmbedder, small_deployment, subject
 from support_keys import keyholder
 
-from pipelines.forget.filing import sign_request
-from pipelines.ops import file_request
+from pipelines.forget.filing import file_request, sign_request
 from pipelines.requests import ForgetRequest
 from pipelines.workspace import Workspace
 

@@ -12,8 +12,7 @@ from support_keys import admin_key, keyholder
 
 from assets.definitions import defs
 from pipelines.forget import process_request
-from pipelines.forget.filing import filed_signer
-from pipelines.ops import file_request_from_ui
+from pipelines.forget.filing import file_request_from_ui, filed_signer
 from pipelines.requests.models import deadline_after
 from pipelines.trust.decisions import SignatureRefused
 from pipelines.trust.identity import USER_TAG, VIA_TAG, identity_tags

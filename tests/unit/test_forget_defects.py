@@ -224,7 +224,7 @@ def test_a_string_subject_list_is_one_subject_never_its_characters(ws, policy):
 # -- 6. requests wait for a daemon that is off ---------------------------------------------------------------------
 def test_a_cycle_scrubs_pending_requests_before_admission_without_the_daemon(ws, policy):
     from pipelines.cycle.stages import admit, candidate_index
-    from pipelines.ops import submit_forget_request
+    from pipelines.forget.filing import submit_forget_request
 
     submit_forget_request(home=ws.home, key=keyholder(ws.home, "privacy-office"), request_id="req-nodaemon",
                           selector={"subject_ids": [subject(8)]}, reason="erasure", legal_basis="gdpr_art17",

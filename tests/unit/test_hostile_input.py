@@ -28,8 +28,7 @@ from typer.testing import CliRunner
 from memgov.cli import app
 from pipelines.admission import UNPARSEABLE
 from pipelines.cycle import stages
-from pipelines.forget.filing import sign_request
-from pipelines.ops import file_request, submit_forget_request
+from pipelines.forget.filing import file_request, sign_request, submit_forget_request
 from pipelines.requests import ForgetRequest
 from policies import load_policy
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from support_keys import keyholder
 
-from pipelines.ops import submit_forget_request
+from pipelines.forget.filing import submit_forget_request
 from pipelines.requests import ForgetRequest, RequestStore, Selector, Tombstones
 
 FUTURE = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)

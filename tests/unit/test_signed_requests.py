@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from memgov.cli import app
 from pipelines.forget import process_request
-from pipelines.forget.filing import sign_request
-from pipelines.ops import file_request, submit_forget_request
+from pipelines.forget.filing import file_request, sign_request, submit_forget_request
 from pipelines.requests import ForgetRequest
 from pipelines.trust.decisions import SignatureRefused
 from pipelines.workspace import Workspace
