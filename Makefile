@@ -28,7 +28,7 @@ ui: $(VENV)/.installed
 	$(VENV)/bin/memgov ui
 
 bench: $(VENV)/.installed
-	$(PY) -m evals.bench
+	$(PY) -m bench
 
 clean:
 	rm -rf $(MEMGOV_HOME) $(MEMGOV_HOME).secrets $(MEMGOV_HOME).demo-keys

@@ -50,9 +50,7 @@ class MemgovResource(ConfigurableResource):
 
         The Launchpad and GraphQL let a launcher rewrite a resource's config; for these jobs that would let the
         person deciding pick the rules, so any field that differs from the deployment's is refused by name."""
-        from assets.definitions import defs  # the resource this code location was deployed with
-
-        expected = defs.resources["memgov"]
+        expected = deployment_resource()  # what the deployment's environment configures, as the code location has it
         changed = [name for name in GOVERNED_FIELDS if getattr(self, name) != getattr(expected, name)]
         if changed:
             raise LaunchOverrideRefused(

@@ -8,17 +8,15 @@ launch), and the browser lands on that run's page, where the verdict is logged.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
+from memgov.forget_page import render_form
+from memgov.forms import FormRefused, esc, form_launch, form_value, launch_outcome, require_role_and_reason
+from memgov.rollback_page import render_rollback
 from pipelines.cycle.releases_view import ReleasesView
 
 DECISIONS = ("approve", "reject")
 JOB = "release_decision"
-
-
-class FormRefused(ValueError):
-    """A field of the decision form that cannot be launched; the message names the field and the fix."""
 
 
 @dataclass(frozen=True)
@@ -38,21 +36,6 @@ def allowed_roles(view: ReleasesView, granted: list[str]) -> list[str]:
     return [r for r in view.roles if r in granted]
 
 
-def form_value(form: dict[str, list[str]], name: str) -> str:
-    """One submitted field, stripped; empty when absent."""
-    return (form.get(name) or [""])[0].strip()
-
-
-def require_role_and_reason(role: str, reason: str, held: list[str], policy_roles: list[str], kind: str,
-                            verb: str) -> None:
-    """FormRefused unless `role` is one the person holds among the policy's, and a reason is given."""
-    if role not in held:
-        raise FormRefused(f"role: choose one of {', '.join(held) or f'none (you hold no {kind} role)'}; the policy "
-                          f"lets {', '.join(policy_roles) or 'nobody'} {verb}")
-    if not reason:
-        raise FormRefused("reason: say why (it is recorded in the change log with your name)")
-
-
 def parse_form(form: dict[str, list[str]], view: ReleasesView, granted: list[str]) -> DecisionForm:
     """The submitted form as a decision, or FormRefused naming the field: checked again by the job itself."""
     release_id, decision, role, reason = (form_value(form, n) for n in ("release_id", "decision", "role", "reason"))
@@ -63,11 +46,6 @@ def parse_form(form: dict[str, list[str]], view: ReleasesView, granted: list[str
         raise FormRefused("decision: choose approve or reject")
     require_role_and_reason(role, reason, allowed_roles(view, granted), view.roles, "deciding", "decide")
     return DecisionForm(release_id, decision, role, reason)
-
-
-def esc(value: object) -> str:
-    """Text made safe inside HTML and quoted attributes (every form page renders through this)."""
-    return html.escape(str(value), quote=True)
 
 
 def render_page(view: ReleasesView, user: str | None, granted: list[str], message: str = "",
@@ -103,8 +81,6 @@ def render_page(view: ReleasesView, user: str | None, granted: list[str], messag
             "<label>Reason<br><textarea name='reason' rows='3' cols='60' required></textarea></label><br><br>"
             f"<button type='submit'>Record decision on {esc(rid)}</button></form>"
             for rid in view.pending)
-    from memgov.forget_page import render_form  # these forms import this module's launch pieces
-    from memgov.rollback_page import render_rollback
 
     note = (f"<p id='memgov-message' style='color:{'#b00' if error else '#060'}'>{esc(message)}</p>"
             if message else "")
@@ -124,37 +100,9 @@ margin:1em 0;max-width:40em}}</style></head><body>
 {render_form(user)}</body></html>"""
 
 
-LAUNCH = """mutation LaunchDecision($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on UnauthorizedError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
-
-LOCATION = """query { repositoriesOrError { __typename ... on RepositoryConnection { nodes { name location { name }
-  jobs { name } } } } }"""
-
-
-def form_launch(job: str, run_config: dict, form: str, location: str, repository: str) -> dict:
-    """The GraphQL launch of `job` that a page's form asks for, tagged with the form it came from."""
-    return {"query": LAUNCH, "operationName": "LaunchDecision", "variables": {"executionParams": {
-        "selector": {"repositoryLocationName": location, "repositoryName": repository, "jobName": job},
-        "runConfigData": run_config, "executionMetadata": {"tags": [{"key": "memgov/form", "value": form}]}}}}
-
-
 def launch_payload(form: DecisionForm, location: str, repository: str) -> dict:
     return form_launch(JOB, form.run_config(), "releases-page", location, repository)
 
 
-def launch_outcome(answer: dict) -> str:
-    """The run id of a successful launch, or FormRefused with what the server said."""
-    result = ((answer or {}).get("data") or {}).get("launchRun") or {}
-    if result.get("__typename") == "LaunchRunSuccess":
-        return result["run"]["runId"]
-    errors = result.get("errors") or (answer or {}).get("errors") or []
-    text = result.get("message") or "; ".join(e.get("message", "") for e in errors) or "the launch was refused"
-    raise FormRefused(text)
+__all__ = ["DECISIONS", "JOB", "DecisionForm", "FormRefused", "allowed_roles", "launch_outcome", "launch_payload",
+           "parse_form", "render_page"]

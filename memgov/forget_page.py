@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from memgov.decide_page import FormRefused, esc, form_launch, form_value
+from memgov.forms import FormRefused, esc, form_launch, form_value
 from pipelines.requests.models import LEGAL_BASES, ForgetRequest, deadline_after
 
 JOB = "forget_filing"

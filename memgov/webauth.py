@@ -377,7 +377,7 @@ class GovernanceGate:
         return await _redirect(send, f"/runs/{run_id}", "")
 
     async def _repository(self, job: str) -> tuple[str, str]:
-        from memgov.decide_page import LOCATION, FormRefused
+        from memgov.forms import LOCATION, FormRefused
 
         answer = await self._inner_graphql({"query": LOCATION})
         nodes = ((answer.get("data") or {}).get("repositoriesOrError") or {}).get("nodes") or []

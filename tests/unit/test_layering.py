@@ -1,74 +1,141 @@
-"""Layers point one way, and the engine is general: checked on the import graph, with no exemptions.
+"""Layers point one way, and the engine is general: checked on the import graph (relative imports resolved, imports
+inside functions included), with no exemptions.
 
-Engine packages (pipelines/, evals/ outside bench/, policies/) never import Dagster, the wiring (assets/) or the
-clients (memgov/: the CLI and the demo world). Benchmarks under evals/bench/ are clients like the CLI: they may
-drive whole cycles and build demo worlds. Inside pipelines/, each package imports only the packages below it.
+LAYERS lists every unit of the code, bottom first: a unit may import units of its own tier's lower tiers only, and
+nothing above it. The engine (pipelines/, evals/, policies/) never imports Dagster; the wiring (assets/), the clients
+(memgov/: the CLI, the UI pages, the demo world) and the benchmarks (bench/: they drive whole cycles) sit on top. No
+module anywhere imports itself back through others (no cycle between modules).
 """
+
+from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CLIENTS = {"dagster", "dagster_webserver", "assets", "memgov"}
+PACKAGES = ("pipelines", "evals", "policies", "assets", "memgov", "bench")
 WORLD_WORDS = ("generate_world", "build_tokenizer", "demo.world", "demo.model")
+DAGSTER = {"dagster", "dagster_webserver", "dagster_graphql"}
+
+# Bottom first. A unit is a subpackage or top-level module of pipelines/ or evals/, or a whole top-level package.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("foundations: no memgov imports", {
+        "pipelines.filelock", "pipelines.failpoints", "pipelines.secrets", "pipelines.lm", "pipelines.memory",
+        "pipelines.architectures", "pipelines.plugins", "pipelines.datasets", "evals.names", "evals.metrics",
+        "pipelines"}),  # the package's own __init__ (a docstring)
+    ("stores, contract rows, model helpers, metric suites", {
+        "pipelines.store", "pipelines.admission", "pipelines.knowledge", "pipelines.rag", "pipelines.update",
+        "evals.card", "evals.continual", "evals.gates", "evals.probe", "evals"}),  # evals/__init__ re-exports names
+    ("methods, the change log, the request store, the policy schema", {
+        "pipelines.checkpoint", "pipelines.edit", "pipelines.merge", "pipelines.unlearn", "pipelines.selection",
+        "pipelines.training", "pipelines.recipe", "pipelines.inbox", "pipelines.ledger", "pipelines.requests",
+        "evals.suites", "policies"}),
+    ("trust: keys, keyring, signed decisions", {"pipelines.trust"}),
+    ("the release registry", {"pipelines.registry"}),
+    ("the workspace: one deployment's stores", {"pipelines.workspace"}),
+    ("artifacts, evaluation sets, key rotation", {"pipelines.artifacts", "pipelines.evalsets", "pipelines.rotation"}),
+    ("forgetting", {"pipelines.forget"}),
+    ("the cycle and its governance", {"pipelines.cycle"}),
+    ("Dagster wiring", {"assets"}),
+    ("clients: CLI, UI pages, demo", {"memgov"}),
+    ("benchmarks", {"bench"}),
+]
+TIER = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
+ENGINE_TOP = TIER["pipelines.cycle"]
 
 
-def _imports(path: Path) -> set[str]:
-    """Full dotted names of every absolute import in a file, including those inside functions."""
-    tree = ast.parse(path.read_text())
+def module_of(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, module: str | None = None) -> set[str]:
+    """Full dotted names of every import in a file, relative ones resolved against `module` (the file's own)."""
+    module = module or module_of(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            names.add(".".join([*base, *([node.module] if node.module else [])]))
+            if node.module is None:  # `from . import x`: x is a module of the package
+                names |= {".".join([*base, a.name]) for a in node.names}
     return names
 
 
-def _engine_files() -> list[Path]:
-    files = [p for folder in ("pipelines", "evals", "policies") for p in (ROOT / folder).rglob("*.py")]
-    return [p for p in files if not p.is_relative_to(ROOT / "evals" / "bench")]
+def unit_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] in ("pipelines", "evals") and len(parts) > 1:
+        return ".".join(parts[:2])
+    return parts[0] if parts[0] in PACKAGES else None
 
 
-def test_engine_never_imports_dagster_wiring_or_clients():
-    offenders = {}
-    for path in _engine_files():
-        bad = {n for n in _imports(path) if n.split(".")[0] in CLIENTS}
-        if bad:
-            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+def files() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+def upward(path: Path, module: str | None = None) -> list[str]:
+    """Imports of this file that reach a higher tier than its own, or Dagster from the engine."""
+    me = unit_of(module or module_of(path))
+    problems = []
+    for name in sorted(imports(path, module)):
+        if name.split(".")[0] in DAGSTER and TIER[me] <= ENGINE_TOP:
+            problems.append(f"{name} (the engine never imports Dagster)")
+        target = unit_of(name)
+        if target and target != me and TIER.get(target, len(LAYERS)) >= TIER[me]:
+            problems.append(f"{name} ({LAYERS[TIER.get(target, 0)][0] if target in TIER else 'unlisted'})")
+    return problems
+
+
+def test_every_unit_is_listed_in_a_layer():
+    units = {unit_of(module_of(p)) for p in files()}
+    assert units - set(TIER) == set(), "add new packages to LAYERS, in the tier their imports allow"
+    assert len(TIER) == sum(len(u) for _, u in LAYERS), "a unit is in one tier only"
+
+
+def test_every_import_points_down():
+    offenders = {str(p.relative_to(ROOT)): bad for p in files() if (bad := upward(p))}
     assert offenders == {}
+
+
+def test_the_checker_sees_an_upward_import_absolute_or_relative(tmp_path):
+    sample = tmp_path / "x.py"
+    sample.write_text("from ..cycle import governance\nfrom . import scrub\n\ndef f():\n    import dagster\n"
+                      "    from memgov.demo import world\n")
+    found = upward(sample, "pipelines.forget.x")
+    assert found == ["dagster (the engine never imports Dagster)", "memgov.demo (clients: CLI, UI pages, demo)",
+                     "pipelines.cycle (the cycle and its governance)"], found
+    assert "pipelines.forget.scrub" in imports(sample, "pipelines.forget.x"), "a relative import resolves"
 
 
 def test_engine_knows_nothing_of_the_demo_world():
     """No demo vocabulary in the engine's code, and no `world` package left inside it."""
     assert not list((ROOT / "pipelines").rglob("world/*.py"))
-    offenders = {str(p.relative_to(ROOT)): w for p in _engine_files() for w in WORLD_WORDS if w in p.read_text()}
+    engine = [p for p in files() if TIER[unit_of(module_of(p))] <= ENGINE_TOP]
+    offenders = {str(p.relative_to(ROOT)): w for p in engine for w in WORLD_WORDS if w in p.read_text()}
     assert offenders == {}
 
 
-def _unit(module: str) -> str | None:
-    """The layer a module belongs to: a subpackage or top-level module of pipelines/ or evals/, or policies."""
-    parts = module.split(".")
-    if parts[0] == "policies":
-        return "policies"
-    if parts[0] in ("pipelines", "evals") and len(parts) > 1:
-        return ".".join(parts[:2])
-    return None
-
-
-def _layer_graph() -> dict[str, set[str]]:
+def _module_graph() -> dict[str, set[str]]:
+    known = {module_of(p): p for p in files()}
     graph: dict[str, set[str]] = {}
-    for path in _engine_files():
-        me = _unit(".".join(path.relative_to(ROOT).with_suffix("").parts))
-        if me is None:
-            continue
-        graph.setdefault(me, set())
-        graph[me] |= {u for u in map(_unit, _imports(path)) if u and u != me}
+    for module, path in known.items():
+        targets = set()
+        for name in imports(path, module):
+            while name and name not in known:  # `from a.b import f` names a.b; `import a.b.c` a module
+                name = name.rpartition(".")[0]
+            if name and name != module and not module.startswith(name + "."):  # a package's own __init__
+                targets.add(name)
+        graph[module] = targets
     return graph
 
 
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Every strongly connected group of two or more layers (Tarjan), each sorted."""
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of two or more nodes (Tarjan), each sorted."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -99,16 +166,10 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_engine_layers_form_no_cycle():
-    assert _cycles(_layer_graph()) == []
+def test_no_module_imports_itself_back():
+    assert cycles(_module_graph()) == []
 
 
 def test_the_cycle_finder_sees_a_cycle():
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert _cycles({"a": {"b"}, "b": set()}) == []
-
-
-def test_the_rule_checker_sees_a_violation(tmp_path):
-    sample = tmp_path / "x.py"
-    sample.write_text("def f():\n    from dagster import asset\n    import memgov.demo.world\n")
-    assert {"dagster", "memgov.demo.world"} <= _imports(sample)
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.bench.common import markdown_table, write_result
+from bench.common import markdown_table, write_result
 
 FORGET_SUBJECTS = 6  # x 5 relations = 30 facts
 PROBE_TRAIN = 400
@@ -125,7 +125,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):  # written after each size: the largest takes longest
         rows += run_size(size, args.methods.split(","), Path(args.cache))
         write_result("unlearning", "Unlearning methods vs retraining without the forget set (30 facts forgotten)",
-                     markdown_table(rows), f"python -m evals.bench.unlearning --sizes {args.sizes}")
+                     markdown_table(rows), f"python -m bench.unlearning --sizes {args.sizes}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ split relative to the champion and to the base model, tokens trained, wall time.
 final recall of every batch fact, tokens relative to joint retraining (the upper bound, retrained from the base
 model on everything admitted so far at every cycle).
 
-    python -m evals.bench.continual [--cycles 8] [--configs a,b] [--out-name continual]
+    python -m bench.continual [--cycles 8] [--configs a,b] [--out-name continual]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.bench.common import BENCH_DIR, markdown_table, write_result
+from bench.common import BENCH_DIR, markdown_table, write_result
 
 Row = dict[str, Any]
 
@@ -348,7 +348,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
     setups = [s for s in SETUPS if not wanted or s.name in wanted]
-    command = "python -m evals.bench.continual" + (f" --cycles {args.cycles}" if args.cycles != 8 else "")
+    command = "python -m bench.continual" + (f" --cycles {args.cycles}" if args.cycles != 8 else "")
 
     def write(per_cycle: list[Row], final: list[Row]) -> None:
         png = plot(per_cycle, BENCH_DIR / f"{args.out_name}_retention.png")

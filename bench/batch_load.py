@@ -5,7 +5,7 @@ checkpoint benchmark). Each batch mixes what a large feed holds: documents for t
 rows the contract refuses (5 %: missing text, a disallowed licence, a duplicated id). The child process's resident
 memory is sampled every 0.2 s and attributed to the stage running at the time (from the run's step events).
 
-Run: `python -m evals.bench.batch_load [--rows 10000 30000 100000]` (writes RESULTS_batch_load.md).
+Run: `python -m bench.batch_load [--rows 10000 30000 100000]` (writes RESULTS_batch_load.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from evals.bench.common import markdown_table, write_result
+from bench.common import markdown_table, write_result
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # the checkpoint and data builders the end-to-end tests use
@@ -142,7 +142,7 @@ def main() -> None:
     body = ("Whole `memgov run` (one process: in-process executor), peak resident memory sampled every 0.2 s.\n\n"
             + markdown_table(results) + "\nPer stage (peak while that stage ran):\n\n" + markdown_table(stage_rows))
     write_result("batch_load", "A cycle on a large batch: time and peak memory", body,
-                 "python -m evals.bench.batch_load --rows " + " ".join(map(str, args.rows)))
+                 "python -m bench.batch_load --rows " + " ".join(map(str, args.rows)))
     shutil.rmtree(tmp, ignore_errors=True)
 
 

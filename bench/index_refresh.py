@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from evals.bench.common import markdown_table, timed, write_result
+from bench.common import markdown_table, timed, write_result
 
 
 def run(n_subjects: int = 120, repeats: int = 3) -> list[dict]:
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = run(repeats=args.repeats)
     write_result("index_refresh", "Incremental index refresh vs full rebuild", markdown_table(rows),
-                 "python -m evals.bench.index_refresh")
+                 "python -m bench.index_refresh")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 byte-level BPE tokenizer trained on general text, that knows 40 facts of its domain. Measures `memgov init` and
 `memgov run` (each stage's seconds from the Dagster run, the gate metrics, peak memory of each command).
 
-Run: `python -m evals.bench.foreign_checkpoint` (writes RESULTS_foreign_checkpoint.md next to this file).
+Run: `python -m bench.foreign_checkpoint` (writes RESULTS_foreign_checkpoint.md next to this file).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> None:
     card = json.loads((home / "cards" / "r0002" / "card.json").read_text())
     stages = _stage_seconds(home)
     lines = ["# One cycle on a foreign checkpoint (Llama layout, 2 layers, BPE tokenizer)", "",
-             "`python -m evals.bench.foreign_checkpoint` on 2 CPU cores; one run, wall-clock seconds.", "",
+             "`python -m bench.foreign_checkpoint` on 2 CPU cores; one run, wall-clock seconds.", "",
              f"- `memgov init`: {init_s:.1f} s, peak RSS {init_mem:.0f} MiB",
              f"- `memgov run`: {run_s:.1f} s (exit {run.returncode}), peak RSS {run_mem:.0f} MiB", "",
              "| stage | seconds |", "|---|---:|", *(f"| {s} | {stages.get(s, float('nan')):.2f} |" for s in STAGES), "",

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evals.bench.common import markdown_table, write_result
+from bench.common import markdown_table, write_result
 
 
 def _fill(home: Path, n: int) -> float:
@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = run(repeats=args.repeats)
     write_result("status_load", "Status commands with 10,000 forget requests on file", markdown_table(rows),
-                 "python -m evals.bench.status_load")
+                 "python -m bench.status_load")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import sys
 
-from evals.bench import continual, eval_share, foreign_checkpoint, index_refresh, status_load, unlearning
+from bench import continual, eval_share, foreign_checkpoint, index_refresh, status_load, unlearning
 
 for module in (index_refresh, status_load, eval_share, foreign_checkpoint, unlearning, continual):
     sys.argv = [module.__name__]

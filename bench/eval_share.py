@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from evals.bench.common import markdown_table, write_result
+from bench.common import markdown_table, write_result
 
 
 def run() -> list[dict]:
@@ -38,7 +38,7 @@ def run() -> list[dict]:
 
 
 def main() -> None:
-    write_result("eval_share", "Evaluation as a share of a cycle", markdown_table(run()), "python -m evals.bench.eval_share")
+    write_result("eval_share", "Evaluation as a share of a cycle", markdown_table(run()), "python -m bench.eval_share")
 
 
 if __name__ == "__main__":
