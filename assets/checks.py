@@ -10,7 +10,7 @@ from assets.cycle import evaluation_card
 from assets.resources import MemgovResource
 from evals.gates import verdicts_markdown
 from pipelines.cycle.records import Measurement
-from pipelines.cycle.release import gate_decision
+from pipelines.cycle.release_stage import gate_decision
 
 
 @asset_check(asset=evaluation_card, description="Every gate of the policy passes (thresholds in policies/*.yaml).")

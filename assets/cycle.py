@@ -8,7 +8,7 @@ from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from evals.card import card_markdown_for_ui
 from pipelines.cycle import evaluation, recovery, stages
 from pipelines.cycle import lock as cycle_lock
-from pipelines.cycle import release as release_step
+from pipelines.cycle import release_stage as release_step
 from pipelines.cycle.records import (
     Admitted,
     CandidateIndex,

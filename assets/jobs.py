@@ -77,24 +77,6 @@ class DecisionConfig(Config):
     reason: str = Field(description="why; recorded in the change log under your name")
     approver: str = ""  # optional: who decides is the signed-in user; a different name here is refused
 
-@op
-@refusals_as_verdicts
-def decide_release(context: OpExecutionContext, config: DecisionConfig, memgov: MemgovResource) -> dict:
-    """Apply the signed-in user's decision under the policy's rules; approval promotes by compare-and-swap."""
-    ws, policy = memgov.governed()
-    user = signed_in(context, ws, "release_decision", config.approver, "approver", config.role,
-                     f"the policy lets {', '.join(policy.approval.roles)} decide")
-    result = governance.decide_release(ws, policy, config.release_id, config.decision.value, user.name, config.role,
-                                       config.reason, run_id=context.run_id, proof=user.proof(context.run_id))
-    context.log.info(f"decision recorded: {result}")
-    publish_releases(context, ws, policy)
-    return result
-
-@job(description="Approve or reject a candidate release as the signed-in user: release, decision, role and reason "
-                 "go in the run config (launching needs `memgov ui` with sign-in configured).")
-def release_decision():
-    decide_release()
-
 class WaiverConfig(Config):
     release_id: str
     role: str
@@ -102,22 +84,6 @@ class WaiverConfig(Config):
     reason: str
     waived_by: str = ""  # optional: the signed-in user waives; a different name here is refused
 
-@op
-@refusals_as_verdicts
-def waive_gates(context: OpExecutionContext, config: WaiverConfig, memgov: MemgovResource) -> dict:
-    """The logged exception to a failed gate, by a role the policy names; the release still needs approval."""
-    ws, policy = memgov.governed()
-    user = signed_in(context, ws, "gate_waiver", config.waived_by, "waived_by", config.role,
-                     f"the policy lets {', '.join(policy.approval.waiver_roles) or 'nobody'} waive")
-    result = governance.waive_gates(ws, policy, config.release_id, user.name, config.role, config.reason,
-                                    config.gates, run_id=context.run_id, proof=user.proof(context.run_id))
-    context.log.info(f"waiver recorded: {result}")
-    publish_releases(context, ws, policy)
-    return result
-
-@job(description="Waive the failed gates of a rejected candidate (names every failed gate; logged; approval still needed).")
-def gate_waiver():
-    waive_gates()
 
 class RollbackConfig(Config):
     to_release: str
@@ -125,22 +91,61 @@ class RollbackConfig(Config):
     reason: str
     actor: str = ""  # optional: the signed-in user rolls back; a different name here is refused
 
-@op
-@refusals_as_verdicts
-def rollback_release(context: OpExecutionContext, config: RollbackConfig, memgov: MemgovResource) -> dict:
-    """Serve an earlier release again; refused for releases tainted by a forget request."""
-    ws, policy = memgov.governed()
-    user = signed_in(context, ws, "rollback", config.actor, "actor", config.role,
-                     f"the policy lets {', '.join(policy.approval.rollback_roles) or 'nobody'} roll back")
-    result = governance.rollback(ws, policy, config.to_release, user.name, config.role, config.reason,
-                                 run_id=context.run_id, proof=user.proof(context.run_id))
-    context.log.info(f"rolled back: {result}")
-    publish_releases(context, ws, policy)
-    return result
+
+def decision_op(name: str, config_cls: type[Config], job_name: str, claimed: str, roles: str, verb: str,
+                apply, doc: str):
+    """One governed decision as an op: the deployment's own stores and policy, the signed-in user holding the role
+    they claim (and being whoever the config's `claimed` field names), the rule applied by `governance`, the
+    releases view refreshed. Approval, waiver and rollback differ only in their config and in `apply`."""
+
+    def decide(context, config, memgov):
+        ws, policy = memgov.governed()
+        allowed = getattr(policy.approval, roles)
+        user = signed_in(context, ws, job_name, getattr(config, claimed), claimed, config.role,
+                         f"the policy lets {', '.join(allowed) or 'nobody'} {verb}")
+        result = apply(ws, policy, config, user.name, run_id=context.run_id, proof=user.proof(context.run_id))
+        context.log.info(f"{verb}: {result}")
+        publish_releases(context, ws, policy)
+        return result
+
+    decide.__doc__ = doc
+    # Real classes, not the strings `from __future__ import annotations` makes: Dagster reads the config type here.
+    decide.__annotations__ = {"context": OpExecutionContext, "config": config_cls, "memgov": MemgovResource,
+                              "return": dict}
+    return op(name=name)(refusals_as_verdicts(decide))
+
+
+decide_release = decision_op(
+    "decide_release", DecisionConfig, "release_decision", "approver", "roles", "decide",
+    lambda ws, policy, c, who, **kw: governance.decide_release(ws, policy, c.release_id, c.decision.value, who, c.role,
+                                                              c.reason, **kw),
+    "Apply the signed-in user's decision under the policy's rules; approval promotes by compare-and-swap.")
+waive_gates = decision_op(
+    "waive_gates", WaiverConfig, "gate_waiver", "waived_by", "waiver_roles", "waive",
+    lambda ws, policy, c, who, **kw: governance.waive_gates(ws, policy, c.release_id, who, c.role, c.reason, c.gates,
+                                                           **kw),
+    "The logged exception to a failed gate, by a role the policy names; the release still needs approval.")
+rollback_release = decision_op(
+    "rollback_release", RollbackConfig, "rollback", "actor", "rollback_roles", "roll back",
+    lambda ws, policy, c, who, **kw: governance.rollback(ws, policy, c.to_release, who, c.role, c.reason, **kw),
+    "Serve an earlier release again; refused for releases tainted by a forget request.")
+
+
+@job(description="Approve or reject a candidate release as the signed-in user: release, decision, role and reason "
+                 "go in the run config (launching needs `memgov ui` with sign-in configured).")
+def release_decision():
+    decide_release()
+
+
+@job(description="Waive the failed gates of a rejected candidate (names every failed gate; logged; approval still needed).")
+def gate_waiver():
+    waive_gates()
+
 
 @job(description="Roll the champion back to an earlier release (model, adapters, edits and index together).")
 def rollback():
     rollback_release()
+
 
 class ForgetConfig(Config):
     request_id: str

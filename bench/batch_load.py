@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import markdown_table, write_result
+from bench.results import markdown_table, write_result
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # the checkpoint and data builders the end-to-end tests use

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import BENCH_DIR, markdown_table, write_result
+from bench.results import BENCH_DIR, markdown_table, write_result
 
 Row = dict[str, Any]
 
@@ -75,7 +75,7 @@ class Cycle:
 
 def sequence(world, n_cycles: int, seed: int = 0) -> list[Cycle]:
     """At least eight batches: new facts, changed facts, reoccurring facts, and one of new documents only."""
-    from memgov.demo.deploy import fact_row
+    from memgov.demo.deployment import fact_row
     from memgov.demo.world import batch_facts
 
     rng = random.Random(seed)
@@ -161,8 +161,8 @@ def run_cycle(setup: Setup, state: State, base, tokenizer, cycle: Cycle, index: 
     from evals.continual import stability_summary
     from pipelines import plugins
     from pipelines.knowledge import qa
-    from pipelines.selection.common import KNOWN, fact_key
     from pipelines.selection.replay import fact_tokens, general_replay, last_seen, old_replay, text_tokens
+    from pipelines.selection.row_rules import KNOWN, fact_key
 
     champion = state.model
     batch_ids = {r["fact_id"] for r in cycle.facts}
@@ -251,7 +251,7 @@ def backward_transfer(state: State, tokenizer) -> float | None:
 
 def run(setups: list[Setup], n_cycles: int, progress: bool = True,
         done: Any = None) -> tuple[list[Row], list[Row]]:
-    from memgov.demo.deploy import demo_config, fact_row
+    from memgov.demo.deployment import demo_config, fact_row
     from memgov.demo.model import ensure_base_model
     from memgov.demo.world import generate_world
     from pipelines.lm import load_causal_lm

@@ -6,12 +6,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.common import markdown_table, write_result
+from bench.results import markdown_table, write_result
 
 
 def run() -> list[dict]:
     from assets.runner import run_cycle
-    from memgov.demo.deploy import deploy_demo
+    from memgov.demo.deployment import deploy_demo
     from memgov.report import cycle_outputs
     from pipelines.workspace import Workspace
     from policies import load_policy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import markdown_table, timed, write_result
+from bench.results import markdown_table, timed, write_result
 
 
 def run(n_subjects: int = 120, repeats: int = 3) -> list[dict]:

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import markdown_table, write_result
+from bench.results import markdown_table, write_result
 
 
 def _fill(home: Path, n: int) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import markdown_table, write_result
+from bench.results import markdown_table, write_result
 
 FORGET_SUBJECTS = 6  # x 5 relations = 30 facts
 PROBE_TRAIN = 400

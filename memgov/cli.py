@@ -73,7 +73,7 @@ def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging
     """Start a deployment from your own model and data: r0001 is the checkpoint, unchanged. Prints where the
     secrets live (outside the home): back that folder up, and keep it away from whoever writes the data."""
 
-    from pipelines.cycle.deploy import InitError, init_deployment, validate_tables
+    from pipelines.cycle.initialise import InitError, init_deployment, validate_tables
     from policies import load_policy
 
     pol = load_policy(policy)
@@ -111,7 +111,7 @@ def validate_cmd(base_model: Annotated[str, typer.Option("--base-model", help="A
                  policy: InitPolicyOpt = "default") -> None:
     """Check a checkpoint and its tables exactly as `memgov init` would, and say what each table will be used for;
     writes nothing. Exit 2 naming every problem and its fix."""
-    from pipelines.cycle.deploy import InitError, validate_tables
+    from pipelines.cycle.initialise import InitError, validate_tables
     from policies import load_policy
 
     try:
@@ -204,14 +204,14 @@ def submit(file: Annotated[Path, typer.Argument(help="A .jsonl or .parquet batch
     its submitter, who may not approve the release trained on it."""
     from pipelines.cycle.submission import submit as do_submit
     from pipelines.trust.decisions import SignatureRefused
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     if key is None:
         _fail("an unsigned submission is refused: sign it with your key (--key FILE or MEMGOV_KEY; create one with "
               "`memgov keys new FILE` and have it granted with `memgov keys grant`)", 2)
     try:
         done = do_submit(_ws(home), file, key, name)
-    except (ValueError, KeyError_, SignatureRefused) as exc:
+    except (ValueError, KeyFileError, SignatureRefused) as exc:
         _fail(str(exc), 2)
     console.print(f"batch [bold]{done.batch}[/bold] submitted by {done.submitted_by} (sha256 {done.sha256[:12]})")
 
@@ -221,7 +221,7 @@ def _ensure_deployment(ws, policy: str) -> None:
     if ws.registry.list():
         return
 
-    from pipelines.cycle.deploy import InitError, init_deployment, validate
+    from pipelines.cycle.initialise import InitError, init_deployment, validate
     from policies import load_policy
 
     pol = load_policy(policy or "default")
@@ -339,7 +339,7 @@ def forget(
     from pipelines.forget.filing import holder_of, sign_request
     from pipelines.requests import ForgetRequest, Selector
     from pipelines.requests.models import deadline_after
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     ws = _ws(home)
     try:
@@ -365,7 +365,7 @@ def forget(
         from pipelines.forget.filing import file_request
 
         stored, created = file_request(ws, req, sign_request(key, req))
-    except (ValueError, KeyError_) as exc:  # SignatureRefused is a ValueError
+    except (ValueError, KeyFileError) as exc:  # SignatureRefused is a ValueError
         _fail(escape(str(exc)), 2)  # the message quotes what was typed: never rich markup
     console.print(f"forget request [bold]{stored.request_id}[/bold] {'received' if created else 'already on file'} "
                   f"(state: {stored.state}; requester {stored.requester})")
@@ -466,7 +466,7 @@ def _envelope(action: str, subject: dict, key: Path | None, signed_file: Path | 
               details: dict | None = None) -> dict:
     """The signed statement for this act: read from --signed, or made now with --key; neither is refused."""
     from pipelines.trust.decisions import sign_statement, statement
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     if signed_file is not None:
         try:
@@ -480,7 +480,7 @@ def _envelope(action: str, subject: dict, key: Path | None, signed_file: Path | 
         _fail("--role and --reason are required: the role the keyring grants you and why", 2)
     try:
         return sign_statement(key, statement(action, subject, role, reason, details))
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         _fail(str(exc), 2)
 
 
@@ -674,11 +674,11 @@ def _crossed(ws, events: list[dict]) -> list[str]:
 @keys_app.command("new")
 def keys_new(path: Annotated[Path, typer.Argument(help="Where to write the private key (mode 600).")]) -> None:
     """Create your signing key; give the printed public key to whoever administers the keyring."""
-    from pipelines.trust.keys import KeyError_, generate
+    from pipelines.trust.keys import KeyFileError, generate
 
     try:
         public = generate(path)
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         _fail(str(exc), 2)
     console.print(public)
 
@@ -692,12 +692,12 @@ def keys_pin_admins(admin: Annotated[list[str], typer.Option("--admin", help="NA
     """Pin the keyring's administrators, once (needs the deployment's secrets: the root is sealed by the system
     key). Every later change to the keyring is signed by one of them."""
     from pipelines.trust.grants import pin_admins
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     try:
         ws = _ws(home)
         ring = pin_admins(ws.home, ws.log, _admins(admin))
-    except (KeyError_, ValueError) as exc:
+    except (KeyFileError, ValueError) as exc:
         _fail(str(exc), 2)
     console.print(f"keyring administrators pinned: {', '.join(sorted(ring.admins))}")
 
@@ -709,12 +709,12 @@ def keys_admins(by: ByOpt, reason: Annotated[str, typer.Option(help="Why (logged
                 home: HomeOpt = None) -> None:
     """Add or remove keyring administrators, signed by one in force."""
     from pipelines.trust.grants import change_admins
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     try:
         ws = _ws(home)
         ring = change_admins(ws.home, ws.log, by, reason, _admins(add), list(remove or []))
-    except (KeyError_, ValueError) as exc:
+    except (KeyFileError, ValueError) as exc:
         _fail(str(exc), 2)
     console.print(f"keyring administrators: {', '.join(sorted(ring.admins))}")
 
@@ -728,14 +728,14 @@ def keys_ui(by: ByOpt, reason: Annotated[str, typer.Option(help="Why (logged).")
             home: HomeOpt = None) -> None:
     """How the UI learns who is at the browser: a signed change to the keyring's ui section."""
     from pipelines.trust.grants import configure_ui
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     settings = {k: v for k, v in {"trusted_proxies": trusted_proxy, "user_header": user_header,
                                   "local_login": local_login}.items() if v is not None}
     try:
         ws = _ws(home)
         ring = configure_ui(ws.home, ws.log, by, reason, **settings)
-    except (KeyError_, ValueError) as exc:
+    except (KeyFileError, ValueError) as exc:
         _fail(str(exc), 2)
     console.print(ring.ui.model_dump())
 
@@ -749,12 +749,12 @@ def keys_grant(name: Annotated[str, typer.Argument(help="The person, as decision
                home: HomeOpt = None) -> None:
     """Grant a person keys and roles, a statement signed by a keyring administrator's key; the change is logged."""
     from pipelines.trust.grants import grant
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     try:
         ws = _ws(home)
         console.print(grant(ws.home, ws.log, name, list(key or []), list(role), by, reason))
-    except (KeyError_, ValueError) as exc:
+    except (KeyFileError, ValueError) as exc:
         _fail(str(exc), 2)
 
 
@@ -767,12 +767,12 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The person.")],
                 home: HomeOpt = None) -> None:
     """Take keys or roles from a person (key rotation: grant the new key first, then revoke the old one)."""
     from pipelines.trust.grants import revoke
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     try:
         ws = _ws(home)
         console.print(revoke(ws.home, ws.log, name, list(key or []), list(role or []), by, reason))
-    except (KeyError_, ValueError) as exc:
+    except (KeyFileError, ValueError) as exc:
         _fail(str(exc), 2)
 
 
@@ -786,7 +786,7 @@ def keys_rotate_ui_secret(by: ByOpt,
     try:
         ws = _ws(home)
         rotate_ui_secret(ws.home, ws.log, by, reason)
-    except ValueError as exc:  # KeyError_ is a ValueError
+    except ValueError as exc:  # KeyFileError is a ValueError
         _fail(str(exc), 2)
     console.print("UI secret rotated: everyone signs in again")
 
@@ -801,7 +801,7 @@ def keys_rotate_system_key(by: ByOpt, reason: Annotated[str, typer.Option(help="
     from pipelines.cycle import lock
     from pipelines.rotation import rotate_system_key
     from pipelines.trust.grants import _admin
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     ws = _ws(home)
     try:
@@ -810,7 +810,7 @@ def keys_rotate_system_key(by: ByOpt, reason: Annotated[str, typer.Option(help="
         _fail(str(exc), 3)
     try:
         out = rotate_system_key(ws, _admin(by), reason, new_key)
-    except (KeyError_, ValueError) as exc:
+    except (KeyFileError, ValueError) as exc:
         _fail(str(exc), 2)
     finally:
         lock.release(ws)
@@ -847,10 +847,13 @@ def keys_password(name: str, by: ByOpt,
               else typer.prompt("password", hide_input=True, confirmation_prompt=True))
     try:
         ws = _ws(home)
-        set_password(ws.home, ws.log, name, secret, by)
+        ring = set_password(ws.home, ws.log, name, secret, by)
     except ValueError as exc:
         _fail(str(exc), 2)
     console.print(f"UI password set for {name}")
+    if not ring.ui.local_login:
+        console.print("note: the UI's local login is off, so this password signs nobody in yet; turn it on with "
+                      "`memgov keys ui --local-login --by ADMIN_KEY --reason …`")
 
 
 @app.command()
@@ -872,7 +875,12 @@ def ui(port: Annotated[int, typer.Option()] = 3000,
            f"{' + ' if auth.trusted_proxies and auth.local_login else ''}{'local login' if auth.local_login else ''}"
            if auth.configured else "no authentication configured: governance jobs are read-only")
     console.print(f"Dagster UI on http://{host}:{port}  (state: {ws.home}; {how})")
-    sys.exit(serve(ws.home, host, port))
+    code = serve(ws.home, host, port)
+    # Everything is stopped and closed; skip the interpreter's teardown of native extensions (gRPC, torch), which
+    # takes seconds a pod between SIGTERM and its kill does not have.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @policy_app.command("show")
@@ -928,10 +936,10 @@ def main() -> None:
     from pipelines.ledger import LogTampered
     from pipelines.registry.registry import RecordTampered
     from pipelines.secrets import SecretsError
-    from pipelines.trust.keys import KeyError_
+    from pipelines.trust.keys import KeyFileError
 
     try:
         app()
-    except (LogTampered, RecordTampered, SecretsError, KeyError_) as exc:
+    except (LogTampered, RecordTampered, SecretsError, KeyFileError) as exc:
         console.print(f"[red]refused:[/red] {exc}")
         sys.exit(1)

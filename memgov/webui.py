@@ -2,7 +2,8 @@
 
 `dagster dev` would serve the webserver unwrapped, so this builds the same Starlette app in-process
 (`create_app_from_workspace_process_context`), wraps it in `GovernanceGate`, and runs the daemon (schedules,
-sensors, the run queue) as a child process that stops with it.
+sensors, the run queue) as a child process that stops with it. SIGTERM (what a pod gets before it is killed) stops
+everything within a few seconds: open browser connections get SHUTDOWN_GRACE_S to finish, the daemon as long again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHUTDOWN_GRACE_S = 3  # the UI keeps websockets open for ever: graceful shutdown must not wait for them
 
 
 def _daemon(env: dict[str, str]) -> subprocess.Popen:
@@ -41,13 +43,17 @@ def serve(home: Path, host: str, port: int) -> int:
         with WorkspaceProcessContext(instance, version=dagster_webserver.__version__, read_only=False,
                                      workspace_load_target=target) as context:
             app = GovernanceGate(create_app_from_workspace_process_context(context), home)
-            uvicorn.run(app, host=host, port=port, log_level="warning")
+            try:
+                uvicorn.run(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+            finally:
+                daemon.terminate()  # stops while the code servers shut down, not after them
     except KeyboardInterrupt:
         pass
     finally:
         daemon.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.wait(timeout=20)
+            daemon.wait(timeout=2)
         if daemon.poll() is None:
             daemon.kill()
     return 0

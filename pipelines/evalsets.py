@@ -11,8 +11,8 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.datasets import EVAL_TABLES
 from pipelines.knowledge import current_facts, heldout_qa, qa, sample
+from pipelines.tables import EVAL_TABLES
 from pipelines.workspace import Workspace
 
 FIX = {

@@ -28,6 +28,12 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def require_config(cfg: Any, cls: type[MethodConfig]) -> None:
+    """The one check every method makes of the config it is handed (a policy resolves it; a direct caller may not)."""
+    if not isinstance(cfg, cls):
+        raise ValueError(f"cfg must be a {cls.__name__}, got {type(cfg).__name__}")
+
+
 @dataclass(frozen=True)
 class Method:
     kind: str

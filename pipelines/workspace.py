@@ -15,12 +15,12 @@ from functools import cached_property
 from pathlib import Path
 
 from pipelines import secrets
-from pipelines.datasets import DataStore
 from pipelines.ledger import ChangeLog, Witness
 from pipelines.ledger.mirror import open_log_mirror
 from pipelines.registry import Registry
 from pipelines.requests import RequestStore
 from pipelines.store import ArtifactStore, open_store
+from pipelines.tables import DataStore
 
 
 def default_home() -> Path:

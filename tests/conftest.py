@@ -83,7 +83,7 @@ def pytest_sessionstart(session) -> None:
     config = session.config
     if hasattr(config, "workerinput") or (getattr(config.option, "numprocesses", None) or 0) < 2:
         return
-    from memgov.demo.deploy import demo_config
+    from memgov.demo.deployment import demo_config
     from memgov.demo.model import ensure_base_model
     from policies import load_policy
 

@@ -84,15 +84,23 @@ def _bpe_json(vocab_size: int = 600) -> str:
     return tok.to_str()
 
 
-def build_tokenizer(with_pad: bool = True, chat_template: bool = False):
-    """PreTrainedTokenizerFast with bos/eos (and pad unless with_pad=False) over the trained BPE."""
-    from tokenizers import Tokenizer
+# Families whose own tokenizers put a BOS in front of every text (Llama, Mistral, Gemma; OPT's GPT-2 tokenizer adds
+# one too); GPT-2, GPT-NeoX, Qwen and Phi add none. The test checkpoints behave like their family.
+ADDS_BOS = frozenset({"llama", "mistral", "gemma", "opt"})
+
+
+def build_tokenizer(with_pad: bool = True, chat_template: bool = False, add_bos: bool = False):
+    """PreTrainedTokenizerFast with bos/eos (and pad unless with_pad=False) over the trained BPE; with add_bos it
+    puts the BOS in front of every text itself, as a Llama tokenizer does."""
+    from tokenizers import Tokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = {"bos_token": BOS, "eos_token": EOS} | ({"pad_token": PAD} if with_pad else {})
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_bpe_json()), model_max_length=MAX_POSITIONS, **specials
-    )
+    backend = Tokenizer.from_str(_bpe_json())
+    if add_bos:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, backend.token_to_id(BOS))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=MAX_POSITIONS, **specials)
     if chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -152,7 +160,7 @@ def _build(arch: str, with_pad: bool, chat_template: bool) -> Path:
 
     key = (arch, with_pad, chat_template)
     if key not in _BUILT:
-        tokenizer = build_tokenizer(with_pad, chat_template)
+        tokenizer = build_tokenizer(with_pad, chat_template, add_bos=arch in ADDS_BOS)
         config = model_config(arch, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
                               tokenizer.pad_token_id)
         torch.manual_seed(0)

@@ -96,7 +96,7 @@ def holdings(ws: Workspace, subjects: set[str], row_ids: set[str] = frozenset(),
     """Where any row or document of these subjects (or with these ids) still lives: tables, index snapshots, inbox
     files. Independent of the scrub's own verification: it reads the stores directly."""
     from pipelines.artifacts import index_snapshots
-    from pipelines.datasets import TABLES, id_list
+    from pipelines.tables import TABLES, id_list
 
     out: dict = {}
     def covered(r: dict) -> bool:

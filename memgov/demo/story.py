@@ -29,7 +29,7 @@ def peak_memory_mib() -> float:
 def _demo_key(ws, person: str):
     """The demo's people sign like anyone else: a key per person, granted in the deployment's keyring by the demo's
     keyring administrator. Their keys live outside the home (a real deployment keeps each key with its person)."""
-    from memgov.demo.deploy import demo_key
+    from memgov.demo.deployment import demo_key
     from pipelines.trust.grants import grant
 
     path, public = demo_key(ws, person)
@@ -49,7 +49,7 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
 
     ws = Workspace.open(home)
     if fresh and ws.home.exists():
-        from memgov.demo.deploy import demo_keys_dir
+        from memgov.demo.deployment import demo_keys_dir
 
         keep = ws.models_cache  # the base model is cached by config hash: a fresh demo reuses it
         for child in ws.home.iterdir():
@@ -74,7 +74,7 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
     console.print(STORY)
     from assets.automation import switch_on
     from assets.runner import run_cycle, tick_sensor
-    from memgov.demo.deploy import deploy_demo, world_of
+    from memgov.demo.deployment import deploy_demo, world_of
     from memgov.report import print_cycle
     from policies import load_policy
 

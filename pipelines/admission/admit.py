@@ -15,7 +15,7 @@ from pipelines.admission.config import AdmissionConfig
 from pipelines.admission.identifiers import id_problem
 from pipelines.admission.io import plain
 from pipelines.admission.suite import ROW_KEY, ROWS, SUBJECT_LINKS, Check, CheckOutcome, run_checks
-from pipelines.datasets import id_list
+from pipelines.tables import id_list
 
 UNPARSEABLE = "unparseable"
 # The data contract's row kinds: four that change the model or the index, four evaluation tables, and general text the

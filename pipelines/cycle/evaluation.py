@@ -20,12 +20,12 @@ from pipelines.cycle.overrides import effective_policy, reviewed
 from pipelines.cycle.records import CandidateModel, Measurement
 from pipelines.cycle.stages import champion_manifest, retention_rows
 from pipelines.cycle.verdict import judge
-from pipelines.datasets import id_list
 from pipelines.forget.model_side import forget_set
 from pipelines.forget.reference import reference_forget_ll
 from pipelines.forget.verify import gate_evidence, request_verdicts
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
 from pipelines.lm import prompt_format
+from pipelines.tables import id_list
 from pipelines.training import instruction_pairs
 from pipelines.workspace import Workspace
 from policies import Policy

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipelines.cycle import governance
 from pipelines.cycle.overrides import effective_policy
-from pipelines.cycle.release import finish_release
+from pipelines.cycle.release_stage import finish_release
 from pipelines.cycle.stages import PROCESSED_KEY
 from pipelines.workspace import Workspace
 from policies import Policy

@@ -19,7 +19,7 @@ from pipelines.trust.keyring import same_person
 from pipelines.workspace import Workspace
 from policies import Policy
 
-CARD_STATUSES = ("candidate", "approved", "champion")  # whose card is read (the others' verdicts are settled)
+CARD_STATUSES = ("candidate", "approved", "champion", "rejected")  # whose card is read: a rejected one shows which gates
 SERVABLE = ("retired", "approved")  # statuses a rollback may return to (tainted ones hold forgotten data)
 
 

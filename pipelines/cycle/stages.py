@@ -16,11 +16,11 @@ from pipelines.artifacts import load_index, load_model, save_index, store_model
 from pipelines.cycle import overrides, submission
 from pipelines.cycle.overrides import effective_policy
 from pipelines.cycle.records import Admitted, CandidateIndex, CandidateModel, EditRecord, Selected, Updated
-from pipelines.datasets import HELD_TABLES
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
 from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
 from pipelines.memory import release_free_memory
-from pipelines.selection.common import KNOWN
+from pipelines.selection.row_rules import KNOWN
+from pipelines.tables import HELD_TABLES
 from pipelines.workspace import Workspace
 from policies import Policy
 
@@ -124,7 +124,7 @@ UNSIGNED = "unsigned_submission"
 def _general_apart(ws: Workspace, result):
     """A general_replay row with the text of a `general` evaluation row, or the reverse, is quarantined: the update
     would train on what the perplexity gate scores."""
-    from pipelines.cycle.deploy import OVERLAP_FIX, general_overlap
+    from pipelines.cycle.initialise import OVERLAP_FIX, general_overlap
     from pipelines.selection.replay import overlap
 
     bad = general_overlap(result.admitted, evalsets.table(ws, "general"))
@@ -239,8 +239,8 @@ def _history(ws: Workspace, batch: str) -> list[list[dict[str, Any]]]:
 def _old_replay(ws: Workspace, policy: Policy, batch: str, pool: list[dict[str, Any]], result,
                 tokenizer) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The selection method's replay, or (policy replay.old_tokens) the engine's token-budgeted, spaced draw."""
-    from pipelines.selection.common import fact_key
     from pipelines.selection.replay import fact_tokens, last_seen, old_replay
+    from pipelines.selection.row_rules import fact_key
 
     section = policy.replay
     if section.old_tokens is None:
@@ -393,8 +393,10 @@ def candidate_model(ws: Workspace, policy: Policy, updated: Updated, progress: b
     edit_records: list[EditRecord] = []
     if edits:
         method, cfg = eff.edit.resolve("edit")
-        result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"]} for r in edits], cfg,
-                             edit_key_texts(ws, taught), protect=[qa(r) for r in taught if not r.get("previous_target")],
+        result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"],
+                                                     "subject": r.get("subject")} for r in edits], cfg,
+                             edit_key_texts(ws, taught),
+                             protect=[qa(r) | {"subject": r.get("subject")} for r in taught if not r.get("previous_target")],
                              progress=progress)
         model = result.model
         for row, rec in zip(edits, result.per_edit, strict=True):

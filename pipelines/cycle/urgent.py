@@ -5,7 +5,7 @@ for every pending request when no batch is waiting, so a request never waits for
 from __future__ import annotations
 
 from pipelines.artifacts import load_model, store_model
-from pipelines.cycle import evaluation, release
+from pipelines.cycle import evaluation, release_stage
 from pipelines.cycle.records import CandidateModel, ReleaseOutcome
 from pipelines.cycle.stages import champion_manifest
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
@@ -37,7 +37,7 @@ def unlearning_cycle(ws: Workspace, policy: Policy, request_ids: list[str], embe
                                adapter_method=None, model=store_model(ws, model, tokenizer), edits=[],
                                unlearning=records, honoured=list(request_ids))
     measured = evaluation.measure(ws, policy, candidate, champion.index_snapshot, embedder)
-    return release.release_stage(ws, policy, measured, run_id=run_id)
+    return release_stage.release_stage(ws, policy, measured, run_id=run_id)
 
 
 def urgent_cycle(ws: Workspace, policy: Policy, request_id: str, embedder, run_id: str | None = None,

@@ -15,7 +15,7 @@ import torch
 
 from pipelines.architectures import GUESS_MLP_OUT, UnknownArchitecture, resolve_architecture
 from pipelines.architectures import decoder_layers as _table_layers
-from pipelines.update.common import is_conv1d
+from pipelines.update.lora_tools import is_conv1d
 
 
 def decoder_layers(model, allow_guess: bool = False) -> torch.nn.ModuleList:
@@ -98,6 +98,43 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
     from pipelines.lm import prompt_ids as lm_prompt_ids
 
     return lm_prompt_ids(tokenizer, prompt)
+
+
+def subject_position(tokenizer, prompt: str, subject: str | None) -> int | None:
+    """Index, in `prompt_ids(tokenizer, prompt)`, of the last token of the subject's first mention in the prompt
+    (where ROME reads the key that names the subject), or None when the prompt does not contain it or the tokenizer
+    gives no character offsets."""
+    if not subject or not subject.strip() or subject not in prompt:
+        return None
+    start = prompt.index(subject)
+    end = start + len(subject)
+    try:
+        offsets = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except (NotImplementedError, KeyError, ValueError):  # a slow tokenizer: no offsets
+        return None
+    inside = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
+    if not inside:
+        return None
+    lead = len(prompt_ids(tokenizer, prompt)) - len(offsets)
+    return lead + inside[-1]
+
+
+@torch.no_grad()
+def keys_at(model, tokenizer, target: MlpOut, prompts: Sequence[str], positions: Sequence[int | None]) -> torch.Tensor:
+    """The projection's input at one position of each prompt (None: its last token), [n, in]: the keys of facts
+    an edit must leave alone, read where their own edit would read them."""
+    device = next(model.parameters()).device
+    captured: dict[str, torch.Tensor] = {}
+    handle = target.module.register_forward_pre_hook(lambda _m, args: captured.__setitem__("x", args[0]))
+    rows = []
+    try:
+        for prompt, pos in zip(prompts, positions, strict=True):
+            ids = prompt_ids(tokenizer, prompt)
+            model(input_ids=torch.tensor([ids], device=device))
+            rows.append(captured["x"][0, len(ids) - 1 if pos is None else pos].float())
+    finally:
+        handle.remove()
+    return torch.stack(rows) if rows else torch.zeros(0, target.in_features, device=device)
 
 
 @torch.no_grad()

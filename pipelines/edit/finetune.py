@@ -15,9 +15,9 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from pipelines.edit.common import base_stats, check_edits, edit_report, frozen_copy, target_scores
+from pipelines.edit.edit_batch import base_stats, check_edits, edit_report, frozen_copy, target_scores
 from pipelines.lm import encode_qa, exact_match, per_example_loss
-from pipelines.plugins import EditResult, MethodConfig
+from pipelines.plugins import EditResult, MethodConfig, require_config
 
 
 class FinetuneEditConfig(MethodConfig):
@@ -49,8 +49,7 @@ def finetune_edits(
 ) -> EditResult:
     """Fine-tune one projection on all edit prompts jointly; it keeps no key statistics, so key_texts is unused.
     Protected facts are trained to keep their answers beside the edits (their likelihood joins the loss)."""
-    if not isinstance(cfg, FinetuneEditConfig):
-        raise ValueError(f"cfg must be a FinetuneEditConfig, got {type(cfg).__name__}")
+    require_config(cfg, FinetuneEditConfig)
     edits = check_edits(edits)
     started = time.perf_counter()
     step = 0

@@ -32,10 +32,10 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from pipelines.edit.anatomy import MlpOut, collect_keys, prompt_ids
-from pipelines.edit.common import base_stats, check_edits, edit_report, frozen_copy, target_scores
+from pipelines.edit.anatomy import MlpOut, collect_keys, keys_at, prompt_ids, subject_position
+from pipelines.edit.edit_batch import base_stats, check_edits, edit_report, frozen_copy, target_scores
 from pipelines.lm import encode_qa, exact_match
-from pipelines.plugins import EditResult, MethodConfig
+from pipelines.plugins import EditResult, MethodConfig, require_config
 
 
 class RomeConfig(MethodConfig):
@@ -55,6 +55,11 @@ class RomeConfig(MethodConfig):
     identity_cov: bool = Field(False, description="ablation: use C = I (no covariance); worse locality")
     protect_tol: float = Field(1e-3, ge=0.0, lt=1.0, description="directions of the protected keys whose energy is "
                                "above this fraction of the largest are held fixed (null-space projection)")
+    key_token: Literal["subject", "last"] = Field(
+        "subject", description="where k* is read and v* written: the last token of the row's `subject` in its prompt "
+        "(as the ROME paper does), or the prompt's last token (the earlier variant: prompts that end alike share "
+        "their keys, so an edit bleeds into all of them). A row whose prompt does not contain its subject uses the "
+        "last token")
 
 
 def _check_rank_one(model) -> None:
@@ -114,15 +119,22 @@ def _all_recalled(model, tokenizer, facts: list[dict]) -> bool:
     return bool(exact_match(model, tokenizer, [q["prompt"] for q in facts], [q["target"] for q in facts]).all())
 
 
-def _key_and_value(model, tokenizer, target: MlpOut, prompt: str) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """k* (projection input) and W k* + b (its output) at the last prompt token."""
+def _position(tokenizer, fact: dict, cfg: RomeConfig) -> int | None:
+    """Where this fact's key is read (None: its prompt's last token)."""
+    return subject_position(tokenizer, fact["prompt"], fact.get("subject")) if cfg.key_token == "subject" else None
+
+
+def _key_and_value(model, tokenizer, target: MlpOut, prompt: str,
+                   position: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """k* (projection input) and W k* + b (its output) at `position` (default: the last prompt token)."""
     ids = prompt_ids(tokenizer, prompt)
+    pos = len(ids) - 1 if position is None else position
     device = next(model.parameters()).device
     seen: dict[str, torch.Tensor] = {}
 
     def hook(_module, args, output):
-        seen["k"] = args[0][0, -1].detach().float()
-        seen["v"] = output[0, -1].detach().float()
+        seen["k"] = args[0][0, pos].detach().float()
+        seen["v"] = output[0, pos].detach().float()
 
     handle = target.module.register_forward_hook(hook)
     try:
@@ -130,7 +142,7 @@ def _key_and_value(model, tokenizer, target: MlpOut, prompt: str) -> tuple[torch
             model(input_ids=torch.tensor([ids], device=device))
     finally:
         handle.remove()
-    return seen["k"], seen["v"], len(ids) - 1
+    return seen["k"], seen["v"], pos
 
 
 def _optimise_delta(model, tokenizer, target: MlpOut, edit: dict, pos: int, v0: torch.Tensor, cfg: RomeConfig):
@@ -182,8 +194,7 @@ def apply_edits(
     C still shapes it for everything else. Where prompts share their last tokens the keys are too alike for that
     to suffice, so each write is also checked: one that costs a protected fact the model recalled is undone and
     reported as not applied (on a 2-layer Llama the one edit of a batch took 2 of 12 just-taught facts with it)."""
-    if not isinstance(cfg, RomeConfig):
-        raise ValueError(f"cfg must be a RomeConfig, got {type(cfg).__name__}")
+    require_config(cfg, RomeConfig)
     edits = check_edits(edits)
     _check_rank_one(model)
     started = time.perf_counter()
@@ -192,12 +203,12 @@ def apply_edits(
         cov, n_tokens = key_covariance(edited, tokenizer, target, key_texts, cfg)
         cov_inv = torch.linalg.inv(cov.double())
         held = _protected(edited, tokenizer, edits, protect)
-        fixed = (collect_keys(edited, tokenizer, target, [q["prompt"] for q in held], len(held), last_only=True)
-                 if held else torch.zeros(0, target.in_features, device=target.module.weight.device))
+        fixed = keys_at(edited, tokenizer, target, [q["prompt"] for q in held],
+                        [_position(tokenizer, q, cfg) for q in held])
         projected, undone = 0, []
         for i, edit in enumerate(tqdm(edits, desc=f"rome edits (layer {target.layer})", unit="edit",
                                       disable=not progress)):
-            k, v0, pos = _key_and_value(edited, tokenizer, target, edit["prompt"])
+            k, v0, pos = _key_and_value(edited, tokenizer, target, edit["prompt"], _position(tokenizer, edit, cfg))
             delta, steps, nll = _optimise_delta(edited, tokenizer, target, edit, pos, v0, cfg)
             total_steps += steps
             final_nll.append(nll)

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.artifacts import index_holds, scrub_index_snapshots
-from pipelines.datasets import TABLES
 from pipelines.forget.plan import ForgetPlan
 from pipelines.forget.refs import live_blobs
 from pipelines.forget.weights import release_tainted_weights
 from pipelines.knowledge import qa
+from pipelines.tables import TABLES
 from pipelines.workspace import Workspace
 
 ACTOR = "system:forget"

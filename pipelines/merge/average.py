@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from pydantic import Field, field_validator
 
-from pipelines.merge.common import model_depths
+from pipelines.merge.scaled_update import model_depths
 from pipelines.plugins import MergeResult, MethodConfig
-from pipelines.update.common import recall
+from pipelines.update.lora_tools import recall
 
 
 class AverageConfig(MethodConfig):

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from pipelines.merge.common import scaled_update
+from pipelines.merge.scaled_update import scaled_update
 from pipelines.plugins import MergeResult, MethodConfig
 
 

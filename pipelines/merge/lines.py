@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from pipelines.merge.common import scaled_update
+from pipelines.merge.scaled_update import scaled_update
 from pipelines.plugins import MergeResult, MethodConfig
 
 

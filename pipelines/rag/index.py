@@ -16,8 +16,8 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from pipelines.datasets import id_list
 from pipelines.rag.embedder import text_hash
+from pipelines.tables import id_list
 
 _MAGIC = b"MEMGOV-FAISS\x01"
 UPSERT_CHUNK = 2048  # documents embedded and added per step: memory stays flat however large the batch

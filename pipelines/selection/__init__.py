@@ -7,8 +7,8 @@ Methods are plugins of kind "selection", chosen by name in a policy, each callab
 from pipelines.plugins import SelectionResult, register
 from pipelines.selection.adapt import AdaptConfig, select_adaptive
 from pipelines.selection.cluster_score import SelectionConfig, select_samples
-from pipelines.selection.common import assign_clusters, replay_count
 from pipelines.selection.everything import AllSelectionConfig, select_all
+from pipelines.selection.row_rules import assign_clusters, replay_count
 
 METHODS = {
     "cluster_score": register("selection", "cluster_score", SelectionConfig, select_samples),

@@ -19,7 +19,8 @@ from pydantic import Field, field_validator
 
 from pipelines.plugins import MethodConfig, SelectionResult
 from pipelines.selection import experts as ex
-from pipelines.selection.common import (
+from pipelines.selection.pool import prune_pool
+from pipelines.selection.row_rules import (
     BUDGET,
     DUPLICATE,
     KNOWN,
@@ -31,7 +32,6 @@ from pipelines.selection.common import (
     is_fact,
     replay_count,
 )
-from pipelines.selection.pool import prune_pool
 
 ExpertName = Literal["loss", "el2n", "grad_norm", "density"]
 CHOSEN_ON_SKILL = "skill"  # the expert won on the skill's own held-out slice

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from pipelines.plugins import MethodConfig, SelectionResult
-from pipelines.selection.common import (
+from pipelines.selection.row_rules import (
     BUDGET,
     CLUSTER_CAP,
     DUPLICATE,

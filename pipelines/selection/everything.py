@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from pipelines.plugins import MethodConfig, SelectionResult
-from pipelines.selection.common import (
+from pipelines.selection.row_rules import (
     NO_FACT,
     Row,
     assign_clusters,

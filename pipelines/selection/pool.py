@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.selection.common import NEAR_DUPLICATE, NO_FACT, Row, is_fact
+from pipelines.selection.row_rules import NEAR_DUPLICATE, NO_FACT, Row, is_fact
 
 POOL_SIZE = "pool_size"
 _EPS = 1e-6  # float slack so that identical texts count as duplicates at near_duplicate = 1.0

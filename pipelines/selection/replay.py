@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.selection.common import Row, draw_replay, norm
+from pipelines.selection.row_rules import Row, draw_replay, norm
 
 OVERLAPS_EVAL = "general_replay_overlaps_eval"
 

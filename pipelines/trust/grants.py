@@ -101,12 +101,14 @@ def _known(ring: kr.Keyring, name: str, fix: str) -> tuple[str, kr.Person]:
     return found
 
 
-def set_password(home: Path, log: ChangeLog, name: str, secret: str, by: AdminKey) -> None:
+def set_password(home: Path, log: ChangeLog, name: str, secret: str, by: AdminKey):
+    """Set a person's local-login password; returns the keyring as it now stands (whose `ui.local_login` says
+    whether the password signs anyone in yet)."""
     if len(secret) < 12:
         raise ValueError("password: use at least 12 characters")
     known, _ = _known(kr.load(home), name, "grant them a role first (memgov keys grant)")
-    _signed(home, log, by, "password", {"person": known, "hash": hash_password(secret)}, "UI local login password set",
-            "keyring.password_set", known, {})
+    return _signed(home, log, by, "password", {"person": known, "hash": hash_password(secret)},
+                   "UI local login password set", "keyring.password_set", known, {})
 
 
 def revoke(home: Path, log: ChangeLog, name: str, public_keys: list[str], roles: list[str], by: AdminKey,

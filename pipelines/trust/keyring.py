@@ -37,7 +37,7 @@ OPS = ("grant", "revoke", "password", "ui", "admin_add", "admin_remove")
 UI_FIELDS = ("trusted_proxies", "user_header", "local_login")
 
 
-class KeyringTampered(keys.KeyError_):
+class KeyringTampered(keys.KeyFileError):
     """The keyring on disk is not what its signed statements say; the message lists what differs."""
 
 
@@ -144,10 +144,10 @@ def _read_file(home: Path) -> dict | None:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise keys.KeyError_(f"keyring {path} is not readable YAML ({exc}); restore it from the deployment's "
+        raise keys.KeyFileError(f"keyring {path} is not readable YAML ({exc}); restore it from the deployment's "
                              "configuration") from None
     if not isinstance(raw, dict):
-        raise keys.KeyError_(f"keyring {path} is not a mapping; restore it from the deployment's configuration")
+        raise keys.KeyFileError(f"keyring {path} is not a mapping; restore it from the deployment's configuration")
     return raw
 
 
@@ -405,12 +405,12 @@ def system_key(home: Path) -> Ed25519PrivateKey:
     """The deployment's system key, created with the secrets folder (and the UI secret) on first use."""
     problem = secrets.legacy_problem(home)
     if problem:
-        raise keys.KeyError_(problem)
+        raise keys.KeyFileError(problem)
     path = system_key_path(home)
     if not path.exists():
         raw = _read_file(home) or {}
         if raw.get("root"):
-            raise keys.KeyError_(f"the keyring is sealed by a system key but {path} is missing; mount the deployment's "
+            raise keys.KeyFileError(f"the keyring is sealed by a system key but {path} is missing; mount the deployment's "
                                  "system key there (MEMGOV_SYSTEM_KEY or MEMGOV_SECRETS) — a new one would not match "
                                  "its signatures")
         secrets.ensure_dir(home)

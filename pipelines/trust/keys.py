@@ -22,7 +22,7 @@ from pipelines.store.base import canonical_json
 PREFIX = "ed25519:"
 
 
-class KeyError_(ValueError):
+class KeyFileError(ValueError):
     """A key that cannot be read or used; the message names the file or field and the fix."""
 
 
@@ -38,18 +38,18 @@ def key_id(public: str) -> str:
 
 def parse_public(text: str, where: str = "key") -> Ed25519PublicKey:
     if not isinstance(text, str) or not text.startswith(PREFIX):
-        raise KeyError_(f"{where}: a public key is 'ed25519:<base64>' (as `memgov keys new` prints it)")
+        raise KeyFileError(f"{where}: a public key is 'ed25519:<base64>' (as `memgov keys new` prints it)")
     try:
         return Ed25519PublicKey.from_public_bytes(base64.b64decode(text[len(PREFIX):], validate=True))
     except ValueError:
-        raise KeyError_(f"{where}: {text[:24]}… is not a valid Ed25519 public key") from None
+        raise KeyFileError(f"{where}: {text[:24]}… is not a valid Ed25519 public key") from None
 
 
 def generate(path: Path) -> str:
     """Write a new private key to `path` (mode 600, never overwritten); returns the public key text."""
     path = Path(path)
     if path.exists():
-        raise KeyError_(f"{path} exists; a key file is never overwritten (choose another path)")
+        raise KeyFileError(f"{path} exists; a key file is never overwritten (choose another path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -65,11 +65,11 @@ def load_private(path: str | Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
-        raise KeyError_(f"key file {path} does not exist; create one with `memgov keys new {path}`") from None
+        raise KeyFileError(f"key file {path} does not exist; create one with `memgov keys new {path}`") from None
     except (ValueError, TypeError):
-        raise KeyError_(f"key file {path} is not an unencrypted Ed25519 PEM private key") from None
+        raise KeyFileError(f"key file {path} is not an unencrypted Ed25519 PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"key file {path} holds a {type(key).__name__}; memgov signs with Ed25519 keys only")
+        raise KeyFileError(f"key file {path} holds a {type(key).__name__}; memgov signs with Ed25519 keys only")
     return key
 
 
@@ -82,6 +82,6 @@ def sign(key: Ed25519PrivateKey, statement: Any) -> dict[str, str]:
 def verify(public: str, statement: Any, signature: str) -> bool:
     try:
         parse_public(public).verify(base64.b64decode(signature, validate=True), canonical_json(statement))
-    except (InvalidSignature, ValueError, KeyError_):
+    except (InvalidSignature, ValueError, KeyFileError):
         return False
     return True

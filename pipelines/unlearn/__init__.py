@@ -1,7 +1,7 @@
 """Unlearning methods: remove chosen facts from a model while keeping the rest."""
 
 from pipelines.plugins import UnlearnResult, register
-from pipelines.unlearn.common import AdapterUnlearnConfig
+from pipelines.unlearn.adapter_loop import AdapterUnlearnConfig
 from pipelines.unlearn.grad_ascent import GradAscentConfig, grad_ascent
 from pipelines.unlearn.grad_diff import GradDiffConfig, grad_diff
 from pipelines.unlearn.npo import NpoConfig, npo

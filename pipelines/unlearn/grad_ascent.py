@@ -10,8 +10,8 @@ import torch
 from pydantic import Field
 
 from pipelines.lm import per_example_loss
-from pipelines.plugins import UnlearnResult
-from pipelines.unlearn.common import AdapterUnlearnConfig, run_adapter_unlearning
+from pipelines.plugins import UnlearnResult, require_config
+from pipelines.unlearn.adapter_loop import AdapterUnlearnConfig, run_adapter_unlearning
 
 
 class GradAscentConfig(AdapterUnlearnConfig):
@@ -22,8 +22,7 @@ def grad_ascent(
     model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradAscentConfig, *, progress: bool = True
 ) -> UnlearnResult:
     """Maximise the forget NLL until the forget target is met; retain is only measured."""
-    if not isinstance(cfg, GradAscentConfig):
-        raise ValueError(f"cfg must be a GradAscentConfig, got {type(cfg).__name__}")
+    require_config(cfg, GradAscentConfig)
 
     def make_loss(_model, _prompts, _targets):
         def loss(m, batch, _idx) -> torch.Tensor:

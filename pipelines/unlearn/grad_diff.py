@@ -11,8 +11,8 @@ import torch
 from pydantic import Field
 
 from pipelines.lm import per_example_loss
-from pipelines.plugins import UnlearnResult
-from pipelines.unlearn.common import AdapterUnlearnConfig, run_adapter_unlearning
+from pipelines.plugins import UnlearnResult, require_config
+from pipelines.unlearn.adapter_loop import AdapterUnlearnConfig, run_adapter_unlearning
 
 
 class GradDiffConfig(AdapterUnlearnConfig):
@@ -23,8 +23,7 @@ def grad_diff(
     model, tokenizer, forget: list[dict], retain: list[dict], cfg: GradDiffConfig, *, progress: bool = True
 ) -> UnlearnResult:
     """Forget with capped gradient ascent + retain NLL on a LoRA adapter; returns a merged copy."""
-    if not isinstance(cfg, GradDiffConfig):
-        raise ValueError(f"cfg must be a GradDiffConfig, got {type(cfg).__name__}")
+    require_config(cfg, GradDiffConfig)
     if not retain:
         raise ValueError("retain is empty: grad_diff needs retain facts to protect (or use grad_ascent)")
 

@@ -12,8 +12,8 @@ import torch
 from pydantic import Field
 
 from pipelines.lm import encode_qa
-from pipelines.plugins import UnlearnResult
-from pipelines.unlearn.common import AdapterUnlearnConfig, run_adapter_unlearning, sequence_logprob
+from pipelines.plugins import UnlearnResult, require_config
+from pipelines.unlearn.adapter_loop import AdapterUnlearnConfig, run_adapter_unlearning, sequence_logprob
 
 
 class NpoConfig(AdapterUnlearnConfig):
@@ -24,8 +24,7 @@ def npo(
     model, tokenizer, forget: list[dict], retain: list[dict], cfg: NpoConfig, *, progress: bool = True
 ) -> UnlearnResult:
     """NPO on a LoRA adapter with retain NLL; returns a merged copy."""
-    if not isinstance(cfg, NpoConfig):
-        raise ValueError(f"cfg must be a NpoConfig, got {type(cfg).__name__}")
+    require_config(cfg, NpoConfig)
     if not retain:
         raise ValueError("retain is empty: npo needs retain facts to protect")
 

@@ -20,8 +20,8 @@ import torch
 from pydantic import Field
 
 from pipelines.lm import encode_qa, per_example_loss
-from pipelines.plugins import MethodConfig, UnlearnResult
-from pipelines.update.common import check_qa, recall, working_copy
+from pipelines.plugins import MethodConfig, UnlearnResult, require_config
+from pipelines.update.lora_tools import check_qa, recall, working_copy
 
 
 class SsdConfig(MethodConfig):
@@ -56,8 +56,7 @@ def ssd(
     model, tokenizer, forget: list[dict], retain: list[dict], cfg: SsdConfig, *, progress: bool = True
 ) -> UnlearnResult:
     """Dampen forget-specific parameters of a copy of the model; no training loop."""
-    if not isinstance(cfg, SsdConfig):
-        raise ValueError(f"cfg must be a SsdConfig, got {type(cfg).__name__}")
+    require_config(cfg, SsdConfig)
     f_p, f_t = check_qa(forget, "forget")
     r_p, r_t = check_qa(retain, "retain")
     from tqdm.auto import tqdm

@@ -7,8 +7,8 @@ training.documents is on and the batch has documents.
 """
 
 from pipelines.plugins import UpdateResult, register
-from pipelines.update.common import default_target_modules
 from pipelines.update.lora import HftConfig, KfpfConfig, LoraUpdateConfig, train_lora
+from pipelines.update.lora_tools import default_target_modules
 
 register("update", "lora", LoraUpdateConfig, train_lora)
 register("update", "hft", HftConfig, train_lora)  # LoRA with a share of the adapted modules frozen per update

@@ -26,8 +26,8 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from pipelines.lm import EncodedQA, encode_qa, encode_token_rows, per_example_loss, score_qa, text_windows
-from pipelines.plugins import MethodConfig, UpdateResult
-from pipelines.update.common import (
+from pipelines.plugins import MethodConfig, UpdateResult, require_config
+from pipelines.update.lora_tools import (
     batches,
     check_qa,
     check_texts,
@@ -172,8 +172,7 @@ def train_lora(
     progress: bool = True,
 ) -> UpdateResult:
     """Fit a LoRA adapter on samples + replay (+ texts); returns the merged model and the saved adapter."""
-    if not isinstance(cfg, LoraUpdateConfig):
-        raise ValueError(f"cfg must be a LoraUpdateConfig, got {type(cfg).__name__}")
+    require_config(cfg, LoraUpdateConfig)
     texts = check_texts(texts or [], "texts")
     new_p, new_t = check_qa(samples, "samples", allow_empty=bool(texts))
     rep_p, rep_t = check_qa(replay or [], "replay", allow_empty=True)

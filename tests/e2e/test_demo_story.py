@@ -23,7 +23,7 @@ def memgov(home: Path, *args: str, check: bool = False) -> subprocess.CompletedP
 
 def forgotten_subject() -> str:
     """The name the demo's forget request gives (the story files it for the world's first fact's subject)."""
-    from memgov.demo.deploy import world_of
+    from memgov.demo.deployment import world_of
     from policies import load_policy
 
     return world_of(load_policy("demo")).facts[0].subject
@@ -141,7 +141,7 @@ def test_rollback_to_a_tainted_release_is_refused(demo_copy):
 
 def test_resubmitted_forgotten_row_is_quarantined_as_tombstoned(demo_copy):
     ws = Workspace.open(demo_copy)
-    from memgov.demo.deploy import fact_row, world_of
+    from memgov.demo.deployment import fact_row, world_of
     from policies import load_policy
 
     purged = ws.requests.get("req-demo-0001").evidence["plan"]["forget_qas_purged"]

@@ -34,7 +34,7 @@ SCRIPT = """
 import sys
 import pipelines.cycle.governance as gov
 from pipelines.cycle.records import Measurement
-from pipelines.cycle.release import release_stage
+from pipelines.cycle.release_stage import release_stage
 from pipelines.workspace import Workspace
 from policies import load_policy, merge_overrides
 

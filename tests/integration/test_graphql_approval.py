@@ -8,6 +8,9 @@ authentication layer saw (here: an oauth2-proxy style header from a trusted addr
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import urllib.request
 from pathlib import Path
 
@@ -62,6 +65,20 @@ def _refusal(server, location: str, run_config: dict, user: str | None = None, t
     result = (answer.get("data") or {}).get("launchRun") or {}
     assert result.get("__typename") == "InvalidSubsetError", f"the launch was not refused: {answer}"
     return result["message"]
+
+
+def _group_members(pgid: int) -> list[str]:
+    """Live processes of a process group, read from /proc (no procps needed): pid and command."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(f"{stat.parent.name} {text.split('(', 1)[1].rsplit(')', 1)[0]}")
+    return found
 
 
 def test_release_decision_through_graphql(demo_copy: Path, waiting_release: str, tmp_path: Path) -> None:
@@ -121,6 +138,18 @@ def test_release_decision_through_graphql(demo_copy: Path, waiting_release: str,
                          user=APPROVER, tags={"memgov/identity": "mallory"})
         status = wait_for_run(client, run_id)
         assert status == "SUCCESS", "\n".join(failure_messages(server, run_id)) + "\n" + server.log_tail()
+
+        # A pod gets SIGTERM, then a kill: with a browser's websocket still open (which a graceful shutdown would
+        # wait on for ever), the UI, its code server and its daemon all stop within seconds.
+        from websockets.sync.client import connect
+
+        with connect(f"ws://{server.host}:{server.port}/graphql", subprotocols=["graphql-ws"]):
+            started = time.monotonic()
+            os.kill(server.proc.pid, signal.SIGTERM)
+            server.proc.wait(timeout=60)
+            stopped_in = time.monotonic() - started
+        assert stopped_in < 15, f"memgov ui took {stopped_in:.1f} s to stop after SIGTERM"
+        assert _group_members(server.proc.pid) == [], "processes of the UI's group outlived it"
 
     ws = Workspace.open(home)
     assert ws.registry.champion() == release_id

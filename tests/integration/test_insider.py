@@ -160,6 +160,17 @@ def test_keys_grant_needs_an_administrators_key_not_a_typed_name(ws, tmp_path):
     assert pinned.returncode == 2 and "already has its administrators pinned" in flat(pinned), flat(pinned)
 
 
+def test_a_password_set_while_local_login_is_off_says_so_and_one_command_turns_it_on(ws, tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("correct horse battery")
+    set_pw = memgov(ws.home, "keys", "password", "alice", "--by", admin_key(ws.home), "--password-file", str(secret))
+    assert set_pw.returncode == 0 and "local login is off" in flat(set_pw), flat(set_pw)
+    on = memgov(ws.home, "keys", "ui", "--local-login", "--by", admin_key(ws.home), "--reason", "sign-in for approvers")
+    assert on.returncode == 0 and Workspace.open(ws.home).keyring().ui.local_login, flat(on)
+    again = memgov(ws.home, "keys", "password", "alice", "--by", admin_key(ws.home), "--password-file", str(secret))
+    assert again.returncode == 0 and "local login is off" not in flat(again)
+
+
 # -- the UI's identity -------------------------------------------------------------------------
 def test_a_ui_identity_cannot_be_sealed_from_what_the_home_holds(ws):
     for guess in ("", "secret", kr.keyring_path(ws.home).read_text()[:64]):

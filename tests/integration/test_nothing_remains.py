@@ -32,7 +32,7 @@ from support_s3 import CREDS, create_buckets, s3_server, use_endpoint
 from pipelines.artifacts import index_snapshots, model_path
 from pipelines.cycle import governance
 from pipelines.cycle.records import Measurement
-from pipelines.cycle.release import register
+from pipelines.cycle.release_stage import register
 from pipelines.cycle.stages import admit, candidate_index
 from pipelines.forget import process_request
 from pipelines.forget.refs import missing_blobs

@@ -46,6 +46,8 @@ def test_the_view_follows_approve_reject_rollback_and_forget(ws):
     third = candidate(ws, new_facts=5)
     decide_release(ws, POLICY, third, "reject", "bob", "governance", "not this week")
     assert _status(ws)[third] == "rejected" and releases_view(ws, POLICY).pending == []
+    rejected = next(r for r in releases_view(ws, POLICY).releases if r.release_id == third)
+    assert rejected.gates == "passed", "a rejected release still shows what its gates said (a person rejected it)"
 
     rollback(ws, POLICY, "r0003", "bob", "governance", "regression reported")
     view = releases_view(ws, POLICY)

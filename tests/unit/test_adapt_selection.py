@@ -14,8 +14,8 @@ from pipelines import plugins
 from pipelines.selection import METHODS, AdaptConfig, select_adaptive
 from pipelines.selection import experts as ex
 from pipelines.selection.adapt import apportion
-from pipelines.selection.common import KNOWN
 from pipelines.selection.pool import POOL_SIZE, prune_pool
+from pipelines.selection.row_rules import KNOWN
 
 FOODS = ("bread", "soup", "coffee", "cake", "apples", "rice", "tea", "cheese", "honey", "pasta")
 PLACES = ("market", "library", "station", "bakery", "park")

@@ -37,7 +37,7 @@ from pipelines.checkpoint import PAD_BORROWED, CheckpointError, inspect_checkpoi
 from pipelines.edit.anatomy import mlp_out
 from pipelines.lm import encode_qa, load_causal_lm, per_example_loss, score_qa
 from pipelines.store.base import dir_digest
-from pipelines.update.common import default_target_modules, is_conv1d, wrap_lora
+from pipelines.update.lora_tools import default_target_modules, is_conv1d, wrap_lora
 
 _GATED = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # (LoRA targets, decoder ModuleList path, MLP output projection in a block), written out independently of the table.

@@ -21,7 +21,7 @@ DAGSTER = {"dagster", "dagster_webserver", "dagster_graphql"}
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundations: no memgov imports", {
         "pipelines.filelock", "pipelines.failpoints", "pipelines.secrets", "pipelines.lm", "pipelines.memory",
-        "pipelines.architectures", "pipelines.plugins", "pipelines.datasets", "evals.names", "evals.metrics",
+        "pipelines.architectures", "pipelines.plugins", "pipelines.tables", "evals.names", "evals.metrics",
         "pipelines"}),  # the package's own __init__ (a docstring)
     ("stores, contract rows, model helpers, metric suites", {
         "pipelines.store", "pipelines.admission", "pipelines.knowledge", "pipelines.rag", "pipelines.update",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from support_checkpoints import model_config
 
-from pipelines.merge.common import EMBEDDING, model_depths
+from pipelines.merge.scaled_update import EMBEDDING, model_depths
 from pipelines.plugins import get
 from policies import PolicyError, load_policy, merge_overrides
 

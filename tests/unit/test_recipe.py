@@ -8,7 +8,7 @@ from support_byo import write_data_dir
 from support_checkpoints import GENERAL_TEXT, write_checkpoint
 from support_forget import HashEmbedder, file
 
-from pipelines.cycle.deploy import init_deployment, validate
+from pipelines.cycle.initialise import init_deployment, validate
 from pipelines.forget import process_request
 from pipelines.forget.reference import _reference_plan, reference_kind, retrained_reference
 from pipelines.recipe import TrainingRecipe, read_recipe, recipe_qas, write_recipe

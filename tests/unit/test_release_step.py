@@ -10,7 +10,7 @@ import pytest
 
 import pipelines.cycle.governance as gov
 from pipelines.cycle.records import Measurement
-from pipelines.cycle.release import release_stage
+from pipelines.cycle.release_stage import release_stage
 from pipelines.cycle.verdict import judge
 from pipelines.store import canonical_json
 from pipelines.workspace import Workspace
@@ -123,7 +123,7 @@ def test_the_batch_counts_as_processed_only_once_its_outcome_is_recorded(ws, tmp
 def test_an_approval_reads_the_cards_verdict_not_only_the_status(ws, tmp_path):
     """A crash between registering a candidate and recording its rejection leaves it 'candidate': the decision
     still refuses it, from the verdict its own card records."""
-    from pipelines.cycle.release import register
+    from pipelines.cycle.release_stage import register
 
     failing = measured(ws, tmp_path, {**GOOD, "retention": 0.5})
     release, _ = register(ws, failing)  # ... and the process dies before the gates are acted on

@@ -10,7 +10,7 @@ from support_checkpoints import write_checkpoint
 from support_forget import HashEmbedder, fact, write_batch
 
 from pipelines.cycle import stages
-from pipelines.cycle.deploy import InitError, init_deployment, validate
+from pipelines.cycle.initialise import InitError, init_deployment, validate
 from pipelines.selection.replay import OVERLAPS_EVAL, general_replay, last_seen, old_replay, overlap
 from pipelines.workspace import Workspace
 from policies import load_policy

@@ -6,7 +6,7 @@ import pytest
 from support_wordlm import word_lm
 
 from pipelines.selection import METHODS, AllSelectionConfig, SelectionConfig, select_all, select_samples
-from pipelines.selection.common import assign_clusters, replay_count
+from pipelines.selection.row_rules import assign_clusters, replay_count
 
 RELATIONS = ("lives_in", "works_as", "likes")
 

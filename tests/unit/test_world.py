@@ -211,7 +211,7 @@ def test_each_relation_has_four_templates_and_the_held_out_last_one_is_never_tra
     """Main prompt + at least two trained paraphrases (three phrasings per fact) + the held-out last template: the
     base model's recipe never names it, its training rows never hold it, and it is the paraphrase the engine's
     paraphrase set asks (each row's last)."""
-    from memgov.demo.deploy import demo_config, fact_row
+    from memgov.demo.deployment import demo_config, fact_row
     from memgov.demo.model import BaseModelConfig, training_qas
     from pipelines import evalsets
     from policies import load_policy

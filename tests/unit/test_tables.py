@@ -1,7 +1,7 @@
 """Row tables: append, read, snapshot hashes, and scrubbing that leaves no copy behind."""
 
-from pipelines.datasets import DataStore
 from pipelines.store import open_store
+from pipelines.tables import DataStore
 
 
 def _rows(prefix, n, subject="s1"):

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pipelines.lm import EncodedQA, encode_qa, per_example_loss
 from pipelines.plugins import MethodConfig, UnlearnResult
-from pipelines.update.common import check_qa, recall, seed_everything, working_copy, wrap_lora
+from pipelines.update.lora_tools import check_qa, recall, seed_everything, working_copy, wrap_lora
 
 
 class AdapterUnlearnConfig(MethodConfig):

@@ -28,7 +28,10 @@ def check_edits(edits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             raise ValueError(f"edits[{i}].previous_target must be a string or null")
         if prev is not None and prev.strip() == e["target"].strip():
             raise ValueError(f"edits[{i}]: target equals previous_target ({prev!r}); nothing to edit")
-        out.append({"prompt": e["prompt"], "target": e["target"], "previous_target": prev})
+        subject = e.get("subject")
+        if subject is not None and not isinstance(subject, str):
+            raise ValueError(f"edits[{i}].subject must be a string or null")
+        out.append({"prompt": e["prompt"], "target": e["target"], "previous_target": prev, "subject": subject})
     return out
 
 

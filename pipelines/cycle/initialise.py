@@ -15,9 +15,9 @@ from typing import Any
 from pipelines.admission import admit_batch, read_batch
 from pipelines.artifacts import save_index, store_model
 from pipelines.cycle.policy_in_force import adopt
-from pipelines.datasets import HELD_TABLES, id_list
 from pipelines.recipe import read_recipe
 from pipelines.selection.replay import OVERLAPS_EVAL, overlap
+from pipelines.tables import HELD_TABLES, id_list
 from pipelines.workspace import Workspace
 from policies import Policy
 
