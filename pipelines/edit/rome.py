@@ -55,11 +55,12 @@ class RomeConfig(MethodConfig):
     identity_cov: bool = Field(False, description="ablation: use C = I (no covariance); worse locality")
     protect_tol: float = Field(1e-3, ge=0.0, lt=1.0, description="directions of the protected keys whose energy is "
                                "above this fraction of the largest are held fixed (null-space projection)")
-    key_token: Literal["subject", "last"] = Field(
-        "subject", description="where k* is read and v* written: the last token of the row's `subject` in its prompt "
-        "(as the ROME paper does), or the prompt's last token (the earlier variant: prompts that end alike share "
-        "their keys, so an edit bleeds into all of them). A row whose prompt does not contain its subject uses the "
-        "last token")
+    key_token: Literal["last", "subject"] = Field(
+        "last", description="where k* is read and v* written: the prompt's last token, or the last token of the row's "
+        "`subject` in its prompt, as the ROME paper does. The subject needs a decoder layer after the edited one to "
+        "carry the change to the answer, so it is not the default while the default layer of a 2-layer model is its "
+        "last (measured on a 2-layer Llama: no effect at layer 1; target probability 0.0005 -> 0.025 at layer 0, "
+        "against 0.96 for the last token). A row whose prompt does not contain its subject uses the last token")
 
 
 def _check_rank_one(model) -> None:
