@@ -190,7 +190,8 @@ def apply_edits(
 ) -> EditResult:
     """Apply edits one after another to a copy of the model; returns it with a per-edit report.
 
-    The keys of `protect` (facts whose answers must not move, e.g. those this cycle just taught) and of every edit
+    The keys of `protect` (facts whose answers must not move, e.g. those this cycle just taught, and earlier facts
+    marked `hold_only`, whose keys are projected off but whose loss does not undo a write) and of every edit
     already written are held fixed: each write is projected onto their null space (AlphaEdit's constraint) while
     C still shapes it for everything else. Where prompts share their last tokens the keys are too alike for that
     to suffice, so each write is also checked: one that costs a protected fact the model recalled is undone and
@@ -206,6 +207,7 @@ def apply_edits(
         held = _protected(edited, tokenizer, edits, protect)
         fixed = keys_at(edited, tokenizer, target, [q["prompt"] for q in held],
                         [_position(tokenizer, q, cfg) for q in held])
+        held = [q for q in held if not q.get("hold_only")]  # the rest are held off by projection, never undo a write
         projected, undone = 0, []
         for i, edit in enumerate(tqdm(edits, desc=f"rome edits (layer {target.layer})", unit="edit",
                                       disable=not progress)):
