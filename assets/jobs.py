@@ -93,7 +93,7 @@ class RollbackConfig(Config):
 
 
 def decision_op(name: str, config_cls: type[Config], job_name: str, claimed: str, roles: str, verb: str,
-                apply, doc: str):
+                apply, doc: str, logged: str):
     """One governed decision as an op: the deployment's own stores and policy, the signed-in user holding the role
     they claim (and being whoever the config's `claimed` field names), the rule applied by `governance`, the
     releases view refreshed. Approval, waiver and rollback differ only in their config and in `apply`."""
@@ -104,7 +104,7 @@ def decision_op(name: str, config_cls: type[Config], job_name: str, claimed: str
         user = signed_in(context, ws, job_name, getattr(config, claimed), claimed, config.role,
                          f"the policy lets {', '.join(allowed) or 'nobody'} {verb}")
         result = apply(ws, policy, config, user.name, run_id=context.run_id, proof=user.proof(context.run_id))
-        context.log.info(f"{verb}: {result}")
+        context.log.info(f"{logged}: {result}")
         publish_releases(context, ws, policy)
         return result
 
@@ -119,16 +119,18 @@ decide_release = decision_op(
     "decide_release", DecisionConfig, "release_decision", "approver", "roles", "decide",
     lambda ws, policy, c, who, **kw: governance.decide_release(ws, policy, c.release_id, c.decision.value, who, c.role,
                                                               c.reason, **kw),
-    "Apply the signed-in user's decision under the policy's rules; approval promotes by compare-and-swap.")
+    "Apply the signed-in user's decision under the policy's rules; approval promotes by compare-and-swap.",
+    "decision recorded")
 waive_gates = decision_op(
     "waive_gates", WaiverConfig, "gate_waiver", "waived_by", "waiver_roles", "waive",
     lambda ws, policy, c, who, **kw: governance.waive_gates(ws, policy, c.release_id, who, c.role, c.reason, c.gates,
                                                            **kw),
-    "The logged exception to a failed gate, by a role the policy names; the release still needs approval.")
+    "The logged exception to a failed gate, by a role the policy names; the release still needs approval.",
+    "waiver recorded")
 rollback_release = decision_op(
     "rollback_release", RollbackConfig, "rollback", "actor", "rollback_roles", "roll back",
     lambda ws, policy, c, who, **kw: governance.rollback(ws, policy, c.to_release, who, c.role, c.reason, **kw),
-    "Serve an earlier release again; refused for releases tainted by a forget request.")
+    "Serve an earlier release again; refused for releases tainted by a forget request.", "rolled back")
 
 
 @job(description="Approve or reject a candidate release as the signed-in user: release, decision, role and reason "

@@ -50,7 +50,7 @@ class MemgovResource(ConfigurableResource):
 
         The Launchpad and GraphQL let a launcher rewrite a resource's config; for these jobs that would let the
         person deciding pick the rules, so any field that differs from the deployment's is refused by name."""
-        expected = deployment_resource()  # what the deployment's environment configures, as the code location has it
+        expected = _DEPLOYED[0] if _DEPLOYED else deployment_resource()  # what this code location was built with
         changed = [name for name in GOVERNED_FIELDS if getattr(self, name) != getattr(expected, name)]
         if changed:
             raise LaunchOverrideRefused(
@@ -76,6 +76,13 @@ def s3_resource() -> MemgovResource:
     return MemgovResource(store_url=os.environ.get("MEMGOV_STORE", ""), requests_url=os.environ.get("MEMGOV_REQUESTS_URL", ""))
 
 
+_DEPLOYED: list[MemgovResource] = []  # the resource the definitions were built with (first call)
+
+
 def deployment_resource() -> MemgovResource:
-    """What this deployment's environment configures: S3 when MEMGOV_STORE names a bucket, else the local folder."""
-    return s3_resource() if os.environ.get("MEMGOV_STORE", "").startswith("s3://") else local_resource()
+    """What this deployment's environment configures: S3 when MEMGOV_STORE names a bucket, else the local folder.
+    The first one built is remembered: governed jobs compare a launch's resource with it."""
+    resource = s3_resource() if os.environ.get("MEMGOV_STORE", "").startswith("s3://") else local_resource()
+    if not _DEPLOYED:
+        _DEPLOYED.append(resource)
+    return resource

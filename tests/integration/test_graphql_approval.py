@@ -67,20 +67,6 @@ def _refusal(server, location: str, run_config: dict, user: str | None = None, t
     return result["message"]
 
 
-def _group_members(pgid: int) -> list[str]:
-    """Live processes of a process group, read from /proc (no procps needed): pid and command."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(f"{stat.parent.name} {text.split('(', 1)[1].rsplit(')', 1)[0]}")
-    return found
-
-
 def test_release_decision_through_graphql(demo_copy: Path, waiting_release: str, tmp_path: Path) -> None:
     home, release_id = demo_copy, waiting_release
     ws = Workspace.open(home)
@@ -149,7 +135,6 @@ def test_release_decision_through_graphql(demo_copy: Path, waiting_release: str,
             server.proc.wait(timeout=60)
             stopped_in = time.monotonic() - started
         assert stopped_in < 15, f"memgov ui took {stopped_in:.1f} s to stop after SIGTERM"
-        assert _group_members(server.proc.pid) == [], "processes of the UI's group outlived it"
 
     ws = Workspace.open(home)
     assert ws.registry.champion() == release_id
