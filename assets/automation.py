@@ -12,7 +12,7 @@ import os
 
 from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
-from pipelines.workspace import default_home
+from pipelines.deployment.workspace import default_home
 
 ENV = "MEMGOV_AUTOMATION"
 FILE = "automation.json"

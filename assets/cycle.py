@@ -18,7 +18,7 @@ from pipelines.cycle.records import (
     Selected,
     Updated,
 )
-from pipelines.selection.report import selection_markdown
+from pipelines.methods.selection.report import selection_markdown
 
 GROUP = "cycle"
 

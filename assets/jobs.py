@@ -10,14 +10,15 @@ from assets.cycle import mark_interrupted
 from assets.executors import deployment_executor
 from assets.resources import GPU_TAGS, MemgovResource, shared_embedder
 from assets.views import RELEASES, publish_releases
-from pipelines.cycle import governance
 from pipelines.cycle import lock as cycle_lock
-from pipelines.cycle.governance import ApprovalRefused
 from pipelines.cycle.lock import CycleBusy
 from pipelines.cycle.urgent import unlearning_cycle, urgent_cycle, waiting_requests
 from pipelines.forget import process_request
 from pipelines.forget.scrub import scrub_complete
-from pipelines.requests.models import LEGAL_BASES, deadline_after
+from pipelines.governance import approvals
+from pipelines.governance.promotion import ApprovalRefused
+from pipelines.governance.rollback import rollback as roll_back
+from pipelines.state.requests.models import LEGAL_BASES, deadline_after
 from pipelines.trust.decisions import SignatureRefused
 from pipelines.trust.identity import USER_TAG, IdentityRefused, UiUser, check_claim, ui_user
 from pipelines.trust.keyring import same_person
@@ -117,19 +118,19 @@ def decision_op(name: str, config_cls: type[Config], job_name: str, claimed: str
 
 decide_release = decision_op(
     "decide_release", DecisionConfig, "release_decision", "approver", "roles", "decide",
-    lambda ws, policy, c, who, **kw: governance.decide_release(ws, policy, c.release_id, c.decision.value, who, c.role,
+    lambda ws, policy, c, who, **kw: approvals.decide_release(ws, policy, c.release_id, c.decision.value, who, c.role,
                                                               c.reason, **kw),
     "Apply the signed-in user's decision under the policy's rules; approval promotes by compare-and-swap.",
     "decision recorded")
 waive_gates = decision_op(
     "waive_gates", WaiverConfig, "gate_waiver", "waived_by", "waiver_roles", "waive",
-    lambda ws, policy, c, who, **kw: governance.waive_gates(ws, policy, c.release_id, who, c.role, c.reason, c.gates,
+    lambda ws, policy, c, who, **kw: approvals.waive_gates(ws, policy, c.release_id, who, c.role, c.reason, c.gates,
                                                            **kw),
     "The logged exception to a failed gate, by a role the policy names; the release still needs approval.",
     "waiver recorded")
 rollback_release = decision_op(
     "rollback_release", RollbackConfig, "rollback", "actor", "rollback_roles", "roll back",
-    lambda ws, policy, c, who, **kw: governance.rollback(ws, policy, c.to_release, who, c.role, c.reason, **kw),
+    lambda ws, policy, c, who, **kw: roll_back(ws, policy, c.to_release, who, c.role, c.reason, **kw),
     "Serve an earlier release again; refused for releases tainted by a forget request.", "rolled back")
 
 

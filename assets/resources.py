@@ -7,8 +7,8 @@ from functools import lru_cache
 
 from dagster import ConfigurableResource
 
-from pipelines.cycle.policy_in_force import policy_in_force
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance.policy_in_force import policy_in_force
 from policies import Policy
 
 GPU_TAGS = {
@@ -24,7 +24,7 @@ GPU_TAGS = {
 @lru_cache(maxsize=1)
 def shared_embedder():
     """MiniLM loads once per process: every index refresh and RAG check reuses it."""
-    from pipelines.rag import Embedder
+    from pipelines.data.rag import Embedder
 
     return Embedder()
 

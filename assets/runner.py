@@ -8,7 +8,7 @@ from typing import Any
 
 from dagster import DagsterInstance, build_sensor_context
 
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 DAGSTER_YAML = """\
 # Local Dagster instance for memgov: SQLite storage under MEMGOV_HOME, no telemetry.

@@ -24,9 +24,9 @@ from dagster import (
 
 from assets.automation import schedule_status
 from assets.resources import MemgovResource
-from pipelines.cycle.releases_view import releases_markdown, releases_view
 from pipelines.forget.alerts import route_deadline_alerts
 from pipelines.forget.deadlines import OPEN, deadline_markdown, deadline_watch
+from pipelines.governance.releases_view import releases_markdown, releases_view
 
 RELEASES = AssetKey("releases")
 

@@ -121,7 +121,7 @@ class State:
 
 
 def _recall(model, tokenizer, rows: list[Row]) -> float | None:
-    from pipelines.lm import exact_match
+    from pipelines.model.lm import exact_match
 
     if not rows:
         return None
@@ -129,13 +129,13 @@ def _recall(model, tokenizer, rows: list[Row]) -> float | None:
 
 
 def _perplexity(model, tokenizer, texts: list[str]) -> float:
-    from pipelines.lm import perplexity
+    from pipelines.model.lm import perplexity
 
     return float(perplexity(model, tokenizer, texts))
 
 
 def _tokens(tokenizer, samples: list[Row], replay: list[Row], texts: list[str], epochs: int) -> int:
-    from pipelines.selection.replay import fact_tokens, text_tokens
+    from pipelines.methods.selection.replay import fact_tokens, text_tokens
 
     per_epoch = sum(fact_tokens(tokenizer, r) for r in [*samples, *replay]) + sum(text_tokens(tokenizer, t)
                                                                                  for t in texts)
@@ -143,7 +143,7 @@ def _tokens(tokenizer, samples: list[Row], replay: list[Row], texts: list[str], 
 
 
 def _probe(state: State, tokenizer, exclude: set[str], per_task: int = 25, seed: int = 0) -> list[Row]:
-    from pipelines.knowledge import known_by, qa
+    from pipelines.model.knowledge import known_by, qa
 
     tasks: dict[str, list[Row]] = {}
     for fid, row in sorted(state.current.items()):
@@ -159,10 +159,10 @@ def _probe(state: State, tokenizer, exclude: set[str], per_task: int = 25, seed:
 def run_cycle(setup: Setup, state: State, base, tokenizer, cycle: Cycle, index: int, general: dict[str, list]):
     """One cycle of one configuration; returns the measurements and moves its champion."""
     from evals.continual import stability_summary
-    from pipelines import plugins
-    from pipelines.knowledge import qa
-    from pipelines.selection.replay import fact_tokens, general_replay, last_seen, old_replay, text_tokens
-    from pipelines.selection.row_rules import KNOWN, fact_key
+    from pipelines.core import plugins
+    from pipelines.methods.selection.replay import fact_tokens, general_replay, last_seen, old_replay, text_tokens
+    from pipelines.methods.selection.row_rules import KNOWN, fact_key
+    from pipelines.model.knowledge import qa
 
     champion = state.model
     batch_ids = {r["fact_id"] for r in cycle.facts}
@@ -254,8 +254,8 @@ def run(setups: list[Setup], n_cycles: int, progress: bool = True,
     from memgov.demo.deployment import demo_config, fact_row
     from memgov.demo.model import ensure_base_model
     from memgov.demo.world import generate_world
-    from pipelines.lm import load_causal_lm
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
+    from pipelines.model.lm import load_causal_lm
     from policies import load_policy
 
     _, tiny = demo_config(load_policy("demo"))

@@ -13,7 +13,7 @@ def run() -> list[dict]:
     from assets.runner import run_cycle
     from memgov.demo.deployment import deploy_demo
     from memgov.report import cycle_outputs
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
     from policies import load_policy
 
     os.environ["MEMGOV_POLICY"] = "demo"

@@ -9,7 +9,7 @@ from bench.results import markdown_table, timed, write_result
 
 def run(n_subjects: int = 120, repeats: int = 3) -> list[dict]:
     from memgov.demo.world import generate_world
-    from pipelines.rag import DocumentIndex, Embedder
+    from pipelines.data.rag import DocumentIndex, Embedder
 
     world = generate_world(0, n_subjects)
     base_docs = list(world.documents)

@@ -19,8 +19,8 @@ def _fill(home: Path, n: int) -> float:
     """n requests through the store's own API, then a mix of states; returns the seconds filling took."""
     from sqlalchemy import text
 
-    from pipelines.requests import ForgetRequest
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
+    from pipelines.state.requests import ForgetRequest
 
     ws = Workspace.open(home)
     now = dt.datetime.now(dt.UTC)

@@ -46,7 +46,7 @@ def model_config(n_facts: int, n_relations: int = 5):
 
 
 def _scores(model, tok, qas):
-    from pipelines.lm import score_qa
+    from pipelines.model.lm import score_qa
 
     s = score_qa(model, tok, [q["prompt"] for q in qas], [q["target"] for q in qas])
     return s.exact_match, s.mean_logprob
@@ -59,9 +59,9 @@ def run_size(n_facts: int, methods: list[str], cache: Path) -> list[dict]:
     from evals.probe import linear_probe
     from memgov.demo.model import build_model, ensure_base_model
     from memgov.demo.world import generate_world, qas
-    from pipelines import plugins
-    from pipelines.lm import load_causal_lm
-    from pipelines.recipe import train_on_facts
+    from pipelines.core import plugins
+    from pipelines.model.lm import load_causal_lm
+    from pipelines.model.recipe import train_on_facts
 
     n_relations = 5
     cfg = model_config(n_facts, n_relations)

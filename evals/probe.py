@@ -28,7 +28,7 @@ def prompt_states(model, tokenizer, prompts: Sequence[str], batch_size: int = 12
     """Hidden states of every layer after the embeddings at each prompt's last token, concatenated."""
     import torch
 
-    from pipelines.lm import encode_qa
+    from pipelines.model.lm import encode_qa
 
     device = next(model.parameters()).device
     out: list[np.ndarray] = []
@@ -49,7 +49,7 @@ def prompt_states(model, tokenizer, prompts: Sequence[str], batch_size: int = 12
 
 
 def _answer_embedding(model, tokenizer, target: str) -> np.ndarray:
-    from pipelines.lm import answer_text
+    from pipelines.model.lm import answer_text
 
     ids = tokenizer(answer_text("x", target), add_special_tokens=False)["input_ids"]
     return model.get_output_embeddings().weight[ids].detach().float().mean(0).cpu().numpy()

@@ -60,7 +60,7 @@ def _ids(rows: Sequence[QA]) -> list[str]:
 
 
 def _recall_suite(model, tokenizer, rows: Sequence[QA]) -> tuple[float | None, dict[str, Any], Any]:
-    from pipelines.lm import score_qa
+    from pipelines.model.lm import score_qa
 
     if not rows:
         return None, {"n": 0}, None
@@ -77,10 +77,10 @@ def _recall_suite(model, tokenizer, rows: Sequence[QA]) -> tuple[float | None, d
 
 
 def _text_log_likelihood(model, tokenizer, texts: Sequence[str], batch_size: int = 64) -> tuple[list[float], list[int]]:
-    """Per-text mean token log-probability and token count, as `pipelines.lm.perplexity` scores them."""
+    """Per-text mean token log-probability and token count, as `pipelines.model.lm.perplexity` scores them."""
     import torch
 
-    from pipelines.lm import encode_texts, per_example_loss
+    from pipelines.model.lm import encode_texts, per_example_loss
 
     means: list[float] = []
     counts: list[int] = []
@@ -100,7 +100,7 @@ def _text_log_likelihood(model, tokenizer, texts: Sequence[str], batch_size: int
 def instruction_suite(model, tokenizer, rows: Sequence[QA], scorer: str = "exact_match") -> tuple[float, dict]:
     """Greedy responses to the instruction prompts, scored against the expected responses by the policy's scorer
     (normalised exact match or token F1, both from the token_f1 module); the detail keeps both and each item's F1."""
-    from pipelines.lm import answer_budget, greedy_answers
+    from pipelines.model.lm import answer_budget, greedy_answers
 
     if scorer not in INSTRUCTION_SCORERS:
         raise ValueError(f"instruction scorer must be one of {', '.join(INSTRUCTION_SCORERS)}, got {scorer!r}")
@@ -128,7 +128,7 @@ def forgetting_evidence(model, tokenizer, sets: EvalSets, forget_ll: Sequence[fl
     with the retrained reference when one is given, else with the never-seen facts, and says which.
     """
     from evals.probe import linear_probe
-    from pipelines.lm import score_qa
+    from pipelines.model.lm import score_qa
 
     metrics: dict[str, float | None] = {"forget_quality": None, "forget_mia_auc": None, "forget_mia_reference": None,
                                         "forget_probe_excess": None, "forget_probe_p": None}

@@ -41,7 +41,7 @@ InitPolicyOpt = Annotated[str, typer.Option("--policy", envvar="MEMGOV_POLICY",
 
 
 def _ws(home: str | None):
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
 
     return Workspace.open(home)
 
@@ -53,7 +53,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 def _policy(ws, requested: str):
     """The deployment's policy in force; asking for another one is a one-line refusal (exit 2)."""
-    from pipelines.cycle.policy_in_force import PolicyNotInForce, policy_in_force
+    from pipelines.governance.policy_in_force import PolicyNotInForce, policy_in_force
     from policies import PolicyError
 
     try:
@@ -73,7 +73,7 @@ def init(base_model: Annotated[str, typer.Option("--base-model", help="A Hugging
     """Start a deployment from your own model and data: r0001 is the checkpoint, unchanged. Prints where the
     secrets live (outside the home): back that folder up, and keep it away from whoever writes the data."""
 
-    from pipelines.cycle.initialise import InitError, init_deployment, validate_tables
+    from pipelines.governance.initialise import InitError, init_deployment, validate_tables
     from policies import load_policy
 
     pol = load_policy(policy)
@@ -111,7 +111,7 @@ def validate_cmd(base_model: Annotated[str, typer.Option("--base-model", help="A
                  policy: InitPolicyOpt = "default") -> None:
     """Check a checkpoint and its tables exactly as `memgov init` would, and say what each table will be used for;
     writes nothing. Exit 2 naming every problem and its fix."""
-    from pipelines.cycle.initialise import InitError, validate_tables
+    from pipelines.governance.initialise import InitError, validate_tables
     from policies import load_policy
 
     try:
@@ -202,7 +202,7 @@ def submit(file: Annotated[Path, typer.Argument(help="A .jsonl or .parquet batch
            home: HomeOpt = None) -> None:
     """Put a batch into the inbox, signed with your key over its name and hash: the keyring's holder of the key is
     its submitter, who may not approve the release trained on it."""
-    from pipelines.cycle.submission import submit as do_submit
+    from pipelines.governance.submission import submit as do_submit
     from pipelines.trust.decisions import SignatureRefused
     from pipelines.trust.keys import KeyFileError
 
@@ -221,7 +221,7 @@ def _ensure_deployment(ws, policy: str) -> None:
     if ws.registry.list():
         return
 
-    from pipelines.cycle.initialise import InitError, init_deployment, validate
+    from pipelines.governance.initialise import InitError, init_deployment, validate
     from policies import load_policy
 
     pol = load_policy(policy or "default")
@@ -238,7 +238,7 @@ def _ensure_deployment(ws, policy: str) -> None:
 @app.command()
 def history(home: HomeOpt = None) -> None:
     """Which release served from when to when, who put it there and who approved it (from the change log)."""
-    from pipelines.registry.history import service_periods
+    from pipelines.deployment.registry.history import service_periods
 
     table = Table(title="release history")
     for col in ("release", "from", "until", "how", "by", "reason", "approved by"):
@@ -281,7 +281,7 @@ def status(at: Annotated[str | None, typer.Option("--at", help="An ISO time: whi
     console.print(req_table)
     if n_open > len(shown):
         console.print(f"… the {len(shown)} nearest deadlines of {n_open}; `memgov forget status ID` shows one")
-    from pipelines.cycle.policy_in_force import PolicyNotInForce, deployed_policy
+    from pipelines.governance.policy_in_force import PolicyNotInForce, deployed_policy
 
     try:
         current = deployed_policy(ws)
@@ -291,7 +291,7 @@ def status(at: Annotated[str | None, typer.Option("--at", help="An ISO time: whi
 
 
 def _serving_at(ws, at: str) -> None:
-    from pipelines.registry.history import service_periods, serving_at
+    from pipelines.deployment.registry.history import service_periods, serving_at
 
     try:
         when = datetime.fromisoformat(at.replace("Z", "+00:00"))
@@ -337,8 +337,8 @@ def forget(
     from rich.markup import escape
 
     from pipelines.forget.filing import holder_of, sign_request
-    from pipelines.requests import ForgetRequest, Selector
-    from pipelines.requests.models import deadline_after
+    from pipelines.state.requests import ForgetRequest, Selector
+    from pipelines.state.requests.models import deadline_after
     from pipelines.trust.keys import KeyFileError
 
     ws = _ws(home)
@@ -387,7 +387,7 @@ def _same_request(stored, requester, selector, reason, legal_basis, urgent) -> b
 def _signed_request_act(ws, action: str, request_id: str, key: Path | None, role: str, reason: str,
                         claimed: str | None):
     """A confirmation or retry of a forget request, signed: who acts is the key's holder in the keyring."""
-    from pipelines.cycle.governance import ApprovalRefused, signed
+    from pipelines.governance.approvals import ApprovalRefused, signed
     from pipelines.trust.decisions import SignatureRefused, content_subject
 
     req = _existing_request(ws, request_id)
@@ -486,8 +486,8 @@ def _envelope(action: str, subject: dict, key: Path | None, signed_file: Path | 
 
 def _governed(act):
     """Run one governance act; a refusal is a one-line verdict (exit 2), never a traceback."""
-    from pipelines.cycle.governance import ApprovalRefused
-    from pipelines.registry.registry import RecordTampered
+    from pipelines.deployment.registry.registry import RecordTampered
+    from pipelines.governance.approvals import ApprovalRefused
     from pipelines.trust.decisions import SignatureRefused
 
     try:
@@ -505,7 +505,7 @@ def _release(ws, release_id: str):
 
 def _subject(ws, action: str, release_id: str) -> dict:
     """What the signature must cover (the same definition the check uses), or a one-line error."""
-    from pipelines.cycle.governance import decision_subject
+    from pipelines.governance.approvals import decision_subject
 
     try:
         return decision_subject(ws, action, release_id)
@@ -520,7 +520,7 @@ def _message(exc: Exception) -> str:
 
 def _decide(decision: str, release_id: str, approver: str | None, role: str, reason: str, key: Path | None,
             signed_file: Path | None, home: str | None, policy: str) -> None:
-    from pipelines.cycle.governance import decide_signed
+    from pipelines.governance.approvals import decide_signed
 
     ws = _ws(home)
     pol = _policy(ws, policy)
@@ -553,7 +553,7 @@ def waive(release_id: str,
           role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
           by: ApproverOpt = None, home: HomeOpt = None, policy: PolicyOpt = "") -> None:
     """Waive the failed gates of a rejected candidate (signed, logged); it then still needs its approvals."""
-    from pipelines.cycle.governance import waive_signed
+    from pipelines.governance.approvals import waive_signed
 
     ws = _ws(home)
     pol = _policy(ws, policy)
@@ -567,7 +567,7 @@ def rollback(to: Annotated[str, typer.Option("--to", help="Release to serve agai
              role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
              actor: ApproverOpt = None, policy: PolicyOpt = "", home: HomeOpt = None) -> None:
     """Serve an earlier release again (signed; a role from approval.rollback_roles); tainted releases are refused."""
-    from pipelines.cycle.governance import rollback_signed
+    from pipelines.governance.rollback import rollback_signed
 
     ws = _ws(home)
     pol = _policy(ws, policy)
@@ -590,7 +590,7 @@ def sign(action: Annotated[str, typer.Argument(help="approve | reject | waive | 
         _fail(f"action {action!r}: sign one of approve, reject, waive, rollback, adopt_policy", 2)
     details = {"gates": sorted(gate or [])} if action == "waive" else None
     if action == "adopt_policy":  # covers the policy's whole content (`memgov policy adopt NAME --signed F`)
-        from pipelines.cycle.governance import policy_subject
+        from pipelines.governance.approvals import policy_subject
         from policies import PolicyError, load_policy
 
         try:
@@ -634,8 +634,8 @@ def log_show(n: Annotated[int, typer.Option("-n", help="Last N events.")] = 30, 
 def log_verify(home: HomeOpt = None) -> None:
     """Prove the hash chain whole, every release's anchor in it and, with a mirror, every version of every mirrored
     event; exits 1 naming each problem, 2 when the mirror is misconfigured or cannot be read."""
-    from pipelines.ledger.mirror import MirrorUnavailable
-    from pipelines.registry.anchors import anchor_problems
+    from pipelines.deployment.registry.anchors import anchor_problems
+    from pipelines.state.ledger.mirror import MirrorUnavailable
 
     ws = _ws(home)
     try:
@@ -665,7 +665,7 @@ def log_verify(home: HomeOpt = None) -> None:
 
 def _crossed(ws, events: list[dict]) -> list[str]:
     """The registry and the keyring crossed with the log (what the chain alone cannot vouch for)."""
-    from pipelines.registry.anchors import registry_problems
+    from pipelines.deployment.registry.anchors import registry_problems
     from pipelines.trust.keyring import log_problems
 
     return registry_problems(ws.registry, events) + log_problems(ws.home, events)
@@ -799,7 +799,7 @@ def keys_rotate_system_key(by: ByOpt, reason: Annotated[str, typer.Option(help="
     """Re-seal every status record, attestation, the champion pointer, the keyring root and the log witness under a
     new system key, then swap it in; ordered by a keyring administrator. Holds the cycle lock."""
     from pipelines.cycle import lock
-    from pipelines.rotation import rotate_system_key
+    from pipelines.deployment.rotation import rotate_system_key
     from pipelines.trust.grants import _admin
     from pipelines.trust.keys import KeyFileError
 
@@ -886,7 +886,7 @@ def ui(port: Annotated[int, typer.Option()] = 3000,
 @policy_app.command("show")
 def policy_show(home: HomeOpt = None) -> None:
     """The policy in force (checked against the change log) and every adoption before it."""
-    from pipelines.cycle.policy_in_force import PolicyNotInForce, adoptions, deployed_policy
+    from pipelines.governance.policy_in_force import PolicyNotInForce, adoptions, deployed_policy
 
     ws = _ws(home)
     try:
@@ -909,7 +909,7 @@ def policy_adopt(policy: Annotated[str, typer.Argument(help="Policy name in poli
                  role: RoleOpt = "", reason: ReasonOpt = "", key: KeyOpt = None, signed: SignedOpt = None,
                  home: HomeOpt = None) -> None:
     """Make another policy the deployment's: signed by a role the policy in force names (approval.policy_roles)."""
-    from pipelines.cycle.governance import adopt_policy_signed, policy_subject
+    from pipelines.governance.approvals import adopt_policy_signed, policy_subject
     from policies import PolicyError, load_policy
 
     ws = _ws(home)
@@ -933,9 +933,9 @@ def demo(fresh: Annotated[bool, typer.Option(help="Start from an empty state fol
 def main() -> None:
     """The `memgov` command: evidence of tampering (a log, pointer, record, keyring or secret that is not what memgov
     wrote) is a one-line finding with its fix, exit 1, never a traceback."""
-    from pipelines.ledger import LogTampered
-    from pipelines.registry.registry import RecordTampered
-    from pipelines.secrets import SecretsError
+    from pipelines.core.secrets import SecretsError
+    from pipelines.deployment.registry.registry import RecordTampered
+    from pipelines.state.ledger import LogTampered
     from pipelines.trust.keys import KeyFileError
 
     try:

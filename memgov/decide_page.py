@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from memgov.forget_page import render_form
 from memgov.forms import FormRefused, esc, form_launch, form_value, launch_outcome, require_role_and_reason
 from memgov.rollback_page import render_rollback
-from pipelines.cycle.releases_view import ReleasesView
+from pipelines.governance.releases_view import ReleasesView
 
 DECISIONS = ("approve", "reject")
 JOB = "release_decision"

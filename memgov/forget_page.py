@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from memgov.forms import FormRefused, esc, form_launch, form_value
-from pipelines.requests.models import LEGAL_BASES, ForgetRequest, deadline_after
+from pipelines.state.requests.models import LEGAL_BASES, ForgetRequest, deadline_after
 
 JOB = "forget_filing"
 _SPLIT = re.compile(r"[\s,]+")

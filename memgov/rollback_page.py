@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memgov.forms import FormRefused, esc, form_launch, form_value, require_role_and_reason
-from pipelines.cycle.releases_view import ReleasesView
+from pipelines.governance.releases_view import ReleasesView
 
 JOB = "rollback"
 

@@ -34,7 +34,7 @@ SESSION_S = 8 * 3600
 LAUNCHES = ("launchRun", "launchPipelineExecution", "launchMultipleRuns")
 REEXECUTIONS = ("launchRunReexecution", "launchPipelineReexecution")
 READ_ONLY = ("this UI has no authentication configured, so governance jobs are read-only here: configure the "
-             "keyring's ui section (trusted_proxies or local_login; see the README's Security model) or decide "
+             "keyring's ui section (trusted_proxies or local_login; see docs/security.md) or decide "
              "from the CLI with a signed decision (memgov approve ID --key FILE)")
 
 
@@ -321,9 +321,9 @@ class GovernanceGate:
     async def _releases(self, ring, scope, receive, send):
         """The approver's page; a POST launches release_decision as the signed-in user, then shows its run."""
         from memgov import decide_page as page
-        from pipelines.cycle.policy_in_force import policy_in_force
-        from pipelines.cycle.releases_view import releases_view
-        from pipelines.workspace import Workspace
+        from pipelines.deployment.workspace import Workspace
+        from pipelines.governance.policy_in_force import policy_in_force
+        from pipelines.governance.releases_view import releases_view
 
         if scope.get("method") == "POST":
             return await self._launch_form(ring, scope, receive, send, page, "decide",
@@ -353,9 +353,9 @@ class GovernanceGate:
         """Check a page form, launch its job as the signed-in user and land on the run; a refusal re-renders the
         releases page with the reason."""
         from memgov import decide_page as page
-        from pipelines.cycle.policy_in_force import policy_in_force
-        from pipelines.cycle.releases_view import releases_view
-        from pipelines.workspace import Workspace
+        from pipelines.deployment.workspace import Workspace
+        from pipelines.governance.policy_in_force import policy_in_force
+        from pipelines.governance.releases_view import releases_view
 
         if scope.get("method") != "POST":
             return await _redirect(send, "/memgov/releases", "")

@@ -13,8 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evals.gates import Gate
-from pipelines import plugins
-from pipelines.admission import AdmissionConfig
+from pipelines.core import plugins
+from pipelines.data.admission import AdmissionConfig
 
 POLICY_DIR = Path(__file__).resolve().parent
 

@@ -107,7 +107,7 @@ def demo_home(tmp_path_factory) -> Path:
     the run's shared temporary folder under a lock, and each unit takes its own copy of that pristine build."""
     from support_dagster import copy_deployment
 
-    from pipelines.filelock import exclusive
+    from pipelines.core.filelock import exclusive
 
     own = tmp_path_factory.mktemp("demo")
     if not os.environ.get("PYTEST_XDIST_WORKER"):

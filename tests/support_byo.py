@@ -51,7 +51,14 @@ def write_data_dir(dest: Path, known: range, unseen: range) -> Path:
 
 def trained_checkpoint(dest: Path, arch: str, facts: list[dict], steps: int = 400, seed: int = 0) -> Path:
     """A checkpoint of `arch` that knows `facts` (main prompts), also trained on general text, saved as a user's."""
-    from pipelines.lm import encode_qa, encode_texts, exact_match, load_causal_lm, per_example_loss, save_causal_lm
+    from pipelines.model.lm import (
+        encode_qa,
+        encode_texts,
+        exact_match,
+        load_causal_lm,
+        per_example_loss,
+        save_causal_lm,
+    )
 
     torch.manual_seed(seed)
     write_checkpoint(dest, arch)

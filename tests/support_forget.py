@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.artifacts import save_index
-from pipelines.rag import DocumentIndex
-from pipelines.workspace import Workspace
+from pipelines.data.rag import DocumentIndex
+from pipelines.deployment.artifacts import save_index
+from pipelines.deployment.workspace import Workspace
 
 LICENSE, SOURCE = "cc0", "feed-a"
 
@@ -76,7 +76,7 @@ def file(ws: Workspace, request_id: str, requester: str = "privacy-office", **se
     from support_keys import keyholder
 
     from pipelines.forget.filing import file_request, sign_request
-    from pipelines.requests import ForgetRequest
+    from pipelines.state.requests import ForgetRequest
 
     req = ForgetRequest(request_id=request_id, requester=requester, selector=selector, reason="erasure request",
                         legal_basis="gdpr_art17", deadline=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
@@ -95,8 +95,8 @@ def write_batch(ws: Workspace, name: str, rows: list[dict | str | bytes]) -> Pat
 def holdings(ws: Workspace, subjects: set[str], row_ids: set[str] = frozenset(), fact_ids: set[str] = frozenset()) -> dict:
     """Where any row or document of these subjects (or with these ids) still lives: tables, index snapshots, inbox
     files. Independent of the scrub's own verification: it reads the stores directly."""
-    from pipelines.artifacts import index_snapshots
-    from pipelines.tables import TABLES, id_list
+    from pipelines.deployment.artifacts import index_snapshots
+    from pipelines.state.tables import TABLES, id_list
 
     out: dict = {}
     def covered(r: dict) -> bool:

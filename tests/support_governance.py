@@ -11,7 +11,7 @@ from pathlib import Path
 
 from support_keys import adopt_policy
 
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 from policies import load_policy
 
 POLICY = load_policy("default")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.deployment.workspace import Workspace
 from pipelines.trust import keyring
 from pipelines.trust.grants import grant, pin_admins
 from pipelines.trust.keys import generate, load_private, public_text
-from pipelines.workspace import Workspace
 
 ADMIN = "keyring-admin"
 
@@ -43,8 +43,8 @@ def keyholder(home: Path, name: str, *roles: str) -> str:
 def adopt_policy(home: Path, policy: str | Path, by: str = "policy-admin") -> str:
     """Make `policy` the deployment's as an operator would (`memgov policy adopt`, signed by a governance key);
     returns the label in force. Adopting the policy already in force changes nothing."""
-    from pipelines.cycle.governance import adopt_policy_signed, policy_subject
-    from pipelines.cycle.policy_in_force import policy_digest, policy_in_force
+    from pipelines.governance.approvals import adopt_policy_signed, policy_subject
+    from pipelines.governance.policy_in_force import policy_digest, policy_in_force
     from pipelines.trust.decisions import sign_statement, statement
     from policies import load_policy
 

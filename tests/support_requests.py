@@ -6,9 +6,9 @@ import datetime as dt
 
 from sqlalchemy import inspect
 
-from pipelines.requests import ForgetRequest
-from pipelines.requests.migrate import HEAD, current_revision
-from pipelines.requests.store import RequestStore
+from pipelines.state.requests import ForgetRequest
+from pipelines.state.requests.migrate import HEAD, current_revision
+from pipelines.state.requests.store import RequestStore
 
 
 def forget_request(request_id: str) -> ForgetRequest:

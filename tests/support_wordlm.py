@@ -11,7 +11,7 @@ def word_lm(train_rows: list[dict], texts: list[str]):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from pipelines.lm import encode_qa, per_example_loss, score_qa
+    from pipelines.model.lm import encode_qa, per_example_loss, score_qa
 
     words = sorted({w for t in texts for w in t.split()})
     vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "[UNK]", *words])}

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memgov.demo.model import BaseModelConfig, ensure_base_model
 from memgov.demo.world import World, fact_row, generate_world, write_inbox
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 from policies import Policy
 
 DATA_DIR = "demo-data"
@@ -81,7 +81,7 @@ def deploy_demo(ws: Workspace, policy: Policy, progress: bool = True, embedder=N
     """Build the tiny model, write the world's tables, `init` the deployment, drop the update batches in the inbox.
 
     Idempotent: a workspace that already holds a deployment is returned as it is."""
-    from pipelines.cycle.initialise import init_deployment, validate
+    from pipelines.governance.initialise import init_deployment, validate
 
     if ws.registry.list():
         return {"release_id": ws.registry.list()[0].release_id, "created": False}

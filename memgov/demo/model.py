@@ -3,7 +3,7 @@
 The embedded default base model must exist before the first cycle, cost seconds on a laptop CPU and
 be reproducible, so it is built from a config, trained until it recalls the initial facts, and saved
 with `save_pretrained` under a folder named by the hash of everything that determines it, together with
-its training recipe (pipelines/recipe.py). The folder is then handed to `memgov init` like any checkpoint.
+its training recipe (pipelines/model/recipe.py). The folder is then handed to `memgov init` like any checkpoint.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memgov.demo.tokenizer import build_tokenizer
 from memgov.demo.world import HELDOUT_TEMPLATE, WORLD_VERSION, World, fact_row, generate_world, qas
-from pipelines.filelock import exclusive
-from pipelines.lm import load_causal_lm, perplexity, score_qa
-from pipelines.recipe import TrainingRecipe, recipe_qas, train_on_facts, write_recipe
+from pipelines.core.filelock import exclusive
+from pipelines.model.lm import load_causal_lm, perplexity, score_qa
+from pipelines.model.recipe import TrainingRecipe, recipe_qas, train_on_facts, write_recipe
 
 BASEMODEL_VERSION = "5"
 """Bumped when training code changes what a config produces, so old cache entries are not reused."""
@@ -126,7 +126,7 @@ def train_base_model(cfg: BaseModelConfig, progress: bool = True):
     report.update(
         recall=by_template[0],
         recall_by_template={str(k): v for k, v in by_template.items()},
-        # The held-out last template: what the engine's paraphrase set asks (pipelines.evalsets.paraphrases).
+        # The held-out last template: what the engine's paraphrase set asks (pipelines.deployment.evalsets.paraphrases).
         paraphrase_recall=by_template[HELDOUT_TEMPLATE],
         held_out_templates=held_out,
         unseen_recall=float(

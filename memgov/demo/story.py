@@ -43,7 +43,7 @@ def run_demo(home: str | None, fresh: bool, console: Console) -> int:
     os.environ.setdefault("TQDM_MININTERVAL", "1")
     from transformers.utils import logging as hf_logging
 
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
 
     hf_logging.disable_progress_bar()  # a bar per checkpoint load buries the story's own progress lines
 

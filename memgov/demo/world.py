@@ -44,7 +44,7 @@ class Relation:
     """A relation with its prompt templates; index 0 is the main prompt, the rest are paraphrases.
 
     The last template is held out: it becomes each fact row's last paraphrase, which the engine scores for
-    generalisation (pipelines.evalsets.paraphrases) and never trains on; the base model trains on the others.
+    generalisation (pipelines.deployment.evalsets.paraphrases) and never trains on; the base model trains on the others.
     """
 
     name: str

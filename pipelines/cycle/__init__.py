@@ -1,1 +1,1 @@
-"""The governed update cycle as plain functions: each Dagster asset calls exactly one of these."""
+"""The governed update cycle (may import everything below it): the stages, in order; each Dagster asset calls one."""

@@ -13,21 +13,21 @@ from evals.card import card_markdown_for_ui, render_card
 from evals.continual import backward_transfer, lifetime_minima, stability_summary
 from evals.names import STABILITY_METRICS
 from evals.suites import EvalSets, run_suites
-from pipelines import evalsets
-from pipelines.artifacts import load_index, load_model
-from pipelines.cycle.governance import read_card
-from pipelines.cycle.overrides import effective_policy, reviewed
 from pipelines.cycle.records import CandidateModel, Measurement
 from pipelines.cycle.stages import champion_manifest, retention_rows
 from pipelines.cycle.verdict import judge
+from pipelines.deployment import evalsets
+from pipelines.deployment.artifacts import load_index, load_model
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget.model_side import forget_set
 from pipelines.forget.reference import reference_forget_ll
 from pipelines.forget.verify import gate_evidence, request_verdicts
-from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
-from pipelines.lm import prompt_format
-from pipelines.tables import id_list
-from pipelines.training import instruction_pairs
-from pipelines.workspace import Workspace
+from pipelines.governance.overrides import effective_policy, reviewed
+from pipelines.governance.promotion import read_card
+from pipelines.model.knowledge import current_facts, is_fact, known_by, qa, sample
+from pipelines.model.lm import prompt_format
+from pipelines.model.training import instruction_pairs
+from pipelines.state.tables import id_list
 from policies import Policy
 
 PROBE_TRAIN_FACTS = 600  # measured: the probe needs ~500+ facts to read answers of held-out known facts
@@ -152,7 +152,7 @@ def release_history(ws: Workspace, champion, models: dict[str, Any], tokenizer, 
 
     Facts since forgotten (tombstoned) or since changed by a later batch are left out: losing them is intended.
     """
-    from pipelines.lm import exact_match
+    from pipelines.model.lm import exact_match
 
     tomb = ws.requests.tombstones()
     current = current_facts(ws.data.rows("admitted"))

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 LOCK = Path("locks") / "cycle.lock"
 HOLDER = Path("locks") / "cycle.holder.json"

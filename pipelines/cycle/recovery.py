@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.cycle import governance
-from pipelines.cycle.overrides import effective_policy
 from pipelines.cycle.release_stage import finish_release
 from pipelines.cycle.stages import PROCESSED_KEY
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance import promotion
+from pipelines.governance.overrides import effective_policy
 from policies import Policy
 
 ACTOR = "system:recovery"
@@ -53,7 +53,7 @@ def _canary(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
         return []
     if ws.registry.champion() != rid:
         return []
-    governance.after_promotion(ws, policy, rid, promoted["details"].get("previous"), run_id)
+    promotion.after_promotion(ws, policy, rid, promoted["details"].get("previous"), run_id)
     return [f"canary of {rid} run after its promotion"]
 
 
@@ -73,7 +73,7 @@ def _approved(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
                 out.append(f"{release.release_id} approved against an earlier champion: lapse logged")
             continue
         actor = (last or {}).get("actor") or ACTOR
-        governance.promote_with_canary(ws, policy, release.release_id, actor,
+        promotion.promote_with_canary(ws, policy, release.release_id, actor,
                                        f"promotion after approval, finished by recovery: {(last or {}).get('reason')}",
                                        run_id)
         champion = ws.registry.champion()
@@ -103,7 +103,7 @@ def _orphans(ws: Workspace, policy: Policy, run_id: str | None) -> list[str]:
 
 def _card(ws: Workspace, release) -> dict[str, Any] | None:
     try:
-        card = governance.read_card(ws, release)
+        card = promotion.read_card(ws, release)
     except (KeyError, ValueError, FileNotFoundError):
         return None
     return card if isinstance(card, dict) else None

@@ -10,16 +10,16 @@ import shutil
 import time
 
 from evals.gates import Decision
-from pipelines.cycle import governance
-from pipelines.cycle.overrides import effective_policy
+from pipelines.core.failpoints import failpoint
 from pipelines.cycle.records import Measurement, ReleaseOutcome
 from pipelines.cycle.stages import mark_processed
-from pipelines.cycle.submission import submitter
 from pipelines.cycle.verdict import judge
-from pipelines.failpoints import failpoint
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget.lifecycle import conclude
 from pipelines.forget.verify import request_verdicts
-from pipelines.workspace import Workspace
+from pipelines.governance import approvals
+from pipelines.governance.overrides import effective_policy
+from pipelines.governance.submission import submitter
 from policies import Policy
 
 
@@ -105,7 +105,7 @@ def finish_release(ws: Workspace, eff: Policy, rid: str, batch: str | None, pass
     if ws.registry.status(rid) != "candidate":
         return {"status": ws.registry.status(rid), "champion": ws.registry.champion()}
     if eff.approval.mode == "auto":
-        return governance.decide_release(ws, eff, rid, "approve", eff.approval.auto_approver, "policy",
+        return approvals.decide_release(ws, eff, rid, "approve", eff.approval.auto_approver, "policy",
                                          "gates passed; policy auto-approves", run_id=run_id)
     if "approval.requested" not in done:
         ws.log.append("system:release", "approval.requested", rid, reason="gates passed; waiting for an approver",

@@ -10,18 +10,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipelines import evalsets, training
-from pipelines.admission import admit_batch, read_batch
-from pipelines.artifacts import load_index, load_model, save_index, store_model
-from pipelines.cycle import overrides, submission
-from pipelines.cycle.overrides import effective_policy
+from pipelines.core.memory import release_free_memory
 from pipelines.cycle.records import Admitted, CandidateIndex, CandidateModel, EditRecord, Selected, Updated
+from pipelines.data.admission import admit_batch, read_batch
+from pipelines.deployment import evalsets
+from pipelines.deployment.artifacts import load_index, load_model, save_index, store_model
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
-from pipelines.knowledge import current_facts, is_fact, known_by, qa, sample
-from pipelines.memory import release_free_memory
-from pipelines.selection.row_rules import KNOWN
-from pipelines.tables import HELD_TABLES
-from pipelines.workspace import Workspace
+from pipelines.governance import overrides, submission
+from pipelines.governance.overrides import effective_policy
+from pipelines.methods.selection.row_rules import KNOWN
+from pipelines.model import training
+from pipelines.model.knowledge import current_facts, is_fact, known_by, qa, sample
+from pipelines.state.tables import HELD_TABLES
 from policies import Policy
 
 PROCESSED_KEY = "cycles/processed.json"
@@ -124,8 +125,8 @@ UNSIGNED = "unsigned_submission"
 def _general_apart(ws: Workspace, result):
     """A general_replay row with the text of a `general` evaluation row, or the reverse, is quarantined: the update
     would train on what the perplexity gate scores."""
-    from pipelines.cycle.initialise import OVERLAP_FIX, general_overlap
-    from pipelines.selection.replay import overlap
+    from pipelines.governance.initialise import OVERLAP_FIX, general_overlap
+    from pipelines.methods.selection.replay import overlap
 
     bad = general_overlap(result.admitted, evalsets.table(ws, "general"))
     bad += overlap([r for r in result.admitted if r.get("kind") == "general"], ws.data.rows("general_replay"))
@@ -149,7 +150,7 @@ def _without_forgotten_content(ws: Workspace, quarantined: list[dict[str, Any]],
                                tombstones) -> list[dict[str, Any]]:
     """A row refused because it is tombstoned is recorded by reason only, and leaves the inbox file too: keeping it
     in quarantine or in the raw batch would keep exactly what was forgotten."""
-    from pipelines.admission import TOMBSTONED
+    from pipelines.data.admission import TOMBSTONED
     from pipelines.forget.scrub import scrub_inbox_file
 
     if not any(TOMBSTONED in r["quarantine_reasons"] for r in quarantined):
@@ -239,8 +240,8 @@ def _history(ws: Workspace, batch: str) -> list[list[dict[str, Any]]]:
 def _old_replay(ws: Workspace, policy: Policy, batch: str, pool: list[dict[str, Any]], result,
                 tokenizer) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The selection method's replay, or (policy replay.old_tokens) the engine's token-budgeted, spaced draw."""
-    from pipelines.selection.replay import fact_tokens, last_seen, old_replay
-    from pipelines.selection.row_rules import fact_key
+    from pipelines.methods.selection.replay import fact_tokens, last_seen, old_replay
+    from pipelines.methods.selection.row_rules import fact_key
 
     section = policy.replay
     if section.old_tokens is None:
@@ -255,7 +256,7 @@ def _old_replay(ws: Workspace, policy: Policy, batch: str, pool: list[dict[str, 
 
 def _general_replay(ws: Workspace, policy: Policy, batch: str, tokenizer):
     """This cycle's window of the deployment's general_replay set, minus any text the `general` eval split holds."""
-    from pipelines.selection.replay import ReplayDraw, general_replay, overlap, text_tokens
+    from pipelines.methods.selection.replay import ReplayDraw, general_replay, overlap, text_tokens
 
     budget = policy.replay.general_tokens
     if budget <= 0:

@@ -4,13 +4,13 @@ for every pending request when no batch is waiting, so a request never waits for
 
 from __future__ import annotations
 
-from pipelines.artifacts import load_model, store_model
 from pipelines.cycle import evaluation, release_stage
 from pipelines.cycle.records import CandidateModel, ReleaseOutcome
 from pipelines.cycle.stages import champion_manifest
+from pipelines.deployment.artifacts import load_model, store_model
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget.model_side import apply_forgetting, pending_model_forgets
 from pipelines.forget.scrub import scrub_complete
-from pipelines.workspace import Workspace
 from policies import Policy
 
 

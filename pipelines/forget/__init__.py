@@ -1,4 +1,4 @@
-"""Forget requests: resolve a selector to concrete data, scrub every store at once, tombstone, taint lineage.
+"""Forget requests (may import: core … deployment): resolve a selector, scrub every store at once, tombstone, taint lineage.
 
 Retrieval-side deletion (data tables, every kept index snapshot) happens here, immediately. Model-side
 forgetting happens in the next candidate (or an urgent unlearning-only cycle) and is verified there.

@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.requests.models import ForgetRequest, deadline_after
-from pipelines.requests.store import StoredRequest
-from pipelines.store.base import canonical_json
+from pipelines.core.digests import canonical_json
+from pipelines.deployment.workspace import Workspace
+from pipelines.state.requests.models import ForgetRequest, deadline_after
+from pipelines.state.requests.store import StoredRequest
 from pipelines.trust.decisions import (
     SignatureRefused,
     SignedBy,
@@ -32,7 +33,6 @@ from pipelines.trust.decisions import (
 )
 from pipelines.trust.keyring import Keyring, same_person
 from pipelines.trust.keys import load_private, public_text
-from pipelines.workspace import Workspace
 
 ACTION = "forget"
 
@@ -103,7 +103,7 @@ def ui_attestation(ring: Keyring, req: ForgetRequest, user: str, via: str, run_i
     straight into the request store cannot carry one without that secret."""
     if not ring.ui.secret:
         raise SignatureRefused("the keyring's ui section has no secret, so the UI cannot vouch for a filing: "
-                               "configure sign-in (README, Security model) or file with `memgov forget --key`")
+                               "configure sign-in (docs/security.md) or file with `memgov forget --key`")
     body = {"kind": UI_KIND, "subject": request_subject(req), "user": user, "via": via, "run_id": run_id}
     return {**body, "mac": _ui_mac(ring.ui.secret, body)}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 ACTOR = "system:forget"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines import evalsets
+from pipelines.deployment import evalsets
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget import lifecycle
 from pipelines.forget.reference import reference_forget_ll
-from pipelines.knowledge import current_facts, known_by, qa, sample
-from pipelines.workspace import Workspace
+from pipelines.model.knowledge import current_facts, known_by, qa, sample
 from policies import Policy
 
 
@@ -27,7 +27,7 @@ def pending_model_forgets(ws: Workspace) -> list:
 def unseen_level(ws: Workspace, model, tokenizer) -> tuple[float, float]:
     """Mean token log-probability and exact-match recall the model gives facts of the same kind it never saw:
     the level to forget down to, and the recall it reaches by guessing."""
-    from pipelines.lm import score_qa
+    from pipelines.model.lm import score_qa
 
     rows = evalsets.unseen(ws).items
     if not rows:

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.requests.models import Selector, compile_selector_regex
-from pipelines.tables import TABLES, DataStore, id_list
+from pipelines.state.requests.models import Selector, compile_selector_regex
+from pipelines.state.tables import TABLES, DataStore, id_list
 
 
 @dataclass

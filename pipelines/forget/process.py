@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.artifacts import load_index
+from pipelines.deployment.artifacts import load_index
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget import lifecycle
 from pipelines.forget.filing import filed_signer
 from pipelines.forget.plan import ForgetPlan, resolve_selector
@@ -27,7 +28,6 @@ from pipelines.forget.scrub import (
 from pipelines.forget.weights import release_after_move, tainted_weights_left
 from pipelines.trust.decisions import SignatureRefused
 from pipelines.trust.keyring import same_person
-from pipelines.workspace import Workspace
 from policies import Policy
 from policies.schema import UnlearningSection
 
@@ -57,7 +57,7 @@ def _rules(policy: Policy | None) -> UnlearningSection:
 
 def dry_run_report(ws: Workspace, plan: ForgetPlan, policy: Policy | None) -> dict[str, Any]:
     """What a request would remove, store by store, and whether the policy needs a confirmation first."""
-    from pipelines.artifacts import index_holds
+    from pipelines.deployment.artifacts import index_holds
 
     rules = _rules(policy)
     shares = plan.shares()

@@ -1,6 +1,6 @@
 """The gold-standard comparison for forgetting: a model retrained from scratch without the forget set.
 
-Affordable only when the base checkpoint carries its own training recipe (pipelines/recipe.py: a small model
+Affordable only when the base checkpoint carries its own training recipe (pipelines/model/recipe.py: a small model
 trained from its config on the deployment's facts, as the demo's is); for any other checkpoint the evidence
 falls back to facts of the same kind the model never saw, and says so. The reference is trained on every
 current fact except the tombstoned ones, from the base checkpoint's own config and tokenizer, and cached by a
@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from evals.metrics import load_metric
-from pipelines import evalsets
-from pipelines.artifacts import model_path
-from pipelines.filelock import exclusive
-from pipelines.knowledge import current_facts, qa
-from pipelines.lm import load_causal_lm, save_causal_lm, score_qa
-from pipelines.recipe import TrainingRecipe, fresh_from_config, read_recipe, recipe_qas, train_on_facts
-from pipelines.workspace import Workspace
+from pipelines.core.filelock import exclusive
+from pipelines.deployment import evalsets
+from pipelines.deployment.artifacts import model_path
+from pipelines.deployment.workspace import Workspace
+from pipelines.model.knowledge import current_facts, qa
+from pipelines.model.lm import load_causal_lm, save_causal_lm, score_qa
+from pipelines.model.recipe import TrainingRecipe, fresh_from_config, read_recipe, recipe_qas, train_on_facts
 from policies import Policy
 
 
@@ -48,7 +48,7 @@ def reference_kind(policy: Policy, ws: Workspace) -> str:
         return "retrain" if retrainable else "unseen"
     if choice == "retrain" and not retrainable:
         raise ValueError("unlearning.reference is 'retrain' but the base checkpoint carries no training recipe "
-                         "(training_recipe.json, see pipelines/recipe.py), so it cannot be retrained without the "
+                         "(training_recipe.json, see pipelines/model/recipe.py), so it cannot be retrained without the "
                          "forget set; fix: set unlearning.reference to 'unseen' (or 'auto')")
     return choice
 

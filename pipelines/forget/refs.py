@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-from pipelines.artifacts import index_snapshots
-from pipelines.workspace import Workspace
+from pipelines.deployment.artifacts import index_snapshots
+from pipelines.deployment.workspace import Workspace
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines.artifacts import index_holds, scrub_index_snapshots
+from pipelines.deployment.artifacts import index_holds, scrub_index_snapshots
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget.plan import ForgetPlan
 from pipelines.forget.refs import live_blobs
 from pipelines.forget.weights import release_tainted_weights
-from pipelines.knowledge import qa
-from pipelines.tables import TABLES
-from pipelines.workspace import Workspace
+from pipelines.model.knowledge import qa
+from pipelines.state.tables import TABLES
 
 ACTOR = "system:forget"
 STEPS = ("tombstones", "data", "index", "inbox", "taint", "weights", "collect", "verify")
@@ -134,7 +134,7 @@ def _covered_line(plan: ForgetPlan, raw: bytes, row: dict[str, Any]) -> bool:
 
 
 def _scrub_jsonl(path: Path, plan: ForgetPlan, dry_run: bool) -> int:
-    from pipelines.admission.io import iter_jsonl_lines
+    from pipelines.data.admission.io import iter_jsonl_lines
 
     keep: list[bytes] = []
     removed = 0
@@ -152,7 +152,7 @@ def _scrub_parquet(path: Path, plan: ForgetPlan, dry_run: bool) -> int | None:
     """None when the file cannot be read as Parquet (it is then judged whole, by its bytes)."""
     import pandas as pd
 
-    from pipelines.admission.io import plain
+    from pipelines.data.admission.io import plain
 
     try:
         frame = pd.read_parquet(path)
@@ -222,7 +222,7 @@ def _scrub_opaque(path: Path, plan: ForgetPlan, dry_run: bool) -> int:
 
 
 def _plain_jsonl(path: Path) -> bool:
-    from pipelines.admission.io import sniff_not_text
+    from pipelines.data.admission.io import sniff_not_text
 
     with path.open("rb") as fh:
         return sniff_not_text(fh.read(8192)) is None

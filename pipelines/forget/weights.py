@@ -21,8 +21,8 @@ import datetime as dt
 import shutil
 from typing import Any
 
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget.refs import live_blobs
-from pipelines.workspace import Workspace
 from policies import Policy
 
 ACTOR = "system:forget"
@@ -65,7 +65,7 @@ def owners(releases: list) -> dict[str, set[str]]:
 
 
 def _cache_copy(ws: Workspace, digest: str) -> list[str]:
-    """Remove the local model-cache copy of a folder (pipelines.artifacts.model_path); returns what went."""
+    """Remove the local model-cache copy of a folder (pipelines.deployment.artifacts.model_path); returns what went."""
     gone = []
     base = ws.home / "cache" / "models" / digest.replace(":", "_")
     for path in (base, base.with_name(base.name + ".partial")):

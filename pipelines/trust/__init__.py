@@ -1,1 +1,1 @@
-"""Identity and proof: Ed25519 keys, the deployment's keyring, signed decisions and signed release attestations."""
+"""Identity and proof (may import: core … methods): Ed25519 keys, the keyring, signed decisions and attestations."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pipelines.store.base import DIGEST_RE, canonical_json
+from pipelines.core.digests import DIGEST_RE, canonical_json
 from pipelines.trust import keys
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipelines.store.base import canonical_json
+from pipelines.core.digests import canonical_json
 from pipelines.trust import keys
 from pipelines.trust.keyring import Keyring
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pipelines.admission.identifiers import name_problem
-from pipelines.ledger import ChangeLog
+from pipelines.core.identifiers import name_problem
+from pipelines.state.ledger import ChangeLog
 from pipelines.trust import keyring as kr
 from pipelines.trust import keys
 

@@ -9,7 +9,7 @@ each signature and the chain, and re-derives the people: a hand-edited keyring i
 digest of the newest statement is kept with the secrets too, so an older keyring put back is refused as well.
 
 File: `$MEMGOV_HOME/keyring.yaml` or MEMGOV_KEYRING (e.g. a mounted ConfigMap). The UI's sealing secret is not in it:
-it lives with the secrets (pipelines/secrets.py).
+it lives with the secrets (pipelines/core/secrets.py).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipelines import secrets
-from pipelines.filelock import exclusive
-from pipelines.store.base import canonical_json, digest_of
+from pipelines.core import secrets
+from pipelines.core.digests import canonical_json, digest_of
+from pipelines.core.filelock import exclusive
 from pipelines.trust import keys
 
 HEADER = ("# memgov keyring: who holds which key and which roles they are granted. Change it only with `memgov keys`\n"

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pipelines.store.base import canonical_json
+from pipelines.core.digests import canonical_json
 
 PREFIX = "ed25519:"
 

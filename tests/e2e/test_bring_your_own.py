@@ -17,7 +17,7 @@ from support_byo import domain_fact, trained_checkpoint, write_data_dir
 from support_checkpoints import write_checkpoint, write_unknown_architecture, write_without_pad_or_eos
 from support_keys import keyholder
 
-from pipelines.store.base import dir_digest
+from pipelines.core.digests import dir_digest
 from policies.schema import POLICY_DIR
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def llama_deployment(tmp_path_factory):
 
 
 def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment, monkeypatch):
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
 
     tmp, checkpoint, data, policy = llama_deployment
     home = tmp / "home"
@@ -114,7 +114,7 @@ def test_a_llama_checkpoint_runs_the_whole_governed_loop(llama_deployment, monke
 
 
 def test_a_gpt2_checkpoint_is_admitted_updated_and_measured(tmp_path):
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
 
     checkpoint = trained_checkpoint(tmp_path / "gpt2", "gpt2", [domain_fact(i) for i in KNOWN])
     data = write_data_dir(tmp_path / "data", KNOWN, UNSEEN)
@@ -205,8 +205,7 @@ def model_folders(ws) -> dict[str, Path]:
     not) restored to disk, and every folder under the home that holds a config."""
     import tempfile
 
-    from pipelines.store.base import DIR_KIND
-
+    from pipelines.core.digests import DIR_KIND
     out: dict[str, Path] = {}
     for blob in (ws.store.root / "blobs" / "sha256").glob("*/*"):
         if blob.stat().st_size > 200_000:
@@ -225,7 +224,7 @@ def model_folders(ws) -> dict[str, Path]:
 
 
 def recall_of(folder: Path, base: Path, facts: list[dict]) -> float:
-    from pipelines.lm import exact_match, load_causal_lm
+    from pipelines.model.lm import exact_match, load_causal_lm
 
     if (folder / "adapter_config.json").exists():  # an adapter answers on the model it was trained from
         from peft import PeftModel
@@ -242,7 +241,7 @@ def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without
     written, the gate's recall is a plain caller's, and a forget request with no batch after it is verified by
     `memgov run` alone, after which no model anywhere answers the forgotten questions."""
     from assets.runner import tick_sensor
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
 
     checkpoint = trained_checkpoint(tmp_path / "neox", "gpt_neox", [domain_fact(i) for i in KNOWN])
     data, policy, home = team_tables(tmp_path / "data"), team_policy(tmp_path), tmp_path / "home"
@@ -282,7 +281,7 @@ def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without
 
     forgotten = [domain_fact(i) for i in NEW if domain_fact(i)["subject_ids"] == domain_fact(61)["subject_ids"]]
     r2 = ws.registry.get("r0002")
-    from pipelines.artifacts import model_path
+    from pipelines.deployment.artifacts import model_path
 
     assert len(r2.intermediates) == 1, "the release names the LoRA-merged model stored before its edit"
     for folder in (r2.model, r2.intermediates[0]):

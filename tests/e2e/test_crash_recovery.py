@@ -18,7 +18,7 @@ from support_byo import domain_fact, trained_checkpoint, write_data_dir
 from support_keys import keyholder
 
 from pipelines.cycle.stages import pending_batches
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +90,7 @@ def assert_consistent(home: Path, name: str, before: tuple[str, set[str]], batch
     """Whatever the kill interrupted: a release registered carries its gate verdict, and its batch then counts as
     done while a batch without one stays pending; the champion moves only to that release, passed and promoted
     by the policy's approver; the log verifies."""
-    from pipelines.cycle.governance import read_card
+    from pipelines.governance.promotion import read_card
 
     champion, known = before
     ws = Workspace.open(home)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support_keys import keyholder
 
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_forgotten_subject_is_gone_from_every_store(demo_home):
     for table in ("admitted", "quarantine", "replay", "documents", "selections"):
         leftovers = [r for r in ws.data.rows(table) if tomb.covers(r)]
         assert leftovers == [], f"{table} still holds forgotten rows"
-    from pipelines.artifacts import index_snapshots, load_index
+    from pipelines.deployment.artifacts import index_snapshots, load_index
 
     for version in index_snapshots(ws):
         index = load_index(ws, version)
@@ -206,7 +206,7 @@ def test_stability_metrics_reach_the_gates_like_any_metric(demo_home):
     """min_acc, wc_acc and stability_gap of the update's probe curve are candidate metrics, so a policy can gate
     them: the same measured numbers fail a gate set just beyond them."""
     from evals.gates import decide
-    from pipelines.cycle.governance import read_card
+    from pipelines.governance.promotion import read_card
 
     ws = Workspace.open(demo_home)
     card = read_card(ws, ws.registry.get("r0002"))
@@ -223,11 +223,11 @@ def test_stability_metrics_reach_the_gates_like_any_metric(demo_home):
 def test_base_model_answers_its_facts_in_the_held_out_phrasing(demo_home):
     """The paraphrase gate means something: the base model (r0001) recalls at least half of its own training facts
     when asked with their held-out paraphrase, measured with the set and metric the cycles' cards use
-    (pipelines.evalsets.paraphrases: each row's last paraphrase; evals.suites: exact match)."""
+    (pipelines.deployment.evalsets.paraphrases: each row's last paraphrase; evals.suites: exact match)."""
     from evals.suites import EvalSets, run_suites
-    from pipelines import evalsets
-    from pipelines.artifacts import load_model, model_path
-    from pipelines.recipe import read_recipe, recipe_qas
+    from pipelines.deployment import evalsets
+    from pipelines.deployment.artifacts import load_model, model_path
+    from pipelines.model.recipe import read_recipe, recipe_qas
 
     ws = Workspace.open(demo_home)
     base = ws.registry.get("r0001")

@@ -70,8 +70,8 @@ def reasons(ws, request_id: str) -> list[str]:
 
 
 def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_champion(demo_copy, tmp_path, monkeypatch):
-    from pipelines.cycle.governance import decide_release
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
+    from pipelines.governance.approvals import decide_release
     from policies import load_policy
 
     # One optimisation step at a negligible rate: the method runs, but the facts stay recalled.
@@ -112,8 +112,8 @@ def test_a_forgetting_method_that_falls_short_fails_the_request_and_leaves_the_c
 
 
 def test_a_request_whose_forgetting_held_waits_when_its_candidate_fails_other_gates(demo_copy, tmp_path, monkeypatch):
+    from pipelines.deployment.workspace import Workspace
     from pipelines.forget.model_side import pending_model_forgets
-    from pipelines.workspace import Workspace
 
     # A perplexity bound no candidate can meet: the forgetting itself succeeds, the release does not.
     def impossible_perplexity(raw: dict) -> None:
@@ -139,7 +139,7 @@ def test_a_request_whose_forgetting_held_waits_when_its_candidate_fails_other_ga
 
 def test_data_under_object_lock_is_recorded_as_a_legal_hold_on_the_request(tmp_path, monkeypatch):
     from assets.runner import tick_sensor
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
 
     with s3_server() as endpoint:
         client = boto3.client("s3", endpoint_url=endpoint, **CREDS)

@@ -55,8 +55,8 @@ def test_a_cycle_and_a_forget_request_on_postgres(postgres, tmp_path, monkeypatc
     from dagster import DagsterInstance
 
     from assets.runner import tick_sensor
-    from pipelines.requests.store import RequestStore
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
+    from pipelines.state.requests.store import RequestStore
 
     ws = Workspace.open(home)
     assert len(tick_sensor(ws, "forget_request_sensor")) == 1

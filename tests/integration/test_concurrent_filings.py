@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from support_forget import HashEmbedder, small_deployment, subject
 from support_keys import keyholder
 
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget.filing import file_request, sign_request
-from pipelines.requests import ForgetRequest
-from pipelines.workspace import Workspace
+from pipelines.state.requests import ForgetRequest
 
 N = 50
 

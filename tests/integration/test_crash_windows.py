@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
-import pipelines.cycle.governance as gov
+from pipelines.core.digests import canonical_json, digest_of
+from pipelines.core.failpoints import POINTS
 from pipelines.cycle.recovery import recover
 from pipelines.cycle.stages import PROCESSED_KEY
 from pipelines.cycle.verdict import judge
-from pipelines.failpoints import POINTS
-from pipelines.store import canonical_json
-from pipelines.store.base import digest_of
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance import promotion
 from policies import load_policy, merge_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,13 +31,13 @@ CHAMPION = {**GOOD, "new_fact_recall": 0.05, "perplexity": 3.5}
 # here are a placeholder, not a model).
 SCRIPT = """
 import sys
-import pipelines.cycle.governance as gov
+from pipelines.governance import promotion
 from pipelines.cycle.records import Measurement
 from pipelines.cycle.release_stage import release_stage
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 from policies import load_policy, merge_overrides
 
-gov.canary = lambda ws, policy, rid: (True, 1.0)
+promotion.canary = lambda ws, policy, rid: (True, 1.0)
 home, store, requests, measurement = sys.argv[1:5]
 ws = Workspace.open(home, store_url=store, requests_url=requests)
 policy = merge_overrides(load_policy("default"), {"approval": {"mode": "auto"}}, "auto.yaml")
@@ -100,7 +99,7 @@ def _release_step(ws: Workspace, tmp_path: Path, failpoint: str | None) -> int:
 def test_a_process_killed_inside_release_or_promotion_is_finished_on_the_next_start(ws, tmp_path, point,
                                                                                     monkeypatch):
     assert _release_step(ws, tmp_path, point) == -signal.SIGKILL, f"the process did not reach {point}"
-    monkeypatch.setattr(gov, "canary", lambda ws, policy, rid: (True, 1.0))
+    monkeypatch.setattr(promotion, "canary", lambda ws, policy, rid: (True, 1.0))
     ws = _open(tmp_path)  # a new process: nothing cached from before the kill
     done = recover(ws, _auto())
     assert done, f"killed at {point}, the next start found nothing to finish"
@@ -119,7 +118,7 @@ def test_a_process_killed_inside_release_or_promotion_is_finished_on_the_next_st
 
 def test_an_uninterrupted_release_step_leaves_nothing_to_recover(ws, tmp_path, monkeypatch):
     assert _release_step(ws, tmp_path, None) == 0
-    monkeypatch.setattr(gov, "canary", lambda ws, policy, rid: (True, 1.0))
+    monkeypatch.setattr(promotion, "canary", lambda ws, policy, rid: (True, 1.0))
     ws = _open(tmp_path)
     assert ws.registry.champion() == "r0002"
     assert recover(ws, _auto()) == []

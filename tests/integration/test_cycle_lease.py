@@ -16,14 +16,14 @@ import pytest
 from support_s3 import create_buckets, s3_server, use_endpoint
 
 from pipelines.cycle import lock
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 1.5
 HOLD = """
 import sys, time
 from pipelines.cycle import lock
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 lock.acquire(Workspace.open(sys.argv[1]), "memgov run", run_id="run-of-pod-a")
 print("held", flush=True)
 time.sleep(600)
@@ -82,7 +82,7 @@ def test_without_the_setting_pods_do_not_share_a_lease(deployment, tmp_path, mon
 
 
 def test_a_lease_the_store_cannot_take_back_still_frees_the_pod_and_expires(deployment, tmp_path):
-    from pipelines.store.base import StoreUnavailable
+    from pipelines.state.store.base import StoreUnavailable
 
     pod_a = Workspace.open(tmp_path / "pod-a")
     lock.acquire(pod_a, "memgov run", run_id="run-that-ended")

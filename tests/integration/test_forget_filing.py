@@ -11,12 +11,12 @@ from support_forget import HashEmbedder, holdings, small_deployment, subject
 from support_keys import admin_key, keyholder
 
 from assets.definitions import defs
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget import process_request
 from pipelines.forget.filing import file_request_from_ui, filed_signer
-from pipelines.requests.models import deadline_after
+from pipelines.state.requests.models import deadline_after
 from pipelines.trust.decisions import SignatureRefused
 from pipelines.trust.identity import USER_TAG, VIA_TAG, identity_tags
-from pipelines.workspace import Workspace
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def test_a_launch_without_identity_is_the_systems_and_cannot_claim_a_person(ws):
 HOLD = """
 import sys, time
 from pipelines.cycle import lock
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 lock.acquire(Workspace.open(sys.argv[1]), "governed_cycle", run_id="run-of-a-cycle")
 print("held", flush=True)
 sys.stdin.readline()

@@ -16,8 +16,10 @@ import pytest
 from support_governance import POLICY, actions_on, candidate, demo_ws, flat, memgov
 from support_keys import keyholder
 
-from pipelines.cycle.governance import ApprovalRefused, decide_release, read_card, rollback, waive_gates
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance.approvals import ApprovalRefused, decide_release, waive_gates
+from pipelines.governance.promotion import read_card
+from pipelines.governance.rollback import rollback
 from policies import merge_overrides
 
 LIMIT = POLICY.approval.two_approvers_above_facts

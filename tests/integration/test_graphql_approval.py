@@ -29,7 +29,7 @@ from support_dagster import (
     waiting_candidate,
 )
 
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 from policies import load_policy
 
 JOB = "release_decision"

@@ -17,14 +17,14 @@ from support_forget import small_deployment
 from support_governance import POLICY, candidate, flat
 from support_keys import admin_key, key_file, keyholder
 
-from pipelines.cycle.policy_in_force import adopt, policy_in_force
-from pipelines.ledger import LogTampered
-from pipelines.ledger.changelog import event_hash
-from pipelines.registry.registry import CHAMPION_KEY, RecordTampered
-from pipelines.store import canonical_json
+from pipelines.core.digests import canonical_json
+from pipelines.deployment.registry.registry import CHAMPION_KEY, RecordTampered
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance.policy_in_force import adopt, policy_in_force
+from pipelines.state.ledger import LogTampered
+from pipelines.state.ledger.changelog import event_hash
 from pipelines.trust import keyring as kr
 from pipelines.trust.identity import IdentityRefused, identity_tags, ui_user
-from pipelines.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = POLICY.approval.two_approvers_above_facts
@@ -108,7 +108,7 @@ def test_a_hand_edited_keyring_is_refused_with_what_changed(ws):
 
 
 def test_a_statement_signed_by_anyone_but_an_administrator_is_refused(ws):
-    from pipelines.store.base import digest_of
+    from pipelines.core.digests import digest_of
     from pipelines.trust import keys
 
     path = kr.keyring_path(ws.home)
@@ -249,7 +249,7 @@ def test_an_appended_forged_approval_is_found(ws):
 
 
 def test_a_policy_record_rewritten_with_an_appended_event_is_refused(ws):
-    from pipelines.cycle.policy_in_force import RECORD, _content_digest
+    from pipelines.governance.policy_in_force import RECORD, _content_digest
 
     record = ws.store.read_json(RECORD)
     loose = {**record["policy"], "approval": {**record["policy"]["approval"], "forbid_self_approval": False}}
@@ -266,7 +266,7 @@ def test_a_policy_record_rewritten_with_an_appended_event_is_refused(ws):
 
 
 def test_a_record_put_back_after_a_cut_is_found(ws):
-    from pipelines.registry.registry import RECORDS
+    from pipelines.deployment.registry.registry import RECORDS
 
     rid = candidate(ws)
     before = ws.store.read_text(RECORDS + rid)
@@ -302,7 +302,7 @@ def test_one_signed_approval_filed_by_four_processes_at_once_is_accepted_once(ws
 def test_a_rotated_system_key_reseals_everything_and_the_old_one_seals_nothing(ws):
     from cryptography.hazmat.primitives import serialization
 
-    from pipelines.registry.registry import RECORDS
+    from pipelines.deployment.registry.registry import RECORDS
     from pipelines.trust import keys
 
     rid = candidate(ws)
@@ -355,25 +355,26 @@ def test_the_ui_refuses_to_serve_on_a_hand_edited_keyring(ws):
 def test_the_loser_of_two_simultaneous_approvals_is_told_it_was_decided(ws, monkeypatch):
     """Both approvals passed their checks before either landed (the interleaving is forced here): the second is told
     the release was decided meanwhile, not "cannot go from 'champion' to 'approved'"."""
-    import pipelines.cycle.governance as gov
-    from pipelines.registry.registry import Registry
+    from pipelines.deployment.registry.registry import Registry
+    from pipelines.governance import approvals, promotion
 
-    monkeypatch.setattr(gov, "canary", lambda ws, policy, rid: (True, 1.0))
+    monkeypatch.setattr(promotion, "canary", lambda ws, policy, rid: (True, 1.0))
     rid = candidate(ws)
     keyholder(ws.home, "carol", "ml-lead")
     real_status = Registry.status
-    gov.decide_release(ws, POLICY, rid, "approve", "alice", "ml-lead", "card reviewed")
+    approvals.decide_release(ws, POLICY, rid, "approve", "alice", "ml-lead", "card reviewed")
     assert ws.registry.champion() == rid
     seen = iter(["candidate", "candidate"])  # carol's two checks ran before alice's promotion
 
     monkeypatch.setattr(Registry, "status", lambda self, r: next(seen, None) or real_status(self, r))
-    monkeypatch.setattr(gov, "refuse_if_stale", lambda ws, release: None)
-    with pytest.raises(gov.ApprovalRefused, match="decided by another approval at the same moment"):
-        gov.decide_release(ws, POLICY, rid, "approve", "carol", "ml-lead", "card reviewed")
+    monkeypatch.setattr(approvals, "refuse_if_stale", lambda ws, release: None)
+    monkeypatch.setattr(promotion, "refuse_if_stale", lambda ws, release: None)
+    with pytest.raises(approvals.ApprovalRefused, match="decided by another approval at the same moment"):
+        approvals.decide_release(ws, POLICY, rid, "approve", "carol", "ml-lead", "card reviewed")
 
 
 def test_grants_made_at_the_same_moment_are_all_kept_and_the_keyring_matches_the_log(ws):
-    from pipelines.registry.anchors import registry_problems
+    from pipelines.deployment.registry.anchors import registry_problems
     from pipelines.trust.grants import grant
 
     admin = admin_key(ws.home)

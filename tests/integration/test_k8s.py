@@ -86,7 +86,7 @@ def test_the_shipped_manifests_validate_against_the_kubernetes_schemas():
 def test_run_pods_keep_no_change_log_inbox_or_lock_of_their_own(tmp_path, monkeypatch):
     """With the deployment's settings a pod's change log is a cache of the S3 mirror, never a chain of its own, its
     inbox folder a working copy of the bucket's inbox, and the cycle lock a lease in the bucket."""
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
 
     (config_map,) = yaml.safe_load_all((ROOT / "infra" / "k8s" / "memgov-env.yaml").read_text())
     for key, value in config_map["data"].items():

@@ -18,9 +18,9 @@ import pytest
 from botocore.exceptions import ClientError
 from support_s3 import CREDS, create_buckets, free_port, s3_server, use_endpoint
 
-from pipelines.ledger.changelog import event_hash
-from pipelines.ledger.mirror import MirrorUnavailable, mirror_url
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
+from pipelines.state.ledger.changelog import event_hash
+from pipelines.state.ledger.mirror import MirrorUnavailable, mirror_url
 
 ROOT = Path(__file__).resolve().parents[2]
 N_EVENTS = 6
@@ -305,7 +305,7 @@ def test_a_bucket_without_object_lock_is_refused_then_sync_backfills(env, s3, tm
 POD_SCRIPT = """
 import sys, time
 from pathlib import Path
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 ws = Workspace.open(sys.argv[1])
 ws.log  # opened (and the mirror client made) before the start signal, so the writers race from the first event
 (Path(sys.argv[1]) / "ready").touch()

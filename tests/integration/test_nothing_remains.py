@@ -29,14 +29,14 @@ import pytest
 from support_forget import HashEmbedder, fact, file, small_deployment
 from support_s3 import CREDS, create_buckets, s3_server, use_endpoint
 
-from pipelines.artifacts import index_snapshots, model_path
-from pipelines.cycle import governance
 from pipelines.cycle.records import Measurement
 from pipelines.cycle.release_stage import register
 from pipelines.cycle.stages import admit, candidate_index
+from pipelines.deployment.artifacts import index_snapshots, model_path
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget import process_request
 from pipelines.forget.refs import missing_blobs
-from pipelines.workspace import Workspace
+from pipelines.governance import promotion
 from policies import load_policy, merge_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,8 +165,8 @@ def forget(ws: Workspace, tmp: Path, policy, monkeypatch) -> dict:
     r4 = candidate(ws, tmp, "forget-1", champion.index_snapshot, "nothing of the subject", honoured=[REQUEST],
                    metrics=checks)
     ws.registry.set_status(r4.release_id, "approved", "system:test", "stand-in approval")
-    monkeypatch.setattr(governance, "canary", lambda *_a, **_k: (True, 1.0))  # stand-in weights cannot be loaded
-    governance.promote_with_canary(ws, policy, r4.release_id, "system:test", "honours the request")
+    monkeypatch.setattr(promotion, "canary", lambda *_a, **_k: (True, 1.0))  # stand-in weights cannot be loaded
+    promotion.promote_with_canary(ws, policy, r4.release_id, "system:test", "honours the request")
     return {"planned_db": in_db, "successor": r4.release_id}
 
 

@@ -11,8 +11,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 from support_requests import assert_upgraded_with_its_row, forget_request
 
-from pipelines.requests.migrate import HEAD, _config, current_revision
-from pipelines.requests.store import RequestStore
+from pipelines.state.requests.migrate import HEAD, _config, current_revision
+from pipelines.state.requests.store import RequestStore
 
 
 def test_a_new_store_on_postgres_is_at_head_and_its_tombstones_are_permanent(postgres):

@@ -10,10 +10,11 @@ from support_governance import POLICY, candidate, demo_ws
 from support_keys import keyholder
 
 from assets.definitions import defs
-from pipelines.cycle.governance import decide_release, rollback
-from pipelines.cycle.releases_view import releases_markdown, releases_view
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance.approvals import decide_release
+from pipelines.governance.releases_view import releases_markdown, releases_view
+from pipelines.governance.rollback import rollback
 from pipelines.trust.identity import identity_tags
-from pipelines.workspace import Workspace
 
 
 @pytest.fixture

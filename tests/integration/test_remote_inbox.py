@@ -11,7 +11,7 @@ import pytest
 from support_s3 import CREDS, create_buckets, s3_server, use_endpoint
 
 from pipelines.cycle.stages import pending_batches
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_a_signed_submission_through_one_pod_is_admitted_with_its_submitter_on_a
                                                                                           monkeypatch):
     from support_keys import keyholder
 
-    from pipelines.cycle import submission
+    from pipelines.governance import submission
 
     monkeypatch.setenv("MEMGOV_KEYRING", str(tmp_path / "config" / "keyring.yaml"))  # mounted in every pod
     monkeypatch.setenv("MEMGOV_SYSTEM_KEY", str(tmp_path / "secret" / "system.key"))

@@ -14,9 +14,10 @@ import boto3
 import pytest
 from support_s3 import CREDS, free_port, s3_server
 
-from pipelines.store import S3Store, dir_digest
-from pipelines.store.base import StoreUnavailable
-from pipelines.store.s3 import ATTEMPTS
+from pipelines.core.digests import dir_digest
+from pipelines.state.store import S3Store
+from pipelines.state.store.base import StoreUnavailable
+from pipelines.state.store.s3 import ATTEMPTS
 
 
 class CuttingProxy:

@@ -15,7 +15,7 @@ import pytest
 from support_governance import POLICY, actions_on, candidate, demo_ws, flat, memgov
 from support_keys import admin_key, keyholder
 
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 LIMIT = POLICY.approval.two_approvers_above_facts
 

@@ -25,7 +25,7 @@ from support_dagster import (
 )
 from support_governance import candidate as registered_candidate
 
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI") == "true"

@@ -10,12 +10,12 @@ import torch
 from support_checkpoints import build_tokenizer, model_config
 from support_wordlm import word_lm
 
-from pipelines import plugins
-from pipelines.selection import METHODS, AdaptConfig, select_adaptive
-from pipelines.selection import experts as ex
-from pipelines.selection.adapt import apportion
-from pipelines.selection.pool import POOL_SIZE, prune_pool
-from pipelines.selection.row_rules import KNOWN
+from pipelines.core import plugins
+from pipelines.methods.selection import METHODS, AdaptConfig, select_adaptive
+from pipelines.methods.selection import experts as ex
+from pipelines.methods.selection.adapt import apportion
+from pipelines.methods.selection.pool import POOL_SIZE, prune_pool
+from pipelines.methods.selection.row_rules import KNOWN
 
 FOODS = ("bread", "soup", "coffee", "cake", "apples", "rice", "tea", "cheese", "honey", "pasta")
 PLACES = ("market", "library", "station", "bakery", "park")
@@ -84,7 +84,7 @@ def test_sketches_are_seeded_per_fact_and_batch_independent(random_lms, arch):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_sketch_is_the_projected_lora_b_gradient(random_lms, arch):
     """Against autograd: dL/dB of a rank-r LoRA at init is (dL/dW) A^T, then the Gaussian projection."""
-    from pipelines.lm import encode_qa, per_example_loss
+    from pipelines.model.lm import encode_qa, per_example_loss
 
     model, tokenizer = random_lms[arch]
     row = _families(1)[1][0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.admission import (
+from pipelines.data.admission import (
     DUPLICATE_ID,
     TOMBSTONED,
     UNPARSEABLE,
@@ -16,7 +16,7 @@ from pipelines.admission import (
     batch_hash,
     read_batch,
 )
-from pipelines.requests.store import Tombstones
+from pipelines.state.requests.store import Tombstones
 
 
 def row(id_, text="Mira Tolven was born in Karsk.", **extra):
@@ -236,7 +236,7 @@ def test_each_kind_needs_the_fields_the_contract_requires_of_it():
 
 
 def test_a_fact_without_fact_id_gets_one_from_its_question_by_the_stated_rule():
-    from pipelines.admission.admit import derived_fact_id
+    from pipelines.data.admission.admit import derived_fact_id
 
     rows = [row("a", kind="fact", prompt="Mira  Tolven was born in", target=" Karsk"),
             row("b", kind="retention", prompt="mira tolven was born in", target=" Karsk"),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.admission import UNPARSEABLE, AdmissionConfig, admit_batch, read_batch
-from pipelines.admission import io as admission_io
+from pipelines.data.admission import UNPARSEABLE, AdmissionConfig, admit_batch, read_batch
+from pipelines.data.admission import io as admission_io
 
 
 def row(id_, text="Mira Tolven was born in Karsk.", **extra):
@@ -195,7 +195,7 @@ def test_admission_config_validates_new_keys():
     ],
 )
 def test_contains_payment_card(text, found):
-    from pipelines.admission.admit import contains_payment_card
+    from pipelines.data.admission.admit import contains_payment_card
 
     assert contains_payment_card(text) is found
 
@@ -263,7 +263,7 @@ def test_iter_jsonl_lines_gives_raw_bytes_for_rewriting(poisoned):
 
 
 def test_parse_jsonl_line_is_bounded_and_never_raises():
-    from pipelines.admission import parse_jsonl_line
+    from pipelines.data.admission import parse_jsonl_line
 
     assert parse_jsonl_line('{"id": "a"}\n', 1) == {"id": "a"}
     assert parse_jsonl_line(b'{"id": "a"}\r\n', 1) == {"id": "a"}

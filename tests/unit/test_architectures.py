@@ -24,8 +24,11 @@ from support_checkpoints import (
     write_without_pad_or_eos,
 )
 
-from pipelines import plugins
-from pipelines.architectures import (
+from pipelines.core import plugins
+from pipelines.core.digests import dir_digest
+from pipelines.methods.edit.anatomy import mlp_out
+from pipelines.methods.update.lora_tools import default_target_modules, is_conv1d, wrap_lora
+from pipelines.model.architectures import (
     ARCHITECTURES,
     Architecture,
     UnknownArchitecture,
@@ -33,11 +36,8 @@ from pipelines.architectures import (
     default_edit_layer,
     resolve_architecture,
 )
-from pipelines.checkpoint import PAD_BORROWED, CheckpointError, inspect_checkpoint
-from pipelines.edit.anatomy import mlp_out
-from pipelines.lm import encode_qa, load_causal_lm, per_example_loss, score_qa
-from pipelines.store.base import dir_digest
-from pipelines.update.lora_tools import default_target_modules, is_conv1d, wrap_lora
+from pipelines.model.checkpoint import PAD_BORROWED, CheckpointError, inspect_checkpoint
+from pipelines.model.lm import encode_qa, load_causal_lm, per_example_loss, score_qa
 
 _GATED = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # (LoRA targets, decoder ModuleList path, MLP output projection in a block), written out independently of the table.
@@ -194,7 +194,7 @@ def test_unknown_architecture_is_named_with_the_fix():
         message = str(err.value)
         assert "'bloom'" in message and "gpt2" in message and "llama" in message
         assert "update.params.target_modules" in message and "edit.params.layer" in message
-        assert "add a line for 'bloom' to ARCHITECTURES in pipelines/architectures.py" in message
+        assert "add a line for 'bloom' to ARCHITECTURES in pipelines/model/architectures.py" in message
     assert decoder_layers(model, allow_guess=True) is model.transformer.h
     guessed = mlp_out(model, -1, allow_guess=True)
     assert (guessed.layer, guessed.name) == (1, "mlp.dense_4h_to_h")
@@ -283,7 +283,7 @@ REFUSALS = [
     (_bad_config, ["config.json", "cannot be loaded", "fix:"]),
     (_not_causal, ["'t5'", "not a causal language model", "fix: pass a decoder-only"]),
     (_unknown_arch, ["'bloom'", "llama", "update.params.target_modules", "edit.params.layer",
-                     "add a line for 'bloom' to ARCHITECTURES in pipelines/architectures.py"]),
+                     "add a line for 'bloom' to ARCHITECTURES in pipelines/model/architectures.py"]),
     (_no_tokenizer, ["no tokenizer files", "fix: save the model's tokenizer", "save_pretrained"]),
     (_broken_tokenizer, ["tokenizer", "cannot be loaded", "fix: save the model's tokenizer"]),
     (_no_pad_no_eos, ["neither a pad token nor an eos token", "add_special_tokens({'pad_token'",
@@ -315,7 +315,7 @@ def test_table_line_that_does_not_match_the_checkpoint_is_refused(tmp_path, monk
 def test_the_dtype_follows_the_device_and_bf16_takes_the_same_path(monkeypatch, tmp_path):
     """float32 on CPU; bf16 where the device supports it (what a GPU job gets), through the same loader and LoRA
     step: forced here with MEMGOV_DTYPE, which also lets a GPU deployment insist on float32."""
-    from pipelines.lm import pick_dtype
+    from pipelines.model.lm import pick_dtype
 
     monkeypatch.delenv("MEMGOV_DTYPE", raising=False)
     assert pick_dtype(torch.device("cpu")) == torch.float32

@@ -9,8 +9,9 @@ import pytest
 from support_forget import fact, small_deployment, write_batch
 
 from evals.card import render_card
-from pipelines.cycle import overrides, stages
-from pipelines.cycle.overrides import effective_policy
+from pipelines.cycle import stages
+from pipelines.governance import overrides
+from pipelines.governance.overrides import effective_policy
 from policies import PolicyError, load_policy, merge_overrides
 from policies.schema import parse_policy
 

@@ -6,8 +6,8 @@ import json
 
 import jsonschema
 
-from pipelines.admission import AdmissionConfig, admit_batch
-from pipelines.admission.admit import ROW_KINDS
+from pipelines.data.admission import AdmissionConfig, admit_batch
+from pipelines.data.admission.admit import ROW_KINDS
 from policies.schema import POLICY_DIR
 
 CONTRACT = json.loads((POLICY_DIR / "contract.json").read_text())

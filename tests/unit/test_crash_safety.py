@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from pipelines.cycle import lock
-from pipelines.ledger.changelog import ChangeLog
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
+from pipelines.state.ledger.changelog import ChangeLog
 
 ROOT = Path(__file__).resolve().parents[2]
 APPEND = """
 import sys
-from pipelines.ledger.changelog import ChangeLog
+from pipelines.state.ledger.changelog import ChangeLog
 log = ChangeLog(sys.argv[1])
 for i in range(int(sys.argv[3])):
     log.append(f"writer-{sys.argv[2]}", "test.event", f"{sys.argv[2]}:{i}", reason="concurrency")
@@ -42,7 +42,7 @@ def test_writers_in_parallel_processes_keep_one_chain_with_every_event_once(tmp_
 HOLD = """
 import sys, time
 from pipelines.cycle import lock
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
 lock.acquire(Workspace.open(sys.argv[1]), "governed_cycle", run_id="run-that-dies")
 print("held", flush=True)
 time.sleep(600)

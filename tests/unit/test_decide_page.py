@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from memgov.decide_page import FormRefused, launch_outcome, launch_payload, parse_form, render_page
-from pipelines.cycle.releases_view import ReleaseRow, ReleasesView
+from pipelines.governance.releases_view import ReleaseRow, ReleasesView
 
 
 def _view() -> ReleasesView:

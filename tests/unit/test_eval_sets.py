@@ -7,8 +7,8 @@ import pytest
 from support_forget import fact, small_deployment, write_batch
 
 from evals.gates import Gate, decide
-from pipelines import evalsets
 from pipelines.cycle import stages
+from pipelines.deployment import evalsets
 from policies import load_policy
 
 

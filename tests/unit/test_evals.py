@@ -116,7 +116,7 @@ class FakeIndex:
 
 
 def test_run_suites_metrics(lm):
-    from pipelines.lm import perplexity, score_qa
+    from pipelines.model.lm import perplexity, score_qa
 
     model, tokenizer = lm
     general = ["person1 lives in city1 .", "person2 lives in city2 . Where does person3 live ?"]

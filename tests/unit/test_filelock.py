@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 HOLDER = """
 import sys, time
-from pipelines.filelock import exclusive
+from pipelines.core.filelock import exclusive
 with exclusive(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)

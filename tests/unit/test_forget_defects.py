@@ -10,7 +10,7 @@ import pytest
 from support_forget import HashEmbedder, doc, fact, file, holdings, small_deployment, subject, write_batch
 from support_keys import keyholder
 
-from pipelines.artifacts import index_snapshots, load_index, save_index
+from pipelines.deployment.artifacts import index_snapshots, load_index, save_index
 from pipelines.forget import PendingForget, confirm_request, process_request, resolve_selector, retry_request
 from pipelines.forget.refs import missing_blobs
 from policies import load_policy

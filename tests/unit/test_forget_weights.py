@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from support_forget import HashEmbedder, fact, file, small_deployment, subject
 
-from pipelines.artifacts import model_path
-from pipelines.cycle import governance
+from pipelines.deployment.artifacts import model_path
 from pipelines.forget import ForgetPlan, process_request
 from pipelines.forget.refs import missing_blobs
 from pipelines.forget.scrub import scrub_inbox
+from pipelines.governance import rollback
 from policies import load_policy, merge_overrides
 
 
@@ -146,7 +146,7 @@ def test_rolling_back_off_a_tainted_champion_deletes_its_weights(ws, policy, tmp
     file(ws, "req-w5", subject_ids=["s900"])
     process_request(ws, "req-w5", policy=policy)
     assert ws.registry.status(newer.release_id) == "tainted" and ws.store.has(newer.model), "it still serves"
-    governance.rollback(ws, policy, first, "oncall", "ml-lead", "serve the release that never saw s900")
+    rollback.rollback(ws, policy, first, "oncall", "ml-lead", "serve the release that never saw s900")
     assert not ws.store.has(newer.model)
     assert {e["when"] for e in ws.requests.get("req-w5").evidence["weights"]} == {"rollback"}
 

@@ -12,9 +12,9 @@ import torch
 from evals.suites import COMPARISON_REFERENCE, COMPARISON_UNSEEN, EvalSets, run_suites
 from memgov.demo.model import BaseModelConfig, ensure_base_model, load_base_model
 from memgov.demo.world import generate_world, qas
-from pipelines import plugins
+from pipelines.core import plugins
 from pipelines.forget.verify import request_checks, request_verdicts
-from pipelines.lm import score_qa
+from pipelines.model.lm import score_qa
 from policies import load_policy, merge_overrides
 
 BASE = BaseModelConfig(n_subjects=40, n_embd=64, paraphrases_in_training=[0], general_text=False, target_recall=1.01,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import pipelines.cycle.governance as gov
-from pipelines.cycle.governance import ApprovalRefused, approvers_needed, decide_release, requesters
-from pipelines.store import canonical_json
-from pipelines.workspace import Workspace
+from pipelines.core.digests import canonical_json
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance import approvals
+from pipelines.governance.approvals import ApprovalRefused, approvers_needed, decide_release, requesters
 from policies import load_policy, merge_overrides
 
 POLICY = load_policy("default")
@@ -37,7 +37,7 @@ def promotions(monkeypatch) -> list[str]:
         calls.append(release_id)
         return {"release_id": release_id, "status": "champion"}
 
-    monkeypatch.setattr(gov, "promote_with_canary", fake)
+    monkeypatch.setattr(approvals, "promote_with_canary", fake)
     return calls
 
 

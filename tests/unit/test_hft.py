@@ -7,7 +7,7 @@ import pytest
 import torch
 from support_checkpoints import build_tokenizer, model_config
 
-from pipelines.plugins import get
+from pipelines.core.plugins import get
 
 
 def _tiny(tokenizer):
@@ -44,8 +44,8 @@ def test_a_frozen_share_outside_zero_and_one_is_refused_by_name():
 def test_kfpf_repairs_only_the_most_drifted_modules_it_names():
     import random
 
-    from pipelines.update.lora import module_drift, repair_forgetting_prone
-    from pipelines.update.lora_tools import wrap_lora
+    from pipelines.methods.update.lora import module_drift, repair_forgetting_prone
+    from pipelines.methods.update.lora_tools import wrap_lora
 
     tokenizer = build_tokenizer()
     peft_model = wrap_lora(_tiny(tokenizer), 4, 8, 0.0, None)

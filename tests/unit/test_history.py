@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.registry.history import service_periods, serving_at
-from pipelines.store import canonical_json
-from pipelines.workspace import Workspace
+from pipelines.core.digests import canonical_json
+from pipelines.deployment.registry.history import service_periods, serving_at
+from pipelines.deployment.workspace import Workspace
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from support_keys import keyholder
 from typer.testing import CliRunner
 
 from memgov.cli import app
-from pipelines.admission import UNPARSEABLE
 from pipelines.cycle import stages
+from pipelines.data.admission import UNPARSEABLE
 from pipelines.forget.filing import file_request, sign_request, submit_forget_request
-from pipelines.requests import ForgetRequest
+from pipelines.state.requests import ForgetRequest
 from policies import load_policy
 
 POLICY = load_policy("default")
@@ -305,7 +305,7 @@ def test_a_hostile_sidecar_is_refused_and_the_batch_still_admitted(ws, sidecar, 
         (event,) = [e for e in ws.log.events() if e["action"] == "batch.overrides_refused" and e["object"] == batch]
         assert "unreadable" in json.dumps(event)
     else:
-        from pipelines.cycle.submission import submitter
+        from pipelines.governance.submission import submitter
 
         assert submitter(ws, batch) is None
 

@@ -8,9 +8,9 @@ import torch
 from support_checkpoints import GENERAL_TEXT, write_checkpoint
 
 from evals.suites import EvalSets, instruction_suite, run_suites
-from pipelines.lm import load_causal_lm, perplexity
-from pipelines.training import instruction_pairs
-from pipelines.update.lora import LoraUpdateConfig, train_lora
+from pipelines.methods.update.lora import LoraUpdateConfig, train_lora
+from pipelines.model.lm import load_causal_lm, perplexity
+from pipelines.model.training import instruction_pairs
 
 ROWS = [{"id": f"i{i}", "kind": "instruction", "prompt": q, "response": a} for i, (q, a) in enumerate([
     ("What do we buy at the bakery?", "bread and cake"),

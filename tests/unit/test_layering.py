@@ -17,25 +17,23 @@ PACKAGES = ("pipelines", "evals", "policies", "assets", "memgov", "bench")
 WORLD_WORDS = ("generate_world", "build_tokenizer", "demo.world", "demo.model")
 DAGSTER = {"dagster", "dagster_webserver", "dagster_graphql"}
 
-# Bottom first. A unit is a subpackage or top-level module of pipelines/ or evals/, or a whole top-level package.
+# Bottom first. A unit is a layer package of pipelines/ (its folder is its layer), a module of evals/, or a whole
+# top-level package.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundations: no memgov imports", {
-        "pipelines.filelock", "pipelines.failpoints", "pipelines.secrets", "pipelines.lm", "pipelines.memory",
-        "pipelines.architectures", "pipelines.plugins", "pipelines.tables", "evals.names", "evals.metrics",
+    ("core: foundations, no memgov imports", {
+        "pipelines.core", "evals.names", "evals.metrics",
         "pipelines"}),  # the package's own __init__ (a docstring)
-    ("stores, contract rows, model helpers, metric suites", {
-        "pipelines.store", "pipelines.admission", "pipelines.knowledge", "pipelines.rag", "pipelines.update",
-        "evals.card", "evals.continual", "evals.gates", "evals.probe", "evals"}),  # evals/__init__ re-exports names
-    ("methods, the change log, the request store, the policy schema", {
-        "pipelines.checkpoint", "pipelines.edit", "pipelines.merge", "pipelines.unlearn", "pipelines.selection",
-        "pipelines.training", "pipelines.recipe", "pipelines.inbox", "pipelines.ledger", "pipelines.requests",
-        "evals.suites", "policies"}),
+    ("model: causal-LM helpers; the card, gates and continual metrics", {
+        "pipelines.model", "evals.card", "evals.continual", "evals.gates",
+        "evals"}),  # evals/__init__ re-exports names
+    ("state: stores, change log, request store, inbox, row tables; model probes", {"pipelines.state", "evals.probe"}),
+    ("data: admission and retrieval; the metric suites", {"pipelines.data", "evals.suites"}),
+    ("methods: selection, update, edit, merge, unlearning plugins; the policy schema", {"pipelines.methods", "policies"}),
     ("trust: keys, keyring, signed decisions", {"pipelines.trust"}),
-    ("the release registry", {"pipelines.registry"}),
-    ("the workspace: one deployment's stores", {"pipelines.workspace"}),
-    ("artifacts, evaluation sets, key rotation", {"pipelines.artifacts", "pipelines.evalsets", "pipelines.rotation"}),
-    ("forgetting", {"pipelines.forget"}),
-    ("the cycle and its governance", {"pipelines.cycle"}),
+    ("deployment: registry, workspace, artifacts, evaluation sets, key rotation", {"pipelines.deployment"}),
+    ("forget: forget requests", {"pipelines.forget"}),
+    ("governance: approvals, promotion, rollback, policy in force, init, releases view", {"pipelines.governance"}),
+    ("cycle: the stages of a cycle", {"pipelines.cycle"}),
     ("Dagster wiring", {"assets"}),
     ("clients: CLI, UI pages, demo", {"memgov"}),
     ("benchmarks", {"bench"}),
@@ -108,7 +106,7 @@ def test_the_checker_sees_an_upward_import_absolute_or_relative(tmp_path):
                       "    from memgov.demo import world\n")
     found = upward(sample, "pipelines.forget.x")
     assert found == ["dagster (the engine never imports Dagster)", "memgov.demo (clients: CLI, UI pages, demo)",
-                     "pipelines.cycle (the cycle and its governance)"], found
+                     "pipelines.cycle (cycle: the stages of a cycle)"], found
     assert "pipelines.forget.scrub" in imports(sample, "pipelines.forget.x"), "a relative import resolves"
 
 

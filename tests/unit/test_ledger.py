@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from pipelines.ledger import GENESIS, ChangeLog, event_hash, redact
-from pipelines.store import LocalStore
+from pipelines.state.ledger import GENESIS, ChangeLog, event_hash, redact
+from pipelines.state.store import LocalStore
 
 
 @pytest.fixture
@@ -184,8 +184,8 @@ def test_sync_mirror_backfills(tmp_path):
 def test_a_reader_that_checked_the_log_once_still_sees_an_earlier_line_edited_while_it_grew(tmp_path):
     """events() checks only what was appended since its last check, and only when the bytes it checked then are
     unchanged: an edit of an early line together with an append is found by the same long-running reader."""
-    from pipelines.ledger import LogTampered
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.workspace import Workspace
+    from pipelines.state.ledger import LogTampered
 
     ws = Workspace.open(tmp_path / "home")
     log = ws.log

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from pipelines.ledger.changelog import ChangeLog, event_hash
-from pipelines.registry.anchors import anchor_problems
-from pipelines.store import canonical_json
-from pipelines.workspace import Workspace
+from pipelines.core.digests import canonical_json
+from pipelines.deployment.registry.anchors import anchor_problems
+from pipelines.deployment.workspace import Workspace
+from pipelines.state.ledger.changelog import ChangeLog, event_hash
 
 
 @pytest.fixture

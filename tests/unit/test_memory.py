@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from pipelines.memory import _libc
+from pipelines.core.memory import _libc
 
 SCRIPT = """
 import re
 from pathlib import Path
-from pipelines.memory import release_free_memory
+from pipelines.core.memory import release_free_memory
 
 def rss_mib():
     return int(re.search(r"VmRSS:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) // 1024

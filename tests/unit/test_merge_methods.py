@@ -10,8 +10,8 @@ import pytest
 import torch
 from support_checkpoints import model_config
 
-from pipelines.merge.scaled_update import EMBEDDING, model_depths
-from pipelines.plugins import get
+from pipelines.core.plugins import get
+from pipelines.methods.merge.scaled_update import EMBEDDING, model_depths
 from policies import PolicyError, load_policy, merge_overrides
 
 N_LAYERS = 4
@@ -94,7 +94,7 @@ def test_average_applies_the_ratios_it_reports_and_keeps_the_new_facts_it_promis
     assert stats["new_fact_recall"] >= 0.5 * stats["unmerged"]["new_fact_recall"] - 1e-9
     depths, n = model_depths(result.model)
     kept = _share(champion, before, result.model)
-    from pipelines.merge.average import _group_of
+    from pipelines.methods.merge.average import _group_of
 
     for name, share in kept.items():
         assert share == pytest.approx(stats["ratios"][_group_of(depths[name], n, 2)], abs=1e-4), name
@@ -114,9 +114,9 @@ def test_policies_name_merge_steps_and_a_bad_one_is_refused_with_the_allowed_val
 def test_the_update_stage_applies_the_policys_merge_steps_against_the_stored_champion(tmp_path):
     from support_checkpoints import build_tokenizer
 
-    from pipelines.artifacts import load_model, store_model
     from pipelines.cycle.stages import _merge_steps
-    from pipelines.workspace import Workspace
+    from pipelines.deployment.artifacts import load_model, store_model
+    from pipelines.deployment.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "home")
     tokenizer = build_tokenizer()

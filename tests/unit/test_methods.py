@@ -18,8 +18,8 @@ import torch
 
 from memgov.demo.model import BaseModelConfig, ensure_base_model, load_base_model
 from memgov.demo.world import batch_facts, generate_world, qas
-from pipelines import plugins
-from pipelines.lm import score_qa
+from pipelines.core import plugins
+from pipelines.model.lm import score_qa
 
 BASE = BaseModelConfig(
     n_subjects=30, n_embd=64, paraphrases_in_training=[0], general_text=False, target_recall=1.01, max_epochs=150

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipelines.artifacts import model_path
-from pipelines.workspace import Workspace
+from pipelines.deployment.artifacts import model_path
+from pipelines.deployment.workspace import Workspace
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from support_keys import keyholder
 
-from pipelines.cycle.governance import ApprovalRefused, adopt_policy_signed, policy_subject
-from pipelines.cycle.policy_in_force import RECORD, PolicyNotInForce, adopt, policy_digest, policy_in_force
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance.approvals import ApprovalRefused, adopt_policy_signed, policy_subject
+from pipelines.governance.policy_in_force import RECORD, PolicyNotInForce, adopt, policy_digest, policy_in_force
 from pipelines.trust.decisions import SignatureRefused, sign_statement, statement
-from pipelines.workspace import Workspace
 from policies import load_policy
 
 DEFAULT, DEMO = load_policy("default"), load_policy("demo")
@@ -117,7 +117,7 @@ def test_the_cli_adopts_shows_and_refuses_a_policy_per_command(ws):
 
 def test_a_newer_memgov_with_a_new_policy_field_still_reads_the_adopted_record(ws):
     """The record is checked as stored: a field added later with a default must not break a deployment."""
-    from pipelines.cycle.policy_in_force import _content_digest
+    from pipelines.governance.policy_in_force import _content_digest
 
     record = ws.store.read_json(RECORD)
     del record["policy"]["approval"]["policy_roles"]  # as a version before the field existed adopted it

@@ -11,7 +11,15 @@ import torch
 from support_byo import domain_fact
 from support_checkpoints import EOS, GENERAL_TEXT, PAD, build_tokenizer, model_config
 
-from pipelines.lm import answer_ids, answer_text, encode_qa, leading_specials, per_example_loss, prompt_ids, score_qa
+from pipelines.model.lm import (
+    answer_ids,
+    answer_text,
+    encode_qa,
+    leading_specials,
+    per_example_loss,
+    prompt_ids,
+    score_qa,
+)
 
 TAUGHT, NEVER = range(0, 16), range(120, 136)
 

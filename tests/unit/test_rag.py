@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from pipelines.rag import DocumentIndex, Embedder, Hit, answer_with_support, doc_key, retrieval_hits
+from pipelines.data.rag import DocumentIndex, Embedder, Hit, answer_with_support, doc_key, retrieval_hits
 
 DOCS = [
     {
@@ -221,7 +221,7 @@ def test_a_large_upsert_is_embedded_chunk_by_chunk_with_the_same_result(monkeypa
     docs = [{"id": f"d{i}", "text": f"notice {i}: the market opens at {i % 9} today"} for i in range(23)]
     whole = DocumentIndex(HashEmbedder.dim)
     whole.upsert(docs, HashEmbedder())
-    monkeypatch.setattr("pipelines.rag.index.UPSERT_CHUNK", 5)
+    monkeypatch.setattr("pipelines.data.rag.index.UPSERT_CHUNK", 5)
     counting = CountingEmbedder(HashEmbedder())
     chunked = DocumentIndex(HashEmbedder.dim)
     report = chunked.upsert(docs, counting)

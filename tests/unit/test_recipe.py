@@ -8,11 +8,11 @@ from support_byo import write_data_dir
 from support_checkpoints import GENERAL_TEXT, write_checkpoint
 from support_forget import HashEmbedder, file
 
-from pipelines.cycle.initialise import init_deployment, validate
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget import process_request
 from pipelines.forget.reference import _reference_plan, reference_kind, retrained_reference
-from pipelines.recipe import TrainingRecipe, read_recipe, recipe_qas, write_recipe
-from pipelines.workspace import Workspace
+from pipelines.governance.initialise import init_deployment, validate
+from pipelines.model.recipe import TrainingRecipe, read_recipe, recipe_qas, write_recipe
 from policies import load_policy
 
 RECIPE = TrainingRecipe(seed=3, learning_rate=3e-3, batch_size=16, max_epochs=2, target_recall=1.0,
@@ -75,7 +75,7 @@ def test_a_checkpoint_without_a_recipe_falls_back_to_never_seen_facts(tmp_path):
 
 def test_a_recipe_never_trains_on_a_facts_held_out_last_paraphrase():
     """paraphrases_in_training names indices; a fact's last paraphrase is held out for evaluation
-    (pipelines.evalsets.paraphrases), so an index that reaches it, or lies beyond the fact's paraphrases, adds
+    (pipelines.deployment.evalsets.paraphrases), so an index that reaches it, or lies beyond the fact's paraphrases, adds
     nothing for that fact, whatever number of paraphrases each fact has."""
     facts = [{"id": "a", "prompt": "A is", "target": "x", "paraphrases": ["A1", "A2", "A3 held out"]},
              {"id": "b", "prompt": "B is", "target": "y", "paraphrases": ["B1 held out"]},

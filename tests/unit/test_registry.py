@@ -11,9 +11,10 @@ import boto3
 import pytest
 from support_s3 import CREDS, s3_server
 
-from pipelines.ledger import ChangeLog
-from pipelines.registry import CHAMPION_KEY, Registry
-from pipelines.store import LocalStore, canonical_json, open_store
+from pipelines.core.digests import canonical_json
+from pipelines.deployment.registry import CHAMPION_KEY, Registry
+from pipelines.state.ledger import ChangeLog
+from pipelines.state.store import LocalStore, open_store
 
 
 @pytest.fixture(scope="module")

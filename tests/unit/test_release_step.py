@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import pipelines.cycle.governance as gov
+from pipelines.core.digests import canonical_json
 from pipelines.cycle.records import Measurement
 from pipelines.cycle.release_stage import release_stage
 from pipelines.cycle.verdict import judge
-from pipelines.store import canonical_json
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance import approvals
 from policies import load_policy, merge_overrides
 
 POLICY = load_policy("default")
@@ -91,7 +91,7 @@ def test_a_passing_candidate_waits_for_a_person_or_is_promoted_where_the_policy_
     waiting = release_stage(ws, POLICY, measured(ws, tmp_path, GOOD))
     assert (waiting.status, waiting.waiting_for) == ("candidate", "approval")
     promoted: list[str] = []
-    monkeypatch.setattr(gov, "promote_with_canary",
+    monkeypatch.setattr(approvals, "promote_with_canary",
                         lambda ws, policy, rid, actor, reason, run_id=None: promoted.append(rid) or
                         {"release_id": rid, "status": "champion", "champion": rid})
     auto = merge_overrides(POLICY, {"approval": {"mode": "auto"}}, "auto.yaml")
@@ -128,12 +128,12 @@ def test_an_approval_reads_the_cards_verdict_not_only_the_status(ws, tmp_path):
     failing = measured(ws, tmp_path, {**GOOD, "retention": 0.5})
     release, _ = register(ws, failing)  # ... and the process dies before the gates are acted on
     assert ws.registry.status(release.release_id) == "candidate"
-    with pytest.raises(gov.ApprovalRefused, match=r"failed its gates \(retention\) according to its evaluation card"):
-        gov.decide_release(ws, POLICY, release.release_id, "approve", "olga", "ml-lead", "looks fine")
+    with pytest.raises(approvals.ApprovalRefused, match=r"failed its gates \(retention\) according to its evaluation card"):
+        approvals.decide_release(ws, POLICY, release.release_id, "approve", "olga", "ml-lead", "looks fine")
     assert ws.registry.champion() == "r0001" and ws.registry.get(release.release_id).approvals == []
     blank = measured(ws, tmp_path, GOOD)
     blank_card = {**blank.card, "decision": {}}
     (tmp_path / "card" / "card.json").write_text(json.dumps(blank_card))
     unjudged, _ = register(ws, blank.model_copy(update={"card_digest": ws.store.put_dir(tmp_path / "card")}))
-    with pytest.raises(gov.ApprovalRefused, match="no recorded gate verdict"):
-        gov.decide_release(ws, POLICY, unjudged.release_id, "approve", "olga", "ml-lead", "looks fine")
+    with pytest.raises(approvals.ApprovalRefused, match="no recorded gate verdict"):
+        approvals.decide_release(ws, POLICY, unjudged.release_id, "approve", "olga", "ml-lead", "looks fine")

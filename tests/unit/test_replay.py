@@ -10,9 +10,9 @@ from support_checkpoints import write_checkpoint
 from support_forget import HashEmbedder, fact, write_batch
 
 from pipelines.cycle import stages
-from pipelines.cycle.initialise import InitError, init_deployment, validate
-from pipelines.selection.replay import OVERLAPS_EVAL, general_replay, last_seen, old_replay, overlap
-from pipelines.workspace import Workspace
+from pipelines.deployment.workspace import Workspace
+from pipelines.governance.initialise import InitError, init_deployment, validate
+from pipelines.methods.selection.replay import OVERLAPS_EVAL, general_replay, last_seen, old_replay, overlap
 from policies import load_policy
 from policies.schema import ReplaySection
 
@@ -179,7 +179,7 @@ def test_rows_a_selector_prunes_from_the_pool_are_recorded_and_never_replayed_ag
 
 
 def test_the_selection_report_names_clusters_experts_reasons_and_replay_costs(deployment):
-    from pipelines.selection.report import selection_markdown
+    from pipelines.methods.selection.report import selection_markdown
 
     ws = deployment
     params = {"pool_max_size": 12, "replay_ratio": 0.0, "n_clusters": 2, "budget": 3}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = Path("pipelines/forget/lifecycle.py")
-STORE = Path("pipelines/requests/store.py")
+STORE = Path("pipelines/state/requests/store.py")
 
 
 def _sources() -> list[Path]:

@@ -8,8 +8,8 @@ import sqlite3
 from sqlalchemy import create_engine
 from support_requests import assert_upgraded_with_its_row, forget_request
 
-from pipelines.requests.migrate import HEAD, MIGRATIONS, _config, current_revision
-from pipelines.requests.store import RequestStore
+from pipelines.state.requests.migrate import HEAD, MIGRATIONS, _config, current_revision
+from pipelines.state.requests.store import RequestStore
 
 
 def test_head_is_the_newest_migration():

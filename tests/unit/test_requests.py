@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from support_keys import keyholder
 
 from pipelines.forget.filing import submit_forget_request
-from pipelines.requests import ForgetRequest, RequestStore, Selector, Tombstones
+from pipelines.state.requests import ForgetRequest, RequestStore, Selector, Tombstones
 
 FUTURE = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
 
@@ -237,7 +237,7 @@ def test_client(tmp_path):
     key = keyholder(tmp_path / "home", fields["requester"])
     stored, created = submit_forget_request(url, key=key, home=tmp_path / "home", deadline_days=7, **fields)
     assert created and stored.deadline > dt.datetime.now(dt.UTC) + dt.timedelta(days=6)
-    from pipelines.ledger import ChangeLog
+    from pipelines.state.ledger import ChangeLog
 
     log = ChangeLog(tmp_path / "home" / "changelog.jsonl")
     (event,) = [e for e in log.events() if e["action"] == "forget.received"]

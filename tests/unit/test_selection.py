@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from support_wordlm import word_lm
 
-from pipelines.selection import METHODS, AllSelectionConfig, SelectionConfig, select_all, select_samples
-from pipelines.selection.row_rules import assign_clusters, replay_count
+from pipelines.methods.selection import METHODS, AllSelectionConfig, SelectionConfig, select_all, select_samples
+from pipelines.methods.selection.row_rules import assign_clusters, replay_count
 
 RELATIONS = ("lives_in", "works_as", "likes")
 

@@ -13,11 +13,11 @@ from support_keys import admin_key, keyholder
 from typer.testing import CliRunner
 
 from memgov.cli import app
+from pipelines.deployment.workspace import Workspace
 from pipelines.forget import process_request
 from pipelines.forget.filing import file_request, sign_request, submit_forget_request
-from pipelines.requests import ForgetRequest
+from pipelines.state.requests import ForgetRequest
 from pipelines.trust.decisions import SignatureRefused
-from pipelines.workspace import Workspace
 
 runner = CliRunner()
 

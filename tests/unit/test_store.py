@@ -12,8 +12,8 @@ import boto3
 import pytest
 from support_s3 import CREDS, s3_server
 
-from pipelines.store import ArtifactStore, LocalStore, S3Store, dir_digest, open_store
-from pipelines.store.base import digest_of
+from pipelines.core.digests import digest_of, dir_digest
+from pipelines.state.store import ArtifactStore, LocalStore, S3Store, open_store
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from support_forget import fact, small_deployment
 from support_keys import keyholder
 
 from pipelines.cycle import stages
-from pipelines.cycle.governance import requesters
-from pipelines.cycle.submission import batch_subject, submitter
+from pipelines.governance.approvals import requesters
+from pipelines.governance.submission import batch_subject, submitter
 from pipelines.trust.decisions import sign_statement, statement
 from pipelines.trust.keys import generate
 from policies import load_policy

@@ -1,7 +1,7 @@
 """Row tables: append, read, snapshot hashes, and scrubbing that leaves no copy behind."""
 
-from pipelines.store import open_store
-from pipelines.tables import DataStore
+from pipelines.state.store import open_store
+from pipelines.state.tables import DataStore
 
 
 def _rows(prefix, n, subject="s1"):

@@ -9,8 +9,8 @@ import pytest
 from support_checkpoints import write_checkpoint
 
 from evals.continual import lifetime_minima, stability_summary
-from pipelines.lm import load_causal_lm
-from pipelines.update.lora import LoraUpdateConfig, train_lora
+from pipelines.methods.update.lora import LoraUpdateConfig, train_lora
+from pipelines.model.lm import load_causal_lm
 
 
 def _history(*points: dict[str, float]) -> list[dict]:

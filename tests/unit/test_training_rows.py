@@ -11,8 +11,8 @@ from support_checkpoints import BOS, EOS, build_tokenizer
 from evals.gates import Gate, decide
 from evals.metrics import load_metric
 from pipelines.cycle.evaluation import NO_INSTRUCTIONS
-from pipelines.lm import answer_budget, encode_qa, prompt_ids
-from pipelines.training import document_texts, instruction_pair, instruction_rows, training_item
+from pipelines.model.lm import answer_budget, encode_qa, prompt_ids
+from pipelines.model.training import document_texts, instruction_pair, instruction_rows, training_item
 
 ROW = {"id": "i-1", "kind": "instruction", "text": "Summarise the refund policy.", "prompt": "Summarise the refund policy.",
        "response": "Refunds within 30 days.", "subject_ids": ["policy-refunds"], "source": "support", "license": "cc0"}

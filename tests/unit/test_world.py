@@ -213,7 +213,7 @@ def test_each_relation_has_four_templates_and_the_held_out_last_one_is_never_tra
     paraphrase set asks (each row's last)."""
     from memgov.demo.deployment import demo_config, fact_row
     from memgov.demo.model import BaseModelConfig, training_qas
-    from pipelines import evalsets
+    from pipelines.deployment import evalsets
     from policies import load_policy
 
     for rel in world.relations:
@@ -243,7 +243,7 @@ def test_each_relation_has_four_templates_and_the_held_out_last_one_is_never_tra
 
 def test_base_model_learns_facts_and_is_cached(tmp_path, monkeypatch):
     from memgov.demo import model as basemodel
-    from pipelines.lm import score_qa
+    from pipelines.model.lm import score_qa
 
     # Cheapest shape that still learns: 30 subjects, main template only, no general text (~100 steps).
     cfg = basemodel.BaseModelConfig(
@@ -272,7 +272,7 @@ def test_base_model_learns_facts_and_is_cached(tmp_path, monkeypatch):
 
 def test_curriculum_grows_subject_subsets_until_every_row():
     from memgov.demo.model import BaseModelConfig
-    from pipelines.recipe import curriculum
+    from pipelines.model.recipe import curriculum
 
     world = generate_world(0, 60)
     rows = [q for k in (0, 1) for q in qas(world.facts, k)]
@@ -289,8 +289,8 @@ def test_curriculum_grows_subject_subsets_until_every_row():
 
 def test_curriculum_training_learns_each_stage_then_every_fact():
     from memgov.demo import model as basemodel
-    from pipelines import recipe
-    from pipelines.lm import score_qa
+    from pipelines.model import recipe
+    from pipelines.model.lm import score_qa
 
     cfg = basemodel.BaseModelConfig(n_subjects=12, general_text=False, paraphrases_in_training=[0],
                                     target_recall=0.95, max_epochs=200, curriculum_start=4)

@@ -5,7 +5,7 @@ import evaluate
 
 _DESCRIPTION = """
 Fact recall is the fraction of facts whose target the model produces exactly (greedy decoding, which
-`pipelines.lm.score_qa` checks by teacher forcing). It is the number behind new-fact recall, paraphrase
+`pipelines.model.lm.score_qa` checks by teacher forcing). It is the number behind new-fact recall, paraphrase
 recall, retention, locality and forget recall: only the evaluation set differs.
 
 Two input forms are accepted:

@@ -1,0 +1,1 @@
+"""Foundations (imports nothing of memgov): file locks, failpoints, secrets, digests, ids, memory, the plugin registry."""

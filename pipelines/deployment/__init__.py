@@ -1,0 +1,2 @@
+"""One deployment (may import: core … trust): the release registry, the workspace, artifacts, evaluation sets, key
+rotation."""

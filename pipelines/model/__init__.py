@@ -1,0 +1,1 @@
+"""Causal-LM helpers (may import: core): encoding, scoring, checkpoints, architectures, training items, recipes."""

@@ -1,1 +1,0 @@
-"""Alembic migrations of the request store (pipelines.requests.migrate applies them on open)."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the request store (pipelines.state.requests.migrate applies them on open)."""
