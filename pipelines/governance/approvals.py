@@ -143,7 +143,7 @@ def refuse_without_passing_verdict(release, card: dict[str, Any]) -> None:
 
 
 def authorised(actor: str, role: str, reason: str, roles: list[str], doing: str, key: str, missing: str,
-                allows_none: str) -> tuple[str, str, str]:
+               allows_none: str) -> tuple[str, str, str]:
     """Who acts, in which role and why, checked against the roles the policy names for this act."""
     actor, role, reason = actor.strip(), role.strip(), reason.strip()
     if not actor or not reason:
@@ -164,7 +164,7 @@ def adopt_policy_signed(ws: Workspace, current: Policy, new: Policy, envelope: A
     names under approval.policy_roles (so a policy cannot be replaced by one that lets its author in)."""
     who = signed(ws, envelope, "adopt_policy", policy_subject(new))
     authorised(who.person, who.role, who.reason, current.approval.policy_roles, "change the deployment's policy",
-                "policy_roles", "a policy change needs the signer and a reason", "policy changes")
+               "policy_roles", "a policy change needs the signer and a reason", "policy changes")
     return adopt(ws, new, who.person, who.reason, role=who.role, proof=who.proof())
 
 
@@ -186,7 +186,7 @@ def waive_gates(ws: Workspace, policy: Policy, release_id: str, actor: str, role
     release to 'candidate': it still needs approvals, and whoever waived cannot also approve it.
     """
     actor, role, reason = authorised(actor, role, reason, policy.approval.waiver_roles, "waive gates", "waiver_roles",
-                                      "waiver needs who waives (--by) and why (--reason)", "waivers")
+                                     "waiver needs who waives (--by) and why (--reason)", "waivers")
     card = read_card(ws, ws.registry.get(release_id))
     failed = sorted(v["metric"] for v in card.get("decision", {}).get("verdicts", [])
                     if not v["passed"] and v.get("required", True))

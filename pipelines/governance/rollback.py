@@ -22,8 +22,8 @@ def rollback(ws: Workspace, policy: Policy, to_release: str, actor: str, role: s
     """Serve an earlier release again: model, adapters, edits and index snapshot move together. Only a role the
     policy names under approval.rollback_roles may do it, with a reason."""
     actor, role, reason = authorised(actor, role, reason, policy.approval.rollback_roles, "roll back",
-                                      "rollback_roles", "a rollback needs who does it (--actor) and why (--reason)",
-                                      "rollback")
+                                     "rollback_roles", "a rollback needs who does it (--actor) and why (--reason)",
+                                     "rollback")
     ws.registry.rollback(to_release, actor, f"{reason} (role {role}, policy {policy.label})", run_id=run_id,
                          proof=proof)
     release_after_move(ws, policy, "rollback", run_id)
