@@ -103,7 +103,7 @@ def holdings(ws: Workspace, subjects: set[str], row_ids: set[str] = frozenset(),
         return bool(subjects & set(id_list(r.get("subject_ids")))) or r.get("id") in row_ids or r.get("fact_id") in fact_ids
 
     for t in TABLES:
-        n = sum(1 for r in ws.data.rows(t) if covered(r))
+        n = sum(1 for r in ws.data.stored(t) if covered(r))
         if n:
             out[f"table:{t}"] = n
     for version, digest in index_snapshots(ws).items():

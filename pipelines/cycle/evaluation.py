@@ -24,10 +24,9 @@ from pipelines.forget.reference import reference_forget_ll
 from pipelines.forget.verify import gate_evidence, request_verdicts
 from pipelines.governance.overrides import effective_policy, reviewed
 from pipelines.governance.promotion import read_card
-from pipelines.model.knowledge import current_facts, is_fact, known_by, qa, sample
+from pipelines.model.knowledge import current_facts, known_by, qa, sample
 from pipelines.model.lm import prompt_format
 from pipelines.model.training import instruction_pairs
-from pipelines.state.tables import id_list
 from policies import Policy
 
 PROBE_TRAIN_FACTS = 600  # measured: the probe needs ~500+ facts to read answers of held-out known facts
@@ -76,8 +75,8 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
                honoured: list[str]) -> tuple[EvalSets, dict[str, str], dict[str, str]]:
     """The sets every candidate of this cycle is judged on (none holds tombstoned data), where each came from, and
     the gate message for each needed set that could be neither read nor derived."""
-    batch_rows = [r for r in ws.data.rows("admitted", batch) if r.get("prompt") and r.get("target")]
-    changed = ChangedFacts({r.get("fact_id") for r in batch_rows}, ws.requests.tombstones())
+    batch_rows = [r for r in ws.data.rows("admitted", batch) if r.is_question]
+    changed = ChangedFacts({r.fact_id for r in batch_rows}, ws.requests.tombstones())
     sources: dict[str, str] = {"new_facts": f"the batch's fact rows ({len(batch_rows)})"}
     missing: dict[str, str] = {}
 
@@ -99,20 +98,20 @@ def build_sets(ws: Workspace, policy: Policy, batch: str, champ_model, tokenizer
                                     "nothing to keep; fix: supply facts the deployed model knows")
     else:
         retention = retention_rows(ws, policy, batch, champ_model, tokenizer, policy.evaluation.retention_sample)
-        prior = len([r for r in ws.data.rows("admitted") if is_fact(r) and r.get("fact_id") not in changed])
+        prior = len([r for r in ws.data.rows("admitted") if r.is_question and r.fact_id not in changed])
         sources["retention"] = (f"derived: a sample of earlier admitted facts the champion recalls ({len(retention)})"
                                 if retention else "none")
         if not retention and prior:
             missing["retention"] = evalsets.FIX["retention"]
-    edited_relations = {r.get("relation") for r in batch_rows if r.get("previous_target")}
+    edited_relations = {r.relation for r in batch_rows if r.previous_target}
     locality: list[dict] = []
     if edited_relations:
         table_locality = evalsets.supplied(ws, "locality", changed)
         supplied_locality = table_locality.rows
-        batch_subjects = {s for r in batch_rows for s in id_list(r.get("subject_ids"))}
+        batch_subjects = {s for r in batch_rows for s in r.subject_ids}
         neighbours = supplied_locality or [
             r for r in current_facts(ws.data.rows("admitted")).values()
-            if r.get("relation") in edited_relations and not batch_subjects & set(id_list(r.get("subject_ids")))]
+            if r.relation in edited_relations and not batch_subjects & set(r.subject_ids)]
         locality = known_by(champ_model, tokenizer, sample(neighbours, 100, seed=1))
         sources["locality"] = (f"table `locality` ({len(locality)} recalled){table_locality.note()}" if supplied_locality else
                                f"derived: known facts of the edited relations about other subjects ({len(locality)})")
@@ -165,11 +164,11 @@ def release_history(ws: Workspace, champion, models: dict[str, Any], tokenizer, 
             card = read_card(ws, release)
             at_release = (card.get("metrics") or {}).get("new_fact_recall")
             rows = [r for r in ws.data.rows("admitted", batch)
-                    if r.get("prompt") and r["id"] in live_rows and not tomb.covers(r)]
+                    if r.prompt and r.id in live_rows and not tomb.covers(r)]
             if rows and at_release is not None:
                 entry = {"release_id": release.release_id, "batch": batch, "n": len(rows), "acc_at_release": at_release}
                 for name, model in models.items():
-                    entry[name] = float(exact_match(model, tokenizer, [r["prompt"] for r in rows], [r["target"] for r in rows]).mean())
+                    entry[name] = float(exact_match(model, tokenizer, [r.prompt for r in rows], [r.target for r in rows]).mean())
                 entries.append(entry)
         release = ws.registry.get(release.parent) if release.parent else None
     return entries

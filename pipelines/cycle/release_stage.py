@@ -37,8 +37,8 @@ def register(ws: Workspace, measurement: Measurement):
     batch_rows = ws.data.rows("admitted", m.batch) if m.batch else []
     lineage = {
         "subject_ids": sorted(set(parent.lineage.get("subject_ids", []))
-                              | {s for r in batch_rows for s in r.get("subject_ids") or []}),
-        "row_ids": sorted(set(parent.lineage.get("row_ids", [])) | {r["id"] for r in batch_rows}),
+                              | {s for r in batch_rows for s in r.subject_ids}),
+        "row_ids": sorted(set(parent.lineage.get("row_ids", [])) | {r.id for r in batch_rows}),
     }
     adapter = [{"digest": m.adapter, "method": m.adapter_method, "cycle": m.cycle}] if m.adapter else []
     release = ws.registry.create(

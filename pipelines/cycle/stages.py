@@ -78,15 +78,15 @@ def _admit(ws: Workspace, policy: Policy, batch_file: str | None, run_id: str | 
         result = _unsigned(result, submitted.note if submitted else "no signed submission")
     result = _general_apart(ws, result)
     quarantined = _without_forgotten_content(ws, result.quarantined, path, tombstones)
-    evaluation = {name: [r for r in result.admitted if r.get("kind") == name] for name in HELD_TABLES}
-    admitted = [r for r in result.admitted if r.get("kind") not in HELD_TABLES]
+    evaluation = {name: [r for r in result.admitted if r.kind == name] for name in HELD_TABLES}
+    admitted = [r for r in result.admitted if r.kind not in HELD_TABLES]
     for name, rows in evaluation.items():  # measured on or replayed, never trained on as new data nor indexed
         if rows:
             ws.data.put_part(HELD_TABLES[name], batch, rows)
     ws.data.put_part("admitted", batch, admitted)
     ws.data.put_part("quarantine", batch, quarantined)
     docs = [
-        {"id": r["id"], "text": r["text"], "subject_ids": r.get("subject_ids") or [], "fact_id": r.get("fact_id")}
+        {"id": r.id, "text": r.text, "subject_ids": r.subject_ids, "fact_id": r.fact_id}
         for r in admitted
     ]
     ws.data.put_part("documents", batch, docs)
@@ -129,7 +129,7 @@ def _general_apart(ws: Workspace, result):
     from pipelines.methods.selection.replay import overlap
 
     bad = general_overlap(result.admitted, evalsets.table(ws, "general"))
-    bad += overlap([r for r in result.admitted if r.get("kind") == "general"], ws.data.rows("general_replay"))
+    bad += overlap([r for r in result.admitted if r.kind == "general"], ws.data.rows("general_replay"))
     if not bad:
         return result
     ids = {id(r) for r in bad}
@@ -183,13 +183,13 @@ def select(ws: Workspace, policy: Policy, admitted: Admitted, progress: bool = T
     eff = effective_policy(ws, policy, admitted.batch)
     batch_rows = ws.data.rows("admitted", admitted.batch)
     rows = [r for r in batch_rows if is_fact(r)]
-    edits = [r for r in rows if r.get("previous_target")]
-    train_rows = [r for r in rows if not r.get("previous_target")]
-    batch_facts = {r.get("fact_id") for r in rows}
+    edits = [r for r in rows if r.previous_target]
+    train_rows = [r for r in rows if not r.previous_target]
+    batch_facts = {r.fact_id for r in rows}
     current = _prior_facts(ws, admitted.batch)
-    pool = [current[r["fact_id"]] for r in ws.data.rows("replay") if r.get("fact_id") in current]
-    pruned_before = {r.get("id") for r in ws.data.rows("pool_pruned")}
-    pool = [r for r in pool if r.get("fact_id") not in batch_facts and r.get("id") not in pruned_before]
+    pool = [current[r.fact_id] for r in ws.data.rows("replay") if r.fact_id in current]
+    pruned_before = {r["id"] for r in ws.data.records("pool_pruned")}
+    pool = [r for r in pool if r.fact_id not in batch_facts and r.id not in pruned_before]
     model, tokenizer = load_model(ws, champion_manifest(ws).model)
     if eff.training.instructions:
         train_rows += training.instruction_rows(batch_rows, tokenizer)
@@ -205,7 +205,7 @@ def select(ws: Workspace, policy: Policy, admitted: Admitted, progress: bool = T
     chosen = [{**r, "role": "sample"} for r in result.samples]
     chosen += [{**r, "role": "replay"} for r in [*replay, *known]]
     chosen += [{**r, "role": "edit"} for r in edits] + [{**r, "role": "document"} for r in documents]
-    chosen += [{"id": r["id"], "text": r["text"], "subject_ids": r.get("subject_ids") or [], "role": "general"}
+    chosen += [{"id": r.id, "kind": r.kind, "text": r.text, "subject_ids": r.subject_ids, "role": "general"}
                for r in general.rows]
     ws.data.put_part("selections", admitted.batch, chosen)
     stats = {**result.stats, "replay": replay_stats, "general_replay": general.stats}
@@ -225,11 +225,12 @@ def _record_pool_pruning(ws: Workspace, batch: str, pool: list[dict[str, Any]],
     pruned = {p["id"]: p for p in (stats.get("pool") or {}).get("pruned") or [] if p.get("id") is not None}
     if not pruned:
         return pool
-    by_id = {r.get("id"): r for r in pool}
+    by_id = {r.id: r for r in pool}
     ws.data.put_part("pool_pruned", batch, [
-        {"id": pid, "fact_id": by_id.get(pid, {}).get("fact_id"), "subject_ids": by_id.get(pid, {}).get("subject_ids")
-         or [], "reason": p.get("reason"), "duplicate_of": p.get("duplicate_of")} for pid, p in pruned.items()])
-    return [r for r in pool if r.get("id") not in pruned]
+        {"id": pid, "fact_id": row.fact_id if (row := by_id.get(pid)) else None,
+         "subject_ids": row.subject_ids if row else [], "reason": p.get("reason"), "duplicate_of": p.get("duplicate_of")}
+        for pid, p in pruned.items()])
+    return [r for r in pool if r.id not in pruned]
 
 
 def _history(ws: Workspace, batch: str) -> list[list[dict[str, Any]]]:
@@ -276,17 +277,17 @@ def _general_replay(ws: Workspace, policy: Policy, batch: str, tokenizer):
 
 def _training_documents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The batch's document rows as the selection cache keeps them: id and subjects (a scrub finds them), text."""
-    return [{"id": r["id"], "kind": r["kind"], "text": r["text"], "subject_ids": r.get("subject_ids") or [],
-             "fact_id": r.get("fact_id")} for r in rows if training.is_document(r)]
+    return [{"id": r.id, "kind": r.kind, "text": r.text, "subject_ids": r.subject_ids, "fact_id": r.fact_id}
+            for r in rows if training.is_document(r)]
 
 
 def _selection(ws: Workspace, batch: str, role: str) -> list[dict[str, Any]]:
-    return [r for r in ws.data.rows("selections", batch) if r.get("role") == role]
+    return [r for r in ws.data.rows("selections", batch) if r.extra("role") == role]
 
 
 def retention_rows(ws: Workspace, policy: Policy, batch: str, model, tokenizer, n: int) -> list[dict[str, Any]]:
     """Earlier facts the champion knows, minus those this cycle changes or that are being forgotten."""
-    exclude = {r.get("fact_id") for r in ws.data.rows("admitted", batch)}
+    exclude = {r.fact_id for r in ws.data.rows("admitted", batch)}
     tomb = ws.requests.tombstones()
     prior = [r for fid, r in sorted(_prior_facts(ws, batch).items()) if fid not in exclude and not tomb.has_fact(fid)]
     return known_by(model, tokenizer, sample(prior, n, seed=policy.seed))
@@ -296,15 +297,15 @@ def task_probe(ws: Workspace, policy: Policy, batch: str, model, tokenizer, n: i
     """The old-knowledge probe as one task per earlier part of the data (the initial data, then each batch): about
     n facts the champion knows, spread evenly over the tasks, each tagged with its task so the training curve shows
     which earlier update is being forgotten (k > 2 tasks, not one merged probe)."""
-    exclude = {r.get("fact_id") for r in ws.data.rows("admitted", batch)}
+    exclude = {r.fact_id for r in ws.data.rows("admitted", batch)}
     tomb = ws.requests.tombstones()
     latest: dict[str, tuple[str, dict[str, Any]]] = {}
     for part in ws.data.parts("admitted"):
         if part == batch:
             continue
         for row in ws.data.rows("admitted", part):
-            if is_fact(row) and row.get("fact_id") is not None:
-                latest[row["fact_id"]] = (part, row)
+            if is_fact(row) and row.fact_id is not None:
+                latest[row.fact_id] = (part, row)
     tasks: dict[str, list[dict[str, Any]]] = {}
     for fid, (part, row) in sorted(latest.items()):
         if fid not in exclude and not tomb.has_fact(fid):
@@ -379,9 +380,9 @@ def edit_key_texts(ws: Workspace, taught: list[dict[str, Any]], n_known: int = 6
     prompts of the facts this cycle taught, and prompts of known facts. Measured on the demo's cycle 2 (20 ROME
     edits after a LoRA update on 40 new facts): with fact sentences in the key statistics the edits cost 0.975 ->
     0.80 of the new facts' recall; with these prompts 0.875 (0.95 with rome's cov_positions "both")."""
-    general = [r["text"] for r in evalsets.table(ws, "general") if isinstance(r.get("text"), str)]
+    general = [r.text for r in evalsets.table(ws, "general") if r.text is not None]
     known = sample(list(current_facts(ws.data.rows("admitted")).values()), n_known)
-    return general + [r["prompt"] for r in taught if not r.get("previous_target")] + [r["prompt"] for r in known]
+    return general + [r.prompt for r in taught if not r.previous_target] + [r.prompt for r in known]
 
 
 EDIT_NEIGHBOURS = 100  # known facts held fixed beside this cycle's: measured on a 2-layer Llama, 39 were enough
@@ -393,10 +394,10 @@ def edit_neighbours(ws: Workspace, edits: list[dict[str, Any]], taught: list[dic
     demo world, where a relation's prompts share their ending, that undid all 20 edits of cycle 2). Without them one
     edit of a team's 2-layer Llama, where every prompt ends "... opens early on", cost 8 of 39 earlier facts
     (retention 1.0 -> 0.69); with them projected off, none."""
-    endings = {r["prompt"].split()[-1] for r in edits if r.get("prompt", "").split()}
-    skip = {r.get("fact_id") for r in [*edits, *taught]}
+    endings = {r.prompt.split()[-1] for r in edits if (r.prompt or "").split()}
+    skip = {r.fact_id for r in [*edits, *taught]}
     alike = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items())
-             if fid not in skip and r["prompt"].split() and r["prompt"].split()[-1] in endings]
+             if fid not in skip and r.prompt.split() and r.prompt.split()[-1] in endings]
     return sample(alike, EDIT_NEIGHBOURS, seed=5)
 
 
@@ -410,16 +411,16 @@ def candidate_model(ws: Workspace, policy: Policy, updated: Updated, progress: b
     edit_records: list[EditRecord] = []
     if edits:
         method, cfg = eff.edit.resolve("edit")
-        protect = [qa(r) | {"subject": r.get("subject")} for r in taught if not r.get("previous_target")]
-        protect += [qa(r) | {"subject": r.get("subject"), "hold_only": True} for r in edit_neighbours(ws, edits, taught)]
-        result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r["previous_target"],
-                                                     "subject": r.get("subject")} for r in edits], cfg,
+        protect = [qa(r) | {"subject": r.subject} for r in taught if not r.previous_target]
+        protect += [qa(r) | {"subject": r.subject, "hold_only": True} for r in edit_neighbours(ws, edits, taught)]
+        result = method.impl(model, tokenizer, [qa(r) | {"previous_target": r.previous_target,
+                                                     "subject": r.subject} for r in edits], cfg,
                              edit_key_texts(ws, taught), protect=protect, progress=progress)
         model = result.model
         for row, rec in zip(edits, result.per_edit, strict=True):
-            edit_records.append(EditRecord(row_id=row["id"], fact_id=row.get("fact_id"), method=eff.edit.method,
+            edit_records.append(EditRecord(row_id=row.id, fact_id=row.fact_id, method=eff.edit.method,
                                            success=bool(rec.get("success"))))
-            ws.log.append("system:edit", "edit.applied", row["id"], reason=f"{eff.edit.method}: fact {row.get('fact_id')} changed",
+            ws.log.append("system:edit", "edit.applied", row.id, reason=f"{eff.edit.method}: fact {row.fact_id} changed",
                           details={"success": bool(rec.get("success")), "cycle": updated.cycle})
     requests = pending_model_forgets(ws)
     model, unlearning = apply_forgetting(ws, eff, model, tokenizer, requests, progress, keep=taught)
@@ -435,7 +436,7 @@ def candidate_index(ws: Workspace, policy: Policy, admitted: Admitted, embedder)
     """The champion's index plus this batch's documents (incremental upsert), minus anything tombstoned."""
     t0 = time.perf_counter()
     index = load_index(ws, champion_manifest(ws).index_snapshot)
-    report = index.upsert(ws.data.rows("documents", admitted.batch), embedder)
+    report = index.upsert(ws.data.records("documents", admitted.batch), embedder)
     tomb = ws.requests.tombstones()
     removed = index.delete_matching(tomb.covers)
     version = save_index(ws, index)

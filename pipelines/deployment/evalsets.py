@@ -11,6 +11,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.core.rows import ContractRow, as_row
 from pipelines.deployment.workspace import Workspace
 from pipelines.model.knowledge import current_facts, heldout_qa, qa, sample
 from pipelines.state.tables import EVAL_TABLES
@@ -38,12 +39,12 @@ class Resolved:
     missing: str | None = None
 
 
-def table(ws: Workspace, name: str) -> list[dict[str, Any]]:
+def table(ws: Workspace, name: str) -> list[ContractRow]:
     return ws.data.rows(EVAL_TABLES[name])
 
 
 def general_text(ws: Workspace, n: int = 200, seed: int = 2) -> Resolved:
-    rows = [r["text"] for r in table(ws, "general") if isinstance(r.get("text"), str) and r["text"].strip()]
+    rows = [r.text for r in table(ws, "general") if r.text and r.text.strip()]
     if not rows:
         return Resolved([], "none", FIX["general"])
     picked = sample(rows, n, seed=seed)
@@ -51,7 +52,7 @@ def general_text(ws: Workspace, n: int = 200, seed: int = 2) -> Resolved:
 
 
 def unseen(ws: Workspace) -> Resolved:
-    rows = [qa(r) for r in table(ws, "unseen") if r.get("prompt") and r.get("target")]
+    rows = [qa(r) for r in table(ws, "unseen") if r.is_question]
     if not rows:
         return Resolved([], "none", FIX["unseen"])
     return Resolved(rows, f"table `unseen` ({len(rows)} rows)")
@@ -61,7 +62,7 @@ def unseen(ws: Workspace) -> Resolved:
 class Supplied:
     """A QA table the deployment supplied, its rows written out or resolved from the facts they name by id."""
 
-    rows: list[dict[str, Any]]
+    rows: list[ContractRow]
     by_reference: int = 0
     unresolved: list[str] = field(default_factory=list)  # fact ids named that no admitted fact has
 
@@ -77,17 +78,17 @@ def supplied(ws: Workspace, name: str, exclude_facts: Container[Any]) -> Supplie
     """A QA table the deployment supplied, minus facts this cycle changes or forgets. A row that gives only a
     `fact_id` stands for the admitted fact of that id as it is now (a later row superseding it included)."""
     rows = table(ws, name)
-    references = [r for r in rows if not (r.get("prompt") and r.get("target")) and r.get("fact_id")]
+    references = [r for r in rows if not r.is_question and r.fact_id]
     facts = current_facts(ws.data.rows("admitted")) if references else {}
     out, unresolved = [], []
     for row in rows:
-        if row.get("prompt") and row.get("target"):
+        if row.is_question:
             out.append(row)
-        elif row.get("fact_id") in facts:
-            out.append({**facts[row["fact_id"]], "id": row["id"]})
-        elif row.get("fact_id"):
-            unresolved.append(str(row["fact_id"]))
-    return Supplied([r for r in out if r.get("fact_id") not in exclude_facts],
+        elif row.fact_id in facts:
+            out.append(as_row({**facts[row.fact_id], "id": row.id}))
+        elif row.fact_id:
+            unresolved.append(row.fact_id)
+    return Supplied([r for r in out if r.fact_id not in exclude_facts],
                     len(references) - len(unresolved), unresolved)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.core.rows import ContractRow, as_rows
 from pipelines.deployment import evalsets
 from pipelines.deployment.workspace import Workspace
 from pipelines.forget import lifecycle
@@ -54,7 +55,7 @@ RETAIN_SIZE = 400
 
 
 def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: list, progress: bool = True,
-                     keep: list[dict[str, Any]] | None = None):
+                     keep: list[ContractRow] | None = None):
     """Run the policy's unlearning method for the given requests; returns the model and a record per request.
 
     The retain set is every fact of `keep` the model recalls (the facts this candidate was just taught: measured,
@@ -64,8 +65,8 @@ def apply_forgetting(ws: Workspace, policy: Policy, model, tokenizer, requests: 
         return model, []
     forget = [q for r in requests for q in forget_set(r)]
     forget_ids = {q["fact_id"] for q in forget}
-    kept = [r for r in keep or [] if r.get("prompt") and r.get("target") and r.get("fact_id") not in forget_ids]
-    kept_ids = {r.get("fact_id") for r in kept}
+    kept = [r for r in as_rows(keep or []) if r.is_question and r.fact_id not in forget_ids]
+    kept_ids = {r.fact_id for r in kept}
     retain_pool = [r for fid, r in sorted(current_facts(ws.data.rows("admitted")).items())
                    if fid not in forget_ids and fid not in kept_ids]
     retain_rows = known_by(model, tokenizer, kept)

@@ -7,6 +7,7 @@ confirmation when it is too broad, and replayed step by step by the scrub's jour
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ class ForgetPlan:
     totals: dict[str, int] = field(default_factory=dict)
 
     def matches(self, row: dict[str, Any]) -> bool:
-        if not isinstance(row, dict):
+        if not isinstance(row, Mapping):
             return False
         if row.get("id") in self.row_ids or row.get("id") in self.doc_ids:
             return True
@@ -83,7 +84,7 @@ def resolve_selector(data: DataStore, selector: Selector | dict) -> ForgetPlan:
         selector = Selector(**selector)
     regex = compile_selector_regex(selector.text_regex) if selector.text_regex else None
     plan = ForgetPlan()
-    every = {t: data.rows(t) for t in TABLES}
+    every = {t: data.stored(t) for t in TABLES}
     for rows in every.values():
         for row in rows:
             if _selected(row, selector, regex):

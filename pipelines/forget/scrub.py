@@ -14,7 +14,7 @@ import datetime as dt
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +266,7 @@ def inbox_holds(inbox: Path, plan: ForgetPlan) -> dict[str, int]:
 
 def store_holds(ws: Workspace, plan: ForgetPlan) -> dict[str, Any]:
     """Everything covered by the plan that some store still holds: the verification of a scrub."""
-    tables = {t: n for t in TABLES if (n := sum(1 for r in ws.data.rows(t) if plan.matches(r)))}
+    tables = {t: n for t in TABLES if (n := sum(1 for r in ws.data.stored(t) if plan.matches(r)))}
     index = index_holds(ws, plan.doc_ids | plan.row_ids, plan.subject_ids, plan.fact_ids)
     inbox = inbox_holds(ws.pull_inbox(), plan)
     return {k: v for k, v in (("tables", tables), ("index", index), ("inbox", inbox)) if v}
@@ -277,7 +277,7 @@ def _texts(value: Any) -> Iterator[str]:
     """Every string a row holds (text, prompt, target, paraphrases...): what an embedder may have encoded."""
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
+    elif isinstance(value, Mapping):
         for item in value.values():
             yield from _texts(item)
     elif isinstance(value, list | tuple):

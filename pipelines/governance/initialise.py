@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.rows import ContractRow, as_rows
 from pipelines.data.admission import admit_batch, read_batch
 from pipelines.deployment.artifacts import save_index, store_model
 from pipelines.deployment.workspace import Workspace
 from pipelines.governance.policy_in_force import adopt
 from pipelines.methods.selection.replay import OVERLAPS_EVAL, overlap
 from pipelines.model.recipe import read_recipe
-from pipelines.state.tables import HELD_TABLES, id_list
+from pipelines.state.tables import HELD_TABLES
 from policies import Policy
 
 ACTOR = "system:init"
@@ -64,10 +65,10 @@ OVERLAP_FIX = (f"{OVERLAPS_EVAL}: this general_replay text is also in the `gener
                "would train on what the perplexity gate scores; fix: keep each text in one of the two tables")
 
 
-def general_overlap(rows: list[dict[str, Any]], held: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+def general_overlap(rows: list[ContractRow], held: list[ContractRow] = ()) -> list[ContractRow]:
     """general_replay rows (among `rows`) whose text is a `general` evaluation row's, in `rows` or already `held`."""
-    replay = [r for r in rows if r.get("kind") == "general_replay"]
-    scored = [r for r in [*rows, *held] if r.get("kind", "general") == "general"]
+    replay = [r for r in rows if r.kind == "general_replay"]
+    scored = [r for r in [*rows, *held] if r.kind == "general"]
     return overlap(replay, scored)
 
 
@@ -99,14 +100,13 @@ def kind_conflicts(rows: list[dict[str, Any]], origin: dict[int, str]) -> list[t
     return out
 
 
-def dangling_references(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+def dangling_references(rows: list[ContractRow]) -> list[tuple[ContractRow, list[str]]]:
     """Evaluation rows that name a fact by `fact_id` alone where no fact of these tables has that id."""
-    known = {r.get("fact_id") for r in rows if r.get("kind") in TRAINABLE and r.get("fact_id")}
-    return [(r, [f"field fact_id '{r['fact_id']}' names no fact in these tables (a {r['kind']} row without prompt "
+    known = {r.fact_id for r in rows if r.kind in TRAINABLE and r.fact_id}
+    return [(r, [f"field fact_id '{r.fact_id}' names no fact in these tables (a {r.kind} row without prompt "
                  "and target stands for the admitted fact of that id); fix: correct the id, or write the row out "
                  "with prompt and target"])
-            for r in rows if r.get("kind") in ("retention", "locality") and not (r.get("prompt") and r.get("target"))
-            and r.get("fact_id") not in known]
+            for r in rows if r.kind in ("retention", "locality") and not r.is_question and r.fact_id not in known]
 
 
 def read_data_dir(data_dir: Path) -> tuple[list[dict[str, Any]], dict[int, str]]:
@@ -140,7 +140,7 @@ def validate(policy: Policy, base_model: str, data_dir: Path | None):
 
 
 def _summaries(rows: list[dict[str, Any]], origin: dict[int, str], admitted: list[dict[str, Any]]) -> list[TableSummary]:
-    derived = {r["id"] for r in admitted if str(r.get("fact_id", "")).startswith("prompt:")}
+    derived = {r.id for r in admitted if (r.fact_id or "").startswith("prompt:")}
     files: dict[str, list[dict[str, Any]]] = {}
     for i, row in enumerate(rows):
         files.setdefault(origin[i], []).append(row)
@@ -182,7 +182,7 @@ def validate_tables(policy: Policy, base_model: str, data_dir: Path | None) -> V
     result = admit_batch(rows, policy.admission, batch_name="initial")
     problems = [(r, r["quarantine_reasons"]) for r in result.quarantined]
     problems += kind_conflicts(rows, origin)
-    edits = [r for r in result.admitted if r.get("kind") == "edit"]
+    edits = [r for r in result.admitted if r.kind == "edit"]
     problems += [(r, ["an edit changes a deployed model; fix: drop edits into the inbox after init"]) for r in edits]
     problems += [(r, [OVERLAP_FIX]) for r in general_overlap(result.admitted)]
     problems += dangling_references(result.admitted)
@@ -195,7 +195,7 @@ def validate_tables(policy: Policy, base_model: str, data_dir: Path | None) -> V
     return Validation(info, result.admitted, _summaries(rows, origin, result.admitted))
 
 
-def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[dict[str, Any]], info,
+def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[ContractRow], info,
                     embedder=None, admins: dict[str, str] | None = None) -> dict[str, Any]:
     """Store the checkpoint unchanged, seed the tables and the index from validated rows, crown r0001; with
     `admins` (name -> public key), pin the keyring's administrators as its root of trust."""
@@ -218,15 +218,15 @@ def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[d
 
         model, tokenizer = load_causal_lm(base_model)
         digest = store_model(ws, model, tokenizer)
-    trainable = [r for r in rows if r.get("kind") in TRAINABLE]
+    rows = as_rows(rows)
+    trainable = [r for r in rows if r.kind in TRAINABLE]
     for name, table in HELD_TABLES.items():
-        part = [r for r in rows if r.get("kind") == name]
+        part = [r for r in rows if r.kind == name]
         if part:
             ws.data.put_part(table, "initial", part)
     ws.data.put_part("admitted", "initial", trainable)
-    ws.data.put_part("replay", "initial", [r for r in trainable if r.get("prompt") and r.get("target")])
-    docs = [{"id": r["id"], "text": r["text"], "subject_ids": id_list(r.get("subject_ids")), "fact_id": r.get("fact_id")}
-            for r in trainable]
+    ws.data.put_part("replay", "initial", [r for r in trainable if r.is_question])
+    docs = [{"id": r.id, "text": r.text, "subject_ids": r.subject_ids, "fact_id": r.fact_id} for r in trainable]
     ws.data.put_part("documents", "initial", docs)
     embedder = embedder or Embedder()
     index = DocumentIndex(embedder.dim)
@@ -238,12 +238,12 @@ def init_deployment(ws: Workspace, policy: Policy, base_model: str, rows: list[d
         {"parent": None, "base_model": base_model, "model": digest, "index_snapshot": version,
          "policy_version": policy.label, "cycle": "init",
          "data_snapshots": {"admitted": ws.data.snapshot("admitted")},
-         "lineage": {"subject_ids": sorted({s for r in trainable for s in id_list(r.get("subject_ids"))}),
-                     "row_ids": [r["id"] for r in trainable]}},
+         "lineage": {"subject_ids": sorted({s for r in trainable for s in r.subject_ids}),
+                     "row_ids": [r.id for r in trainable]}},
         actor=ACTOR, reason=f"{info.architecture} checkpoint {base_model}, unchanged")
     ws.registry.set_status(release.release_id, "approved", ACTOR, "the base model is the starting point")
     ws.registry.promote(release.release_id, ACTOR, "first champion", expected=None)
-    kinds = Counter(r.get("kind") for r in rows)
+    kinds = Counter(r.kind for r in rows)
     ws.log.append(ACTOR, "deployment.initialised", release.release_id, reason=f"{info.model_type} from {base_model}",
                   details={"model": digest, "rows": dict(kinds), "index_snapshot": version})
     adopt(ws, policy, ACTOR, "the policy this deployment was initialised with")

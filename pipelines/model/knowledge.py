@@ -3,55 +3,63 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
+from pipelines.core.rows import ContractRow, as_row
 
-def is_fact(row: dict[str, Any]) -> bool:
+Row = ContractRow | Mapping[str, Any]  # a typed record, or a mapping a caller built (read as one)
+
+
+def is_fact(row: Row) -> bool:
+    """A row with a prompt and a target; a derived item (a QA dict) is read as the mapping it is."""
+    if isinstance(row, ContractRow):
+        return row.is_question
     return bool(row.get("prompt")) and bool(row.get("target"))
 
 
-def current_facts(admitted_rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def current_facts(admitted_rows: list[ContractRow]) -> dict[str, ContractRow]:
     """fact_id -> the latest admitted row for it (a changed fact supersedes the old one)."""
-    facts: dict[str, dict[str, Any]] = {}
+    facts: dict[str, ContractRow] = {}
     for row in admitted_rows:
-        if is_fact(row):
-            facts[row.get("fact_id") or row["id"]] = row
+        if row.is_question:
+            facts[row.fact_id or row.id] = row
     return facts
 
 
-def paraphrases_of(row: dict[str, Any]) -> list[str]:
+def paraphrases_of(row: Row) -> list[str]:
     """The row's usable paraphrases (non-empty strings), in order."""
-    return [p for p in (row.get("paraphrases") or []) if isinstance(p, str) and p.strip()]
+    return [p for p in as_row(row).paraphrases if p.strip()]
 
 
-def paraphrase(row: dict[str, Any], template: int) -> str | None:
+def paraphrase(row: Row, template: int) -> str | None:
     """The row's own paraphrase number `template` (1 = the first), or its last one when it has fewer; None if none."""
     options = paraphrases_of(row)
     return options[min(template, len(options)) - 1] if options and template > 0 else None
 
 
-def heldout_paraphrase(row: dict[str, Any]) -> str | None:
+def heldout_paraphrase(row: Row) -> str | None:
     """The row's last paraphrase: held out to measure generalisation, so nothing ever trains on it; None if none."""
     options = paraphrases_of(row)
     return options[-1] if options else None
 
 
-def trainable_paraphrase(row: dict[str, Any], template: int) -> str | None:
+def trainable_paraphrase(row: Row, template: int) -> str | None:
     """The row's paraphrase number `template` (1 = the first) when it exists and is not the held-out last one."""
     options = paraphrases_of(row)
     return options[template - 1] if 0 < template < len(options) else None
 
 
-def qa(row: dict[str, Any], template: int = 0) -> dict[str, Any]:
+def qa(row: Row, template: int = 0) -> dict[str, Any]:
     """A fact row as a (prompt, target) pair; template k > 0 asks for the row's k-th paraphrase of the prompt (its
     last when it has fewer). For asking only: what trains on paraphrases takes them from `trainable_paraphrase`."""
-    prompt = (paraphrase(row, template) if template else None) or row["prompt"]
-    subject_ids = row.get("subject_ids") or [None]
-    return {"id": row["id"], "prompt": prompt, "target": row["target"], "fact_id": row.get("fact_id"),
-            "subject_id": subject_ids[0]}
+    row = as_row(row)
+    prompt = (paraphrase(row, template) if template else None) or row.prompt
+    return {"id": row.id, "prompt": prompt, "target": row.target, "fact_id": row.fact_id,
+            "subject_id": row.first_subject}
 
 
-def heldout_qa(row: dict[str, Any]) -> dict[str, Any] | None:
+def heldout_qa(row: Row) -> dict[str, Any] | None:
     """The fact row asked with its held-out paraphrase (`heldout_paraphrase`), or None when it has no paraphrase."""
     prompt = heldout_paraphrase(row)
     return {**qa(row), "prompt": prompt} if prompt else None

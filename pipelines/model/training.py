@@ -7,38 +7,35 @@ one), its target the response. Documents become plain texts, trained with loss o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from pipelines.model.knowledge import qa
+from pipelines.core.rows import ContractRow, as_row
+from pipelines.model.knowledge import Row, qa
 
 INSTRUCTION = "instruction"
 DOCUMENT = "document"
 Message = dict[str, str]
 
 
-def is_instruction(row: dict[str, Any]) -> bool:
-    return row.get("kind") == INSTRUCTION
+def is_instruction(row: Row) -> bool:
+    return as_row(row).kind == INSTRUCTION
 
 
-def _messages(row: dict[str, Any]) -> list[Message]:
-    """The row's `messages` as plain role/content dicts (any malformed turn makes the whole list unusable)."""
-    raw = row.get("messages")
-    if not isinstance(raw, Sequence) or isinstance(raw, str | bytes) or not len(raw):
-        return []
-    turns = [m for m in raw if isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)]
-    return [{"role": m["role"], "content": m["content"]} for m in turns] if len(turns) == len(raw) else []
+def _messages(row: ContractRow) -> list[Message]:
+    """The row's `messages` as plain role/content dicts (the typed record has checked every turn)."""
+    return [{"role": m.role, "content": m.content} for m in row.messages or []]
 
 
-def conversation(row: dict[str, Any]) -> tuple[list[Message], str] | None:
+def conversation(row: Row) -> tuple[list[Message], str] | None:
     """(turns before the response, response) of an instruction row, or None when it has no prompt or no response.
 
     A row without `response` whose messages end with an assistant turn uses that turn as the response.
     """
+    row = as_row(row)
     turns = _messages(row)
-    if not turns and isinstance(row.get("prompt"), str) and row["prompt"].strip():
-        turns = [{"role": "user", "content": row["prompt"]}]
-    response = row.get("response")
+    if not turns and row.prompt and row.prompt.strip():
+        turns = [{"role": "user", "content": row.prompt}]
+    response = row.response
     if not (isinstance(response, str) and response.strip()) and turns and turns[-1]["role"] == "assistant":
         turns, response = turns[:-1], turns[-1]["content"]
     if not turns or not isinstance(response, str) or not response.strip():
@@ -60,24 +57,24 @@ def render_prompt(turns: list[Message], tokenizer, row_id: str = "?") -> str:
     return "\n".join(f"{t['role']}: {t['content']}" for t in turns)
 
 
-def instruction_pair(row: dict[str, Any], tokenizer) -> dict[str, Any] | None:
+def instruction_pair(row: Row, tokenizer) -> dict[str, Any] | None:
     """An instruction row as a QA dict (prompt rendered for this tokenizer, target = response); None if unusable."""
+    row = as_row(row)
     parts = conversation(row)
     if parts is None:
         return None
     turns, response = parts
-    subject_ids = row.get("subject_ids") or [None]
-    return {"id": row["id"], "prompt": render_prompt(turns, tokenizer, str(row.get("id"))), "target": response,
-            "kind": INSTRUCTION, "fact_id": None, "subject_id": subject_ids[0]}
+    return {"id": row.id, "prompt": render_prompt(turns, tokenizer, row.id), "target": response,
+            "kind": INSTRUCTION, "fact_id": None, "subject_id": row.first_subject}
 
 
-def instruction_pairs(rows: list[dict[str, Any]], tokenizer) -> list[dict[str, Any]]:
+def instruction_pairs(rows: list[ContractRow], tokenizer) -> list[dict[str, Any]]:
     """The usable instruction rows among `rows`, as QA dicts."""
     pairs = (instruction_pair(r, tokenizer) for r in rows if is_instruction(r))
     return [p for p in pairs if p is not None]
 
 
-def instruction_rows(rows: list[dict[str, Any]], tokenizer) -> list[dict[str, Any]]:
+def instruction_rows(rows: list[ContractRow], tokenizer) -> list[dict[str, Any]]:
     """Instruction rows with `prompt` rendered and `target` set to the response, every other field kept: what a
     selection method scores and picks from alongside the facts (and what a scrub finds by id and subject)."""
     out = []
@@ -88,17 +85,18 @@ def instruction_rows(rows: list[dict[str, Any]], tokenizer) -> list[dict[str, An
     return out
 
 
-def is_document(row: dict[str, Any]) -> bool:
+def is_document(row: Row) -> bool:
     """A document row with text to train on."""
-    return row.get("kind") == DOCUMENT and isinstance(row.get("text"), str) and bool(row["text"].strip())
+    row = as_row(row)
+    return row.kind == DOCUMENT and bool((row.text or "").strip())
 
 
-def document_texts(rows: list[dict[str, Any]]) -> list[str]:
+def document_texts(rows: list[ContractRow]) -> list[str]:
     """The text of each document row: continued pre-training data (loss on every token)."""
-    return [r["text"] for r in rows if is_document(r)]
+    return [r.text for r in rows if is_document(r)]
 
 
-def training_item(row: dict[str, Any]) -> dict[str, Any]:
+def training_item(row: Row) -> dict[str, Any]:
     """A selected row as the update method receives it: the QA dict plus its kind (the stopping rule tells
     facts, which must be recalled exactly, from instructions, whose responses are scored token by token)."""
-    return {**qa(row), "kind": row.get("kind") or "fact"}
+    return {**qa(row), "kind": as_row(row).kind}

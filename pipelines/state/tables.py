@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.core.rows import ContractRow, as_rows
+
 TABLES = ("admitted", "quarantine", "replay", "documents", "selections",
           "eval_retention", "eval_general", "eval_locality", "eval_unseen", "general_replay", "pool_pruned")
 # The evaluation tables of the data contract: read by the engine, never invented, scrubbed like every other store.
@@ -20,6 +22,10 @@ EVAL_TABLES = {"retention": "eval_retention", "general": "eval_general", "locali
                "unseen": "eval_unseen"}
 # Tables of rows the deployment supplies for a purpose of their own: never trained on as new data, never indexed.
 HELD_TABLES = {**EVAL_TABLES, "general_replay": "general_replay"}
+# Tables whose rows are contract rows (admitted as written; a selection adds its role, cluster and score): read back
+# as typed records. The others hold records of the engine's own (documents, pruned ids) or rows that broke the
+# contract (quarantine).
+CONTRACT_TABLES = frozenset({"admitted", "replay", "general_replay", "selections", *EVAL_TABLES.values()})
 
 
 def id_list(value: Any) -> list[str]:
@@ -33,8 +39,9 @@ def id_list(value: Any) -> list[str]:
     return [str(value)]
 
 
-def _encode(rows: Iterable[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
+def _encode(rows: Iterable[dict[str, Any] | ContractRow]) -> bytes:
+    plain = (r.to_json() if isinstance(r, ContractRow) else r for r in rows)
+    return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in plain).encode()
 
 
 def _decode(data: bytes) -> list[dict[str, Any]]:
@@ -65,7 +72,7 @@ class DataStore:
     def parts(self, table: str) -> dict[str, str]:
         return dict(self.store.read_json(self._key(table), default={}))
 
-    def put_part(self, table: str, part: str, rows: list[dict[str, Any]]) -> str:
+    def put_part(self, table: str, part: str, rows: list[dict[str, Any]] | list[ContractRow]) -> str:
         """Write (or replace) one part; the pointer moves by compare-and-swap so a concurrent scrub is never undone.
 
         The replaced blob is deleted only when nothing else names it (blobs are shared by content)."""
@@ -80,7 +87,22 @@ class DataStore:
         if old.get("digest") and old["digest"] != digest and old["digest"] not in self.live_digests():
             self.store.delete_blob(old["digest"])
         return digest
-    def rows(self, table: str, part: str | None = None) -> list[dict[str, Any]]:
+    def rows(self, table: str, part: str | None = None) -> list[ContractRow]:
+        """The typed rows of a contract table: one part, or every part in order."""
+        if table not in CONTRACT_TABLES:
+            self._key(table)  # an unknown table is refused with the list of tables
+            raise ValueError(f"'{table}' holds no contract rows; read it with records()")
+        return as_rows(self.stored(table, part))
+
+    def records(self, table: str, part: str | None = None) -> list[dict[str, Any]]:
+        """The plain records of a table of the engine's own (documents, selections, pruned ids) or the quarantine."""
+        if table in CONTRACT_TABLES:
+            raise ValueError(f"'{table}' holds contract rows; read it with rows()")
+        return self.stored(table, part)
+
+    def stored(self, table: str, part: str | None = None) -> list[dict[str, Any]]:
+        """Any table's rows exactly as stored: what a whole-store scan (forgetting, its verification) looks through,
+        whatever the table holds."""
         parts = self.parts(table)
         names = [part] if part is not None else list(parts)
         out: list[dict[str, Any]] = []

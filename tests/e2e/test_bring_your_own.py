@@ -269,7 +269,7 @@ def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without
     batch(home, "b001", [*(_without_id(domain_fact(i)) for i in NEW), bad_edit, edit])
     proc = memgov(home, "run", policy=policy)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    quarantined = {r["id"]: r["quarantine_reasons"] for r in ws.data.rows("quarantine")}
+    quarantined = {r["id"]: r["quarantine_reasons"] for r in ws.data.records("quarantine")}
     assert quarantined == {"edit-no-previous": ["kind 'edit' requires previous_target (policies/contract.json); fix: "
                                                 "add previous_target to the row, or give it the kind it is"]}
     assert [r for r in ws.data.rows("selections", "b001") if r.get("role") == "replay"], "facts without ids replay"

@@ -43,7 +43,7 @@ def test_story_releases_and_champion(demo_home):
 
 def test_every_bad_row_is_quarantined_with_a_reason(demo_home):
     ws = Workspace.open(demo_home)
-    quarantined = ws.data.rows("quarantine", "batch_001_new_facts")
+    quarantined = ws.data.records("quarantine", "batch_001_new_facts")
     defects = {r.get("_defect") for r in quarantined if r.get("_defect")}
     assert defects == {"text_null", "id_null", "text_too_long", "duplicate_id", "email", "phone", "ssn", "license"}
     assert all(r["quarantine_reasons"] for r in quarantined)
@@ -58,7 +58,7 @@ def test_forgotten_subject_is_gone_from_every_store(demo_home):
     tomb = ws.requests.tombstones()
     assert tomb.subjects
     for table in ("admitted", "quarantine", "replay", "documents", "selections"):
-        leftovers = [r for r in ws.data.rows(table) if tomb.covers(r)]
+        leftovers = [r for r in ws.data.stored(table) if tomb.covers(r)]
         assert leftovers == [], f"{table} still holds forgotten rows"
     from pipelines.deployment.artifacts import index_snapshots, load_index
 

@@ -63,7 +63,7 @@ def test_a_sidecar_that_reaches_beyond_training_is_quarantined_and_the_batch_run
     assert out.admitted == 2, "nothing else of the batch is lost"
     assert effective_policy(ws, POLICY, "b-sly") == POLICY
     assert not (ws.inbox / "b-sly.policy.json").exists(), "the sidecar leaves the inbox for quarantine"
-    (held,) = ws.data.rows("quarantine", "b-sly.policy")
+    (held,) = ws.data.records("quarantine", "b-sly.policy")
     assert held["id"] == "b-sly.policy.json" and any(reason in r for r in held["quarantine_reasons"]), held
     (event,) = events(ws, "batch.overrides_refused")
     assert reason in event["reason"] and event["details"]["sha256"] == held["sha256"]

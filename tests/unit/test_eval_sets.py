@@ -63,5 +63,5 @@ def test_rows_of_an_evaluation_kind_go_to_their_table_and_are_never_trained_on(w
     out = stages.admit(ws, policy, "b-eval.jsonl")
     assert out.evaluation_rows == {"general": 1, "unseen": 1} and out.admitted == 1
     assert [r["id"] for r in ws.data.rows("eval_general", "b-eval")] == ["gen-1"]
-    assert {r["id"] for r in ws.data.rows("documents", "b-eval")} == {fact(3, 4)["id"]}, "not indexed"
+    assert {r["id"] for r in ws.data.records("documents", "b-eval")} == {fact(3, 4)["id"]}, "not indexed"
     assert {r["id"] for r in ws.data.rows("replay", "b-eval")} == {fact(3, 4)["id"]}, "not replayed"

@@ -110,7 +110,7 @@ def test_a_poison_line_is_quarantined_and_neither_blocks_intake_nor_forgetting(w
     assert (out.admitted, out.quarantined) == (2, 2)
     # admission went through; the batch counts as processed once its cycle records an outcome (release step)
     assert [p.stem for p in pending_batches(ws)] == ["b-poison"]
-    reasons = {r["id"]: r["quarantine_reasons"] for r in ws.data.rows("quarantine", "b-poison")}
+    reasons = {r["id"]: r["quarantine_reasons"] for r in ws.data.records("quarantine", "b-poison")}
     assert all("unparseable" in rs for rs in reasons.values())
 
     file(ws, "req-after-poison", subject_ids=[subject(40)])
@@ -170,11 +170,11 @@ def test_a_run_that_died_part_way_is_launched_again_once_its_lease_runs_out(ws, 
 
 # -- 4. a selector that matches everything -------------------------------------------------------------------------
 def test_a_selector_that_matches_everything_is_held_for_a_named_role(ws, policy):
-    before = {t: len(ws.data.rows(t)) for t in ("admitted", "documents")}
+    before = {t: len(ws.data.stored(t)) for t in ("admitted", "documents")}
     file(ws, "req-all", requester="mallory", text_regex=".*")
     out = process_request(ws, "req-all", policy=policy)
     assert out["state"] == "held" and ws.requests.get("req-all").state == "held"
-    assert {t: len(ws.data.rows(t)) for t in before} == before, "nothing changes while the request is held"
+    assert {t: len(ws.data.stored(t)) for t in before} == before, "nothing changes while the request is held"
     assert not ws.requests.tombstones().subjects, "no subject is tombstoned before confirmation"
     assert _events(ws, "forget.held", "req-all")
 

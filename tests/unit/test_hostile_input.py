@@ -171,7 +171,7 @@ def write_jsonl(path: Path, items: list[Any]) -> dict[int, str]:
 def admitted_and_quarantined(ws, batch: str, raw_refs: dict[int, str]) -> tuple[set[str], dict[str, list[str]]]:
     admitted = {r["ref"] for r in ws.data.rows("admitted", batch)}
     quarantined: dict[str, list[str]] = {}
-    for row in ws.data.rows("quarantine", batch):
+    for row in ws.data.records("quarantine", batch):
         ref = row.get("ref")
         if ref is None:  # an error row: its line (or Parquet row) number says which item it was
             number = int(row["_parse_error"].split(":", 1)[0].split()[1])
@@ -199,7 +199,7 @@ def check_batch(ws, batch: str, items: list[Any], expected: dict[str, str], raw_
         assert any(says in r for r in reasons), (ref, says, reasons)
         if says.endswith("more than the limit of 1048576") or ref.startswith("raw-"):
             assert reasons[0] == UNPARSEABLE and reasons[1].startswith(("line ", "row ")), reasons
-    kept = json.dumps(ws.data.rows("quarantine", batch), default=str)
+    kept = json.dumps(ws.data.records("quarantine", batch), default=str)
     assert len(kept) < 2 * MB10, "a 10 MB row is quarantined by reason and a 2,000-character excerpt, not kept whole"
 
 
@@ -278,10 +278,10 @@ def test_a_file_that_cannot_be_read_is_quarantined_whole_with_the_reason(ws, tmp
     (ws.inbox / f"{batch}{suffix}").write_bytes(content)
     out = stages.admit(ws, POLICY, f"{batch}{suffix}")
     assert out.admitted == 0 and out.quarantined >= 1, "nothing of the file is admitted"
-    quarantined = ws.data.rows("quarantine", batch)
+    quarantined = ws.data.records("quarantine", batch)
     assert all(any(says in reason for reason in r["quarantine_reasons"]) for r in quarantined), quarantined
     for table in ("admitted", "documents", "replay"):
-        assert ws.data.rows(table, batch) == [], f"no partial write to {table}"
+        assert ws.data.stored(table, batch) == [], f"no partial write to {table}"
     (event,) = [e for e in ws.log.events() if e["action"] == "batch.admitted" and e["object"] == batch]
     assert event["reason"].startswith("0 admitted")
     assert len(json.dumps(quarantined, default=str)) < 100_000

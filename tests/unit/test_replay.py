@@ -119,12 +119,12 @@ def test_a_batch_cannot_slip_an_evaluated_text_into_general_replay(deployment):
     write_batch(ws, "b1", [*_text_rows("new", "general_replay", ["Fresh general words here.", GENERAL[0]]),
                            *_text_rows("evalnew", "general", [REPLAY[0]]), {**fact(40), "kind": "fact"}])
     out = stages.admit(ws, POLICY, "b1.jsonl")
-    quarantined = {r["id"]: r["quarantine_reasons"] for r in ws.data.rows("quarantine", "b1")}
+    quarantined = {r["id"]: r["quarantine_reasons"] for r in ws.data.records("quarantine", "b1")}
     assert set(quarantined) == {"new1", "evalnew0"}, "both directions of an overlap are refused"
     assert all(OVERLAPS_EVAL in reasons[0] for reasons in quarantined.values())
     assert [r["id"] for r in ws.data.rows("general_replay", "b1")] == ["new0"]
     assert out.evaluation_rows == {"general_replay": 1} and out.admitted == 1
-    assert "new0" not in {r["id"] for r in ws.data.rows("documents")}, "general replay text is not indexed"
+    assert "new0" not in {r["id"] for r in ws.data.records("documents")}, "general replay text is not indexed"
     scored = {r["text"] for r in ws.data.rows("eval_general")}
     assert not scored & {r["text"] for r in ws.data.rows("general_replay")}
 
@@ -167,7 +167,7 @@ def test_rows_a_selector_prunes_from_the_pool_are_recorded_and_never_replayed_ag
                                                                                        "params": params})})
     write_batch(ws, "b0", [{**fact(100 + i), "kind": "fact"} for i in range(4)])
     stages.select(ws, policy, stages.admit(ws, policy, "b0.jsonl"), progress=False)
-    pruned = {r["id"]: r for r in ws.data.rows("pool_pruned")}
+    pruned = {r["id"]: r for r in ws.data.records("pool_pruned")}
     assert len(pruned) == 20 and all(r["reason"] for r in pruned.values()), "30 facts in the pool, bounded to 10"
     assert all(r["fact_id"] and r["subject_ids"] for r in pruned.values()), "a forget request finds them by subject"
     write_batch(ws, "b1", [{**fact(110 + i), "kind": "fact"} for i in range(4)])
@@ -175,7 +175,7 @@ def test_rows_a_selector_prunes_from_the_pool_are_recorded_and_never_replayed_ag
     for batch in ("b0", "b1"):
         replayed = {r["id"] for r in ws.data.rows("selections", batch) if r["role"] == "replay"}
         assert replayed and not replayed & set(pruned), "a pruned row never comes back"
-    assert set(pruned) <= {r["id"] for r in ws.data.rows("pool_pruned")}, "pruning is permanent"
+    assert set(pruned) <= {r["id"] for r in ws.data.records("pool_pruned")}, "pruning is permanent"
 
 
 def test_the_selection_report_names_clusters_experts_reasons_and_replay_costs(deployment):

@@ -102,7 +102,7 @@ def test_a_policy_can_require_signed_submissions(ws, tmp_path):
     (ws.inbox / "b-dropped.jsonl").write_text(json.dumps(fact(4, 5)) + "\n")
     out = stages.admit(ws, strict, "b-dropped.jsonl")
     assert out.admitted == 0 and out.quarantined == 1
-    (row,) = ws.data.rows("quarantine", "b-dropped")
+    (row,) = ws.data.records("quarantine", "b-dropped")
     assert "unsigned_submission" in row["quarantine_reasons"][0] and "memgov submit" in row["quarantine_reasons"][0]
     assert submit(ws, rows_file(tmp_path, "b-signed", [fact(5, 5)]), "--key", keyholder(ws.home, "erin")).returncode == 0
     assert stages.admit(ws, strict, "b-signed.jsonl").admitted == 1

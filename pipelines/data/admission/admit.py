@@ -12,6 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipelines.core.identifiers import id_problem
+from pipelines.core.rows import (
+    KINDS,
+    QUESTION_KINDS,
+    ContractRow,
+    RowError,
+    as_row,
+    contract_disagreements,
+)
 from pipelines.data.admission.config import AdmissionConfig
 from pipelines.data.admission.io import plain
 from pipelines.data.admission.suite import ROW_KEY, ROWS, SUBJECT_LINKS, Check, CheckOutcome, run_checks
@@ -20,7 +28,7 @@ from pipelines.state.tables import id_list
 UNPARSEABLE = "unparseable"
 # The data contract's row kinds: four that change the model or the index, four evaluation tables, and general text the
 # update replays (policies/contract.json).
-ROW_KINDS = ("fact", "instruction", "document", "edit", "retention", "general", "locality", "unseen", "general_replay")
+ROW_KINDS = KINDS
 TOMBSTONED = "tombstoned"
 DUPLICATE_ID = ("duplicate id: another row of the batch has this id; fix: give each row its own id (an evaluation "
                 "row names a fact by fact_id, not by the fact's id)")
@@ -40,7 +48,7 @@ class TombstoneSet(Protocol):
 
 @dataclass
 class AdmissionResult:
-    admitted: list[dict[str, Any]]
+    admitted: list[ContractRow]
     quarantined: list[dict[str, Any]]
     expectations: list[dict[str, Any]]
     suite_name: str
@@ -394,7 +402,7 @@ def _text_checks(cfg: AdmissionConfig, col: str) -> list[Check]:
     return checks
 
 
-FACT_KINDS = ("fact", "edit", "retention", "locality", "unseen")
+FACT_KINDS = QUESTION_KINDS
 
 
 def derived_fact_id(prompt: str) -> str:
@@ -414,20 +422,19 @@ def _needs_fact_id(row: dict[str, Any]) -> bool:
 
 
 def kind_requirements() -> dict[str, tuple[tuple[str, ...], ...]]:
-    """The fields each row kind requires, read from the data contract's JSON Schema (its `allOf` if/then rules), so
-    admission enforces exactly what the documentation shows: per kind, alternatives of which one must be complete
-    (a retention row is written out, prompt and target, or names an admitted fact by fact_id)."""
+    """The fields each row kind requires: per kind, alternatives of which one must be complete (a retention row is
+    written out, prompt and target, or names an admitted fact by fact_id). Read from the typed records after checking
+    that they say what the data contract's JSON Schema says (its `allOf` if/then rules), so admission enforces
+    exactly what the documentation shows."""
     from importlib import resources  # the contract ships as data in the policies package; read, never imported
 
+    from pipelines.core.rows import requirements
+
     contract = json.loads(resources.files("policies").joinpath("contract.json").read_text(encoding="utf-8"))
-    out: dict[str, tuple[tuple[str, ...], ...]] = {}
-    for rule in contract.get("allOf", []):
-        kind = rule["if"]["properties"]["kind"]
-        then = rule["then"]
-        options = tuple(tuple(o["required"]) for o in then.get("anyOf", [])) or (tuple(then.get("required", ())),)
-        for name in kind.get("enum", [kind.get("const")]):
-            out[name] = options
-    return out
+    if problems := contract_disagreements(contract):
+        raise RuntimeError("policies/contract.json and pipelines/core/rows.py disagree; fix one to match the other:\n  "
+                           + "\n  ".join(problems))
+    return requirements()
 
 
 def _kind_fields_check() -> Check:
@@ -596,7 +603,7 @@ def admit_batch(
     fields and gain `quarantine_reasons`; rows without an id get `<batch_name>#row<n>` so they can be addressed.
     """
     start = time.perf_counter()
-    rows = list(rows)
+    rows = [r.to_json() if isinstance(r, ContractRow) else r for r in rows]
     for pos, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValueError(f"batch '{batch_name}' row {pos} is a {type(row).__name__}; every row must be a dict")
@@ -620,21 +627,26 @@ def admit_batch(
             if reason not in reasons[pos]:
                 reasons[pos].append(reason)
 
-    admitted: list[dict[str, Any]] = []
+    admitted: list[ContractRow] = []
     quarantined: list[dict[str, Any]] = []
     derived = 0
     for pos, row in enumerate(rows):
         out = dict(row)
         if out.get("id") is None:
             out["id"] = f"{batch_name}#row{pos}"
-        if reasons[pos]:
-            out["quarantine_reasons"] = reasons[pos]
-            quarantined.append(out)
-        else:
+        if not reasons[pos]:
             if _needs_fact_id(out):
                 out["fact_id"] = derived_fact_id(out["prompt"])
-                derived += 1
-            admitted.append(out)
+            try:  # the typed record is the last word: a shape the checks above do not cover (messages) is caught here
+                typed = as_row(out)
+            except RowError as exc:
+                reasons[pos].append(str(exc))
+            else:
+                derived += "fact_id" in out and "fact_id" not in row
+                admitted.append(typed)
+                continue
+        out["quarantine_reasons"] = reasons[pos]
+        quarantined.append(out)
     counts = {"rows": len(rows), "admitted": len(admitted), "quarantined": len(quarantined),
               **({"fact_ids_derived": derived} if derived else {})}
     return AdmissionResult(

@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -102,7 +102,7 @@ class DocumentIndex:
     def _validate(self, docs: list[dict[str, Any]]) -> None:
         seen: set[str] = set()
         for i, doc in enumerate(docs):
-            if not isinstance(doc, dict):
+            if not isinstance(doc, Mapping):
                 raise ValueError(f"document {i} is a {type(doc).__name__}; expected a dict with 'id' and 'text'")
             doc_id, text = doc.get("id"), doc.get("text")
             if not isinstance(doc_id, str) or not doc_id:

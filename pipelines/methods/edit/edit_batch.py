@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +18,7 @@ def check_edits(edits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         raise ValueError("edits must be a non-empty list of dicts with 'prompt', 'target' and 'previous_target'")
     out = []
     for i, e in enumerate(edits):
-        if not isinstance(e, dict):
+        if not isinstance(e, Mapping):
             raise ValueError(f"edits[{i}] must be a dict, got {type(e).__name__}")
         for key in ("prompt", "target"):
             if not isinstance(e.get(key), str) or not e[key].strip():

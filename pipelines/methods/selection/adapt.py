@@ -12,6 +12,7 @@ the pool after pruning it for good (pool.prune_pool).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -134,7 +135,7 @@ def select_adaptive(
     first_seen: dict[tuple[str, str], Row] = {}
     for row in rows:
         if not is_fact(row):
-            pruned.append(_pruned(row if isinstance(row, dict) else {"row": row}, NO_FACT))
+            pruned.append(_pruned(row if isinstance(row, Mapping) else {"row": row}, NO_FACT))
         elif fact_key(row) in first_seen:
             pruned.append(_pruned(row, DUPLICATE, duplicate_of=first_seen[fact_key(row)].get("id")))
         else:

@@ -9,6 +9,7 @@ fill the budget round robin over clusters, best score first; add replay rows fro
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -71,7 +72,7 @@ def select_samples(
         if is_fact(row):
             facts.append(row)
         else:
-            pruned.append(_pruned(row if isinstance(row, dict) else {"row": row}, NO_FACT))
+            pruned.append(_pruned(row if isinstance(row, Mapping) else {"row": row}, NO_FACT))
 
     clusters = assign_clusters(facts, cfg.seed)
     candidates: list[tuple[int, Row]] = []

@@ -5,6 +5,8 @@ Benchmarks compare cluster_score against it (training cost and quality for the s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import Field
 
 from pipelines.core.plugins import MethodConfig, SelectionResult
@@ -31,7 +33,7 @@ def select_all(
     """No scoring, no pruning (the model is not used); rows without prompt/target are still skipped."""
     cfg = cfg or AllSelectionConfig()
     facts = [r for r in rows if is_fact(r)]
-    pruned = [dict(r if isinstance(r, dict) else {"row": r}, prune_reason=NO_FACT) for r in rows if not is_fact(r)]
+    pruned = [dict(r if isinstance(r, Mapping) else {"row": r}, prune_reason=NO_FACT) for r in rows if not is_fact(r)]
     clusters = assign_clusters(facts, cfg.seed)
     samples = [dict(r, score=None, cluster=c) for r, c in zip(facts, clusters, strict=True)]
     n_replay = replay_count(cfg.replay_ratio, len(samples))

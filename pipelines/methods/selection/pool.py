@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ def row_text(row: Row) -> str | None:
     """What a pool row says: "prompt target" for a fact, else its text."""
     if is_fact(row):
         return f"{row['prompt']} {row['target']}"
-    text = row.get("text") if isinstance(row, dict) else None
+    text = row.get("text") if isinstance(row, Mapping) else None
     return text if isinstance(text, str) and text.strip() else None
 
 
@@ -118,12 +118,12 @@ def prune_pool(pool: Sequence[Row], embed: Callable[[list[str]], np.ndarray], ma
     for row in pool:
         if tombstoned is not None and tombstoned(row):
             continue
-        if isinstance(row, dict) and row.get("id") in previously:
+        if isinstance(row, Mapping) and row.get("id") in previously:
             out.n_previously_pruned += 1
             continue
         text = row_text(row)
         if text is None:  # nothing to replay: never drawn, so it need not stay
-            out.pruned.append({"id": row.get("id") if isinstance(row, dict) else None, "reason": NO_FACT})
+            out.pruned.append({"id": row.get("id") if isinstance(row, Mapping) else None, "reason": NO_FACT})
             continue
         rows.append(row)
         texts.append(text)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pipelines.core.rows import ContractRow
 
 Row = dict[str, Any]
 
@@ -19,13 +21,21 @@ BUDGET = "budget"
 
 
 def is_fact(row: Any) -> bool:
+    """A row with a non-blank prompt and target; what a Python caller hands a selector may be any mapping."""
+    if isinstance(row, ContractRow):
+        return row.is_question
     return (
-        isinstance(row, dict)
+        isinstance(row, Mapping)
         and isinstance(row.get("prompt"), str)
         and isinstance(row.get("target"), str)
         and bool(row["prompt"].strip())
         and bool(row["target"].strip())
     )
+
+
+def _relation(row: Row) -> str | None:
+    value = row.relation if isinstance(row, ContractRow) else row.get("relation")
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def norm(text: str) -> str:
@@ -53,7 +63,7 @@ def assign_clusters(rows: Sequence[Row], seed: int, n_clusters: int | None = Non
     clustering so that budgets and replay can still be spread over kinds of knowledge.
     """
     labels: list[str | None] = [
-        str(r["relation"]) if isinstance(r.get("relation"), str) and r["relation"].strip() else None for r in rows
+        relation if (relation := _relation(r)) else None for r in rows
     ]
     free = [i for i, label in enumerate(labels) if label is None]
     if free:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ def check_qa(items: Sequence[dict[str, Any]], field: str, allow_empty: bool = Fa
         raise ValueError(f"{field} is empty: give at least one dict with 'prompt' and 'target'")
     prompts, targets = [], []
     for i, item in enumerate(items):
-        if not isinstance(item, dict):
+        if not isinstance(item, Mapping):
             raise ValueError(f"{field}[{i}] must be a dict with 'prompt' and 'target', got {type(item).__name__}")
         for key in ("prompt", "target"):
             value = item.get(key)

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,9 +183,10 @@ class Tombstones:
     def has_fact(self, fact_id: Any) -> bool:
         return self.has("fact", fact_id)
 
-    def covers(self, row: dict) -> bool:
-        """A data row, document or index entry any tombstone names (by id, fact, document or subject)."""
-        if not isinstance(row, dict):
+    def covers(self, row: Mapping[str, Any]) -> bool:
+        """A data row (a typed record or as stored), document or index entry any tombstone names (by id, fact,
+        document or subject)."""
+        if not isinstance(row, Mapping):
             return False
         subjects = row.get("subject_ids") or []
         subjects = [subjects] if isinstance(subjects, str) else list(subjects)
