@@ -22,16 +22,18 @@ if WORKERS > 1:  # parallel workers share the cores: one worker's torch (and its
 
 # Tests on the demo deployment, in two units of work: under `pytest -n` each unit stays on one worker, the demo is
 # built once for both (see `demo_home`), and the two run side by side (one alone would be the suite's critical path).
+# The two tests on a candidate waiting for approval (browser, GraphQL) share one unit, so its urgent unlearning run
+# is built once and no worker waits on another's build.
 DEMO_UNITS = {
     "demo-ui": frozenset({
         "tests/ui/test_approval_ui.py",
+        "tests/integration/test_graphql_approval.py",
         "tests/e2e/test_demo_story.py",
         "tests/integration/test_releases_view.py",
     }),
     "demo-decisions": frozenset({
         "tests/e2e/test_forget_outcomes.py",
         "tests/integration/test_governance.py",
-        "tests/integration/test_graphql_approval.py",
         "tests/integration/test_signed_decisions.py",
     }),
 }

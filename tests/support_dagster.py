@@ -301,24 +301,29 @@ def make_waiting_candidate(home: Path, request_id: str = "req-ui-0001") -> str:
                 os.environ[key] = value
 
 
-_SNAPSHOTS: dict[str, tuple[Path, str]] = {}
-
-
 def waiting_candidate(demo_home: Path, home: Path, tmp_path_factory) -> str:
     """`home` (a private copy of `demo_home`) with a candidate waiting for approval; returns the release id.
 
-    The urgent unlearning run costs tens of seconds on two cores, so the first call snapshots its result and later
-    calls in the session restore that snapshot into their own copy: every test still starts from identical state."""
-    key = str(demo_home)
-    if key in _SNAPSHOTS:
-        snapshot, release_id = _SNAPSHOTS[key]
-        shutil.rmtree(home)
-        copy_deployment(snapshot, home)
-        return release_id
-    release_id = make_waiting_candidate(home)
-    snapshot = copy_deployment(home, tmp_path_factory.mktemp("waiting") / "memgov")
-    _SNAPSHOTS[key] = (snapshot, release_id)
-    return release_id
+    The urgent unlearning run costs minutes on two cores, so it runs once per pytest run: the first caller (on any
+    worker, under a lock) builds it and snapshots the result beside the shared demo build; every later caller
+    restores that snapshot into its own copy, so every test still starts from identical state."""
+    from pipelines.core.filelock import exclusive
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # one per pytest run, beside each worker's basetemp (as the demo build is)
+    built = shared / "waiting-built"
+    with exclusive(built.with_suffix(".lock")):
+        if not (built / "release_id").exists():
+            shutil.rmtree(built, ignore_errors=True)  # a build that failed part-way is never reused
+            release_id = make_waiting_candidate(home)
+            copy_deployment(home, built / "memgov")
+            (built / "release_id").write_text(release_id)
+            return release_id
+    for folder in (home, *(home.with_name(home.name + suffix) for suffix in (".secrets", ".demo-keys"))):
+        shutil.rmtree(folder, ignore_errors=True)  # the copy's secrets and keys live beside it: replaced too
+    copy_deployment(built / "memgov", home)
+    return (built / "release_id").read_text()
 
 
 def decision_config(release_id: str, approver: str = "", role: str = "ml-lead",
