@@ -28,6 +28,9 @@ app.add_typer(forget_app, name="forget")
 app.add_typer(log_app, name="log")
 app.add_typer(keys_app, name="keys")
 app.add_typer(policy_app, name="policy")
+edit_app = typer.Typer(help="Knowledge edits: where a deployed model holds a fact (`memgov edit trace`).",
+                       no_args_is_help=True)
+app.add_typer(edit_app, name="edit")
 console = Console()
 
 HomeOpt = Annotated[str | None, typer.Option("--home", envvar="MEMGOV_HOME", help="State folder (default ./.memgov).")]
@@ -920,6 +923,50 @@ def policy_adopt(policy: Annotated[str, typer.Argument(help="Policy name in poli
         _fail(str(exc), 2)
     envelope = _envelope("adopt_policy", policy_subject(new), key, signed, role, reason)
     console.print_json(json.dumps(_governed(lambda: adopt_policy_signed(ws, current, new, envelope))))
+
+
+@edit_app.command("trace")
+def edit_trace(
+    prompt: Annotated[str | None, typer.Option(help="A prompt to trace; without it, a sample of the deployment's "
+                                               "facts that name their subject.")] = None,
+    subject: Annotated[str | None, typer.Option(help="The subject as written in --prompt (its tokens are corrupted).")] = None,
+    answer: Annotated[str | None, typer.Option(help="The answer traced; default: the model's own greedy answer.")] = None,
+    release: Annotated[str | None, typer.Option(help="Release to trace (default: the champion).")] = None,
+    facts: Annotated[int, typer.Option(min=1, help="Facts traced without --prompt.")] = 20,
+    samples: Annotated[int, typer.Option(min=1, help="Noise draws per fact.")] = 10,
+    window: Annotated[int, typer.Option(min=1, help="Adjacent layers restored together.")] = 1,
+    position: Annotated[str, typer.Option(help="subject (its last token, as ROME reads keys) or last (the prompt's "
+                                          "last token).")] = "subject",
+    home: HomeOpt = None,
+) -> None:
+    """Causal tracing: each layer's indirect effect (how much of the answer that layer's MLP alone brings back once
+    the subject is corrupted with noise); ROME with `edit.params.layer: trace` writes where it peaks."""
+    from pipelines.deployment.tracing import trace_release
+
+    if position not in ("subject", "last"):
+        _fail(f"--position {position!r}: use subject or last", 2)
+    try:
+        out = trace_release(_ws(home), release, prompt=prompt, subject=subject, answer=answer, n_facts=facts,
+                            samples=samples, window=window, position=position)  # type: ignore[arg-type]
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    trace = out.trace
+    console.print(f"causal trace of {out.release_id}: {trace.facts} fact(s), {position} token, window {window}")
+    table = Table()
+    table.add_column("layer", justify="right")
+    table.add_column("indirect effect", justify="right")
+    table.add_column("")
+    top = max(max(trace.effects), 1e-12)
+    for layer, effect in enumerate(trace.effects):
+        bar = "#" * max(0, round(30 * effect / top))
+        table.add_row(str(layer) + (" *" if trace.informative and layer == trace.best_layer else ""), f"{effect:+.4f}",
+                      bar)
+    console.print(table)
+    peak = (f"peak at layer {trace.best_layer}" if trace.informative else
+            f"no layer's MLP at the {position} token brings the answer back (try --position last)")
+    console.print(f"answer probability: clean {trace.clean:.4f}, subject corrupted {trace.corrupted:.4f}; {peak}")
+    for note in trace.skipped:
+        console.print(f"[yellow]skipped:[/yellow] {note}")
 
 
 @app.command()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -261,6 +262,14 @@ def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without
     assert not home.exists(), "validate writes nothing"
 
     assert memgov(home, "init", "--base-model", str(checkpoint), "--data", str(data), policy=policy).returncode == 0
+    # Where the deployed model holds its facts: one indirect effect per layer; corrupting the subject costs the answer.
+    proc = memgov(home, "edit", "trace", "--facts", "6", "--samples", "3")
+    traced = " ".join(proc.stdout.split())
+    assert proc.returncode == 0 and "causal trace of r0001: 6 fact(s), subject token" in traced, traced + proc.stderr
+    clean, corrupted = map(float, re.search(r"clean ([\d.]+), subject corrupted ([\d.]+)", traced).groups())
+    assert corrupted < clean and traced.count("│") >= 3 * 2 * 2, traced  # a row per layer of the 2-layer model
+    proc = memgov(home, "edit", "trace", "--prompt", "The museum in Yarm opens early on", "--subject", "Arden")
+    assert proc.returncode == 2 and "does not contain its subject 'Arden'" in " ".join(proc.stdout.split())
     ws = Workspace.open(home)
     bad_edit = {**domain_fact(62), "id": "edit-no-previous", "kind": "edit"}
     old = domain_fact(3)

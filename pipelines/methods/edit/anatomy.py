@@ -100,10 +100,9 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
     return lm_prompt_ids(tokenizer, prompt)
 
 
-def subject_position(tokenizer, prompt: str, subject: str | None) -> int | None:
-    """Index, in `prompt_ids(tokenizer, prompt)`, of the last token of the subject's first mention in the prompt
-    (where ROME reads the key that names the subject), or None when the prompt does not contain it or the tokenizer
-    gives no character offsets."""
+def subject_span(tokenizer, prompt: str, subject: str | None) -> list[int] | None:
+    """Indices, in `prompt_ids(tokenizer, prompt)`, of the tokens of the subject's first mention in the prompt, or
+    None when the prompt does not contain it or the tokenizer gives no character offsets."""
     if not subject or not subject.strip() or subject not in prompt:
         return None
     start = prompt.index(subject)
@@ -116,7 +115,14 @@ def subject_position(tokenizer, prompt: str, subject: str | None) -> int | None:
     if not inside:
         return None
     lead = len(prompt_ids(tokenizer, prompt)) - len(offsets)
-    return lead + inside[-1]
+    return [lead + i for i in inside]
+
+
+def subject_position(tokenizer, prompt: str, subject: str | None) -> int | None:
+    """Index of the last token of the subject's first mention in the prompt (where ROME reads the key that names the
+    subject), or None (see `subject_span`)."""
+    span = subject_span(tokenizer, prompt, subject)
+    return span[-1] if span else None
 
 
 @torch.no_grad()

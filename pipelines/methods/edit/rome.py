@@ -41,7 +41,11 @@ from pipelines.model.lm import encode_qa, exact_match
 class RomeConfig(MethodConfig):
     """Rank-one edit settings; defaults measured on the tiny embedded model."""
 
-    layer: int | None = Field(None, description="decoder layer whose MLP is edited; negative counts from the end; null = the architecture's default (about a third deep)")
+    layer: int | Literal["trace"] | None = Field(None, description="decoder layer whose MLP is edited; negative counts "
+        "from the end; null = the architecture's default (about a third deep); 'trace' = where causal tracing of the "
+        "edited facts' current answers peaks (pipelines/methods/edit/trace.py; `memgov edit trace` shows it)")
+    trace_samples: int = Field(10, ge=1, le=100, description="layer 'trace': noise draws per fact")
+    trace_window: int = Field(1, ge=1, description="layer 'trace': adjacent layers restored together")
     v_lr: float = Field(0.5, gt=0.0, le=10.0, description="Adam step size for the value delta")
     v_steps: int = Field(40, ge=1, le=1000, description="maximum optimisation steps per edit")
     v_stop_nll: float = Field(0.05, ge=0.0, description="stop early once the target's mean NLL is below this")
@@ -201,7 +205,8 @@ def apply_edits(
     _check_rank_one(model)
     started = time.perf_counter()
     total_steps, final_nll = 0, []
-    with frozen_copy(model, tokenizer, edits, cfg.layer) as (edited, target, prob_before):
+    layer, traced = (_traced_layer(model, tokenizer, edits, cfg) if cfg.layer == "trace" else (cfg.layer, None))
+    with frozen_copy(model, tokenizer, edits, layer) as (edited, target, prob_before):
         cov, n_tokens = key_covariance(edited, tokenizer, target, key_texts, cfg)
         cov_inv = torch.linalg.inv(cov.double())
         held = _protected(edited, tokenizer, edits, protect)
@@ -241,5 +246,25 @@ def apply_edits(
         "edits_undone": len(undone),
         "v_steps_total": total_steps,
         "mean_final_nll": sum(final_nll) / len(final_nll),
+        **({"layer_trace": traced} if traced is not None else {}),
     }
     return EditResult(model=edited, per_edit=per_edit, stats=stats)
+
+
+def _traced_layer(model, tokenizer, edits: list[dict], cfg: RomeConfig) -> tuple[int | None, dict]:
+    """The layer where causal tracing of the edited facts' current answers (previous_target) peaks, read at the key
+    position; when none can be traced (no previous answer, or a prompt without its subject), the architecture's
+    default layer, with the reason recorded."""
+    from pipelines.methods.edit.trace import trace_layers
+
+    facts = [{"prompt": e["prompt"], "target": e["previous_target"], "subject": e["subject"]} for e in edits
+             if e["previous_target"]]
+    try:
+        trace = trace_layers(model, tokenizer, facts, samples=cfg.trace_samples, window=cfg.trace_window,
+                             position=cfg.key_token)
+    except ValueError as exc:
+        return None, {"fallback": f"architecture default layer: {exc}"}
+    if not trace.informative:
+        return None, {**trace.to_dict(), "fallback": f"architecture default layer: no layer's MLP at the "
+                      f"{cfg.key_token} token brings the current answers back"}
+    return trace.best_layer, trace.to_dict()
