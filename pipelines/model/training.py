@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.core.rows import ContractRow, as_row
+from pipelines.core.rows import ContractRow, RowError, as_row
 from pipelines.model.knowledge import Row, qa
 
 INSTRUCTION = "instruction"
@@ -17,8 +17,17 @@ DOCUMENT = "document"
 Message = dict[str, str]
 
 
+def _typed(row: Row) -> ContractRow | None:
+    """The row as its typed record, None when it is not a contract row (unusable for training)."""
+    try:
+        return as_row(row)
+    except RowError:
+        return None
+
+
 def is_instruction(row: Row) -> bool:
-    return as_row(row).kind == INSTRUCTION
+    typed = _typed(row)
+    return typed is not None and typed.kind == INSTRUCTION
 
 
 def _messages(row: ContractRow) -> list[Message]:
@@ -29,9 +38,12 @@ def _messages(row: ContractRow) -> list[Message]:
 def conversation(row: Row) -> tuple[list[Message], str] | None:
     """(turns before the response, response) of an instruction row, or None when it has no prompt or no response.
 
-    A row without `response` whose messages end with an assistant turn uses that turn as the response.
+    A row without `response` whose messages end with an assistant turn uses that turn as the response; a row whose
+    messages are malformed (a turn without content) is unusable too.
     """
-    row = as_row(row)
+    row = _typed(row)
+    if row is None:
+        return None
     turns = _messages(row)
     if not turns and row.prompt and row.prompt.strip():
         turns = [{"role": "user", "content": row.prompt}]
@@ -59,10 +71,10 @@ def render_prompt(turns: list[Message], tokenizer, row_id: str = "?") -> str:
 
 def instruction_pair(row: Row, tokenizer) -> dict[str, Any] | None:
     """An instruction row as a QA dict (prompt rendered for this tokenizer, target = response); None if unusable."""
-    row = as_row(row)
     parts = conversation(row)
     if parts is None:
         return None
+    row = as_row(row)
     turns, response = parts
     return {"id": row.id, "prompt": render_prompt(turns, tokenizer, row.id), "target": response,
             "kind": INSTRUCTION, "fact_id": None, "subject_id": row.first_subject}
@@ -87,13 +99,13 @@ def instruction_rows(rows: list[ContractRow], tokenizer) -> list[dict[str, Any]]
 
 def is_document(row: Row) -> bool:
     """A document row with text to train on."""
-    row = as_row(row)
-    return row.kind == DOCUMENT and bool((row.text or "").strip())
+    typed = _typed(row)
+    return typed is not None and typed.kind == DOCUMENT and bool((typed.text or "").strip())
 
 
-def document_texts(rows: list[ContractRow]) -> list[str]:
+def document_texts(rows: list[Row]) -> list[str]:
     """The text of each document row: continued pre-training data (loss on every token)."""
-    return [r.text for r in rows if is_document(r)]
+    return [as_row(r).text for r in rows if is_document(r)]
 
 
 def training_item(row: Row) -> dict[str, Any]:
