@@ -267,7 +267,7 @@ def test_a_gpt_neox_deployment_is_read_as_written_and_forgets_everywhere_without
     traced = " ".join(proc.stdout.split())
     assert proc.returncode == 0 and "causal trace of r0001: 6 fact(s), subject token" in traced, traced + proc.stderr
     clean, corrupted = map(float, re.search(r"clean ([\d.]+), subject corrupted ([\d.]+)", traced).groups())
-    assert corrupted < clean and traced.count("│") >= 3 * 2 * 2, traced  # a row per layer of the 2-layer model
+    assert corrupted < clean and "│ 0 │" in traced and "│ 1 │" in traced, traced  # a row per layer of its 2 layers
     proc = memgov(home, "edit", "trace", "--prompt", "The museum in Yarm opens early on", "--subject", "Arden")
     assert proc.returncode == 2 and "does not contain its subject 'Arden'" in " ".join(proc.stdout.split())
     ws = Workspace.open(home)
