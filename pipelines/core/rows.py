@@ -222,16 +222,12 @@ def requirements() -> dict[str, tuple[tuple[str, ...], ...]]:
 
 # --- agreement with the JSON Schema ------------------------------------------------------------------------------
 
-_JSON_TYPES = {"string": "string", "array": "array", "boolean": "boolean", "object": "object", "null": "null",
-               "integer": "integer", "number": "number"}
-
-
 def _schema_types(schema: Mapping[str, Any]) -> set[str]:
     if "enum" in schema:
         return {"string"}
     if "type" in schema:
         kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        return {_JSON_TYPES[k] for k in kinds}
+        return set(kinds)
     out: set[str] = set()
     for option in schema.get("anyOf", []):
         out |= _schema_types(option)

@@ -117,13 +117,7 @@ def trace_fact(model, tokenizer, prompt: str, answer: str, subject: str, *, samp
         effects = []
         for layer in range(layers):
             lo, hi = max(0, layer - (window - 1) // 2), min(layers, layer + window // 2 + 1)
-
-            def restore(_m, _a, out, i):
-                out = out.clone()
-                out[:, pos] = clean_out[i].to(out.dtype)
-                return out
-
-            restored = [projections[i].register_forward_hook(lambda m, a, o, i=i: restore(m, a, o, i))
+            restored = [projections[i].register_forward_hook(lambda _m, _a, out, i=i: _restored(out, pos, clean_out[i]))
                         for i in range(lo, hi)]
             try:
                 effects.append(float(answer_prob(many).mean()) - corrupted)
@@ -133,6 +127,13 @@ def trace_fact(model, tokenizer, prompt: str, answer: str, subject: str, *, samp
     finally:
         handle.remove()
     return effects, clean, corrupted
+
+
+def _restored(out: torch.Tensor, pos: int, clean: torch.Tensor) -> torch.Tensor:
+    """The projection's output with its clean value put back at `pos`."""
+    out = out.clone()
+    out[:, pos] = clean.to(out.dtype)
+    return out
 
 
 def trace_layers(model, tokenizer, facts: Sequence[Mapping], *, samples: int = 10, noise_scale: float = 3.0,
